@@ -1,0 +1,6 @@
+package nodoc
+
+// Duration uses time only as a type: that is allowed.
+import "time"
+
+var D = time.Second

@@ -1,0 +1,5 @@
+package wip
+
+import "testing"
+
+func TestX(t *testing.T) { t.Skip("no") }
