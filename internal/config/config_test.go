@@ -1,0 +1,139 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `node: a
+peer: b
+pair-id: 42
+key-file: /etc/tandem/pair.key
+data-dir: /var/lib/tandem
+timing: fast
+paths:
+  - {name: ha1, interface: ha1, local: 198.51.100.1, peer: 198.51.100.2}
+  - {name: lan, interface: lan0, local: 192.0.2.11, peer: 192.0.2.12}
+replication:
+  listen: 198.51.100.1:7101
+  peers: [198.51.100.2:7101]
+vip:
+  interface: lan0
+  addresses: [192.0.2.10/24, 2001:db8:0:1::10/64]
+tie-breaker:
+  gateways: [192.0.2.1]
+`
+
+func TestParseGoodAppliesDefaults(t *testing.T) {
+	c, err := Parse("good.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Timing.Profile != "fast" || c.Replication.Mode != "sync" || c.Replication.OnPeerLoss != "degrade" {
+		t.Errorf("profile/mode/on-peer-loss = %q/%q/%q", c.Timing.Profile, c.Replication.Mode, c.Replication.OnPeerLoss)
+	}
+	if *c.VIP.GARP.Repeats != 5 || c.VIP.GARP.Interval.D().String() != "1s" {
+		t.Errorf("garp defaults = %d/%v", *c.VIP.GARP.Repeats, c.VIP.GARP.Interval)
+	}
+	if c.Paths[0].Port != DefaultHeartbeatPort || c.DataPlane.Port != DefaultDataPlanePort || c.Management.Socket != DefaultSocket {
+		t.Errorf("port/socket defaults not applied: %+v", c)
+	}
+	if got := c.Line("vip.addresses[1]"); got != 15 {
+		t.Errorf("Line(vip.addresses[1]) = %d, want 15", got)
+	}
+	if got := c.Line("vip.garp.repeats"); got != 13 {
+		t.Errorf("Line of an absent field = %d, want its nearest ancestor's (vip, 13)", got)
+	}
+}
+
+func TestTimingMapping(t *testing.T) {
+	src := strings.Replace(good, "timing: fast", "timing:\n  profile: default\n  interval: 50ms\n  dead-after: 400ms\n  fence-margin: 20ms", 1)
+	c, err := Parse("t.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Timing.Interval.D().String() != "50ms" || c.Timing.DeadAfter.D().String() != "400ms" || c.Timing.Extra["fence-margin"].D().String() != "20ms" {
+		t.Errorf("timing = %+v", c.Timing)
+	}
+}
+
+// TestBadInputsNameFieldAndLine is the contract with operators: each
+// mistake is reported with the file, the line and the field.
+func TestBadInputsNameFieldAndLine(t *testing.T) {
+	cases := []struct {
+		name, from, to string
+		want           []string // substrings of the error
+	}{
+		{"unknown key", "data-dir: /var/lib/tandem", "data-dir: /var/lib/tandem\ndata-dri: /x", []string{"bad.yaml:6: data-dri: field data-dri not found"}},
+		{"bad duration", "timing: fast", "timing: {interval: 10}", []string{"bad.yaml:6:", `"10" is not a duration`}},
+		{"bad prefix", "2001:db8:0:1::10/64", "2001:db8:0:1::10", []string{"bad.yaml:15:", `"2001:db8:0:1::10" is not an address with prefix length`}},
+		{"bad address", "local: 198.51.100.1,", "local: 198.51.100.300,", []string{"bad.yaml:8:", "not an IP address"}},
+		{"same node and peer", "peer: b", "peer: a", []string{"bad.yaml:2: peer: must differ from node"}},
+		{"missing pair id", "pair-id: 42\n", "", []string{"bad.yaml: pair-id: required"}},
+		{"bad mode", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  mode: semi", []string{"bad.yaml:13: replication.mode: \"semi\": want sync or async"}},
+		{"duplicate vip", "[192.0.2.10/24, 2001:db8:0:1::10/64]", "[192.0.2.10/24, 192.0.2.10/24]", []string{"vip.addresses[1]: 192.0.2.10 listed twice"}},
+		{"family mismatch", "peer: 198.51.100.2}", "peer: 2001:db8::2}", []string{"bad.yaml:8: paths[0].peer: address family differs"}},
+		{"no gateways", "tie-breaker:\n  gateways: [192.0.2.1]\n", "", []string{"tie-breaker.gateways: at least one gateway"}},
+		{"bad profile", "timing: fast", "timing: turbo", []string{"bad.yaml:6: timing.profile: \"turbo\": want default or fast"}},
+		{"yaml syntax", "vip:\n", "vip: [\n", []string{"bad.yaml:"}},
+		{"several at once", "node: a\npeer: b", "node: A\npeer: b b", []string{"bad.yaml:1: node:", "bad.yaml:2: peer:"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(good, tc.from, tc.to, 1)
+			if src == good {
+				t.Fatalf("case does not change the file (%q not found)", tc.from)
+			}
+			_, err := Parse("bad.yaml", []byte(src))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+	if _, err := Parse("empty.yaml", nil); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty file: %v", err)
+	}
+}
+
+func TestWrapNamesLine(t *testing.T) {
+	c, err := Parse("good.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Wrap("timing.dead-after", errors.New("must exceed 3 x interval"))
+	if got := err.Error(); got != "good.yaml:6: timing.dead-after: must exceed 3 x interval" {
+		t.Errorf("Wrap = %q", got)
+	}
+}
+
+func TestReadKey(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "k")
+	os.WriteFile(p, []byte(strings.Repeat("k", 40)+"\n"), 0o600)
+	if k, err := ReadKey(p); err != nil || len(k) != 40 {
+		t.Errorf("ReadKey = %d bytes, %v", len(k), err)
+	}
+	os.Chmod(p, 0o644)
+	if _, err := ReadKey(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("world-readable key accepted: %v", err)
+	}
+	os.WriteFile(p, []byte("short"), 0o600)
+	os.Chmod(p, 0o600)
+	if _, err := ReadKey(p); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Errorf("short key accepted: %v", err)
+	}
+	if _, err := ReadKey(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing key file accepted")
+	}
+}
