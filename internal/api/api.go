@@ -1,0 +1,153 @@
+// Package api is tandemd's local administration API: JSON over HTTP on a
+// unix socket (mode 0660, root's group), used by tandemctl, the serial
+// console and the web console's back end.
+//
+// Contract:
+//
+//	GET  /v1/status                  Status of the pair as this node sees it
+//	GET  /v1/events?after=N          recent events with sequence number > N
+//	POST /v1/admin/switchover        planned switchover (only on the active)
+//	POST /v1/admin/maintenance       {"on": true|false}
+//	POST /v1/admin/force-promote     {"acknowledge_data_loss": true}
+//
+// Requests and responses are JSON objects; unknown request fields are
+// rejected. Errors are {"error": "...", "code": "..."} with an HTTP status:
+// 400 for a malformed request (the message names the field), 409 when the
+// action does not apply in the current state (the message says why), 503
+// while the daemon is starting or stopping. Handlers never block on the
+// replication stream or disk: they hand actions to the daemon's driver and
+// wait for its answer under the request's context.
+//
+// The types below are the wire format; fields are only ever added, never
+// renamed or removed, so an older tandemctl can read a newer daemon.
+package api
+
+import (
+	"time"
+)
+
+// Status is the pair as one node sees it.
+type Status struct {
+	Node        string            `json:"node"`
+	Peer        string            `json:"peer"`
+	Role        string            `json:"role"`      // starting, passive, active, maintenance, stopping
+	SubState    string            `json:"sub_state"` // e.g. in-sync, outdated, paired, alone
+	Epoch       uint64            `json:"epoch"`
+	RoleSince   time.Time         `json:"role_since"`
+	Maintenance bool              `json:"maintenance"`
+	PeerView    PeerStatus        `json:"peer_view"`
+	Paths       []PathStatus      `json:"paths"`
+	Replication ReplicationStatus `json:"replication"`
+	VIP         VIPStatus         `json:"vip"`
+	TieBreaker  TieBreakerStatus  `json:"tie_breaker"`
+	Runtime     RuntimeStatus     `json:"runtime"`
+	Alarms      []Alarm           `json:"alarms"`
+	Events      []Event           `json:"events"` // the most recent ones
+	Counters    Counters          `json:"counters"`
+	Version     string            `json:"version"`
+	Now         time.Time         `json:"now"`
+}
+
+// PeerStatus is what this node knows of its peer from heartbeats.
+type PeerStatus struct {
+	Alive        bool      `json:"alive"`
+	Role         string    `json:"role"`
+	Epoch        uint64    `json:"epoch"`
+	CommittedLSN uint64    `json:"committed_lsn"`
+	AppliedLSN   uint64    `json:"applied_lsn"`
+	DataState    string    `json:"data_state"`
+	LastSeen     time.Time `json:"last_seen"`
+}
+
+// PathStatus is one heartbeat path.
+type PathStatus struct {
+	Name     string        `json:"name"`
+	Up       bool          `json:"up"`
+	RTT      time.Duration `json:"rtt_ns"`
+	Loss     float64       `json:"loss"` // fraction, recent window
+	LastSeen time.Time     `json:"last_seen"`
+	Dropped  uint64        `json:"dropped"` // invalid datagrams received on this path
+}
+
+// ReplicationStatus is the WIP store's replication state.
+type ReplicationStatus struct {
+	Role         string        `json:"role"` // primary, secondary
+	Mode         string        `json:"mode"` // sync, async
+	DataState    string        `json:"data_state"`
+	PeerState    string        `json:"peer_state"`
+	CommittedLSN uint64        `json:"committed_lsn"`
+	PeerAckedLSN uint64        `json:"peer_acked_lsn"`
+	LagBatches   uint64        `json:"lag_batches"`
+	LagBytes     uint64        `json:"lag_bytes"`
+	LagTime      time.Duration `json:"lag_ns"`
+	Rejected     uint64        `json:"rejected_frames"`
+}
+
+// VIPStatus is the virtual address group.
+type VIPStatus struct {
+	Addresses  []string  `json:"addresses"`
+	Owned      bool      `json:"owned"` // by this node
+	VirtualMAC string    `json:"virtual_mac,omitempty"`
+	Since      time.Time `json:"since"`
+	Conflicts  uint64    `json:"conflicts"`
+}
+
+// TieBreakerStatus is the result of the latest outside-reachability probes.
+type TieBreakerStatus struct {
+	GatewayReachable bool      `json:"gateway_reachable"`
+	Witness          string    `json:"witness,omitempty"` // verdict, if configured
+	Checked          time.Time `json:"checked"`
+}
+
+// RuntimeStatus is the orchestration runtime.
+type RuntimeStatus struct {
+	State   string `json:"state"` // stopped, running, pausing
+	Running int    `json:"running_jobs"`
+}
+
+// Counters only ever grow while the daemon runs (Prometheus counters).
+type Counters struct {
+	Promotions  uint64 `json:"promotions"`  // this node became active (failovers and switchovers)
+	Demotions   uint64 `json:"demotions"`   // this node stopped being active
+	SelfFences  uint64 `json:"self_fences"` // this node fenced itself (lost peer and tie-breaker)
+	Switchovers uint64 `json:"switchovers"` // planned handovers completed from this node
+}
+
+// Alarm is a condition an operator should know about, raised and cleared by
+// the daemon under a stable ID.
+type Alarm struct {
+	ID       string    `json:"id"`
+	Severity string    `json:"severity"` // warning, critical
+	Text     string    `json:"text"`
+	Since    time.Time `json:"since"`
+}
+
+// Event is one entry of the daemon's event log.
+type Event struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	Kind string    `json:"kind"` // role, path, alarm, admin, vip, replication
+	Text string    `json:"text"`
+}
+
+// MaintenanceRequest is the body of POST /v1/admin/maintenance.
+type MaintenanceRequest struct {
+	On *bool `json:"on"`
+}
+
+// ForcePromoteRequest is the body of POST /v1/admin/force-promote.
+type ForcePromoteRequest struct {
+	AcknowledgeDataLoss bool `json:"acknowledge_data_loss"`
+}
+
+// ActionResult answers an admin action.
+type ActionResult struct {
+	Accepted bool   `json:"accepted"`
+	Text     string `json:"text"`
+}
+
+// ErrorBody is the body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}

@@ -1,0 +1,320 @@
+// Package cli is tandemctl's command tree. It is a package, not just a
+// main, because the same tree is served to operators over SSH and the
+// serial console: everything an operator can do from a shell is here, and
+// nothing here touches the daemon except through the local API (package
+// api), so the CLI can never bypass the state machine.
+//
+// Output is meant for people by default and for scripts with --json (the API
+// types, unchanged). Exit status: 0 success, 1 the daemon refused or failed,
+// 2 usage error, 3 the daemon cannot be reached.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+// Exit codes.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1
+	ExitUsage       = 2
+	ExitUnreachable = 3
+)
+
+// DefaultSocket is where tandemd serves its API unless configured otherwise.
+const DefaultSocket = "/run/tandem/tandemd.sock"
+
+type options struct {
+	socket  string
+	json    bool
+	timeout time.Duration
+	out     io.Writer
+	ran     bool // the command line parsed: errors after this are not usage errors
+}
+
+// usageError marks a command line the command itself rejected.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// New returns the root command writing to out.
+func New(out io.Writer) *cobra.Command { return newRoot(&options{out: out}) }
+
+func newRoot(o *options) *cobra.Command {
+	root := &cobra.Command{
+		Use:              "tandemctl",
+		Short:            "Manage a Tandem HA pair",
+		SilenceUsage:     true,
+		SilenceErrors:    true,
+		PersistentPreRun: func(*cobra.Command, []string) { o.ran = true },
+	}
+	sock := os.Getenv("TANDEM_SOCKET")
+	if sock == "" {
+		sock = DefaultSocket
+	}
+	root.PersistentFlags().StringVar(&o.socket, "socket", sock, "tandemd's API socket (env TANDEM_SOCKET)")
+	root.PersistentFlags().BoolVar(&o.json, "json", false, "print the API's JSON, for scripts")
+	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+	root.SetOut(o.out)
+	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o))
+	return root
+}
+
+// Execute runs the command line args and returns the exit status.
+func Execute(args []string, out, errOut io.Writer) int {
+	o := &options{out: out}
+	root := newRoot(o)
+	root.SetArgs(args)
+	root.SetErr(errOut)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(errOut, "tandemctl:", err)
+	var ae *api.Error
+	var ue usageError
+	switch {
+	case !o.ran || errors.As(err, &ue):
+		return ExitUsage
+	case errors.As(err, &ae):
+		return ExitFailed
+	case strings.Contains(err.Error(), "cannot reach tandemd"):
+		return ExitUnreachable
+	}
+	return ExitFailed
+}
+
+func (o *options) client() (*api.Client, context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	return api.NewClient(o.socket), ctx, cancel
+}
+
+func (o *options) printJSON(v any) error {
+	enc := json.NewEncoder(o.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func statusCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the pair: roles, epoch, paths, replication, VIP, alarms",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return o.printJSON(st)
+			}
+			PrintStatus(o.out, st)
+			return nil
+		},
+	}
+}
+
+func eventsCmd(o *options) *cobra.Command {
+	var after uint64
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Show the daemon's recent events",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			evs, err := c.Events(ctx, after)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return o.printJSON(evs)
+			}
+			for _, e := range evs {
+				fmt.Fprintf(o.out, "%6d  %s  %-11s %s\n", e.Seq, e.Time.Format("2006-01-02 15:04:05.000"), e.Kind, e.Text)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Uint64Var(&after, "after", 0, "only events with a sequence number above this")
+	return cmd
+}
+
+func printResult(o *options, r api.ActionResult) error {
+	if o.json {
+		return o.printJSON(r)
+	}
+	fmt.Fprintln(o.out, r.Text)
+	return nil
+}
+
+func switchoverCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "switchover",
+		Short: "Hand the active role over to the passive (run on the active)",
+		Long: "The active pauses its runtime, waits until the passive has acknowledged every commit,\n" +
+			"releases the VIP and hands over; the passive promotes at once. Refused unless the\n" +
+			"passive is in sync.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			r, err := c.Switchover(ctx)
+			if err != nil {
+				return err
+			}
+			return printResult(o, r)
+		},
+	}
+}
+
+func maintenanceCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:       "maintenance on|off",
+		Short:     "Turn maintenance mode on (no automatic failover; survives restarts) or off",
+		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
+		ValidArgs: []string{"on", "off"},
+		RunE: func(_ *cobra.Command, args []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			r, err := c.Maintenance(ctx, args[0] == "on")
+			if err != nil {
+				return err
+			}
+			return printResult(o, r)
+		},
+	}
+}
+
+func forcePromoteCmd(o *options) *cobra.Command {
+	var ack bool
+	cmd := &cobra.Command{
+		Use:   "force-promote --i-accept-data-loss",
+		Short: "Promote this node although its data may be stale (operator decision)",
+		Long: "Promotes this node even when it is Outdated or Inconsistent, or the tie-breaker\n" +
+			"cannot confirm the peer is gone. Commits the peer made that this node never received\n" +
+			"are lost to the pair (they are quarantined if the peer returns). Use only when the\n" +
+			"peer is known to be down for good.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if !ack {
+				return usageError{"force-promote needs --i-accept-data-loss (see --help)"}
+			}
+			c, ctx, cancel := o.client()
+			defer cancel()
+			r, err := c.ForcePromote(ctx, true)
+			if err != nil {
+				return err
+			}
+			return printResult(o, r)
+		},
+	}
+	cmd.Flags().BoolVar(&ack, "i-accept-data-loss", false, "acknowledge that commits this node lacks are lost")
+	return cmd
+}
+
+// PrintStatus writes a readable pair summary.
+func PrintStatus(w io.Writer, st api.Status) {
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return roundAgo(st.Now.Sub(t)) + " ago"
+	}
+	role := strings.ToUpper(st.Role)
+	if st.SubState != "" {
+		role += " (" + st.SubState + ")"
+	}
+	fmt.Fprintf(w, "node %s: %s, epoch %d, since %s\n", st.Node, role, st.Epoch, ago(st.RoleSince))
+	if st.Maintenance {
+		fmt.Fprintln(w, "  MAINTENANCE: automatic failover is off")
+	}
+	pv := st.PeerView
+	peer := "silent"
+	if pv.Alive {
+		peer = fmt.Sprintf("%s, epoch %d, data %s", pv.Role, pv.Epoch, orDash(pv.DataState))
+	}
+	fmt.Fprintf(w, "peer %s: %s, last heartbeat %s\n", st.Peer, peer, ago(pv.LastSeen))
+	fmt.Fprintln(w, "paths:")
+	for _, p := range st.Paths {
+		state := "DOWN"
+		if p.Up {
+			state = "up"
+		}
+		fmt.Fprintf(w, "  %-5s %-4s rtt %-9s loss %5.1f%%  last seen %s", p.Name, state, p.RTT.Round(time.Microsecond), p.Loss*100, ago(p.LastSeen))
+		if p.Dropped > 0 {
+			fmt.Fprintf(w, "  (%d invalid datagrams dropped)", p.Dropped)
+		}
+		fmt.Fprintln(w)
+	}
+	r := st.Replication
+	fmt.Fprintf(w, "replication: %s, %s, data %s, peer %s\n", orDash(r.Role), orDash(r.Mode), orDash(r.DataState), orDash(r.PeerState))
+	fmt.Fprintf(w, "  committed LSN %d, peer acked %d, lag %d batches / %d bytes / %s\n",
+		r.CommittedLSN, r.PeerAckedLSN, r.LagBatches, r.LagBytes, r.LagTime.Round(time.Millisecond))
+	owner := "not here"
+	if st.VIP.Owned {
+		owner = "owned here since " + ago(st.VIP.Since)
+	}
+	fmt.Fprintf(w, "vip: %s: %s", strings.Join(st.VIP.Addresses, " "), owner)
+	if st.VIP.VirtualMAC != "" {
+		fmt.Fprintf(w, " (virtual MAC %s)", st.VIP.VirtualMAC)
+	}
+	fmt.Fprintln(w)
+	tb := "gateway UNREACHABLE"
+	if st.TieBreaker.GatewayReachable {
+		tb = "gateway reachable"
+	}
+	if st.TieBreaker.Witness != "" {
+		tb += ", witness " + st.TieBreaker.Witness
+	}
+	fmt.Fprintf(w, "tie-breaker: %s (checked %s)\n", tb, ago(st.TieBreaker.Checked))
+	fmt.Fprintf(w, "runtime: %s, %d jobs running\n", orDash(st.Runtime.State), st.Runtime.Running)
+	if len(st.Alarms) == 0 {
+		fmt.Fprintln(w, "alarms: none")
+	} else {
+		fmt.Fprintln(w, "alarms:")
+		alarms := append([]api.Alarm(nil), st.Alarms...)
+		sort.Slice(alarms, func(i, j int) bool { return alarms[i].Since.Before(alarms[j].Since) })
+		for _, a := range alarms {
+			fmt.Fprintf(w, "  %-8s %s (%s, since %s)\n", strings.ToUpper(a.Severity), a.Text, a.ID, ago(a.Since))
+		}
+	}
+	if len(st.Events) > 0 {
+		fmt.Fprintln(w, "recent events:")
+		for _, e := range st.Events {
+			fmt.Fprintf(w, "  %s  %-11s %s\n", e.Time.Format("15:04:05.000"), e.Kind, e.Text)
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func roundAgo(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}

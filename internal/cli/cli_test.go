@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+type backend struct{ maint []bool }
+
+func (b *backend) Status(context.Context) (api.Status, error) {
+	return api.Status{
+		Node: "a", Peer: "b", Role: "active", SubState: "paired", Epoch: 7, RoleSince: t0.Add(-90 * time.Second),
+		PeerView: api.PeerStatus{Alive: true, Role: "passive", Epoch: 7, DataState: "up-to-date", LastSeen: t0.Add(-40 * time.Millisecond)},
+		Paths: []api.PathStatus{
+			{Name: "ha1", Up: true, RTT: 180 * time.Microsecond, LastSeen: t0.Add(-40 * time.Millisecond)},
+			{Name: "lan", Up: false, Loss: 1, LastSeen: t0.Add(-5 * time.Second), Dropped: 3},
+		},
+		Replication: api.ReplicationStatus{Role: "primary", Mode: "sync", DataState: "up-to-date", PeerState: "in-sync", CommittedLSN: 1234, PeerAckedLSN: 1234},
+		VIP:         api.VIPStatus{Addresses: []string{"192.0.2.10/24"}, Owned: true, Since: t0.Add(-89 * time.Second)},
+		TieBreaker:  api.TieBreakerStatus{GatewayReachable: true, Checked: t0.Add(-time.Second)},
+		Runtime:     api.RuntimeStatus{State: "running", Running: 3},
+		Alarms:      []api.Alarm{{ID: "path-down:lan", Severity: "warning", Text: "heartbeat path lan is down", Since: t0.Add(-5 * time.Second)}},
+		Events:      []api.Event{{Seq: 9, Time: t0.Add(-90 * time.Second), Kind: "role", Text: "promoted to active at epoch 7"}},
+		Now:         t0,
+	}, nil
+}
+func (b *backend) Events(context.Context, uint64) ([]api.Event, error) {
+	return []api.Event{{Seq: 9, Time: t0, Kind: "role", Text: "promoted"}}, nil
+}
+func (b *backend) Switchover(context.Context) (api.ActionResult, error) {
+	return api.ActionResult{}, fmt.Errorf("%w: the passive is not in sync (catching-up)", api.ErrConflict)
+}
+func (b *backend) Maintenance(_ context.Context, on bool) (api.ActionResult, error) {
+	b.maint = append(b.maint, on)
+	return api.ActionResult{Accepted: true, Text: fmt.Sprintf("maintenance %v", on)}, nil
+}
+func (b *backend) ForcePromote(context.Context, bool) (api.ActionResult, error) {
+	return api.ActionResult{Accepted: true, Text: "promoted"}, nil
+}
+
+func start(t *testing.T) (string, *backend) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "t.sock")
+	l, err := api.ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{}
+	srv := &http.Server{Handler: api.NewServer(b, zap.NewNop())}
+	done := make(chan struct{})
+	go func() { srv.Serve(l); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return sock, b
+}
+
+func run(args ...string) (int, string, string) {
+	var out, errOut bytes.Buffer
+	code := Execute(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestStatusHumanAndJSON(t *testing.T) {
+	sock, _ := start(t)
+	code, out, errOut := run("--socket", sock, "status")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"node a: ACTIVE (paired), epoch 7, since 1m30s ago",
+		"peer b: passive, epoch 7, data up-to-date, last heartbeat 40ms ago",
+		"ha1   up   rtt 180µs",
+		"lan   DOWN rtt 0s        loss 100.0%  last seen 5s ago  (3 invalid datagrams dropped)",
+		"committed LSN 1234, peer acked 1234",
+		"vip: 192.0.2.10/24: owned here since 1m29s ago",
+		"WARNING  heartbeat path lan is down (path-down:lan, since 5s ago)",
+		"promoted to active at epoch 7",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = run("--socket", sock, "status", "--json")
+	var st api.Status
+	if code != ExitOK || json.Unmarshal([]byte(out), &st) != nil || st.Epoch != 7 {
+		t.Errorf("--json: exit %d, %q", code, out)
+	}
+}
+
+func TestActionsAndExitCodes(t *testing.T) {
+	sock, b := start(t)
+	if code, out, _ := run("--socket", sock, "maintenance", "on"); code != ExitOK || !strings.Contains(out, "maintenance true") || len(b.maint) != 1 {
+		t.Errorf("maintenance on: %d %q", code, out)
+	}
+	if code, _, errOut := run("--socket", sock, "maintenance", "maybe"); code != ExitUsage {
+		t.Errorf("maintenance maybe: exit %d (%s), want usage", code, errOut)
+	}
+	if code, _, errOut := run("--socket", sock, "switchover"); code != ExitFailed || !strings.Contains(errOut, "not in sync") {
+		t.Errorf("refused switchover: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := run("--socket", sock, "force-promote"); code != ExitUsage || !strings.Contains(errOut, "--i-accept-data-loss") {
+		t.Errorf("force-promote without ack: exit %d, %q", code, errOut)
+	}
+	if code, out, _ := run("--socket", sock, "force-promote", "--i-accept-data-loss"); code != ExitOK || !strings.Contains(out, "promoted") {
+		t.Errorf("force-promote: exit %d, %q", code, out)
+	}
+	if code, _, errOut := run("--socket", filepath.Join(t.TempDir(), "none"), "status"); code != ExitUnreachable || !strings.Contains(errOut, "cannot reach tandemd") {
+		t.Errorf("no daemon: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := run("--socket", sock, "frobnicate"); code != ExitUsage {
+		t.Errorf("unknown command: exit %d", code)
+	}
+}

@@ -1,0 +1,146 @@
+// Package metrics exposes the pair's state to Prometheus.
+//
+// Every metric is derived, at scrape time, from the same api.Status snapshot
+// the local API serves, so /metrics and `tandemctl status` can never
+// disagree and no component keeps a second copy of its state for metrics.
+// Counters come from api.Status.Counters, which the daemon only increments.
+//
+// Metric names (all prefixed tandem_):
+//
+//	role{role}                          1 for the current role, 0 for the others
+//	epoch                               current epoch
+//	maintenance                         1 in maintenance mode
+//	peer_alive                          1 while a valid heartbeat arrived within dead-after
+//	heartbeat_path_up{path}             1 while the path is up
+//	heartbeat_rtt_seconds{path}         last round-trip time
+//	heartbeat_loss_ratio{path}          loss over the recent window
+//	heartbeat_dropped_total{path}       invalid datagrams dropped
+//	replication_committed_lsn           last committed log sequence number
+//	replication_peer_acked_lsn          last LSN the peer acknowledged
+//	replication_lag_batches/bytes/seconds
+//	replication_rejected_frames_total
+//	vip_owned                           1 while this node owns the VIP
+//	vip_conflicts_total                 foreign claims seen on the VIP
+//	gateway_reachable                   tie-breaker verdict
+//	alarms_active{severity}             alarms raised and not cleared
+//	runtime_running_jobs                jobs in flight
+//	promotions_total, demotions_total, self_fences_total, switchovers_total
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+// Roles, in the order the role metric lists them.
+var Roles = []string{"starting", "passive", "active", "maintenance", "stopping"}
+
+// Collector turns status snapshots into metrics.
+type Collector struct {
+	status  func(context.Context) (api.Status, error)
+	timeout time.Duration
+	descs   map[string]*prometheus.Desc
+}
+
+// NewCollector returns a Collector reading status through fn at each scrape.
+func NewCollector(fn func(context.Context) (api.Status, error)) *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("tandem_"+name, help, labels, nil)
+	}
+	return &Collector{status: fn, timeout: 2 * time.Second, descs: map[string]*prometheus.Desc{
+		"role":          d("role", "1 for the node's current role.", "role"),
+		"epoch":         d("epoch", "Current epoch."),
+		"maintenance":   d("maintenance", "1 in maintenance mode (no automatic failover)."),
+		"peer_alive":    d("peer_alive", "1 while the peer's heartbeats arrive."),
+		"path_up":       d("heartbeat_path_up", "1 while the heartbeat path is up.", "path"),
+		"rtt":           d("heartbeat_rtt_seconds", "Last heartbeat round-trip time.", "path"),
+		"loss":          d("heartbeat_loss_ratio", "Heartbeat loss over the recent window.", "path"),
+		"dropped":       d("heartbeat_dropped_total", "Invalid heartbeat datagrams dropped.", "path"),
+		"committed":     d("replication_committed_lsn", "Last committed log sequence number."),
+		"acked":         d("replication_peer_acked_lsn", "Last LSN the peer acknowledged."),
+		"lag_batches":   d("replication_lag_batches", "Committed batches the peer has not acknowledged."),
+		"lag_bytes":     d("replication_lag_bytes", "Committed bytes the peer has not acknowledged."),
+		"lag_seconds":   d("replication_lag_seconds", "Age of the oldest unacknowledged commit."),
+		"rejected":      d("replication_rejected_frames_total", "Replication frames rejected."),
+		"vip_owned":     d("vip_owned", "1 while this node owns the VIP."),
+		"vip_conflicts": d("vip_conflicts_total", "Foreign claims of the VIP seen."),
+		"gateway":       d("gateway_reachable", "1 while the tie-breaker reaches a gateway."),
+		"alarms":        d("alarms_active", "Alarms raised and not cleared.", "severity"),
+		"running_jobs":  d("runtime_running_jobs", "Jobs in flight."),
+		"promotions":    d("promotions_total", "Times this node became active."),
+		"demotions":     d("demotions_total", "Times this node stopped being active."),
+		"self_fences":   d("self_fences_total", "Times this node fenced itself."),
+		"switchovers":   d("switchovers_total", "Planned handovers completed from this node."),
+		"scrape_error":  d("status_error", "1 if the status could not be read for this scrape."),
+	}}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	st, err := c.status(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.descs["scrape_error"], prometheus.GaugeValue, 1)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.descs["scrape_error"], prometheus.GaugeValue, 0)
+	g := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
+	}
+	cnt := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, v, labels...)
+	}
+	for _, r := range Roles {
+		g("role", b2f(st.Role == r), r)
+	}
+	g("epoch", float64(st.Epoch))
+	g("maintenance", b2f(st.Maintenance))
+	g("peer_alive", b2f(st.PeerView.Alive))
+	for _, p := range st.Paths {
+		g("path_up", b2f(p.Up), p.Name)
+		g("rtt", p.RTT.Seconds(), p.Name)
+		g("loss", p.Loss, p.Name)
+		cnt("dropped", float64(p.Dropped), p.Name)
+	}
+	r := st.Replication
+	g("committed", float64(r.CommittedLSN))
+	g("acked", float64(r.PeerAckedLSN))
+	g("lag_batches", float64(r.LagBatches))
+	g("lag_bytes", float64(r.LagBytes))
+	g("lag_seconds", r.LagTime.Seconds())
+	cnt("rejected", float64(r.Rejected))
+	g("vip_owned", b2f(st.VIP.Owned))
+	cnt("vip_conflicts", float64(st.VIP.Conflicts))
+	g("gateway", b2f(st.TieBreaker.GatewayReachable))
+	sev := map[string]int{"warning": 0, "critical": 0}
+	for _, a := range st.Alarms {
+		sev[a.Severity]++
+	}
+	for s, n := range sev {
+		g("alarms", float64(n), s)
+	}
+	g("running_jobs", float64(st.Runtime.Running))
+	cnt("promotions", float64(st.Counters.Promotions))
+	cnt("demotions", float64(st.Counters.Demotions))
+	cnt("self_fences", float64(st.Counters.SelfFences))
+	cnt("switchovers", float64(st.Counters.Switchovers))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

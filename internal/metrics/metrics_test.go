@@ -1,0 +1,86 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+func TestMetricsFollowStatus(t *testing.T) {
+	st := api.Status{
+		Role: "active", Epoch: 9,
+		PeerView:    api.PeerStatus{Alive: true},
+		Paths:       []api.PathStatus{{Name: "ha1", Up: true, RTT: 250 * time.Microsecond, Loss: 0.05, Dropped: 2}},
+		Replication: api.ReplicationStatus{CommittedLSN: 100, PeerAckedLSN: 98, LagBatches: 2},
+		VIP:         api.VIPStatus{Owned: true},
+		Alarms:      []api.Alarm{{ID: "x", Severity: "critical"}},
+		Counters:    api.Counters{Promotions: 3, SelfFences: 1},
+	}
+	c := NewCollector(func(context.Context) (api.Status, error) { return st, nil })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	want := `
+# HELP tandem_epoch Current epoch.
+# TYPE tandem_epoch gauge
+tandem_epoch 9
+# HELP tandem_heartbeat_rtt_seconds Last heartbeat round-trip time.
+# TYPE tandem_heartbeat_rtt_seconds gauge
+tandem_heartbeat_rtt_seconds{path="ha1"} 0.00025
+# HELP tandem_promotions_total Times this node became active.
+# TYPE tandem_promotions_total counter
+tandem_promotions_total 3
+# HELP tandem_role 1 for the node's current role.
+# TYPE tandem_role gauge
+tandem_role{role="active"} 1
+tandem_role{role="maintenance"} 0
+tandem_role{role="passive"} 0
+tandem_role{role="starting"} 0
+tandem_role{role="stopping"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_role"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n < 25 {
+		t.Errorf("gathered %d metrics (%v)", n, err)
+	}
+	st.Role = "passive"
+	st.Counters.Promotions = 4
+	if got := testutil.ToFloat64(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		c.Collect(filter(ch, "tandem_promotions_total"))
+	})); got != 4 {
+		t.Errorf("promotions after the status changed = %v, want 4", got)
+	}
+}
+
+func TestStatusErrorIsVisible(t *testing.T) {
+	c := NewCollector(func(context.Context) (api.Status, error) { return api.Status{}, errors.New("stopping") })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP tandem_status_error 1 if the status could not be read for this scrape.
+# TYPE tandem_status_error gauge
+tandem_status_error 1
+`), "tandem_status_error"); err != nil {
+		t.Error(err)
+	}
+}
+
+// filter passes only the named metric on to out.
+func filter(out chan<- prometheus.Metric, name string) chan<- prometheus.Metric {
+	in := make(chan prometheus.Metric)
+	go func() {
+		for m := range in {
+			if strings.Contains(m.Desc().String(), `"`+name+`"`) {
+				out <- m
+			}
+		}
+	}()
+	return in
+}
