@@ -11,6 +11,10 @@
 // indexes) in Request.Key on every attempt, so an ExactlyOnce connector can
 // recognise a repeat and return the stored result (Result.Replayed).
 //
+// Starters (Starter, Trigger, StartFunc) turn endpoint events into jobs with
+// the same discipline: a trigger is acknowledged at its source only after
+// the job it started is committed.
+//
 // Errors: a connector wraps errors the runtime must not retry with
 // Permanent; everything else is retried under the activity's retry policy.
 // Invoke honours ctx's deadline.
@@ -214,4 +218,30 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanent
 	return errors.As(err, &p)
+}
+
+// Trigger is one event that starts a job: a buffer-table row, a queue
+// message, a received file.
+type Trigger struct {
+	// Key identifies the event (the row's id, the message id): the
+	// runtime derives the job id from it, so a trigger delivered twice
+	// starts one job.
+	Key string
+	// Input becomes the job's starting variables.
+	Input map[string]any
+}
+
+// StartFunc hands a trigger to the runtime. It returns nil only once the
+// job is committed to the WIP store (or already was, for a Key seen
+// before); only then may the starter acknowledge the trigger at its
+// source (commit the row's transaction, ack the message). An error means
+// the job was not started: leave the trigger to be delivered again.
+type StartFunc func(ctx context.Context, t Trigger) error
+
+// Starter watches an endpoint for triggers and passes each to start,
+// acknowledging it only after start returned nil. Run returns when ctx
+// ends (nil) or on a failure the runtime should report (the runtime
+// restarts it with backoff).
+type Starter interface {
+	Run(ctx context.Context, start StartFunc) error
 }
