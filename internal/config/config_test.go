@@ -137,3 +137,29 @@ func TestReadKey(t *testing.T) {
 		t.Error("missing key file accepted")
 	}
 }
+
+// TestDocumentedExampleParses keeps docs/configuration.md's complete
+// example valid: the first yaml block of the document must parse.
+func TestDocumentedExampleParses(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(doc)
+	i := strings.Index(s, "```yaml\n")
+	if i < 0 {
+		t.Fatal("docs/configuration.md has no ```yaml block")
+	}
+	s = s[i+len("```yaml\n"):]
+	j := strings.Index(s, "```")
+	if j < 0 {
+		t.Fatal("unterminated yaml block")
+	}
+	c, err := Parse("docs/configuration.md", []byte(s[:j]))
+	if err != nil {
+		t.Fatalf("the documented example does not parse:\n%v", err)
+	}
+	if len(c.Paths) != 3 || len(c.VIP.Addresses) != 2 || c.Replication.PeerAckTimeout.D().String() != "2s" {
+		t.Errorf("example parsed as %+v", c)
+	}
+}
