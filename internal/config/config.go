@@ -50,6 +50,11 @@ type Config struct {
 	DataPlane   DataPlane   `yaml:"data-plane"`
 	Runtime     Runtime     `yaml:"runtime"`
 	Log         Log         `yaml:"log"`
+	// RealtimePriority, 1-99, runs every thread of tandemd under SCHED_RR
+	// at that priority so heartbeats keep their timing while the host is
+	// loaded (the fast profile needs it); 0 (default) leaves the normal
+	// scheduler.
+	RealtimePriority int `yaml:"realtime-priority"`
 
 	file string
 	pos  positions
@@ -369,6 +374,9 @@ func (c *Config) check() error {
 	}
 	if c.Runtime.ForceStopAfter < 0 {
 		p.add("runtime.force-stop-after", "must not be negative")
+	}
+	if c.RealtimePriority < 0 || c.RealtimePriority > 99 {
+		p.add("realtime-priority", "%d: want 0 (off) or 1-99", c.RealtimePriority)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
