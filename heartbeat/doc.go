@@ -1,0 +1,113 @@
+// Package heartbeat sends the pair's authenticated heartbeat datagrams on
+// every path (HA link 1, HA link 2, data LAN), measures each path
+// (liveness, RTT, loss, last seen) and runs the failure detector whose
+// verdicts the daemon feeds to the pair state machine as events.
+//
+// # Contract
+//
+//   - A Heartbeat never decides a role. It reports PeerAlive (with the
+//     peer's latest Payload), PeerSilent, PathDown, PathUp and
+//     PeerRestarted, in order, on Events.
+//   - The peer is silent when no valid heartbeat arrived on ANY path for
+//     Config.DeadAfter (or none at all within DeadAfter of Run's start). A
+//     single path that falls silent for Config.PathDeadAfter (default
+//     DeadAfter) is a PathDown: an alarm, not a failover.
+//   - Only authenticated, fresh datagrams count. A datagram that is
+//     malformed, comes from a stranger (another pair id, our own node id, a
+//     source other than the path's Remote), fails its HMAC, or replays a
+//     sequence number or an older boot id is dropped and counted per path
+//     (Stats) and changes no verdict.
+//   - The detector (detector.go) is pure: it takes receive times and is
+//     ticked at the deadlines it announces, so it is tested on the manual
+//     clock; the I/O around it uses the injected Clock for every timer.
+//   - Send and receive run on their own goroutines and never wait for
+//     disk or replication: Publish only stores the payload (and wakes the
+//     sender for a state change), Events is fed through an internal queue
+//     so a slow reader never stalls a receiver.
+//
+// # Goroutines
+//
+// Run starts and owns all of them and returns after every one has ended:
+//
+//   - sender: one; sends a round on every path each Interval and at once
+//     when Publish changes anything but the LSNs. Stops when Run's
+//     context ends.
+//   - receiver: one per path, blocked in the socket's read. Stops when
+//     Run closes the sockets after its context ended.
+//   - watch: one; sleeps on the clock until the detector's next deadline
+//     and turns it into verdicts. Stops with the context.
+//   - pump: one; moves queued events to the Events channel. Stops with
+//     the context; Run then closes Events.
+//
+// # Wire format (version 1)
+//
+// One UDP datagram per path per round, all integers big-endian:
+//
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                    magic "THB1" 0x54484231                    |  0
+//	+---------------+---------------+---------------+---------------+
+//	|    version    | flags (0)     |    node id    |     role      |  4
+//	+---------------+---------------+---------------+---------------+
+//	|                            pair id                            |  8
+//	+---------------------------------------------------------------+
+//	|                        boot id (64 bits)                      | 12
+//	+---------------------------------------------------------------+
+//	|                 path sequence number (64 bits)                | 20
+//	+---------------------------------------------------------------+
+//	|                          epoch (64)                           | 28
+//	+---------------------------------------------------------------+
+//	|                      committed LSN (64)                       | 36
+//	+---------------------------------------------------------------+
+//	|                       applied LSN (64)                        | 44
+//	+---------------------------------------------------------------+
+//	|                        health bits (32)                       | 52
+//	+---------------+---------------+-------------------------------+
+//	|   handover    |    path id    |         reserved (0)          | 56
+//	+---------------+---------------+-------------------------------+
+//	|                     handover token (64)                       | 60
+//	+---------------------------------------------------------------+
+//	|               sender's send time, ns (64)                     | 68
+//	+---------------------------------------------------------------+
+//	|          echo: last send time received from us, ns (64)       | 76
+//	+---------------------------------------------------------------+
+//	|          hold: ns between that receipt and this send (64)     | 84
+//	+---------------------------------------------------------------+
+//	|          HMAC-SHA256 (256 bits) over bytes 0-91 || dest       | 92
+//	+---------------------------------------------------------------+  124
+//
+// dest is the destination of the datagram as the sender addresses it (the
+// receiver's Path.Local): 16 bytes of address (IPv4 in its IPv4-mapped
+// form) and 2 bytes of port. It is authenticated but not sent, so a
+// datagram copied to another path fails verification.
+//
+// Magic, Version, BodyLen, MACLen, FrameLen and MaxFrameLen are part of the
+// format. A receiver accepts any version >= 1 whose datagram is at least
+// FrameLen bytes: a later version may only append fields before the MAC,
+// which the MAC covers and an older receiver ignores, so versions N and N+1
+// interoperate during a rolling upgrade. A version-1 datagram is exactly
+// FrameLen bytes. Boot id and sequence are never zero.
+//
+// Freshness: each sender numbers the datagrams of each path from 1 within
+// a run (boot id). A receiver keeps, per path, the highest sequence and a
+// 64-entry window behind it (RFC 4303 style): a sequence seen before or
+// older than the window is a replay. A larger boot id means the peer
+// restarted (PeerRestarted; windows reset); a smaller one is a replay.
+// Boot ids must therefore grow across restarts (Config.BootID).
+//
+// RTT is measured without synchronised clocks, as NTP does: the peer echoes
+// our last send time with how long it held it, and RTT = now - echo - hold,
+// all on our own monotonic clock; Stats smooths it (gain 1/8).
+//
+// Datagrams are sent with DSCP CS6 (network control) so a congested queue
+// that honours DSCP keeps them ahead of replication traffic.
+//
+// # Limits
+//
+// The detector cannot tell a dead peer from a partition: that is the
+// tie-breaker's job (internal/tiebreak), and the state machine's. A peer
+// restarted with its wall clock stepped back (and no persisted BootID) is
+// refused as a replay until this node restarts too: count it in
+// Stats.Dropped.Replay and alarm on it.
+package heartbeat

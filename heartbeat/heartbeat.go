@@ -1,0 +1,499 @@
+package heartbeat
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+)
+
+// Sentinel errors. Errors returned by this package wrap one of them.
+var (
+	// ErrConfig: the Config is invalid; the message names the field.
+	ErrConfig = errors.New("heartbeat: invalid config")
+	// ErrMalformed: a datagram is not a heartbeat (length, magic, version).
+	ErrMalformed = errors.New("heartbeat: malformed datagram")
+	// ErrStranger: a datagram of another pair, of our own node id, or from
+	// an address other than the path's remote.
+	ErrStranger = errors.New("heartbeat: datagram from a stranger")
+	// ErrBadMAC: the datagram's HMAC does not verify.
+	ErrBadMAC = errors.New("heartbeat: bad MAC")
+	// ErrReplay: a sequence number or boot id seen before.
+	ErrReplay = errors.New("heartbeat: replayed datagram")
+	// ErrRunning: Run was called twice, or after Close.
+	ErrRunning = errors.New("heartbeat: already running or closed")
+)
+
+// Path is one network path to the peer: an HA link or the data LAN.
+type Path struct {
+	// Name identifies the path in events, stats and logs ("ha1", "lan").
+	Name string
+	// Local is the address and port we listen on; the peer's Remote.
+	// The address must be specified (not 0.0.0.0): it is bound into the MAC.
+	Local netip.AddrPort
+	// Remote is the peer's Local on this path.
+	Remote netip.AddrPort
+	// Device, if set, binds the socket to that interface (SO_BINDTODEVICE),
+	// so the path never silently reroutes over another link.
+	Device string
+}
+
+// Config configures a Heartbeat.
+type Config struct {
+	// PairID identifies the pair; datagrams of another pair are strangers.
+	PairID uint32
+	// NodeID is this node's id (non-zero); the peer's must differ.
+	NodeID uint8
+	// Key is the HMAC-SHA256 pair key, at least MinKeyLen bytes.
+	Key []byte
+	// Paths are the paths to the peer, at least one.
+	Paths []Path
+	// Interval is the send period on every path.
+	Interval time.Duration
+	// DeadAfter: the peer is silent when no valid heartbeat arrived on any
+	// path for this long. Must exceed 3 x Interval.
+	DeadAfter time.Duration
+	// PathDeadAfter: one path is down when no valid heartbeat arrived on it
+	// for this long. 0 means DeadAfter; otherwise it must exceed 3 x Interval.
+	PathDeadAfter time.Duration
+	// BootID identifies this run of the node; it must grow from one run to
+	// the next (receivers refuse a smaller one as a replay). 0 means the
+	// clock's Unix time in nanoseconds at New, which grows as long as the
+	// wall clock is not stepped back across a restart; a daemon that
+	// persists a boot counter should pass it instead.
+	BootID uint64
+	// Clock is the time source; nil means clock.Real().
+	Clock clock.Clock
+	// Logger receives the component's logs (named "heartbeat"); nil discards them.
+	Logger *zap.Logger
+}
+
+// Payload is what each heartbeat announces about its sender. The package
+// carries it; the pair state machine gives it meaning.
+type Payload struct {
+	Epoch        uint64
+	Role         uint8
+	CommittedLSN uint64
+	AppliedLSN   uint64
+	Health       uint32
+	// Handover and HandoverToken carry the planned-switchover handshake
+	// (a step code and a nonce chosen by the state machine); zero when idle.
+	Handover      uint8
+	HandoverToken uint64
+}
+
+// sameState reports whether p and q differ only in their LSNs, which change
+// with every commit and so wait for the next period instead of forcing a send.
+func (p Payload) sameState(q Payload) bool {
+	p.CommittedLSN, p.AppliedLSN = q.CommittedLSN, q.AppliedLSN
+	return p == q
+}
+
+func (c *Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	if c.NodeID == 0 {
+		return bad("node-id must be non-zero")
+	}
+	if len(c.Key) < MinKeyLen {
+		return bad("key is %d bytes, must be at least %d", len(c.Key), MinKeyLen)
+	}
+	if len(c.Paths) == 0 {
+		return bad("paths: at least one path is required")
+	}
+	if len(c.Paths) > 255 {
+		return bad("paths: %d paths, at most 255", len(c.Paths))
+	}
+	names := map[string]bool{}
+	locals := map[netip.AddrPort]string{}
+	for i, p := range c.Paths {
+		if p.Name == "" {
+			return bad("paths[%d].name is empty", i)
+		}
+		if names[p.Name] {
+			return bad("paths[%d].name %q is used twice", i, p.Name)
+		}
+		names[p.Name] = true
+		for _, ap := range []struct {
+			field string
+			v     netip.AddrPort
+		}{{"local", p.Local}, {"remote", p.Remote}} {
+			if !ap.v.IsValid() || ap.v.Addr().IsUnspecified() || ap.v.Port() == 0 {
+				return bad("paths[%d] (%s).%s %q must be an address and a non-zero port", i, p.Name, ap.field, ap.v)
+			}
+		}
+		if p.Local.Addr().Unmap().Is4() != p.Remote.Addr().Unmap().Is4() {
+			return bad("paths[%d] (%s): local %s and remote %s are of different families", i, p.Name, p.Local, p.Remote)
+		}
+		if o, dup := locals[p.Local]; dup {
+			return bad("paths[%d] (%s).local %s is also the local address of path %s", i, p.Name, p.Local, o)
+		}
+		locals[p.Local] = p.Name
+	}
+	if c.Interval <= 0 {
+		return bad("interval must be positive, got %v", c.Interval)
+	}
+	if c.DeadAfter <= 3*c.Interval {
+		return bad("dead-after (%v) must exceed 3 x interval (%v)", c.DeadAfter, c.Interval)
+	}
+	if c.PathDeadAfter != 0 && c.PathDeadAfter <= 3*c.Interval {
+		return bad("path-dead-after (%v) must exceed 3 x interval (%v)", c.PathDeadAfter, c.Interval)
+	}
+	return nil
+}
+
+// Heartbeat sends and receives the pair's heartbeats on every path and
+// runs the failure detector. See the package doc for its goroutines.
+type Heartbeat struct {
+	cfg   Config
+	clk   clock.Clock
+	log   *zap.Logger
+	conns []*net.UDPConn
+	start time.Time
+
+	mu      sync.Mutex // guards det, payload
+	det     *detector
+	payload Payload
+
+	sendNow chan struct{} // cap 1: Publish asks for an immediate round
+	rearm   chan struct{} // cap 1: a verdict turned alive; watch recomputes its deadline
+	q       *eventQueue
+
+	runMu     sync.Mutex
+	ran       bool
+	closeOnce sync.Once
+}
+
+// New validates cfg and opens one UDP socket per path, bound to its Local
+// address (and Device). The sockets belong to the network namespace New
+// runs in. Nothing is sent before Run.
+func New(cfg Config) (*Heartbeat, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	conns := make([]*net.UDPConn, 0, len(cfg.Paths))
+	for i, p := range cfg.Paths {
+		c, err := listen(p)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, fmt.Errorf("heartbeat: paths[%d] (%s): listen on %s: %w", i, p.Name, p.Local, err)
+		}
+		conns = append(conns, c)
+	}
+	return newWithConns(cfg, conns), nil
+}
+
+// listen opens the path's socket. Heartbeats are network control traffic:
+// DSCP CS6 lets a congested switch or qdisc keep them ahead of bulk data.
+func listen(p Path) (*net.UDPConn, error) {
+	v4 := p.Local.Addr().Unmap().Is4()
+	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if p.Device != "" {
+				if serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, p.Device); serr != nil {
+					serr = fmt.Errorf("bind to device %q: %w", p.Device, serr)
+					return
+				}
+			}
+			const cs6 = 0xc0
+			if v4 {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, cs6)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, cs6)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	network := "udp6"
+	local := p.Local
+	if v4 {
+		network = "udp4"
+		local = netip.AddrPortFrom(p.Local.Addr().Unmap(), p.Local.Port())
+	}
+	pc, err := lc.ListenPacket(context.Background(), network, local.String())
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+func newWithConns(cfg Config, conns []*net.UDPConn) *Heartbeat {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.PathDeadAfter == 0 {
+		cfg.PathDeadAfter = cfg.DeadAfter
+	}
+	cfg.Key = append([]byte(nil), cfg.Key...)
+	cfg.Paths = append([]Path(nil), cfg.Paths...)
+	now := cfg.Clock.Now()
+	if cfg.BootID == 0 {
+		cfg.BootID = uint64(now.UnixNano())
+	}
+	names := make([]string, len(cfg.Paths))
+	for i, p := range cfg.Paths {
+		names[i] = p.Name
+	}
+	return &Heartbeat{
+		cfg: cfg, clk: cfg.Clock, log: cfg.Logger.Named("heartbeat"), conns: conns, start: now,
+		det:     newDetector(names, cfg.DeadAfter, cfg.PathDeadAfter, now),
+		sendNow: make(chan struct{}, 1),
+		rearm:   make(chan struct{}, 1),
+		q:       newEventQueue(),
+	}
+}
+
+// BootID returns this run's boot id.
+func (h *Heartbeat) BootID() uint64 { return h.cfg.BootID }
+
+// Events delivers the detector's verdicts in order. Payload-only updates
+// (PeerAlive following PeerAlive) are coalesced when the reader lags, so
+// the queue stays bounded; transitions are never dropped. The channel is
+// closed when Run returns.
+func (h *Heartbeat) Events() <-chan Event { return h.q.out }
+
+// Publish sets what the following datagrams carry. A change of anything
+// but the LSNs is sent at once on every path (a role or epoch change must
+// not wait a period); LSN-only changes ride on the next periodic round.
+func (h *Heartbeat) Publish(p Payload) {
+	h.mu.Lock()
+	urgent := !h.payload.sameState(p)
+	h.payload = p
+	h.mu.Unlock()
+	if urgent {
+		select {
+		case h.sendNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Stats returns the state of every path, in configuration order.
+func (h *Heartbeat) Stats() []PathStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]PathStats, len(h.cfg.Paths))
+	for i := range out {
+		out[i] = h.det.stats(i)
+	}
+	return out
+}
+
+// Peer returns the last payload received from the peer and whether the
+// peer is currently alive.
+func (h *Heartbeat) Peer() (Payload, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.det.lastPayload, h.det.peer == alive
+}
+
+// Run sends and receives until ctx ends, then closes the sockets and the
+// Events channel and returns ctx's error. It may be called once.
+func (h *Heartbeat) Run(ctx context.Context) error {
+	h.runMu.Lock()
+	if h.ran {
+		h.runMu.Unlock()
+		return ErrRunning
+	}
+	h.ran = true
+	h.runMu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { h.q.pump(ctx) })
+	wg.Go(func() { h.sender(ctx) })
+	wg.Go(func() { h.watch(ctx) })
+	var rwg sync.WaitGroup
+	for i := range h.conns {
+		rwg.Go(func() { h.receiver(ctx, i) })
+	}
+	<-ctx.Done()
+	h.closeConns() // unblocks the receivers
+	rwg.Wait()
+	wg.Wait()
+	close(h.q.out)
+	return ctx.Err()
+}
+
+// Close closes the sockets. Run, if running, returns once its context ends;
+// Close is for a Heartbeat that will not (or no longer) run.
+func (h *Heartbeat) Close() error {
+	h.runMu.Lock()
+	h.ran = true
+	h.runMu.Unlock()
+	h.closeConns()
+	return nil
+}
+
+func (h *Heartbeat) closeConns() {
+	h.closeOnce.Do(func() {
+		for _, c := range h.conns {
+			c.Close()
+		}
+	})
+}
+
+// sender sends a round on every path each Interval, and at once when
+// Publish changed the state fields.
+func (h *Heartbeat) sender(ctx context.Context) {
+	tk := h.clk.NewTicker(h.cfg.Interval)
+	defer tk.Stop()
+	mac := hmac.New(sha256.New, h.cfg.Key)
+	seqs := make([]uint64, len(h.conns))
+	buf := make([]byte, 0, FrameLen)
+	logged := make([]bool, len(h.conns))
+	for {
+		now := h.clk.Now()
+		h.mu.Lock()
+		payload := h.payload
+		type echo struct{ tx, hold uint64 }
+		echoes := make([]echo, len(h.conns))
+		for i := range echoes {
+			echoes[i].tx, echoes[i].hold = h.det.echo(i, now)
+		}
+		h.mu.Unlock()
+		for i, c := range h.conns {
+			seqs[i]++
+			f := frame{NodeID: h.cfg.NodeID, PairID: h.cfg.PairID, BootID: h.cfg.BootID, Seq: seqs[i], PathID: uint8(i),
+				Payload: payload, TxNanos: uint64(now.Sub(h.start)) + 1, EchoNanos: echoes[i].tx, HoldNanos: echoes[i].hold}
+			remote := h.cfg.Paths[i].Remote
+			buf = encode(buf[:0], mac, &f, remote)
+			_, err := c.WriteToUDPAddrPort(buf, remote)
+			h.mu.Lock()
+			if err != nil {
+				h.det.paths[i].sendErrs++
+			} else {
+				h.det.paths[i].sent++
+			}
+			h.mu.Unlock()
+			if err != nil && !logged[i] && ctx.Err() == nil {
+				h.log.Warn("send failed", zap.String("path", h.cfg.Paths[i].Name), zap.Error(err))
+			}
+			logged[i] = err != nil
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C():
+		case <-h.sendNow:
+		}
+	}
+}
+
+// receiver reads path i's socket until it is closed. It never blocks on
+// anything but the socket and the detector's mutex.
+func (h *Heartbeat) receiver(ctx context.Context, i int) {
+	c := h.conns[i]
+	p := h.cfg.Paths[i]
+	mac := hmac.New(sha256.New, h.cfg.Key)
+	buf := make([]byte, MaxFrameLen+1)
+	scratch := make([]byte, 0, sha256.Size)
+	remote := netip.AddrPortFrom(p.Remote.Addr().Unmap(), p.Remote.Port())
+	var evs []Event
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			h.log.Warn("receive failed", zap.String("path", p.Name), zap.Error(err))
+			continue
+		}
+		now := h.clk.Now()
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		evs, err = h.receive(i, buf[:n], from, remote, now, mac, scratch, evs[:0])
+		if err != nil {
+			h.log.Debug("datagram dropped", zap.String("path", p.Name), zap.Stringer("from", from), zap.Error(err))
+		}
+		h.q.push(evs)
+	}
+}
+
+// receive checks one datagram b that arrived on path i from `from` and feeds
+// it to the detector. Every refusal is counted and changes no verdict.
+func (h *Heartbeat) receive(i int, b []byte, from, remote netip.AddrPort, now time.Time, mac hash.Hash, scratch []byte, evs []Event) ([]Event, error) {
+	f, err := decode(b)
+	if err == nil && (f.PairID != h.cfg.PairID || f.NodeID == h.cfg.NodeID || from != remote) {
+		err = fmt.Errorf("%w: pair %d node %d from %s (want pair %d, node other than %d, from %s)",
+			ErrStranger, f.PairID, f.NodeID, from, h.cfg.PairID, h.cfg.NodeID, remote)
+	}
+	if err == nil && !verify(mac, b, h.cfg.Paths[i].Local, scratch) {
+		err = ErrBadMAC
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := &h.det.paths[i].drops
+	switch {
+	case errors.Is(err, ErrMalformed):
+		d.Malformed++
+		return evs, err
+	case errors.Is(err, ErrStranger):
+		d.Stranger++
+		return evs, err
+	case errors.Is(err, ErrBadMAC):
+		d.BadMAC++
+		return evs, err
+	}
+	evs, err = h.det.accept(i, &f, now, evs)
+	if h.det.rearm {
+		h.det.rearm = false
+		select {
+		case h.rearm <- struct{}{}:
+		default:
+		}
+	}
+	return evs, err
+}
+
+// watch turns the detector's deadlines into verdicts.
+func (h *Heartbeat) watch(ctx context.Context) {
+	var evs []Event
+	for {
+		h.mu.Lock()
+		evs = h.det.tick(h.clk.Now(), evs[:0])
+		next := h.det.next()
+		h.mu.Unlock()
+		h.q.push(evs)
+		// With every verdict dead only a datagram can change one (and it
+		// rearms us); re-check each DeadAfter anyway.
+		wait := h.cfg.DeadAfter
+		if !next.IsZero() {
+			wait = next.Sub(h.clk.Now())
+		}
+		if wait <= 0 {
+			continue
+		}
+		t := h.clk.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		case <-h.rearm:
+			t.Stop()
+		}
+	}
+}

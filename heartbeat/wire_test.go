@@ -1,0 +1,130 @@
+package heartbeat
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"net/netip"
+	"testing"
+)
+
+var (
+	testKey  = []byte("0123456789abcdef-pair-key")
+	testDest = netip.MustParseAddrPort("198.51.100.2:7405")
+)
+
+func sampleFrame() frame {
+	return frame{NodeID: 1, PairID: 42, BootID: 0x1122334455667788, Seq: 9, PathID: 1,
+		Payload: Payload{Epoch: 7, Role: 2, CommittedLSN: 1000, AppliedLSN: 990, Health: 0x5, Handover: 3, HandoverToken: 0xabcdef},
+		TxNanos: 123, EchoNanos: 100, HoldNanos: 7}
+}
+
+func TestWireRoundTrip(t *testing.T) {
+	m := hmac.New(sha256.New, testKey)
+	f := sampleFrame()
+	b := encode(nil, m, &f, testDest)
+	if len(b) != FrameLen {
+		t.Fatalf("datagram of %d bytes, want %d", len(b), FrameLen)
+	}
+	g, err := decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Version = 0
+	if g != f {
+		t.Fatalf("decoded %+v, want %+v", g, f)
+	}
+	if !verify(m, b, testDest, nil) {
+		t.Fatal("MAC does not verify")
+	}
+}
+
+func TestWireMACBindsKeyDestinationAndEveryByte(t *testing.T) {
+	m := hmac.New(sha256.New, testKey)
+	f := sampleFrame()
+	b := encode(nil, m, &f, testDest)
+	if verify(hmac.New(sha256.New, []byte("another-pair-key-0123")), b, testDest, nil) {
+		t.Fatal("verified with another key")
+	}
+	if verify(m, b, netip.MustParseAddrPort("198.51.100.6:7405"), nil) {
+		t.Fatal("verified for another path's address")
+	}
+	if !verify(m, b, netip.MustParseAddrPort("[::ffff:198.51.100.2]:7405"), nil) {
+		t.Fatal("IPv4-mapped form of the same destination refused")
+	}
+	for i := range b {
+		c := bytes.Clone(b)
+		c[i] ^= 0x01
+		if _, err := decode(c); err == nil && verify(m, c, testDest, nil) {
+			t.Fatalf("flipping byte %d went unnoticed", i)
+		}
+	}
+}
+
+func TestWireNextVersionWithAppendedFieldsIsAccepted(t *testing.T) {
+	m := hmac.New(sha256.New, testKey)
+	f := sampleFrame()
+	body := appendBody(nil, &f)
+	body[offVersion] = 2
+	body = append(body, 0xde, 0xad, 0xbe, 0xef) // a field of version 2
+	b := sum(m, body, testDest, body)
+	g, err := decode(b)
+	if err != nil {
+		t.Fatalf("version 2 datagram refused: %v", err)
+	}
+	if g.Version != 2 || g.Payload != f.Payload || !verify(m, b, testDest, nil) {
+		t.Fatalf("version 2 decoded as %+v", g)
+	}
+}
+
+func TestWireMalformed(t *testing.T) {
+	m := hmac.New(sha256.New, testKey)
+	f := sampleFrame()
+	good := encode(nil, m, &f, testDest)
+	cases := map[string][]byte{
+		"empty":         nil,
+		"short":         good[:FrameLen-1],
+		"v1 too long":   append(bytes.Clone(good), 0),
+		"huge":          make([]byte, MaxFrameLen+1),
+		"bad magic":     func() []byte { c := bytes.Clone(good); c[0] = 'X'; return c }(),
+		"version 0":     func() []byte { c := bytes.Clone(good); c[offVersion] = 0; return c }(),
+		"zero sequence": func() []byte { g := f; g.Seq = 0; return encode(nil, m, &g, testDest) }(),
+		"zero boot":     func() []byte { g := f; g.BootID = 0; return encode(nil, m, &g, testDest) }(),
+	}
+	for name, b := range cases {
+		if _, err := decode(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+// FuzzDecode: the decoder never panics, and whatever it accepts re-encodes
+// to the same body (version 1), so no two byte strings mean the same thing.
+func FuzzDecode(f *testing.F) {
+	m := hmac.New(sha256.New, testKey)
+	fr := sampleFrame()
+	f.Add(encode(nil, m, &fr, testDest))
+	f.Add([]byte("THB1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g, err := decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		verify(m, b, testDest, nil) // must not panic either
+		if g.Version != 1 {
+			return
+		}
+		body := appendBody(nil, &g)
+		// flags and reserved are ignored on receipt and zero on send.
+		want := bytes.Clone(b[:BodyLen])
+		want[offFlags] = 0
+		want[offReserved], want[offReserved+1] = 0, 0
+		if !bytes.Equal(body, want) {
+			t.Fatalf("re-encoded body differs:\n got %x\nwant %x", body, want)
+		}
+	})
+}
