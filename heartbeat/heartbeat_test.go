@@ -183,7 +183,7 @@ func TestUnauthenticatedOrReplayedHeartbeatNeverChangesAVerdict(t *testing.T) {
 	seq := uint64(0)
 	mk := func(m func(*frame)) frame {
 		seq++
-		f := frame{NodeID: 2, PairID: 42, BootID: 77, Seq: seq, Payload: Payload{Epoch: 9}}
+		f := frame{NodeID: 2, PairID: 42, BootID: 77, Seq: seq, Round: seq, Payload: Payload{Epoch: 9}}
 		if m != nil {
 			m(&f)
 		}
