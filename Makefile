@@ -16,7 +16,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench fuzz lab-sweep clean
+.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean
 
 all: check
 
@@ -47,6 +47,12 @@ bench:
 
 fuzz:
 	@test/scripts/fuzz.sh $(FUZZTIME)
+
+# CPU cost of the heartbeat at 1 ms, 10 ms and 100 ms intervals, and the
+# per-datagram work (docs/benchmarks.md).
+bench-heartbeat:
+	$(GO) test -run '^$$' -bench 'HeartbeatCPU' -benchtime 3x ./heartbeat
+	$(GO) test -run '^$$' -bench 'Datagram' -benchtime 300ms -benchmem ./heartbeat
 
 # Remove leftovers of crashed lab runs (never touches live runs).
 lab-sweep:

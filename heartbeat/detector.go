@@ -210,7 +210,8 @@ type detector struct {
 	peerBoot    uint64
 	lastSeen    time.Time
 	lastPayload Payload
-	emitted     bool // lastPayload was reported in a PeerAlive
+	lastRound   uint64 // round of lastPayload
+	emitted     bool   // lastPayload was reported in a PeerAlive
 	// rearm is set when a verdict turned alive, creating a deadline the
 	// caller's timer may not cover yet; the caller clears it.
 	rearm bool
@@ -239,6 +240,7 @@ func (d *detector) accept(i int, f *frame, now time.Time, evs []Event) ([]Event,
 			evs = append(evs, Event{Kind: PeerRestarted, At: now, BootID: f.BootID, OldBootID: d.peerBoot})
 			d.emitted = false
 		}
+		d.lastRound = 0
 		d.peerBoot = f.BootID
 		for j := range d.paths {
 			d.paths[j].win = replayWindow{}
@@ -269,13 +271,19 @@ func (d *detector) accept(i int, f *frame, now time.Time, evs []Event) ([]Event,
 		evs = append(evs, Event{Kind: PathUp, At: now, Path: p.name})
 	}
 	d.lastSeen = now
-	if d.peer != alive || !d.emitted || f.Payload != d.lastPayload {
+	if f.Round >= d.lastRound {
+		if f.Round > d.lastRound && f.Payload != d.lastPayload {
+			d.emitted = false
+		}
+		d.lastRound, d.lastPayload = f.Round, f.Payload
+	}
+	if d.peer != alive || !d.emitted {
 		if d.peer != alive {
 			d.rearm = true
 		}
 		d.peer = alive
-		d.lastPayload, d.emitted = f.Payload, true
-		evs = append(evs, Event{Kind: PeerAlive, At: now, Path: p.name, Payload: f.Payload, BootID: f.BootID})
+		d.emitted = true
+		evs = append(evs, Event{Kind: PeerAlive, At: now, Path: p.name, Payload: d.lastPayload, BootID: f.BootID})
 	}
 	return evs, nil
 }

@@ -51,7 +51,7 @@ func (h *detHarness) advance(d time.Duration) {
 // hb delivers the next valid datagram of boot on path i.
 func (h *detHarness) hb(i int, boot uint64, p Payload) error {
 	h.seq[i]++
-	return h.deliver(i, &frame{BootID: boot, Seq: h.seq[i], Payload: p})
+	return h.deliver(i, &frame{BootID: boot, Seq: h.seq[i], Round: h.seq[i], Payload: p})
 }
 
 func (h *detHarness) deliver(i int, f *frame) error {
@@ -117,7 +117,7 @@ func TestDetectorReplayNeverChangesAVerdict(t *testing.T) {
 	var seen []frame
 	for i := 0; i < 70; i++ {
 		h.seq[0]++
-		f := frame{BootID: 9, Seq: h.seq[0], Payload: Payload{Epoch: 2}}
+		f := frame{BootID: 9, Seq: h.seq[0], Round: h.seq[0], Payload: Payload{Epoch: 2}}
 		if err := h.deliver(0, &f); err != nil {
 			t.Fatal(err)
 		}
@@ -175,8 +175,8 @@ func TestDetectorLossFromSequenceGaps(t *testing.T) {
 
 func TestDetectorPeerRestartResetsTheWindow(t *testing.T) {
 	h := newDetHarness(t, time.Second, time.Second, "ha1")
-	h.deliver(0, &frame{BootID: 5, Seq: 40, Payload: Payload{Epoch: 4}})
-	h.deliver(0, &frame{BootID: 6, Seq: 1, Payload: Payload{Epoch: 4}})
+	h.deliver(0, &frame{BootID: 5, Seq: 40, Round: 40, Payload: Payload{Epoch: 4}})
+	h.deliver(0, &frame{BootID: 6, Seq: 1, Round: 1, Payload: Payload{Epoch: 4}})
 	h.expect("0s path-up path=ha1",
 		"0s peer-alive path=ha1 epoch=4 role=0 committed=0 applied=0 health=0x0 handover=0/0",
 		"0s peer-restarted boot=0x6 old=0x5",
@@ -190,5 +190,25 @@ func TestDetectorRTTFromEcho(t *testing.T) {
 	h.deliver(0, &frame{BootID: 1, Seq: 1, EchoNanos: uint64(10 * time.Millisecond), HoldNanos: uint64(3 * time.Millisecond)})
 	if got := h.d.stats(0).RTT; got != 12*time.Millisecond {
 		t.Fatalf("rtt %v, want 12ms", got)
+	}
+}
+
+// An older round arriving late on a slower path keeps the peer alive but
+// never steps its announced payload back.
+func TestDetectorOlderRoundOnASlowPathIsNotNews(t *testing.T) {
+	h := newDetHarness(t, time.Second, time.Second, "ha1", "lan")
+	h.deliver(0, &frame{BootID: 1, Seq: 1, Round: 1, Payload: Payload{Epoch: 1}})
+	h.deliver(0, &frame{BootID: 1, Seq: 2, Round: 2, Payload: Payload{Epoch: 2, Role: 1}})
+	h.deliver(1, &frame{BootID: 1, Seq: 1, Round: 1, Payload: Payload{Epoch: 1}}) // round 1, late on lan
+	h.deliver(1, &frame{BootID: 1, Seq: 2, Round: 2, Payload: Payload{Epoch: 2, Role: 1}})
+	h.expect("0s path-up path=ha1",
+		"0s peer-alive path=ha1 epoch=1 role=0 committed=0 applied=0 health=0x0 handover=0/0",
+		"0s peer-alive path=ha1 epoch=2 role=1 committed=0 applied=0 health=0x0 handover=0/0",
+		"0s path-up path=lan")
+	if p := h.d.lastPayload; p.Epoch != 2 {
+		t.Fatalf("peer payload stepped back to %+v", p)
+	}
+	if got := h.d.stats(1).Received; got != 2 {
+		t.Fatalf("lan received %d, want 2 (the late round still counts for liveness)", got)
 	}
 }

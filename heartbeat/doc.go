@@ -74,8 +74,10 @@
 //	+---------------------------------------------------------------+
 //	|          hold: ns between that receipt and this send (64)     | 84
 //	+---------------------------------------------------------------+
-//	|          HMAC-SHA256 (256 bits) over bytes 0-91 || dest       | 92
-//	+---------------------------------------------------------------+  124
+//	|                       round number (64)                       | 92
+//	+---------------------------------------------------------------+
+//	|          HMAC-SHA256 (256 bits) over bytes 0-99 || dest       | 100
+//	+---------------------------------------------------------------+  132
 //
 // dest is the destination of the datagram as the sender addresses it (the
 // receiver's Path.Local): 16 bytes of address (IPv4 in its IPv4-mapped
@@ -87,7 +89,7 @@
 // FrameLen bytes: a later version may only append fields before the MAC,
 // which the MAC covers and an older receiver ignores, so versions N and N+1
 // interoperate during a rolling upgrade. A version-1 datagram is exactly
-// FrameLen bytes. Boot id and sequence are never zero.
+// FrameLen bytes. Boot id, sequence and round are never zero.
 //
 // Freshness: each sender numbers the datagrams of each path from 1 within
 // a run (boot id). A receiver keeps, per path, the highest sequence and a
@@ -95,6 +97,13 @@
 // older than the window is a replay. A larger boot id means the peer
 // restarted (PeerRestarted; windows reset); a smaller one is a replay.
 // Boot ids must therefore grow across restarts (Config.BootID).
+//
+// Payload order: the paths have different delays, so an older round can
+// arrive on a slow path after a newer one on a fast path. Every datagram
+// of one round carries the sender's round number (it grows with every
+// round, periodic or published); a receiver takes the payload of a round
+// newer than the newest it has, and counts an older one for liveness only,
+// so the peer's announced epoch or role never steps back.
 //
 // RTT is measured without synchronised clocks, as NTP does: the peer echoes
 // our last send time with how long it held it, and RTT = now - echo - hold,

@@ -363,6 +363,7 @@ func (h *Heartbeat) sender(ctx context.Context) {
 	defer tk.Stop()
 	mac := hmac.New(sha256.New, h.cfg.Key)
 	seqs := make([]uint64, len(h.conns))
+	round := uint64(0)
 	buf := make([]byte, 0, FrameLen)
 	logged := make([]bool, len(h.conns))
 	for {
@@ -375,9 +376,10 @@ func (h *Heartbeat) sender(ctx context.Context) {
 			echoes[i].tx, echoes[i].hold = h.det.echo(i, now)
 		}
 		h.mu.Unlock()
+		round++
 		for i, c := range h.conns {
 			seqs[i]++
-			f := frame{NodeID: h.cfg.NodeID, PairID: h.cfg.PairID, BootID: h.cfg.BootID, Seq: seqs[i], PathID: uint8(i),
+			f := frame{NodeID: h.cfg.NodeID, PairID: h.cfg.PairID, BootID: h.cfg.BootID, Seq: seqs[i], Round: round, PathID: uint8(i),
 				Payload: payload, TxNanos: uint64(now.Sub(h.start)) + 1, EchoNanos: echoes[i].tx, HoldNanos: echoes[i].hold}
 			remote := h.cfg.Paths[i].Remote
 			buf = encode(buf[:0], mac, &f, remote)

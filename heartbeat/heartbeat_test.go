@@ -17,7 +17,7 @@ import (
 )
 
 // udpPair opens n loopback sockets per node; paths[i] joins a[i] and b[i].
-func udpPair(t *testing.T, n int) (a, b []*net.UDPConn, pa, pb []Path) {
+func udpPair(t testing.TB, n int) (a, b []*net.UDPConn, pa, pb []Path) {
 	t.Helper()
 	open := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
@@ -183,7 +183,7 @@ func TestUnauthenticatedOrReplayedHeartbeatNeverChangesAVerdict(t *testing.T) {
 	seq := uint64(0)
 	mk := func(m func(*frame)) frame {
 		seq++
-		f := frame{NodeID: 2, PairID: 42, BootID: 77, Seq: seq, Payload: Payload{Epoch: 9}}
+		f := frame{NodeID: 2, PairID: 42, BootID: 77, Seq: seq, Round: seq, Payload: Payload{Epoch: 9}}
 		if m != nil {
 			m(&f)
 		}

@@ -17,7 +17,7 @@ const (
 	// versions only append fields before the MAC, so N and N+1 interoperate.
 	Version uint8 = 1
 	// BodyLen is the length of the version-1 body (everything before the MAC).
-	BodyLen = 92
+	BodyLen = 100
 	// MACLen is the length of the HMAC-SHA256 trailer.
 	MACLen = 32
 	// FrameLen is the length of a version-1 datagram.
@@ -49,6 +49,7 @@ const (
 	offTx        = 68
 	offEcho      = 76
 	offHold      = 84
+	offRound     = 92
 )
 
 // frame is one decoded datagram.
@@ -58,6 +59,9 @@ type frame struct {
 	PairID  uint32
 	BootID  uint64
 	Seq     uint64
+	// Round numbers the sender's rounds (every path of one round carries
+	// the same value); a payload older than the newest seen is not news.
+	Round   uint64
 	PathID  uint8
 	Payload Payload
 	// TxNanos is the sender's monotonic send time; EchoNanos is the last
@@ -89,6 +93,7 @@ func appendBody(dst []byte, f *frame) []byte {
 	be.PutUint64(b[offTx:], f.TxNanos)
 	be.PutUint64(b[offEcho:], f.EchoNanos)
 	be.PutUint64(b[offHold:], f.HoldNanos)
+	be.PutUint64(b[offRound:], f.Round)
 	return append(dst, b[:]...)
 }
 
@@ -160,8 +165,9 @@ func decode(b []byte) (frame, error) {
 	f.TxNanos = be.Uint64(b[offTx:])
 	f.EchoNanos = be.Uint64(b[offEcho:])
 	f.HoldNanos = be.Uint64(b[offHold:])
-	if f.BootID == 0 || f.Seq == 0 {
-		return f, fmt.Errorf("%w: zero boot id or sequence", ErrMalformed)
+	f.Round = be.Uint64(b[offRound:])
+	if f.BootID == 0 || f.Seq == 0 || f.Round == 0 {
+		return f, fmt.Errorf("%w: zero boot id, sequence or round", ErrMalformed)
 	}
 	return f, nil
 }

@@ -15,7 +15,7 @@ var (
 )
 
 func sampleFrame() frame {
-	return frame{NodeID: 1, PairID: 42, BootID: 0x1122334455667788, Seq: 9, PathID: 1,
+	return frame{NodeID: 1, PairID: 42, BootID: 0x1122334455667788, Seq: 9, Round: 4, PathID: 1,
 		Payload: Payload{Epoch: 7, Role: 2, CommittedLSN: 1000, AppliedLSN: 990, Health: 0x5, Handover: 3, HandoverToken: 0xabcdef},
 		TxNanos: 123, EchoNanos: 100, HoldNanos: 7}
 }
@@ -91,6 +91,7 @@ func TestWireMalformed(t *testing.T) {
 		"version 0":     func() []byte { c := bytes.Clone(good); c[offVersion] = 0; return c }(),
 		"zero sequence": func() []byte { g := f; g.Seq = 0; return encode(nil, m, &g, testDest) }(),
 		"zero boot":     func() []byte { g := f; g.BootID = 0; return encode(nil, m, &g, testDest) }(),
+		"zero round":    func() []byte { g := f; g.Round = 0; return encode(nil, m, &g, testDest) }(),
 	}
 	for name, b := range cases {
 		if _, err := decode(b); !errors.Is(err, ErrMalformed) {

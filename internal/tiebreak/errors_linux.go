@@ -1,0 +1,5 @@
+package tiebreak
+
+import "syscall"
+
+var errConnRefused = syscall.ECONNREFUSED

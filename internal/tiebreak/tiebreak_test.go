@@ -1,0 +1,102 @@
+package tiebreak
+
+import (
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	gw := []netip.Addr{netip.MustParseAddr("192.0.2.1")}
+	cases := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Gateways: gw, Interval: time.Second, Timeout: time.Millisecond}, "interface is empty"},
+		{Config{Interface: "lan0", Interval: time.Second, Timeout: time.Millisecond}, "gateways: at least one"},
+		{Config{Interface: "lan0", Gateways: []netip.Addr{netip.MustParseAddr("2001:db8::1")}, Interval: time.Second, Timeout: time.Millisecond}, "gateways[0] 2001:db8::1"},
+		{Config{Interface: "lan0", Gateways: gw, Interval: time.Second, Timeout: time.Second}, "timeout (1s) must be positive and shorter than interval (1s)"},
+		{Config{Interface: "lan0", Gateways: gw, Interval: time.Second, Timeout: time.Millisecond, Witness: "udp:192.0.2.20:53"}, `witness "udp:192.0.2.20:53"`},
+		{Config{Interface: "lan0", Gateways: gw, Interval: time.Second, Timeout: time.Millisecond, Witness: "tcp:192.0.2.20"}, "tcp needs ADDR:PORT"},
+		{Config{Interface: "lan0", Gateways: gw, Interval: time.Second, Timeout: time.Millisecond, Witness: "icmp:2001:db8::20"}, "icmp needs an IPv4"},
+		{Config{Interface: "no-such-if0", Gateways: gw, Interval: time.Second, Timeout: time.Millisecond}, `interface "no-such-if0"`},
+	}
+	for _, c := range cases {
+		_, err := NewGateway(c.cfg)
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want ErrConfig naming %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+// There is no /dev/watchdog on the build machines: the protocol (bytes
+// written, magic close) is checked on a FIFO, which behaves like the
+// device for writes, and on a plain file.
+func TestWatchdogKickAndMagicCloseOnAFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "watchdog")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Open the reading end first (non-blocking) so the writer's open does not wait.
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := OpenWatchdog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := w.Kick(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Disarm(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Disarm(); err != nil {
+		t.Fatalf("second Disarm: %v", err)
+	}
+	if err := w.Kick(); !errors.Is(err, ErrWatchdog) {
+		t.Fatalf("Kick after Disarm: %v, want ErrWatchdog", err)
+	}
+	// Clear O_NONBLOCK: the writer is closed, so ReadAll ends at EOF.
+	syscall.SetNonblock(int(r.Fd()), false)
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "\x00\x00\x00V" {
+		t.Fatalf("device saw %q, want three kicks then the magic V", got)
+	}
+}
+
+func TestWatchdogOnAPlainFileAndMissingDevice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wd")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := OpenWatchdog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Kick(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Disarm(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "\x00V" {
+		t.Fatalf("file holds %q", b)
+	}
+	if _, err := OpenWatchdog(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrWatchdog) || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing device: %v", err)
+	}
+}
