@@ -1,0 +1,318 @@
+package wip
+
+import (
+	"bufio"
+	"encoding/binary"
+
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
+)
+
+// receiveSnapshot replaces the local data with the primary's snapshot. The
+// store is durably Inconsistent from the first byte until the last, so an
+// interrupted snapshot is simply started again at the next session.
+func (s *Store) receiveSnapshot(br *bufio.Reader) error {
+	f, _, err := readFrame(br, nil)
+	if err == nil && f.typ != frameSnapBegin {
+		err = fmt.Errorf("%w: expected snapshot begin, got type %d", ErrFrameType, f.typ)
+	}
+	var l lineage
+	var total uint64
+	if err == nil {
+		r := &reader{b: f.body}
+		l = r.lineage()
+		total = r.u64("snap.total")
+		err = r.done("snap_begin")
+	}
+	if err != nil {
+		s.reject("frame", fmt.Errorf("snapshot: %w", err))
+		return err
+	}
+	// Wipe everything but the node-local flags, durably, before the first pair.
+	pb := s.db.NewBatch()
+	_ = pb.Set(keyInconsistent, nil, nil)
+	_ = pb.DeleteRange(userPrefix, userPrefixEnd, nil)
+	_ = pb.DeleteRange(logPrefix, logPrefixEnd, nil)
+	_ = pb.DeleteRange(keyHistPrefix, prefixEnd(keyHistPrefix), nil)
+	_ = pb.Delete(keyMarker, nil)
+	_ = pb.Delete(keyPruned, nil)
+	err = pb.Commit(pebble.Sync)
+	_ = pb.Close()
+	if err != nil {
+		return fmt.Errorf("wip: snapshot: clearing the store: %w", err)
+	}
+	s.retMu.Lock()
+	s.retained, s.retBytes = nil, 0
+	s.retMu.Unlock()
+	s.mu.Lock()
+	s.inconsistent = true
+	s.snapDone, s.snapTotal = 0, int64(total)
+	s.lsn, s.durable, s.csum, s.history = 0, 0, 0, nil
+	s.mu.Unlock()
+	s.emit(Event{Kind: EventSnapshotStarted, Detail: fmt.Sprintf("snapshot of LSN %d, about %d bytes", l.lsn, total)})
+	s.log.Info("snapshot started", zap.Uint64("lsn", l.lsn), zap.Uint64("bytes", total))
+	var pairs uint64
+	for {
+		f, _, err := readFrame(br, nil)
+		if err != nil {
+			s.reject("frame", fmt.Errorf("snapshot: %w", err))
+			return err
+		}
+		switch f.typ {
+		case frameSnapChunk:
+			pb := s.db.NewBatch()
+			var werr error
+			n, err := decodeSnapChunk(f.body, func(k, v []byte) {
+				if werr == nil {
+					werr = pb.Set(userKey(k), v, nil)
+				}
+			})
+			if err == nil {
+				err = werr
+			}
+			if err == nil {
+				err = pb.Commit(pebble.NoSync)
+			}
+			_ = pb.Close()
+			if err != nil {
+				s.reject("frame", fmt.Errorf("snapshot chunk: %w", err))
+				return err
+			}
+			pairs += uint64(n)
+			s.mu.Lock()
+			s.snapDone += int64(len(f.body))
+			s.counters.SnapshotBytesIn += uint64(len(f.body))
+			s.mu.Unlock()
+		case frameSnapEnd:
+			if len(f.body) != 8 || binary.BigEndian.Uint64(f.body) != pairs {
+				err := fmt.Errorf("%w: snapshot end: %d pairs received, frame says %x", ErrFrameMalformed, pairs, f.body)
+				s.reject("frame", err)
+				return err
+			}
+			return s.finishSnapshot(l, pairs)
+		case frameReject:
+			return fmt.Errorf("%w: %s", ErrRejected, f.body)
+		default:
+			err := fmt.Errorf("%w: type %d inside a snapshot", ErrFrameType, f.typ)
+			s.reject("frame", err)
+			return err
+		}
+	}
+}
+
+func (s *Store) finishSnapshot(l lineage, pairs uint64) error {
+	pb := s.db.NewBatch()
+	defer pb.Close()
+	var m [24]byte
+	binary.BigEndian.PutUint64(m[:], l.epoch)
+	binary.BigEndian.PutUint64(m[8:], l.lsn)
+	binary.BigEndian.PutUint64(m[16:], l.csum)
+	_ = pb.Set(keyMarker, m[:], nil)
+	_ = pb.Set(keyPruned, m[:], nil) // lineage comparison at the new window's edge
+	for _, h := range l.history {
+		var e8, f8 [8]byte
+		binary.BigEndian.PutUint64(e8[:], h.epoch)
+		binary.BigEndian.PutUint64(f8[:], h.first)
+		_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
+	}
+	_ = pb.Delete(keyInconsistent, nil)
+	if err := pb.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("wip: snapshot: finishing: %w", err)
+	}
+	s.mu.Lock()
+	s.lsn, s.durable, s.csum = l.lsn, l.lsn, l.csum
+	s.history = append([]histEntry(nil), l.history...)
+	if l.epoch > s.epoch {
+		s.epoch = l.epoch
+	}
+	for _, h := range l.history {
+		s.epoch = max(s.epoch, h.epoch)
+	}
+	s.inconsistent = false
+	s.peerState = PeerCatchingUp
+	s.counters.Snapshots++
+	s.mu.Unlock()
+	s.log.Info("snapshot complete", zap.Uint64("lsn", l.lsn), zap.Uint64("pairs", pairs))
+	s.emit(Event{Kind: EventSnapshotDone, Detail: fmt.Sprintf("snapshot of LSN %d complete, %d pairs", l.lsn, pairs)})
+	return nil
+}
+
+// apply is the secondary's stream: a reader goroutine decodes frames, this
+// goroutine applies everything available as one pebble.Sync batch (group
+// commit on the receiving side too) and acks the last LSN cumulatively.
+func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
+	type item struct {
+		f   frame
+		err error
+	}
+	ch := make(chan item, 256)
+	go func() {
+		for {
+			f, _, err := readFrame(br, nil)
+			select {
+			case ch <- item{f, err}:
+			case <-ss.done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	bw := bufio.NewWriterSize(ss.conn, 4<<10)
+	var inSyncAt uint64
+	var haveInSync bool
+	for {
+		var items []item
+		select {
+		case it := <-ch:
+			items = append(items, it)
+		case <-ss.done:
+			return ss.err
+		}
+	more:
+		for len(items) < 256 {
+			select {
+			case it := <-ch:
+				items = append(items, it)
+			default:
+				break more
+			}
+		}
+		s.mu.Lock()
+		lsn, csum, epoch := s.lsn, s.csum, s.epoch
+		hist := s.history
+		role := s.role
+		s.mu.Unlock()
+		if role != Secondary {
+			return ErrNotPrimary
+		}
+		var es []entry
+		var newHist []histEntry
+		var ferr error
+	loop:
+		for _, it := range items {
+			if it.err != nil {
+				ferr = it.err
+				if !ss.closed() {
+					s.reject("frame", fmt.Errorf("from primary: %w", it.err))
+				}
+				break
+			}
+			switch it.f.typ {
+			case frameData:
+				got, err := decodeData(it.f.body)
+				if err == nil && got[0].lsn != lsn+1 {
+					err = fmt.Errorf("%w: data starts at LSN %d, expected %d", ErrFrameMalformed, got[0].lsn, lsn+1)
+				}
+				for _, e := range got {
+					if err != nil {
+						break
+					}
+					last := epochAt(hist, e.lsn)
+					if len(newHist) > 0 {
+						last = newHist[len(newHist)-1].epoch
+					}
+					switch {
+					case e.epoch < last:
+						err = fmt.Errorf("%w: entry %d has epoch %d below the current %d", ErrFrameMalformed, e.lsn, e.epoch, last)
+					case roll(csum, e.epoch, e.lsn, e.ops) != e.csum:
+						err = fmt.Errorf("%w: rolling checksum breaks at LSN %d", ErrFrameChecksum, e.lsn)
+					}
+					if err != nil {
+						break
+					}
+					if e.epoch > last {
+						newHist = append(newHist, histEntry{e.epoch, e.lsn})
+					}
+					csum, lsn = e.csum, e.lsn
+					epoch = max(epoch, e.epoch)
+				}
+				if err != nil {
+					s.reject("frame", fmt.Errorf("data from primary: %w", err))
+					ferr = err
+					break loop
+				}
+				es = append(es, got...)
+			case frameInSync:
+				if len(it.f.body) != 8 {
+					ferr = fmt.Errorf("%w: in-sync body has %d bytes", ErrFrameMalformed, len(it.f.body))
+					s.reject("frame", ferr)
+					break loop
+				}
+				inSyncAt, haveInSync = binary.BigEndian.Uint64(it.f.body), true
+			case frameReject:
+				ferr = fmt.Errorf("%w: %s", ErrRejected, it.f.body)
+				break loop
+			default:
+				ferr = fmt.Errorf("%w: type %d in the stream", ErrFrameType, it.f.typ)
+				s.reject("frame", ferr)
+				break loop
+			}
+		}
+		// Entries that checked out before a bad frame are applied; the bad
+		// frame and everything after it are not.
+		if len(es) > 0 {
+			pb := s.db.NewBatch()
+			err := s.writeEntries(pb, es)
+			for _, h := range newHist {
+				var e8, f8 [8]byte
+				binary.BigEndian.PutUint64(e8[:], h.epoch)
+				binary.BigEndian.PutUint64(f8[:], h.first)
+				_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
+			}
+			if err == nil {
+				err = pb.Commit(pebble.Sync)
+			}
+			_ = pb.Close()
+			if err != nil {
+				s.mu.Lock()
+				s.failed = fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, es[0].lsn, lsn, err)
+				s.lastErr = s.failed
+				s.mu.Unlock()
+				return err
+			}
+			s.mu.Lock()
+			s.lsn, s.durable, s.csum, s.epoch = lsn, lsn, csum, epoch
+			s.history = append(s.history, newHist...)
+			if lsn > s.peerLSN {
+				s.peerLSN = lsn
+			}
+			s.counters.EntriesApplied += uint64(len(es))
+			s.cond.Broadcast()
+			s.mu.Unlock()
+			if err := writeFrame(bw, ver, frameAck, putU64(nil, lsn)); err != nil {
+				return err
+			}
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		if haveInSync {
+			s.mu.Lock()
+			durable := s.durable
+			s.mu.Unlock()
+			if durable >= inSyncAt {
+				haveInSync = false
+				s.mu.Lock()
+				wasOutdated := s.outdated
+				s.peerState = PeerInSync
+				s.mu.Unlock()
+				if wasOutdated {
+					if err := s.setFlag(keyOutdated, false); err != nil {
+						return err
+					}
+					s.mu.Lock()
+					s.outdated = false
+					s.mu.Unlock()
+					s.log.Info("caught up; no longer outdated", zap.Uint64("lsn", durable))
+				}
+			}
+		}
+		if ferr != nil {
+			return ferr
+		}
+	}
+}

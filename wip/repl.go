@@ -1,0 +1,949 @@
+package wip
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+)
+
+const (
+	handshakeTimeout = 5 * time.Second
+	backoffMin       = 20 * time.Millisecond
+	backoffMax       = 2 * time.Second
+	maxDataFrame     = 1 << 20 // entries per Data frame are cut at this many bytes
+	snapChunkBytes   = 1 << 20
+)
+
+// session is one authenticated replication connection.
+type session struct {
+	s       *Store
+	conn    net.Conn
+	primary bool
+	once    sync.Once
+	done    chan struct{}
+	err     error
+	// primary side, guarded by s.mu: an InSync notice for the sender to send.
+	inSyncPending bool
+	inSyncLSN     uint64
+}
+
+func (ss *session) close(err error) {
+	ss.once.Do(func() {
+		ss.err = err
+		close(ss.done)
+		_ = ss.conn.Close()
+		ss.s.mu.Lock()
+		ss.s.cond.Broadcast()
+		ss.s.mu.Unlock()
+	})
+}
+
+func (ss *session) closed() bool {
+	select {
+	case <-ss.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Store) startRepl() error {
+	if s.o.ListenAddr != "" {
+		ln, err := net.Listen("tcp", s.o.ListenAddr)
+		if err != nil {
+			return fmt.Errorf("wip: replication listener on %s: %w", s.o.ListenAddr, err)
+		}
+		s.lnCloser = ln.Close
+		s.listenAddr = ln.Addr().String()
+		s.wg.Add(1)
+		go s.acceptLoop(ln)
+	}
+	if s.o.PeerAddr != "" {
+		s.wg.Add(1)
+		go s.dialLoop()
+	}
+	return nil
+}
+
+// ListenAddr returns the replication listener's address ("" if none); useful
+// with port 0.
+func (s *Store) ListenAddr() string { return s.listenAddr }
+
+func (s *Store) acceptLoop(ln net.Listener) {
+	defer s.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.closing:
+				return
+			default:
+			}
+			s.log.Warn("replication accept", zap.Error(err))
+			if clock.Sleep(s.ctx(), s.clk, backoffMin) != nil {
+				return
+			}
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.servePeer(c)
+		}()
+	}
+}
+
+// ctx returns a context cancelled when the store closes.
+func (s *Store) ctx() context.Context {
+	s.ctxOnce.Do(func() {
+		var cancel context.CancelFunc
+		s.ctxv, cancel = context.WithCancel(context.Background())
+		go func() { <-s.closing; cancel() }()
+	})
+	return s.ctxv
+}
+
+// dialLoop is the secondary's side: while secondary, it keeps one session to
+// the peer's listener, reconnecting with exponential backoff.
+func (s *Store) dialLoop() {
+	defer s.wg.Done()
+	backoff := backoffMin
+	var d net.Dialer
+	for {
+		s.mu.Lock()
+		for !s.closed && s.role != Secondary {
+			s.cond.Wait()
+		}
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return
+		}
+		c, err := d.DialContext(s.ctx(), "tcp", s.o.PeerAddr)
+		if err == nil {
+			var ran bool
+			ran, err = s.runSecondary(c)
+			if ran {
+				backoff = backoffMin
+			}
+		}
+		if err != nil {
+			s.log.Debug("replication session ended", zap.Error(err))
+		}
+		if clock.Sleep(s.ctx(), s.clk, backoff) != nil {
+			return
+		}
+		backoff = min(backoff*2, backoffMax)
+	}
+}
+
+func (s *Store) reject(kind string, err error) {
+	s.mu.Lock()
+	switch kind {
+	case "auth":
+		s.counters.RejectedAuth++
+	case "version":
+		s.counters.RejectedVersion++
+	default:
+		s.counters.RejectedFrames++
+	}
+	s.lastErr = err
+	s.mu.Unlock()
+	s.log.Warn("replication frame rejected", zap.String("kind", kind), zap.Error(err))
+	s.emit(Event{Kind: EventRejected, Detail: kind, Err: err})
+}
+
+func writeFrame(w *bufio.Writer, ver, typ byte, body []byte) error {
+	if _, err := w.Write(appendFrame(nil, ver, typ, body)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func sendReject(c net.Conn, ver byte, reason string) {
+	_, _ = c.Write(appendFrame(nil, ver, frameReject, []byte(reason)))
+}
+
+func (s *Store) mac(label string, parts ...[]byte) []byte {
+	m := hmac.New(sha256.New, s.o.PairKey)
+	m.Write([]byte(label))
+	for _, p := range parts {
+		var l [4]byte
+		binary.BigEndian.PutUint32(l[:], uint32(len(p)))
+		m.Write(l[:])
+		m.Write(p)
+	}
+	return m.Sum(nil)
+}
+
+func (s *Store) lineageLocked() lineage {
+	return lineage{epoch: s.epoch, lsn: s.durable, csum: s.csumAt(s.durable), inconsistent: s.inconsistent,
+		outdated: s.outdated, history: append([]histEntry(nil), s.history...)}
+}
+
+// csumAt returns the rolling checksum after lsn as the caller's view of
+// s.durable (the committer may have moved s.csum ahead of durable).
+func (s *Store) csumAt(lsn uint64) uint64 {
+	if lsn == s.lsn {
+		return s.csum
+	}
+	for _, g := range s.tail {
+		for _, e := range g.entries {
+			if e.lsn == lsn {
+				return e.csum
+			}
+		}
+	}
+	if c, ok := s.logCsum(lsn); ok {
+		return c
+	}
+	return 0
+}
+
+// logCsum looks lsn up in the retained log or the pruned marker.
+func (s *Store) logCsum(lsn uint64) (uint64, bool) {
+	if lsn == 0 {
+		return 0, true
+	}
+	v, c, err := s.db.Get(logKey(lsn))
+	if err == nil {
+		defer c.Close()
+		if e, err := decodeLogValue(lsn, v); err == nil {
+			return e.csum, true
+		}
+		return 0, false
+	}
+	if p, ok, _ := s.getMeta(keyPruned); ok && len(p) == 24 && binary.BigEndian.Uint64(p[8:]) == lsn {
+		return binary.BigEndian.Uint64(p[16:]), true
+	}
+	return 0, false
+}
+
+// servePeer is the primary's side of one connection.
+func (s *Store) servePeer(c net.Conn) {
+	wd := s.clk.AfterFunc(handshakeTimeout, func() { _ = c.Close() })
+	br := bufio.NewReaderSize(c, 256<<10)
+	f, _, err := readFrame(br, nil)
+	if err != nil {
+		wd.Stop()
+		s.reject("frame", fmt.Errorf("handshake from %s: %w", c.RemoteAddr(), err))
+		sendReject(c, 1, err.Error())
+		_ = c.Close()
+		return
+	}
+	if f.typ != frameHello {
+		wd.Stop()
+		err := fmt.Errorf("handshake from %s: %w: expected hello, got type %d", c.RemoteAddr(), ErrFrameType, f.typ)
+		s.reject("frame", err)
+		sendReject(c, 1, err.Error())
+		_ = c.Close()
+		return
+	}
+	helloBody := append([]byte(nil), f.body...)
+	h, err := decodeHello(helloBody, false)
+	if err != nil {
+		wd.Stop()
+		s.reject("frame", fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err))
+		sendReject(c, 1, err.Error())
+		_ = c.Close()
+		return
+	}
+	ver := min(h.maxVer, byte(ProtocolVersion))
+	if ver < max(h.minVer, byte(minProtocolVersion)) {
+		wd.Stop()
+		err := fmt.Errorf("%w: peer %s speaks %d..%d, this build %d..%d", ErrFrameVersion, c.RemoteAddr(), h.minVer, h.maxVer, minProtocolVersion, ProtocolVersion)
+		s.reject("version", err)
+		sendReject(c, 1, err.Error())
+		_ = c.Close()
+		return
+	}
+	s.mu.Lock()
+	if s.role != Primary || s.closed {
+		s.mu.Unlock()
+		wd.Stop()
+		sendReject(c, ver, "not primary")
+		_ = c.Close()
+		return
+	}
+	my := s.lineageLocked()
+	s.mu.Unlock()
+	w := hello{nodeID: s.o.NodeID, minVer: ver, maxVer: ver, lin: my}
+	_, _ = rand.Read(w.nonce[:])
+	wb := appendHello(nil, w)
+	wb = append(wb, s.mac("tandem-wip welcome", helloBody, wb)...)
+	if _, err := c.Write(appendFrame(nil, ver, frameWelcome, wb)); err != nil {
+		wd.Stop()
+		_ = c.Close()
+		return
+	}
+	f, _, err = readFrame(br, nil)
+	if err == nil && f.typ != frameAuth {
+		err = fmt.Errorf("%w: expected auth, got type %d", ErrFrameType, f.typ)
+	}
+	if err != nil {
+		wd.Stop()
+		s.reject("frame", fmt.Errorf("handshake from %s: %w", c.RemoteAddr(), err))
+		_ = c.Close()
+		return
+	}
+	if !hmac.Equal(f.body, s.mac("tandem-wip auth", helloBody, wb)) {
+		wd.Stop()
+		err := fmt.Errorf("%w: peer %s (node %d) does not hold the pair key", ErrAuth, c.RemoteAddr(), h.nodeID)
+		s.reject("auth", err)
+		sendReject(c, ver, "authentication failed")
+		_ = c.Close()
+		return
+	}
+	if !wd.Stop() {
+		_ = c.Close()
+		return
+	}
+	ss := &session{s: s, conn: c, primary: true, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.role != Primary || s.closed {
+		s.mu.Unlock()
+		sendReject(c, ver, "not primary")
+		_ = c.Close()
+		return
+	}
+	old := s.sess
+	s.sess = ss
+	p := s.planLocked(h.lin)
+	s.peerLSN = h.lin.lsn
+	s.peerAcked = min(h.lin.lsn, s.durable)
+	if p.kind == planSnapshot {
+		s.peerState = PeerSnapshot
+	} else {
+		s.peerState = PeerCatchingUp
+	}
+	s.counters.Sessions++
+	s.mu.Unlock()
+	if old != nil {
+		old.close(errors.New("wip: replaced by a new session"))
+	}
+	s.log.Info("peer connected", zap.Uint8("peer", h.nodeID), zap.Uint64("peer_lsn", h.lin.lsn),
+		zap.Uint8("plan", p.kind), zap.String("detail", p.detail))
+	err = s.runPrimarySession(ss, ver, br, p)
+	ss.close(err)
+	s.mu.Lock()
+	if s.sess == ss {
+		s.sess = nil
+		s.peerState = PeerDisconnected
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.log.Info("peer session ended", zap.Error(err))
+}
+
+// epochAt is the epoch in force at lsn according to h.
+func epochAt(h []histEntry, lsn uint64) uint64 {
+	var e uint64
+	for _, x := range h {
+		if x.first <= lsn {
+			e = x.epoch
+		}
+	}
+	return e
+}
+
+// forkPoint returns the first LSN <= upTo at which the two histories assign
+// different epochs, or 0.
+func forkPoint(a, b []histEntry, upTo uint64) uint64 {
+	var pts []uint64
+	for _, x := range append(append([]histEntry(nil), a...), b...) {
+		if x.first <= upTo {
+			pts = append(pts, x.first)
+		}
+	}
+	sort.Slice(pts, func(i, j int) bool { return pts[i] < pts[j] })
+	for _, p := range pts {
+		if epochAt(a, p) != epochAt(b, p) {
+			return p
+		}
+	}
+	return 0
+}
+
+func epochsIn(h []histEntry, from, to uint64) []uint64 {
+	var out []uint64
+	for i, x := range h {
+		end := uint64(1<<64 - 1)
+		if i+1 < len(h) {
+			end = h[i+1].first - 1
+		}
+		if x.first <= to && end >= from {
+			out = append(out, x.epoch)
+		}
+	}
+	return out
+}
+
+// planLocked compares the peer's lineage with ours (section 5 of the
+// architecture): same history → stream; behind inside the retained log →
+// stream from there; beyond it or inconsistent → snapshot; a history the
+// primary never had → diverged.
+func (s *Store) planLocked(l lineage) plan {
+	p := plan{primaryLSN: s.durable, peerOutdated: s.peerOutdated}
+	if l.inconsistent {
+		p.kind, p.detail = planSnapshot, "peer is inconsistent"
+		return p
+	}
+	if f := forkPoint(s.history, l.history, l.lsn); f != 0 {
+		p.kind, p.from = planDiverged, f
+		p.detail = fmt.Sprintf("peer committed LSN %d..%d in epochs %v; this primary has epoch %d from LSN %d (epochs %v)",
+			f, l.lsn, epochsIn(l.history, f, l.lsn), epochAt(s.history, f), f, epochsIn(s.history, f, s.durable))
+		return p
+	}
+	if l.lsn > s.durable {
+		p.kind, p.from = planDiverged, s.durable+1
+		p.detail = fmt.Sprintf("peer holds LSN %d..%d (epochs %v) that this primary never committed (its last is %d, epoch %d)",
+			s.durable+1, l.lsn, epochsIn(l.history, s.durable+1, l.lsn), s.durable, s.epoch)
+		return p
+	}
+	if c, ok := s.logCsumLocked(l.lsn); ok && c != l.csum {
+		var from uint64 = 1
+		for _, x := range l.history {
+			if x.first <= l.lsn {
+				from = x.first
+			}
+		}
+		p.kind, p.from = planDiverged, from
+		p.detail = fmt.Sprintf("checksum at LSN %d differs (peer %016x, primary %016x) in epoch %d: LSN %d..%d quarantined",
+			l.lsn, l.csum, c, epochAt(l.history, l.lsn), from, l.lsn)
+		return p
+	}
+	first, _, _ := s.retainedRange()
+	if l.lsn == s.durable || (first != 0 && first <= l.lsn+1) {
+		p.kind, p.from = planStream, l.lsn+1
+		p.detail = fmt.Sprintf("stream from LSN %d", l.lsn+1)
+		return p
+	}
+	p.kind = planSnapshot
+	p.detail = fmt.Sprintf("peer LSN %d is outside the retained log (from %d)", l.lsn, first)
+	return p
+}
+
+func (s *Store) logCsumLocked(lsn uint64) (uint64, bool) {
+	if lsn == s.durable {
+		return s.csumAt(lsn), true
+	}
+	return s.logCsum(lsn)
+}
+
+// runPrimarySession sends the plan, a snapshot if needed, then streams
+// entries; a second goroutine reads the cumulative acks.
+func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p plan) error {
+	bw := bufio.NewWriterSize(ss.conn, 256<<10)
+	if err := writeFrame(bw, ver, framePlan, appendPlan(nil, p)); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if p.kind == planDiverged {
+		s.mu.Lock()
+		s.counters.Divergences++
+		s.mu.Unlock()
+		// The peer quarantines its suffix and comes back inconsistent.
+		_, _, _ = readFrame(br, nil)
+		return fmt.Errorf("%w: %s", ErrDiverged, p.detail)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ss.close(s.readAcks(ss, br))
+	}()
+	defer wg.Wait()
+	next := p.from
+	if p.kind == planSnapshot {
+		lsn, err := s.sendSnapshot(ss, bw, ver)
+		if err != nil {
+			return err
+		}
+		next = lsn + 1
+	}
+	return s.stream(ss, bw, ver, next)
+}
+
+func (s *Store) readAcks(ss *session, br *bufio.Reader) error {
+	for {
+		f, _, err := readFrame(br, nil)
+		if err != nil {
+			if !ss.closed() {
+				s.reject("frame", fmt.Errorf("from peer: %w", err))
+			}
+			return err
+		}
+		switch f.typ {
+		case frameAck:
+			if len(f.body) != 8 {
+				err := fmt.Errorf("%w: ack body has %d bytes", ErrFrameMalformed, len(f.body))
+				s.reject("frame", err)
+				return err
+			}
+			lsn := binary.BigEndian.Uint64(f.body)
+			s.mu.Lock()
+			if lsn > s.lsn {
+				s.mu.Unlock()
+				err := fmt.Errorf("%w: ack for LSN %d beyond last assigned %d", ErrFrameMalformed, lsn, s.lsn)
+				s.reject("frame", err)
+				return err
+			}
+			if lsn > s.peerAcked {
+				s.peerAcked = lsn
+			}
+			s.peerLastSeen = s.clk.Now()
+			s.releaseLocked()
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		case frameReject:
+			return fmt.Errorf("%w: %s", ErrRejected, f.body)
+		default:
+			err := fmt.Errorf("%w: type %d from a secondary", ErrFrameType, f.typ)
+			s.reject("frame", err)
+			return err
+		}
+	}
+}
+
+// stream sends entries from next on: from the in-memory tail when it holds
+// them, else from the retained log.
+func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) error {
+	var buf []byte
+	for {
+		s.mu.Lock()
+		var es []entry
+		var fromDisk bool
+		var inSync bool
+		var inSyncLSN uint64
+		for {
+			if ss.closed() {
+				s.mu.Unlock()
+				return ss.err
+			}
+			if ss.inSyncPending {
+				inSync, inSyncLSN = true, ss.inSyncLSN
+				ss.inSyncPending = false
+				break
+			}
+			es, fromDisk = s.collectLocked(next)
+			if len(es) > 0 || fromDisk {
+				break
+			}
+			if bw.Buffered() > 0 {
+				break
+			}
+			// Caught up: the peer is live from now on.
+			if s.peerState != PeerInSync {
+				s.goInSyncLocked(ss)
+				continue
+			}
+			s.cond.Wait()
+		}
+		s.mu.Unlock()
+		if inSync {
+			if err := writeFrame(bw, ver, frameInSync, putU64(nil, inSyncLSN)); err != nil {
+				return err
+			}
+			continue
+		}
+		if fromDisk {
+			var err error
+			es, err = s.readLog(next, maxDataFrame)
+			if err != nil {
+				return err
+			}
+		}
+		if len(es) == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		buf = appendData(buf[:0], es)
+		if err := writeFrame(bw, ver, frameData, buf); err != nil {
+			return err
+		}
+		next = es[len(es)-1].lsn + 1
+		s.mu.Lock()
+		s.counters.EntriesSent += uint64(len(es))
+		s.mu.Unlock()
+	}
+}
+
+// goInSyncLocked marks the peer in sync. If commits were acknowledged without
+// it, from now on they wait for it again, and the peer is told which LSN
+// ends the part it missed so it can clear its Outdated flag once it holds it.
+func (s *Store) goInSyncLocked(ss *session) {
+	s.peerState = PeerInSync
+	ss.inSyncPending, ss.inSyncLSN = true, s.aloneLSN
+	if s.peerOutdated {
+		s.peerOutdated = false
+		// Persist off the lock; a crash before it lands keeps the peer
+		// Outdated, which is the safe side.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			pb := s.db.NewBatch()
+			_ = pb.Delete(keyPeerOutdated, nil)
+			if err := pb.Commit(pebble.Sync); err != nil {
+				s.log.Error("clearing peer-outdated", zap.Error(err))
+			}
+			_ = pb.Close()
+		}()
+	}
+	s.log.Info("peer in sync", zap.Uint64("lsn", s.lsn))
+	s.emit(Event{Kind: EventPeerInSync, Detail: fmt.Sprintf("peer in sync at LSN %d", s.lsn)})
+}
+
+// collectLocked returns tail entries from next on (up to maxDataFrame bytes),
+// or fromDisk when next lies before the tail but is durable.
+func (s *Store) collectLocked(next uint64) (es []entry, fromDisk bool) {
+	if next > s.lsn {
+		return nil, false
+	}
+	if len(s.tail) == 0 || next < s.tail[0].first() {
+		return nil, next <= s.durable
+	}
+	size := 0
+	for _, g := range s.tail {
+		if g.last() < next {
+			continue
+		}
+		for _, e := range g.entries {
+			if e.lsn < next {
+				continue
+			}
+			es = append(es, e)
+			size += len(e.ops) + 24
+			if size >= maxDataFrame {
+				return es, false
+			}
+		}
+	}
+	return es, false
+}
+
+// readLog reads consecutive entries from lsn on, up to max bytes.
+func (s *Store) readLog(lsn uint64, maxBytes int) ([]entry, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(lsn), UpperBound: logPrefixEnd})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var es []entry
+	size := 0
+	for it.First(); it.Valid() && size < maxBytes; it.Next() {
+		got := binary.BigEndian.Uint64(it.Key()[len(logPrefix):])
+		if got != lsn {
+			break
+		}
+		e, err := decodeLogValue(got, it.Value())
+		if err != nil {
+			return nil, err
+		}
+		es = append(es, e)
+		size += len(e.ops) + 24
+		lsn++
+	}
+	if len(es) == 0 {
+		return nil, fmt.Errorf("wip: LSN %d is no longer in the retained log; the peer needs a snapshot", lsn)
+	}
+	return es, nil
+}
+
+// sendSnapshot streams a pebble snapshot of the user keys and returns its LSN.
+func (s *Store) sendSnapshot(ss *session, bw *bufio.Writer, ver byte) (uint64, error) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	var l lineage
+	if v, c, err := snap.Get(keyMarker); err == nil {
+		l.epoch, l.lsn, l.csum = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]), binary.BigEndian.Uint64(v[16:])
+		_ = c.Close()
+	}
+	s.mu.Lock()
+	for _, h := range s.history {
+		if h.first <= l.lsn || len(l.history) == 0 {
+			l.history = append(l.history, h)
+		}
+	}
+	s.counters.Snapshots++
+	s.mu.Unlock()
+	total, _ := s.db.EstimateDiskUsage(userPrefix, userPrefixEnd)
+	body := appendLineage(nil, l)
+	body = putU64(body, total)
+	if err := writeFrame(bw, ver, frameSnapBegin, body); err != nil {
+		return 0, err
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: userPrefix, UpperBound: userPrefixEnd})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var chunk []byte
+	var n, count uint32
+	var pairs uint64
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		b := putU32(make([]byte, 0, 4+len(chunk)), n)
+		b = append(b, chunk...)
+		if err := writeFrame(bw, ver, frameSnapChunk, b); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.counters.SnapshotBytesOut += uint64(len(b))
+		s.mu.Unlock()
+		chunk, n = chunk[:0], 0
+		return nil
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if ss.closed() {
+			return 0, ss.err
+		}
+		chunk = putBytes(chunk, it.Key()[len(userPrefix):])
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, err
+		}
+		chunk = putBytes(chunk, v)
+		n++
+		count++
+		pairs++
+		if len(chunk) >= snapChunkBytes {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	if err := writeFrame(bw, ver, frameSnapEnd, putU64(nil, pairs)); err != nil {
+		return 0, err
+	}
+	return l.lsn, bw.Flush()
+}
+
+// runSecondary is the secondary's side of one connection. ran reports that
+// the handshake completed (the backoff restarts from its minimum).
+func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
+	defer c.Close()
+	wd := s.clk.AfterFunc(handshakeTimeout, func() { _ = c.Close() })
+	defer wd.Stop()
+	s.mu.Lock()
+	my := s.lineageLocked()
+	s.mu.Unlock()
+	h := hello{nodeID: s.o.NodeID, minVer: minProtocolVersion, maxVer: ProtocolVersion, lin: my}
+	_, _ = rand.Read(h.nonce[:])
+	hb := appendHello(nil, h)
+	// Hello always goes out in version-1 framing so any version can read it.
+	if _, err := c.Write(appendFrame(nil, 1, frameHello, hb)); err != nil {
+		return false, err
+	}
+	br := bufio.NewReaderSize(c, 256<<10)
+	f, _, err := readFrame(br, nil)
+	if err != nil {
+		s.reject("frame", fmt.Errorf("welcome from %s: %w", c.RemoteAddr(), err))
+		return false, err
+	}
+	if f.typ == frameReject {
+		return false, fmt.Errorf("%w: %s", ErrRejected, f.body)
+	}
+	if f.typ != frameWelcome {
+		err := fmt.Errorf("%w: expected welcome, got type %d", ErrFrameType, f.typ)
+		s.reject("frame", err)
+		return false, err
+	}
+	wbFull := append([]byte(nil), f.body...)
+	w, err := decodeHello(wbFull, true)
+	if err != nil {
+		s.reject("frame", fmt.Errorf("welcome from %s: %w", c.RemoteAddr(), err))
+		return false, err
+	}
+	wb := wbFull[:len(wbFull)-32]
+	if !hmac.Equal(w.mac, s.mac("tandem-wip welcome", hb, wb)) {
+		err := fmt.Errorf("%w: primary %s (node %d) does not hold the pair key", ErrAuth, c.RemoteAddr(), w.nodeID)
+		s.reject("auth", err)
+		return false, err
+	}
+	ver := w.maxVer
+	if ver < minProtocolVersion || ver > ProtocolVersion {
+		err := fmt.Errorf("%w: primary chose %d, this build speaks %d..%d", ErrFrameVersion, ver, minProtocolVersion, ProtocolVersion)
+		s.reject("version", err)
+		return false, err
+	}
+	if _, err := c.Write(appendFrame(nil, ver, frameAuth, s.mac("tandem-wip auth", hb, wbFull))); err != nil {
+		return false, err
+	}
+	f, _, err = readFrame(br, nil)
+	if err == nil && f.typ == frameReject {
+		return false, fmt.Errorf("%w: %s", ErrRejected, f.body)
+	}
+	if err == nil && f.typ != framePlan {
+		err = fmt.Errorf("%w: expected plan, got type %d", ErrFrameType, f.typ)
+	}
+	var p plan
+	if err == nil {
+		p, err = decodePlan(f.body)
+	}
+	if err != nil {
+		s.reject("frame", fmt.Errorf("plan from %s: %w", c.RemoteAddr(), err))
+		return false, err
+	}
+	if !wd.Stop() {
+		return false, errors.New("wip: handshake timed out")
+	}
+	ss := &session{s: s, conn: c, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.role != Secondary || s.closed {
+		s.mu.Unlock()
+		return true, ErrNotPrimary
+	}
+	s.sess = ss
+	s.peerLSN = p.primaryLSN
+	s.counters.Sessions++
+	switch p.kind {
+	case planSnapshot:
+		s.peerState = PeerSnapshot
+	default:
+		s.peerState = PeerCatchingUp
+	}
+	s.mu.Unlock()
+	defer func() {
+		ss.close(err)
+		s.mu.Lock()
+		if s.sess == ss {
+			s.sess = nil
+			s.peerState = PeerDisconnected
+		}
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	}()
+	s.log.Info("connected to primary", zap.Uint8("primary", w.nodeID), zap.Uint64("primary_lsn", p.primaryLSN), zap.String("plan", p.detail))
+	if p.peerOutdated && my.lsn < p.primaryLSN {
+		if err := s.setFlag(keyOutdated, true); err != nil {
+			return true, err
+		}
+		s.mu.Lock()
+		s.outdated = true
+		s.mu.Unlock()
+		s.emit(Event{Kind: EventOutdated, Detail: fmt.Sprintf("primary acknowledged commits without this node; local LSN %d, primary %d", my.lsn, p.primaryLSN)})
+	}
+	switch p.kind {
+	case planDiverged:
+		return true, s.quarantine(p, w.lin)
+	case planSnapshot:
+		if err := s.receiveSnapshot(br); err != nil {
+			return true, err
+		}
+	}
+	return true, s.apply(ss, br, ver)
+}
+
+func (s *Store) setFlag(k []byte, on bool) error {
+	pb := s.db.NewBatch()
+	defer pb.Close()
+	if on {
+		_ = pb.Set(k, nil, nil)
+	} else {
+		_ = pb.Delete(k, nil)
+	}
+	return pb.Commit(pebble.Sync)
+}
+
+// quarantine exports the losing suffix to a file, marks the store
+// Inconsistent (the next session resyncs by snapshot) and reports I4.
+func (s *Store) quarantine(p plan, primary lineage) error {
+	s.mu.Lock()
+	to := s.durable
+	hist := append([]histEntry(nil), s.history...)
+	s.mu.Unlock()
+	if err := s.o.FS.MkdirAll(s.o.FS.PathJoin(s.dir, "quarantine"), 0o755); err != nil {
+		return err
+	}
+	name := s.o.FS.PathJoin(s.dir, "quarantine", fmt.Sprintf("q-%d-lsn%d-%d.jsonl", s.clk.Now().UnixNano(), p.from, to))
+	f, err := s.o.FS.Create(name, "")
+	if err != nil {
+		return fmt.Errorf("wip: quarantine file: %w", err)
+	}
+	type op struct {
+		Op    string `json:"op"`
+		Key   []byte `json:"key"`
+		Value []byte `json:"value,omitempty"`
+	}
+	type rec struct {
+		Header      string   `json:"header,omitempty"`
+		Reason      string   `json:"reason,omitempty"`
+		LocalEpochs []uint64 `json:"local_epochs,omitempty"`
+		From        uint64   `json:"from_lsn,omitempty"`
+		To          uint64   `json:"to_lsn,omitempty"`
+		PrimaryEp   uint64   `json:"primary_epoch,omitempty"`
+		LSN         uint64   `json:"lsn,omitempty"`
+		Epoch       uint64   `json:"epoch,omitempty"`
+		UnixNano    int64    `json:"unix_nano,omitempty"`
+		Ops         []op     `json:"ops,omitempty"`
+		Missing     string   `json:"missing,omitempty"`
+	}
+	enc := json.NewEncoder(f)
+	_ = enc.Encode(rec{Header: "tandem-wip quarantine v1", Reason: p.detail, LocalEpochs: epochsIn(hist, p.from, to),
+		From: p.from, To: to, PrimaryEp: primary.epoch})
+	exported := uint64(0)
+	for lsn := p.from; lsn <= to && p.from != 0; {
+		es, err := s.readLog(lsn, 4<<20)
+		if err != nil {
+			_ = enc.Encode(rec{Missing: fmt.Sprintf("LSN %d..%d not in the retained log", lsn, to)})
+			break
+		}
+		for _, e := range es {
+			if e.lsn > to {
+				break
+			}
+			r := rec{LSN: e.lsn, Epoch: e.epoch, UnixNano: e.unixNano}
+			_ = walkOps(e.ops, func(kind byte, k, v []byte) {
+				o := op{Op: "set", Key: k, Value: v}
+				if kind == opDelete {
+					o.Op = "delete"
+				}
+				r.Ops = append(r.Ops, o)
+			})
+			_ = enc.Encode(r)
+			exported++
+			lsn = e.lsn + 1
+		}
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("wip: quarantine file: %w", err)
+	}
+	_ = f.Close()
+	if err := s.setFlag(keyInconsistent, true); err != nil {
+		return err
+	}
+	err = fmt.Errorf("%w: %s; %d local batches exported to %s", ErrDiverged, p.detail, exported, name)
+	s.mu.Lock()
+	s.inconsistent = true
+	s.counters.Divergences++
+	s.lastErr = err
+	s.mu.Unlock()
+	s.log.Error("histories diverged; losing suffix quarantined", zap.Error(err))
+	s.emit(Event{Kind: EventDiverged, Err: err, Detail: p.detail, File: name})
+	return err
+}

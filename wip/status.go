@@ -1,0 +1,146 @@
+package wip
+
+import (
+	"time"
+)
+
+// PeerState is the replication state of the peer as this node sees it.
+type PeerState int
+
+const (
+	PeerDisconnected PeerState = iota
+	PeerCatchingUp
+	PeerSnapshot
+	PeerInSync
+	PeerOutdated
+)
+
+func (p PeerState) String() string {
+	switch p {
+	case PeerCatchingUp:
+		return "catching-up"
+	case PeerSnapshot:
+		return "snapshot"
+	case PeerInSync:
+		return "in-sync"
+	case PeerOutdated:
+		return "outdated"
+	}
+	return "disconnected"
+}
+
+// EventKind names a state change reported through Options.Events.
+type EventKind int
+
+const (
+	EventPeerOutdated    EventKind = iota + 1 // primary: commits go on without the peer (alarm)
+	EventPeerAckTimeout                       // primary, Block: commits wait for the peer (alarm)
+	EventPeerInSync                           // primary: the peer holds every commit
+	EventOutdated                             // secondary: told it missed commits; not promotable
+	EventSnapshotStarted                      // secondary: Inconsistent until EventSnapshotDone
+	EventSnapshotDone
+	EventDiverged // secondary: the losing suffix went to a quarantine file (alarm)
+	EventRejected // a frame or handshake was rejected; Detail names the reason
+)
+
+func (k EventKind) String() string {
+	return [...]string{"?", "peer-outdated", "peer-ack-timeout", "peer-in-sync", "outdated",
+		"snapshot-started", "snapshot-done", "diverged", "rejected"}[k]
+}
+
+// Event is one state change.
+type Event struct {
+	Kind   EventKind
+	Detail string
+	Err    error
+	File   string // EventDiverged: the quarantine file
+}
+
+// Counters are monotonic since Open.
+type Counters struct {
+	Commits, Groups  uint64
+	Degradations     uint64
+	Sessions         uint64 // handshakes completed
+	RejectedFrames   uint64 // malformed, bad CRC, unexpected type: nothing applied
+	RejectedAuth     uint64 // wrong pair key
+	RejectedVersion  uint64 // no common protocol version
+	Snapshots        uint64 // snapshots received (secondary) or sent (primary)
+	Divergences      uint64
+	EntriesSent      uint64
+	EntriesApplied   uint64
+	SnapshotBytesIn  uint64
+	SnapshotBytesOut uint64
+}
+
+// Status is a consistent view of the store for the console and the CLI.
+type Status struct {
+	Role         Role
+	Mode         Mode
+	PeerLoss     PeerLoss
+	Epoch        uint64
+	CommittedLSN uint64 // last LSN assigned (primary) or applied (secondary)
+	DurableLSN   uint64 // last LSN durable on this node
+	PeerAckedLSN uint64 // primary: last LSN the peer acked durable
+	PrimaryLSN   uint64 // secondary: the primary's LSN as last heard
+	PeerState    PeerState
+	// Lag of the peer (primary) or of this node (secondary).
+	LagBatches uint64
+	LagBytes   int64
+	LagSeconds float64
+	// This node's own flags (I5: not promotable while set).
+	Inconsistent bool
+	Outdated     bool
+	PeerOutdated bool // primary: commits were acknowledged without the peer
+	// SnapshotPercent is the progress of a running snapshot (0..100).
+	SnapshotPercent float64
+	RetainedFirst   uint64
+	RetainedLast    uint64
+	RetainedBytes   int64
+	LastError       string
+	Counters        Counters
+}
+
+// Status returns the current status.
+func (s *Store) Status() Status {
+	first, last, rb := s.retainedRange()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Role: s.role, Mode: s.o.Mode, PeerLoss: s.o.PeerLoss, Epoch: s.epoch,
+		CommittedLSN: s.lsn, DurableLSN: s.durable, PeerAckedLSN: s.peerAcked, PrimaryLSN: s.peerLSN,
+		PeerState: s.peerState, Inconsistent: s.inconsistent, Outdated: s.outdated, PeerOutdated: s.peerOutdated,
+		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, Counters: s.counters}
+	if s.peerState == PeerDisconnected && s.peerOutdated {
+		st.PeerState = PeerOutdated
+	}
+	if s.snapTotal > 0 && s.inconsistent {
+		st.SnapshotPercent = 100 * float64(s.snapDone) / float64(s.snapTotal)
+		if st.SnapshotPercent > 100 {
+			st.SnapshotPercent = 99.9
+		}
+	}
+	if s.lastErr != nil {
+		st.LastError = s.lastErr.Error()
+	}
+	if s.role == Primary {
+		if s.lsn > s.peerAcked {
+			st.LagBatches = s.lsn - s.peerAcked
+		}
+		var oldest int64
+		for _, g := range s.tail {
+			for _, e := range g.entries {
+				if e.lsn > s.peerAcked {
+					st.LagBytes += int64(len(e.ops) + 24)
+					if oldest == 0 {
+						oldest = e.unixNano
+					}
+				}
+			}
+		}
+		if oldest != 0 {
+			st.LagSeconds = float64(s.clk.Now().UnixNano()-oldest) / float64(time.Second)
+		}
+	} else if s.peerLSN > s.lsn {
+		st.LagBatches = s.peerLSN - s.lsn
+	}
+	return st
+}

@@ -1,0 +1,992 @@
+package wip
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc64"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+)
+
+// Sentinel errors.
+var (
+	ErrNotPrimary    = errors.New("wip: store is not primary")
+	ErrNotPromotable = errors.New("wip: store is not promotable")
+	ErrClosed        = errors.New("wip: store closed")
+	ErrFailed        = errors.New("wip: store failed")
+	ErrDiverged      = errors.New("wip: histories diverged")
+	ErrOptions       = errors.New("wip: bad options")
+	ErrRejected      = errors.New("wip: peer rejected")
+	ErrAuth          = errors.New("wip: handshake authentication failed")
+	ErrCorrupt       = errors.New("wip: corrupt store")
+)
+
+// Mode selects when a commit is acknowledged.
+type Mode int
+
+const (
+	// Sync acknowledges a commit once it is durable locally and, while the
+	// peer is in sync, on the peer (DRBD protocol C).
+	Sync Mode = iota
+	// Async acknowledges after the local fsync; the peer lags (see Status).
+	Async
+)
+
+func (m Mode) String() string {
+	if m == Async {
+		return "async"
+	}
+	return "sync"
+}
+
+// PeerLoss selects what a sync-mode primary does when the peer does not ack
+// within PeerAckTimeout.
+type PeerLoss int
+
+const (
+	// Degrade goes on alone: the peer is marked Outdated (persisted) first.
+	Degrade PeerLoss = iota
+	// Block keeps commits waiting until the peer is back and has acked.
+	Block
+)
+
+func (p PeerLoss) String() string {
+	if p == Block {
+		return "block"
+	}
+	return "degrade"
+}
+
+// Options configure a Store. Zero values take the defaults noted.
+type Options struct {
+	FS             vfs.FS      // nil: vfs.Default
+	Clock          clock.Clock // nil: clock.Real()
+	Logger         *zap.Logger // nil: zap.NewNop()
+	NodeID         uint8
+	PairKey        []byte        // HMAC-SHA256 key for the replication handshake (>= 16 bytes when replicating)
+	ListenAddr     string        // replication listener (HA link address:port); "" = none
+	PeerAddr       string        // peer's replication listener; "" = never dial
+	Mode           Mode          // Sync (default) | Async
+	PeerLoss       PeerLoss      // Degrade (default) | Block
+	PeerAckTimeout time.Duration // 0: 5 s
+	RetainBytes    int64         // retained log for catch-up; 0: 256 MiB
+	RetainAge      time.Duration // 0: 1 h
+	Events         func(Event)   // optional; called from store goroutines, must not block
+	// MaxGroupBytes bounds one group commit; 0: 4 MiB.
+	MaxGroupBytes int
+	// PebbleOptions, when set, is used as the base of the pebble options
+	// (FS is still taken from Options.FS). Benchmarks and tests tune it.
+	PebbleOptions *pebble.Options
+}
+
+func (o *Options) fill() error {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.PeerAckTimeout == 0 {
+		o.PeerAckTimeout = 5 * time.Second
+	}
+	if o.RetainBytes == 0 {
+		o.RetainBytes = 256 << 20
+	}
+	if o.RetainAge == 0 {
+		o.RetainAge = time.Hour
+	}
+	if o.MaxGroupBytes == 0 {
+		o.MaxGroupBytes = 4 << 20
+	}
+	switch {
+	case o.Mode != Sync && o.Mode != Async:
+		return fmt.Errorf("%w: Mode %d", ErrOptions, o.Mode)
+	case o.PeerLoss != Degrade && o.PeerLoss != Block:
+		return fmt.Errorf("%w: PeerLoss %d", ErrOptions, o.PeerLoss)
+	case o.PeerAckTimeout < 0:
+		return fmt.Errorf("%w: PeerAckTimeout %v is negative", ErrOptions, o.PeerAckTimeout)
+	case o.RetainBytes < 0:
+		return fmt.Errorf("%w: RetainBytes %d is negative", ErrOptions, o.RetainBytes)
+	case o.RetainAge < 0:
+		return fmt.Errorf("%w: RetainAge %v is negative", ErrOptions, o.RetainAge)
+	case (o.ListenAddr != "" || o.PeerAddr != "") && len(o.PairKey) < 16:
+		return fmt.Errorf("%w: PairKey has %d bytes, replication needs at least 16", ErrOptions, len(o.PairKey))
+	}
+	return nil
+}
+
+// Key layout (see the package doc).
+var (
+	keyMarker        = []byte("m/marker")
+	keyEpoch         = []byte("m/epoch")
+	keyHistPrefix    = []byte("m/hist/")
+	keyInconsistent  = []byte("m/inconsistent")
+	keyOutdated      = []byte("m/outdated")
+	keyPeerOutdated  = []byte("m/peer-outdated")
+	keyPruned        = []byte("m/pruned")
+	logPrefix        = []byte("l/")
+	userPrefix       = []byte("u/")
+	userPrefixEnd    = []byte("u0") // '0' follows '/'
+	logPrefixEnd     = []byte("l0")
+	crcTable         = crc64.MakeTable(crc64.ECMA)
+	errCommitterDone = errors.New("wip: committer stopped")
+)
+
+func logKey(lsn uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), logPrefix...), lsn)
+}
+func userKey(k []byte) []byte {
+	return append(append(make([]byte, 0, len(userPrefix)+len(k)), userPrefix...), k...)
+}
+
+// roll extends the rolling checksum with one entry.
+func roll(prev, epoch, lsn uint64, ops []byte) uint64 {
+	var h [16]byte
+	binary.BigEndian.PutUint64(h[:8], epoch)
+	binary.BigEndian.PutUint64(h[8:], lsn)
+	c := crc64.Update(prev, crcTable, h[:])
+	return crc64.Update(c, crcTable, ops)
+}
+
+// Log value: epoch u64, csum u64, unix_nano u64, ops.
+func encodeLogValue(e entry) []byte {
+	b := make([]byte, 0, 24+len(e.ops))
+	b = putU64(b, e.epoch)
+	b = putU64(b, e.csum)
+	b = putU64(b, uint64(e.unixNano))
+	return append(b, e.ops...)
+}
+
+func decodeLogValue(lsn uint64, v []byte) (entry, error) {
+	if len(v) < 24 {
+		return entry{}, fmt.Errorf("%w: log entry %d has %d bytes", ErrCorrupt, lsn, len(v))
+	}
+	return entry{lsn: lsn, epoch: binary.BigEndian.Uint64(v), csum: binary.BigEndian.Uint64(v[8:]),
+		unixNano: int64(binary.BigEndian.Uint64(v[16:])), ops: append([]byte(nil), v[24:]...)}, nil
+}
+
+// Batch collects writes that commit atomically under one LSN.
+type Batch struct {
+	ops []byte
+	n   int
+}
+
+// NewBatch returns an empty batch.
+func (s *Store) NewBatch() *Batch { return &Batch{} }
+
+// Set records key=value.
+func (b *Batch) Set(key, value []byte) {
+	b.ops = append(b.ops, opSet)
+	b.ops = putBytes(b.ops, key)
+	b.ops = putBytes(b.ops, value)
+	b.n++
+}
+
+// Delete records the removal of key.
+func (b *Batch) Delete(key []byte) {
+	b.ops = append(b.ops, opDelete)
+	b.ops = putBytes(b.ops, key)
+	b.n++
+}
+
+// Len is the number of operations in the batch.
+func (b *Batch) Len() int { return b.n }
+
+// applyOps writes ops into a pebble batch under the user prefix.
+func applyOps(pb *pebble.Batch, ops []byte) error {
+	var err error
+	werr := walkOps(ops, func(kind byte, k, v []byte) {
+		if err != nil {
+			return
+		}
+		if kind == opSet {
+			err = pb.Set(userKey(k), v, nil)
+		} else {
+			err = pb.Delete(userKey(k), nil)
+		}
+	})
+	if werr != nil {
+		return werr
+	}
+	return err
+}
+
+// Role is the replication role of a store.
+type Role int
+
+const (
+	Secondary Role = iota
+	Primary
+)
+
+func (r Role) String() string {
+	if r == Primary {
+		return "primary"
+	}
+	return "secondary"
+}
+
+type commitReq struct {
+	ops  []byte
+	lsn  uint64
+	done chan error
+}
+
+// group is one group commit: consecutive entries under one epoch.
+type group struct {
+	entries []entry
+	bytes   int
+	durable time.Time // when the local fsync completed (zero until then)
+	reqs    []*commitReq
+}
+
+func (g *group) first() uint64 { return g.entries[0].lsn }
+func (g *group) last() uint64  { return g.entries[len(g.entries)-1].lsn }
+
+// Store is the replicated WIP store. See the package doc.
+type Store struct {
+	o   Options
+	log *zap.Logger
+	clk clock.Clock
+	dir string
+	db  *pebble.DB
+
+	queue   chan *commitReq
+	closing chan struct{}
+	kick    chan struct{} // wakes the supervisor
+	wg      sync.WaitGroup
+
+	mu   sync.Mutex
+	cond *sync.Cond // broadcast on every change of the fields below
+	// Lineage, owned by whoever writes (committer while primary, applier while secondary).
+	role         Role
+	closed       bool
+	failed       error
+	epoch        uint64 // promoted epoch (primary) or epoch of the last applied entry
+	lsn          uint64 // last LSN assigned (primary) or durably applied (secondary)
+	durable      uint64 // last locally durable LSN
+	csum         uint64 // rolling checksum after lsn
+	history      []histEntry
+	inconsistent bool
+	outdated     bool // this node knows it missed commits
+	peerOutdated bool // persisted: commits were acknowledged without the peer
+	aloneLSN     uint64
+	inflight     int
+	tail         []*group // groups not yet released, plus recent ones for the sender
+	waiting      []*group // locally durable or not, not yet released to callers
+	// Replication view.
+	peerAcked    uint64
+	peerState    PeerState
+	peerLSN      uint64 // primary's LSN as last seen (secondary) / peer's LSN at handshake (primary)
+	snapDone     int64
+	snapTotal    int64
+	lastErr      error
+	peerLastSeen time.Time
+	sess         *session
+	counters     Counters
+
+	// Retained log accounting (guarded by retMu).
+	retMu    sync.Mutex
+	retained []retainedEntry
+	retBytes int64
+
+	lnCloser   func() error
+	listenAddr string
+	ctxOnce    sync.Once
+	ctxv       context.Context
+}
+
+// waitSessionGone waits until no replication session is registered.
+func (s *Store) waitSessionGone() {
+	s.mu.Lock()
+	for s.sess != nil && !s.closed {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+}
+
+type retainedEntry struct {
+	lsn   uint64
+	size  int64
+	at    int64
+	epoch uint64
+	csum  uint64
+}
+
+// Open opens (creating if needed) the store in dir. It opens as Secondary:
+// not writable until Promote. It starts the replication goroutines.
+func Open(dir string, o Options) (*Store, error) {
+	if err := o.fill(); err != nil {
+		return nil, err
+	}
+	po := &pebble.Options{}
+	if o.PebbleOptions != nil {
+		po = o.PebbleOptions.Clone()
+	}
+	po.FS = o.FS
+	if po.Logger == nil {
+		po.Logger = pebbleLogger{o.Logger.Named("pebble").Sugar()}
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("wip: open %s: %w", dir, err)
+	}
+	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db,
+		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1)}
+	s.cond = sync.NewCond(&s.mu)
+	if err := s.load(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.peerState = PeerDisconnected
+	s.wg.Add(2)
+	go s.committer()
+	go s.supervisor()
+	if err := s.startRepl(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.log.Info("wip store opened", zap.String("dir", dir), zap.Uint64("epoch", s.epoch),
+		zap.Uint64("lsn", s.lsn), zap.Bool("inconsistent", s.inconsistent), zap.Bool("outdated", s.outdated))
+	return s, nil
+}
+
+type pebbleLogger struct{ *zap.SugaredLogger }
+
+func (l pebbleLogger) Infof(format string, args ...any)  { l.SugaredLogger.Debugf(format, args...) }
+func (l pebbleLogger) Errorf(format string, args ...any) { l.SugaredLogger.Errorf(format, args...) }
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.SugaredLogger.Errorf(format, args...)
+	panic(fmt.Sprintf(format, args...))
+}
+
+func (s *Store) getMeta(k []byte) ([]byte, bool, error) {
+	v, c, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	_ = c.Close()
+	return out, true, nil
+}
+
+// load reads the lineage and the retained-log index.
+func (s *Store) load() error {
+	if v, ok, err := s.getMeta(keyMarker); err != nil {
+		return err
+	} else if ok {
+		if len(v) != 24 {
+			return fmt.Errorf("%w: marker has %d bytes", ErrCorrupt, len(v))
+		}
+		s.epoch, s.lsn, s.csum = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]), binary.BigEndian.Uint64(v[16:])
+	}
+	if v, ok, err := s.getMeta(keyEpoch); err != nil {
+		return err
+	} else if ok && len(v) == 8 && binary.BigEndian.Uint64(v) > s.epoch {
+		s.epoch = binary.BigEndian.Uint64(v)
+	}
+	s.durable = s.lsn
+	for _, f := range []struct {
+		k []byte
+		p *bool
+	}{{keyInconsistent, &s.inconsistent}, {keyOutdated, &s.outdated}, {keyPeerOutdated, &s.peerOutdated}} {
+		_, ok, err := s.getMeta(f.k)
+		if err != nil {
+			return err
+		}
+		*f.p = ok
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: keyHistPrefix, UpperBound: append(append([]byte(nil), keyHistPrefix...), 0xff)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != len(keyHistPrefix)+8 || len(v) != 8 {
+			_ = it.Close()
+			return fmt.Errorf("%w: history key %q", ErrCorrupt, k)
+		}
+		s.history = append(s.history, histEntry{binary.BigEndian.Uint64(k[len(keyHistPrefix):]), binary.BigEndian.Uint64(v)})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: logPrefix, UpperBound: logPrefixEnd})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		lsn := binary.BigEndian.Uint64(k[len(logPrefix):])
+		e, err := decodeLogValue(lsn, it.Value())
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		s.retained = append(s.retained, retainedEntry{lsn: lsn, size: int64(len(it.Value())), at: e.unixNano, epoch: e.epoch, csum: e.csum})
+		s.retBytes += int64(len(it.Value()))
+	}
+	return it.Close()
+}
+
+// Close stops every goroutine and closes pebble. Commits still waiting fail
+// with ErrClosed (their outcome is unknown to the caller).
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.closing)
+	sess := s.sess
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if s.lnCloser != nil {
+		_ = s.lnCloser()
+	}
+	if sess != nil {
+		sess.close(ErrClosed)
+	}
+	s.wg.Wait()
+	s.mu.Lock()
+	for _, g := range s.waiting {
+		for _, r := range g.reqs {
+			r.done <- ErrClosed
+		}
+	}
+	s.waiting = nil
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+// Commit commits b atomically under a new LSN and returns it once durable
+// according to the mode (see the package doc). ctx bounds the wait only: a
+// commit whose wait was abandoned may still become durable.
+func (s *Store) Commit(ctx context.Context, b *Batch) (uint64, error) {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return 0, ErrClosed
+	case s.failed != nil:
+		err := s.failed
+		s.mu.Unlock()
+		return 0, err
+	case s.role != Primary:
+		s.mu.Unlock()
+		return 0, ErrNotPrimary
+	}
+	s.inflight++
+	s.mu.Unlock()
+	req := &commitReq{ops: append([]byte(nil), b.ops...), done: make(chan error, 1)}
+	select {
+	case s.queue <- req:
+	case <-ctx.Done():
+		s.doneInflight(1)
+		return 0, ctx.Err()
+	case <-s.closing:
+		s.doneInflight(1)
+		return 0, ErrClosed
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return 0, err
+		}
+		return req.lsn, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("wip: commit outcome unknown: %w", ctx.Err())
+	}
+}
+
+func (s *Store) doneInflight(n int) {
+	s.mu.Lock()
+	s.inflight -= n
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// committer is the single writer while primary: it forms groups, assigns
+// LSNs, hands the group to the sender, commits it with pebble.Sync and
+// queues it for release. It does not wait for the peer: the next group is
+// formed and written while the previous one waits for its ack.
+func (s *Store) committer() {
+	defer s.wg.Done()
+	for {
+		var req *commitReq
+		select {
+		case req = <-s.queue:
+		case <-s.closing:
+			s.drainQueue(ErrClosed)
+			return
+		}
+		reqs := []*commitReq{req}
+		size := len(req.ops)
+	fill:
+		for size < s.o.MaxGroupBytes && len(reqs) < 4096 {
+			select {
+			case r := <-s.queue:
+				reqs = append(reqs, r)
+				size += len(r.ops)
+			default:
+				break fill
+			}
+		}
+		s.commitGroup(reqs)
+	}
+}
+
+func (s *Store) drainQueue(err error) {
+	for {
+		select {
+		case r := <-s.queue:
+			r.done <- err
+			s.doneInflight(1)
+		default:
+			return
+		}
+	}
+}
+
+func (s *Store) fail(reqs []*commitReq, err error) {
+	for _, r := range reqs {
+		r.done <- err
+	}
+	s.doneInflight(len(reqs))
+}
+
+func (s *Store) commitGroup(reqs []*commitReq) {
+	now := s.clk.Now().UnixNano()
+	s.mu.Lock()
+	if s.failed != nil || s.role != Primary {
+		err := s.failed
+		if err == nil {
+			err = ErrNotPrimary
+		}
+		s.mu.Unlock()
+		s.fail(reqs, err)
+		return
+	}
+	g := &group{reqs: reqs}
+	epoch, lsn, csum := s.epoch, s.lsn, s.csum
+	for _, r := range reqs {
+		lsn++
+		csum = roll(csum, epoch, lsn, r.ops)
+		r.lsn = lsn
+		g.entries = append(g.entries, entry{lsn: lsn, epoch: epoch, csum: csum, unixNano: now, ops: r.ops})
+		g.bytes += len(r.ops) + 24
+	}
+	s.lsn, s.csum = lsn, csum
+	// Publish before the local write: the sender streams the group to the
+	// peer while our fsync runs, so the two fsyncs overlap (DRBD does the same).
+	s.tail = append(s.tail, g)
+	s.cond.Broadcast()
+	s.mu.Unlock()
+
+	pb := s.db.NewBatch()
+	err := s.writeEntries(pb, g.entries)
+	if err == nil {
+		err = pb.Commit(pebble.Sync)
+	}
+	_ = pb.Close()
+	s.mu.Lock()
+	if err != nil {
+		s.failed = fmt.Errorf("%w: commit of LSN %d..%d: %v", ErrFailed, g.first(), g.last(), err)
+		s.lastErr = s.failed
+		s.log.Error("local commit failed; store is failed", zap.Error(err))
+		// Drop the unpublished group from the tail so it is never sent.
+		s.removeTail(g)
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		s.fail(reqs, s.failed)
+		return
+	}
+	s.durable = g.last()
+	g.durable = s.clk.Now()
+	s.waiting = append(s.waiting, g)
+	s.counters.Commits += uint64(len(reqs))
+	s.counters.Groups++
+	s.releaseLocked()
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.kickSupervisor()
+}
+
+func (s *Store) removeTail(g *group) {
+	for i, t := range s.tail {
+		if t == g {
+			s.tail = append(s.tail[:i], s.tail[i+1:]...)
+			return
+		}
+	}
+}
+
+// writeEntries adds entries, their log records, the marker and retention
+// pruning to pb. The caller commits pb with pebble.Sync.
+func (s *Store) writeEntries(pb *pebble.Batch, es []entry) error {
+	for _, e := range es {
+		if err := applyOps(pb, e.ops); err != nil {
+			return fmt.Errorf("entry %d: %w", e.lsn, err)
+		}
+		if err := pb.Set(logKey(e.lsn), encodeLogValue(e), nil); err != nil {
+			return err
+		}
+	}
+	last := es[len(es)-1]
+	var m [24]byte
+	binary.BigEndian.PutUint64(m[:], last.epoch)
+	binary.BigEndian.PutUint64(m[8:], last.lsn)
+	binary.BigEndian.PutUint64(m[16:], last.csum)
+	if err := pb.Set(keyMarker, m[:], nil); err != nil {
+		return err
+	}
+	return s.retain(pb, es)
+}
+
+// retain records es in the retained-log index and deletes the oldest log
+// entries beyond RetainBytes/RetainAge in the same batch. The last pruned
+// entry's (epoch, LSN, checksum) is kept so lineage comparison still works
+// at the window's edge.
+func (s *Store) retain(pb *pebble.Batch, es []entry) error {
+	s.retMu.Lock()
+	defer s.retMu.Unlock()
+	for _, e := range es {
+		sz := int64(24 + len(e.ops))
+		s.retained = append(s.retained, retainedEntry{lsn: e.lsn, size: sz, at: e.unixNano, epoch: e.epoch, csum: e.csum})
+		s.retBytes += sz
+	}
+	now := es[len(es)-1].unixNano
+	n := 0
+	for n < len(s.retained)-1 && (s.retBytes > s.o.RetainBytes || now-s.retained[n].at > int64(s.o.RetainAge)) {
+		s.retBytes -= s.retained[n].size
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	last := s.retained[n-1]
+	if err := pb.DeleteRange(logKey(s.retained[0].lsn), logKey(last.lsn+1), nil); err != nil {
+		return err
+	}
+	var p [24]byte
+	binary.BigEndian.PutUint64(p[:], last.epoch)
+	binary.BigEndian.PutUint64(p[8:], last.lsn)
+	binary.BigEndian.PutUint64(p[16:], last.csum)
+	if err := pb.Set(keyPruned, p[:], nil); err != nil {
+		return err
+	}
+	s.retained = append(s.retained[:0:0], s.retained[n:]...)
+	return nil
+}
+
+// retainedRange returns the first and last LSN held in the log (0,0 if none).
+func (s *Store) retainedRange() (first, last uint64, bytes int64) {
+	s.retMu.Lock()
+	defer s.retMu.Unlock()
+	if len(s.retained) == 0 {
+		return 0, 0, 0
+	}
+	return s.retained[0].lsn, s.retained[len(s.retained)-1].lsn, s.retBytes
+}
+
+// needPeerLocked: must commits wait for the peer's ack?
+func (s *Store) needPeerLocked() bool {
+	return s.o.Mode == Sync && !s.peerOutdated
+}
+
+// releaseLocked acknowledges waiting groups, in LSN order, whose conditions
+// hold, and trims the sender's tail.
+func (s *Store) releaseLocked() {
+	n := 0
+	for _, g := range s.waiting {
+		if s.needPeerLocked() && s.peerAcked < g.last() {
+			break
+		}
+		if !s.needPeerLocked() && s.o.Mode == Sync && g.last() > s.aloneLSN {
+			s.aloneLSN = g.last()
+		}
+		for _, r := range g.reqs {
+			r.done <- nil
+		}
+		s.inflight -= len(g.reqs)
+		n++
+	}
+	if n > 0 {
+		s.waiting = append(s.waiting[:0:0], s.waiting[n:]...)
+	}
+	// Keep up to 64 MiB of durable groups for a lagging sender; older ones
+	// are read back from the log.
+	var keep int
+	for i := len(s.tail) - 1; i >= 0; i-- {
+		keep += s.tail[i].bytes
+		if keep > 64<<20 && s.tail[i].last() <= s.durable {
+			s.tail = append(s.tail[:0:0], s.tail[i+1:]...)
+			break
+		}
+	}
+}
+
+func (s *Store) kickSupervisor() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// supervisor enforces PeerAckTimeout: when the oldest locally durable group
+// has waited that long for the peer, Degrade persists that the peer is
+// Outdated and releases the waiters; Block raises an event and keeps waiting.
+func (s *Store) supervisor() {
+	defer s.wg.Done()
+	var timer clock.Timer
+	blockedReported := false
+	for {
+		var tc <-chan time.Time
+		s.mu.Lock()
+		active := len(s.waiting) > 0 && s.needPeerLocked()
+		var wait time.Duration
+		if active {
+			wait = s.o.PeerAckTimeout - s.clk.Since(s.waiting[0].durable)
+		}
+		s.mu.Unlock()
+		switch {
+		case !active:
+			blockedReported = false
+		case wait <= 0 && s.o.PeerLoss == Degrade:
+			s.degrade()
+			continue
+		case wait <= 0:
+			if !blockedReported {
+				blockedReported = true
+				s.log.Warn("peer did not ack within peer-ack-timeout; commits block", zap.Duration("timeout", s.o.PeerAckTimeout))
+				s.emit(Event{Kind: EventPeerAckTimeout, Detail: "commits block until the peer acks"})
+			}
+		default:
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = s.clk.NewTimer(wait)
+			tc = timer.C()
+		}
+		select {
+		case <-s.kick:
+		case <-tc:
+		case <-s.closing:
+			if timer != nil {
+				timer.Stop()
+			}
+			return
+		}
+	}
+}
+
+// degrade marks the peer Outdated durably, then releases the waiters.
+func (s *Store) degrade() {
+	pb := s.db.NewBatch()
+	_ = pb.Set(keyPeerOutdated, nil, nil)
+	err := pb.Commit(pebble.Sync)
+	_ = pb.Close()
+	if err != nil {
+		s.mu.Lock()
+		s.failed = fmt.Errorf("%w: persisting peer-outdated: %v", ErrFailed, err)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	s.peerOutdated = true
+	s.counters.Degradations++
+	sess := s.sess
+	s.releaseLocked()
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if sess != nil {
+		// A peer that is connected but does not ack is dropped: it will learn
+		// that it is Outdated when it reconnects.
+		sess.close(errors.New("wip: peer did not ack within peer-ack-timeout"))
+	}
+	s.log.Warn("peer marked outdated; continuing alone", zap.Duration("peer_ack_timeout", s.o.PeerAckTimeout))
+	s.emit(Event{Kind: EventPeerOutdated, Detail: "peer did not ack within peer-ack-timeout; commits go on without it"})
+}
+
+func (s *Store) emit(e Event) {
+	if s.o.Events != nil {
+		s.o.Events(e)
+	}
+}
+
+// Get returns the value of a user key.
+func (s *Store) Get(key []byte) ([]byte, bool, error) {
+	v, c, err := s.db.Get(userKey(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, c.Close()
+}
+
+// Scan calls fn for every user key with the prefix, in key order. The slices
+// are valid only during the call.
+func (s *Store) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	lo := userKey(prefix)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key()[len(userPrefix):], it.Value()); err != nil {
+			_ = it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+func prefixEnd(p []byte) []byte {
+	e := bytes.Clone(p)
+	for i := len(e) - 1; i >= 0; i-- {
+		if e[i] != 0xff {
+			e[i]++
+			return e[:i+1]
+		}
+	}
+	return nil
+}
+
+// PromoteOption modifies Promote.
+type PromoteOption func(*promoteCfg)
+
+type promoteCfg struct{ force bool }
+
+// Force promotes even an Outdated, Inconsistent or behind store (the operator
+// accepts the loss named in the warning).
+func Force() PromoteOption { return func(c *promoteCfg) { c.force = true } }
+
+// Promote makes the store primary under epoch, which must exceed every epoch
+// it has seen. The epoch and the history entry are durable before Promote
+// returns (I1, I3).
+func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption) error {
+	var cfg promoteCfg
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.role == Primary {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: already primary in epoch %d", ErrNotPromotable, s.epoch)
+	}
+	if epoch <= s.epoch {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: epoch %d is not above the highest seen, %d", ErrNotPromotable, epoch, s.epoch)
+	}
+	var why []string
+	if s.inconsistent {
+		why = append(why, fmt.Sprintf("inconsistent (snapshot %d/%d bytes)", s.snapDone, s.snapTotal))
+	}
+	if s.outdated {
+		why = append(why, fmt.Sprintf("outdated (local LSN %d, primary was at least at %d)", s.lsn, s.peerLSN))
+	}
+	if s.peerLSN > s.lsn && !s.outdated {
+		why = append(why, fmt.Sprintf("behind (local LSN %d, primary at %d)", s.lsn, s.peerLSN))
+	}
+	if s.sess != nil {
+		why = append(why, "connected to a live primary")
+	}
+	if len(why) > 0 && !cfg.force {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %v", ErrNotPromotable, why)
+	}
+	sess := s.sess
+	s.mu.Unlock()
+	if len(why) > 0 {
+		s.log.Warn("forced promotion; commits of the old primary may be lost", zap.Strings("reasons", why))
+		if sess != nil {
+			sess.close(errors.New("wip: forced promotion"))
+			s.waitSessionGone()
+		}
+	}
+	// Stop the secondary loop before writing as primary.
+	s.mu.Lock()
+	s.role = Primary // the dialer stops; a session still applying was closed above
+	first := s.lsn + 1
+	s.mu.Unlock()
+	pb := s.db.NewBatch()
+	var e8, f8 [8]byte
+	binary.BigEndian.PutUint64(e8[:], epoch)
+	binary.BigEndian.PutUint64(f8[:], first)
+	_ = pb.Set(keyEpoch, e8[:], nil)
+	_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
+	_ = pb.Delete(keyInconsistent, nil)
+	_ = pb.Delete(keyOutdated, nil)
+	err := pb.Commit(pebble.Sync)
+	_ = pb.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.role = Secondary
+		return fmt.Errorf("wip: persisting epoch %d: %w", epoch, err)
+	}
+	s.epoch = epoch
+	s.history = append(s.history, histEntry{epoch, first})
+	s.inconsistent, s.outdated = false, false
+	s.peerAcked = 0
+	s.peerState = PeerDisconnected
+	s.cond.Broadcast()
+	s.log.Info("promoted", zap.Uint64("epoch", epoch), zap.Uint64("first_lsn", first))
+	return nil
+}
+
+// Demote makes the store secondary again: new commits fail with
+// ErrNotPrimary, in-flight ones are waited for (or ctx ends the wait), the
+// peer session is dropped and the store dials the peer as a secondary.
+func (s *Store) Demote(ctx context.Context) error {
+	s.mu.Lock()
+	if s.role != Primary {
+		s.mu.Unlock()
+		return nil
+	}
+	s.role = Secondary
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	for s.inflight > 0 && ctx.Err() == nil && !s.closed {
+		s.cond.Wait()
+	}
+	sess := s.sess
+	n := s.inflight
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if sess != nil {
+		sess.close(errors.New("wip: demoted"))
+	}
+	if n > 0 {
+		return fmt.Errorf("wip: demote: %d commits still in flight: %w", n, ctx.Err())
+	}
+	s.log.Info("demoted")
+	return nil
+}
