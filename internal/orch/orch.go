@@ -54,6 +54,7 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/vm"
 	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
@@ -603,9 +604,7 @@ func (p *parser) orchestration(n *yaml.Node, field string) *Orchestration {
 		if m, ok := p.literal(kv[1], join(field, "vars")).(map[string]any); ok {
 			o.Vars = m
 			for k := range m {
-				if !identRE.MatchString(k) {
-					p.add(kv[1].Line, join(field, "vars."+k), "not an identifier")
-				}
+				p.varName(k, kv[1].Line, join(field, "vars."+k))
 			}
 		} else {
 			p.add(kv[1].Line, join(field, "vars"), "must be a mapping")
@@ -756,9 +755,7 @@ func (p *parser) step(n *yaml.Node, field string, o *Orchestration, depth int) *
 		}
 		for i := 0; i+1 < len(body.Content); i += 2 {
 			k, v := body.Content[i], body.Content[i+1]
-			if !identRE.MatchString(k.Value) {
-				p.add(k.Line, bf+"."+k.Value, "not an identifier")
-			}
+			p.varName(k.Value, k.Line, bf+"."+k.Value)
 			s.Assign = append(s.Assign, Assignment{Name: k.Value, Value: p.expr(v, bf+"."+k.Value)})
 		}
 	case KindIf:
@@ -805,10 +802,23 @@ func (p *parser) step(n *yaml.Node, field string, o *Orchestration, depth int) *
 
 func (p *parser) ident(n *yaml.Node, field string) string {
 	v := p.str(n, field)
-	if v != "" && !identRE.MatchString(v) {
-		p.add(n.Line, field, "%q is not an identifier", v)
+	if v != "" {
+		p.varName(v, n.Line, field)
 	}
 	return v
+}
+
+// reserved are expr's keywords; a variable named like a builtin function
+// would be shadowed by it (last, first, len...), so both are refused.
+var reserved = []string{"true", "false", "nil", "in", "not", "and", "or", "matches", "contains", "startsWith", "endsWith", "let", "if", "else", "error", "now"}
+
+func (p *parser) varName(v string, line int, field string) {
+	switch {
+	case !identRE.MatchString(v):
+		p.add(line, field, "%q is not an identifier", v)
+	case slices.Contains(reserved, v) || slices.Contains(builtin.Names, v):
+		p.add(line, field, "%q is an expression keyword or builtin function (or the catch variable \"error\"); choose another name", v)
+	}
 }
 
 func (p *parser) call(n *yaml.Node, field string) *Call {

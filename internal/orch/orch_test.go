@@ -126,6 +126,7 @@ func TestParseErrorsNameFileLineField(t *testing.T) {
 		{"bad cron", "project: p\norchestrations:\n  - name: o\n    starter: {schedule: {cron: 'every day'}}\n    steps: [{id: a, assign: {x: '1'}}]\n", "f.yaml:4: orchestrations[0].starter.schedule.cron"},
 		{"then missing", "project: p\norchestrations:\n  - name: o\n    steps:\n      - id: a\n        if: 'true'\n", "f.yaml:5: orchestrations[0].steps[0].then: required"},
 		{"backoff order", "project: p\nconnections: {c: {kind: test}}\norchestrations:\n  - name: o\n    steps:\n      - id: a\n        call:\n          connection: c\n          operation: x\n          retry: {backoff: 2s, max-backoff: 1s}\n", "f.yaml:10: orchestrations[0].steps[0].call.retry.max-backoff: must not be less"},
+		{"builtin var", "project: p\norchestrations:\n  - name: o\n    steps:\n      - id: a\n        assign: {last: '1'}\n", "f.yaml:6: orchestrations[0].steps[0].assign.last: \"last\" is an expression keyword or builtin"},
 		{"yaml syntax", "project: [\n", "f.yaml: "},
 		{"now disabled", "project: p\norchestrations:\n  - name: o\n    steps: [{id: a, assign: {x: 'now()'}}]\n", "f.yaml:4: orchestrations[0].steps[0].assign.x: expression \"now()\""},
 	}
