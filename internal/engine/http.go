@@ -221,5 +221,3 @@ func (e *Engine) RegisterAPI(s *api.Server) {
 	})
 	e.log.Debug("runtime API registered", zap.Strings("routes", []string{"/v1/projects", "/v1/jobs"}))
 }
-
-
