@@ -1,0 +1,634 @@
+// Package engine is the orchestration runtime: it runs the jobs of the
+// deployed projects (package orch) on the active node, checkpointing each
+// job in the WIP store so that the node that takes over resumes every
+// unfinished job where it stood.
+//
+// # Contract
+//
+//   - A job exists once its record is committed (Store.Commit returns only
+//     when durable, and replicated in sync mode); a starter's trigger is
+//     acknowledged (HTTP 202/200, row, message) only after that commit.
+//     Job ids derive from (project, orchestration, trigger key), so a
+//     trigger delivered twice starts one job.
+//   - Pure steps (assign, if, for-each, while, try, terminate) run in
+//     memory. Before every connector activity the job's variables, cursor
+//     and the activity's idempotency key and parameters are committed; after
+//     it, the result and the advanced cursor. A resumed job re-runs the pure
+//     steps since its last checkpoint (they are deterministic: expressions
+//     have no now()) and repeats a call in doubt with the same key.
+//   - Idempotency keys (invariant I6) are Key(job id, step path) where the
+//     path is the enclosing loops with their iteration and the step id, e.g.
+//     "j3f0.../each#2/send": never time, never the attempt number.
+//   - Start resumes every unfinished job (its resumption count grows by
+//     one). Pause (seed 001) stops the starters, answers HTTP starters with
+//     503 and Retry-After, waits for running jobs up to ForceStopAfter (0:
+//     forever) and then hands the rest over: their goroutines stop without
+//     a further commit, the last checkpoint stands.
+//
+// # Store layout
+//
+// See the constants in record.go: everything under Prefix ("rt/"), JSON
+// values with a format version. Job records are the checkpoints.
+//
+// # Goroutines
+//
+//   - one per job (runner.run), owned by the Engine: it ends when the job
+//     finishes, on a store error, or when its context (Engine.jobCtx) is
+//     cancelled by Pause/Stop; Pause and Stop wait for all of them.
+//   - one per scheduled/connector starter, owned by its deployment: ended by
+//     cancelling the deployment's starter context (Pause, Stop, undeploy,
+//     redeploy), waited for by the same call.
+//   - HTTP handlers run on the caller's server goroutines; a synchronous
+//     request waits for its job on a channel closed when the job ends or is
+//     handed over.
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/connectors"
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
+)
+
+// Store is the narrow view of the WIP store the engine needs.
+type Store interface {
+	Get(key []byte) (value []byte, ok bool, err error)
+	Scan(prefix []byte, fn func(key, value []byte) error) error
+	// Commit applies ops atomically; it returns once they are durable
+	// (and replicated, in sync mode).
+	Commit(ctx context.Context, ops []Op) error
+}
+
+// Op is one change of a Commit.
+type Op struct {
+	Key, Value []byte
+	Delete     bool
+}
+
+// StarterSource is implemented by connectors that can start jobs (buffer
+// table polls, queue subscriptions): the engine asks for a Starter for an
+// orchestration's `starter: connector:` block.
+type StarterSource interface {
+	NewStarter(operation string, params map[string]any) (connectors.Starter, error)
+}
+
+// Errors.
+var (
+	ErrStore    = errors.New("engine: store failed")
+	ErrCorrupt  = errors.New("engine: corrupt record")
+	ErrPaused   = errors.New("engine: not running (pausing, stopped or passive)")
+	ErrNotFound = errors.New("engine: not found")
+	ErrState    = errors.New("engine: wrong state")
+)
+
+// Options configure an Engine.
+type Options struct {
+	Store      Store
+	Connectors *connectors.Registry
+	Clock      clock.Clock
+	Logger     *zap.Logger
+	Node       string
+	// ForceStopAfter bounds how long Pause waits for running jobs; 0
+	// waits indefinitely (seed 001's default).
+	ForceStopAfter time.Duration
+	// MaxConcurrentJobs bounds jobs running at once (default 64); the
+	// others wait, committed, for a slot.
+	MaxConcurrentJobs int
+	// RetryAfter is the Retry-After of HTTP starters while not running
+	// (default 5s: about a failover).
+	RetryAfter time.Duration
+	// Events receives status events (pause reports, resumptions). Called
+	// synchronously; must not block.
+	Events func(api.Event)
+}
+
+// Engine states.
+const (
+	StateStopped = "stopped"
+	StateRunning = "running"
+	StatePausing = "pausing"
+)
+
+// Engine runs jobs. Create with New; Start on promotion; Pause or Stop on
+// demotion.
+type Engine struct {
+	o   Options
+	clk clock.Clock
+	log *zap.Logger
+	sem chan struct{}
+	m   metrics
+
+	createMu [64]sync.Mutex // job creation, striped by job id
+
+	mu       sync.Mutex
+	state    string
+	deps     map[string]*deployment // current deployment of each project
+	versions map[string]*deployment // project@version -> deployment (running jobs of older versions)
+	jobs     map[string]*liveJob
+	jobCtx   context.Context
+	jobStop  context.CancelFunc
+	jobWG    sync.WaitGroup
+}
+
+type liveJob struct {
+	snap    jobRecord     // last published state
+	done    chan struct{} // closed when the goroutine ends
+	started bool          // holds a concurrency slot
+}
+
+type metrics struct {
+	callErrors  atomic.Uint64
+	checkpoints atomic.Uint64
+	mu          sync.Mutex
+	cpLatencies []time.Duration // ring of the latest checkpoint latencies
+	cpNext      int
+}
+
+func (m *metrics) observeCheckpoint(d time.Duration) {
+	m.checkpoints.Add(1)
+	m.mu.Lock()
+	if len(m.cpLatencies) < 4096 {
+		m.cpLatencies = append(m.cpLatencies, d)
+	} else {
+		m.cpLatencies[m.cpNext] = d
+		m.cpNext = (m.cpNext + 1) % len(m.cpLatencies)
+	}
+	m.mu.Unlock()
+}
+
+// CheckpointLatency returns the q-quantile (0..1) of the latest checkpoint
+// commit latencies, and how many checkpoints were committed in all.
+func (e *Engine) CheckpointLatency(q float64) (time.Duration, uint64) {
+	e.m.mu.Lock()
+	l := slices.Clone(e.m.cpLatencies)
+	e.m.mu.Unlock()
+	if len(l) == 0 {
+		return 0, e.m.checkpoints.Load()
+	}
+	slices.Sort(l)
+	return l[min(len(l)-1, int(q*float64(len(l))))], e.m.checkpoints.Load()
+}
+
+// New checks o and returns a stopped Engine.
+func New(o Options) (*Engine, error) {
+	if o.Store == nil {
+		return nil, fmt.Errorf("engine: Options.Store is required")
+	}
+	if o.Connectors == nil {
+		return nil, fmt.Errorf("engine: Options.Connectors is required")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.MaxConcurrentJobs <= 0 {
+		o.MaxConcurrentJobs = 64
+	}
+	if o.RetryAfter <= 0 {
+		o.RetryAfter = 5 * time.Second
+	}
+	if o.ForceStopAfter < 0 {
+		return nil, fmt.Errorf("engine: Options.ForceStopAfter %s is negative", o.ForceStopAfter)
+	}
+	e := &Engine{
+		o: o, clk: o.Clock, log: o.Logger.Named("engine"),
+		sem:   make(chan struct{}, o.MaxConcurrentJobs),
+		state: StateStopped, deps: map[string]*deployment{}, versions: map[string]*deployment{},
+		jobs: map[string]*liveJob{},
+	}
+	return e, nil
+}
+
+func (e *Engine) event(text string) {
+	e.log.Info(text)
+	if e.o.Events != nil {
+		e.o.Events(api.Event{Time: e.clk.Now().UTC(), Kind: "runtime", Text: text})
+	}
+}
+
+// Start loads the deployments, resumes every unfinished job from its last
+// checkpoint and starts the starters. Call it on promotion, after the
+// epoch is persisted and the VIP claimed (I3).
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	if e.state != StateStopped {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: Start while %s", ErrState, e.state)
+	}
+	e.jobCtx, e.jobStop = context.WithCancel(context.WithoutCancel(ctx))
+	e.mu.Unlock()
+
+	heads := map[string]depHead{}
+	err := e.o.Store.Scan([]byte(depPrefix), func(k, v []byte) error {
+		var h depHead
+		if err := decodeStrict(v, &h); err != nil || h.V != FormatVersion {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, k, err)
+		}
+		heads[string(k[len(depPrefix):])] = h
+		return nil
+	})
+	if err != nil {
+		return e.abortStart(fmt.Errorf("engine: loading deployments: %w", err))
+	}
+	for name, h := range heads {
+		d, err := e.loadVersion(name, h.Version)
+		if err != nil {
+			// One broken project must not keep the others down.
+			e.log.Error("project not loaded", zap.String("project", name), zap.Error(err))
+			e.event(fmt.Sprintf("project %s@%d not loaded: %v", name, h.Version, err))
+			continue
+		}
+		e.mu.Lock()
+		e.deps[name] = d
+		e.mu.Unlock()
+	}
+	var resume []*jobRecord
+	err = e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
+		j, err := decodeJob(v)
+		if err != nil {
+			e.log.Error("unreadable job left alone", zap.ByteString("key", k), zap.Error(err))
+			return nil
+		}
+		if !finished(j.Status) {
+			resume = append(resume, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return e.abortStart(fmt.Errorf("engine: loading jobs: %w", err))
+	}
+	sort.Slice(resume, func(i, j int) bool { return resume[i].Created.Before(resume[j].Created) })
+	for _, j := range resume {
+		j.Resumptions++
+		j.Status = StatusRunning
+		// The resumption is counted durably before the job runs again, so
+		// the count survives a crash right after the restart.
+		j.Updated = e.clk.Now().UTC()
+		if err := e.o.Store.Commit(ctx, []Op{{Key: jobKey(j.ID), Value: j.encode()}}); err != nil {
+			return e.abortStart(fmt.Errorf("%w: resuming job %s: %v", ErrStore, j.ID, err))
+		}
+		e.launch(j)
+	}
+	e.mu.Lock()
+	e.state = StateRunning
+	for _, d := range e.deps {
+		e.startStarters(d)
+	}
+	e.mu.Unlock()
+	e.event(fmt.Sprintf("runtime started on %s: %d projects, %d jobs resumed", e.o.Node, len(heads), len(resume)))
+	return nil
+}
+
+func (e *Engine) abortStart(err error) error {
+	e.mu.Lock()
+	e.state = StatePausing
+	e.mu.Unlock()
+	e.shutdown(0, true)
+	return err
+}
+
+// launch starts the goroutine of a committed job.
+func (e *Engine) launch(j *jobRecord) *liveJob {
+	lj := &liveJob{snap: *j, done: make(chan struct{})}
+	e.mu.Lock()
+	if old, ok := e.jobs[j.ID]; ok {
+		e.mu.Unlock()
+		return old
+	}
+	e.jobs[j.ID] = lj
+	ctx := e.jobCtx
+	e.jobWG.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.jobWG.Done()
+		defer close(lj.done)
+		defer func() {
+			e.mu.Lock()
+			delete(e.jobs, j.ID)
+			e.mu.Unlock()
+		}()
+		select {
+		case e.sem <- struct{}{}:
+		case <-ctx.Done():
+			return // handed over before it ran: its record stands
+		}
+		defer func() { <-e.sem }()
+		e.mu.Lock()
+		lj.started = true
+		e.mu.Unlock()
+		e.runJob(ctx, j)
+	}()
+	return lj
+}
+
+func (e *Engine) runJob(ctx context.Context, j *jobRecord) {
+	log := e.log.With(zap.String("job", j.ID), zap.String("orch", j.Project+"/"+j.Orch))
+	d, err := e.version(j.Project, j.Version)
+	if err == nil && d.prj.Orchestrations[j.Orch] == nil {
+		err = fmt.Errorf("%w: orchestration %s not in %s@%d", ErrNotFound, j.Orch, j.Project, j.Version)
+	}
+	if err != nil {
+		// Without its definition the job cannot run; fail it visibly.
+		log.Error("job cannot run", zap.Error(err))
+		j.Status, j.Reason, j.Stack, j.Pending = StatusFailed, err.Error(), nil, nil
+		j.Updated = e.clk.Now().UTC()
+		if cerr := e.o.Store.Commit(context.WithoutCancel(ctx), []Op{{Key: jobKey(j.ID), Value: j.encode()}}); cerr != nil {
+			log.Error("recording the failure", zap.Error(cerr))
+		}
+		e.publish(j)
+		return
+	}
+	r := &runner{e: e, dep: d, o: d.prj.Orchestrations[j.Orch], rec: j, log: log}
+	switch err := r.run(ctx); {
+	case err == nil:
+		log.Debug("job ended", zap.String("status", j.Status))
+	case errors.Is(err, errHandover):
+		log.Info("job handed over at its last checkpoint")
+	default:
+		log.Error("job stopped", zap.Error(err))
+	}
+}
+
+// publish makes a copy of j's state visible to Status, the job API and
+// waiters.
+func (e *Engine) publish(j *jobRecord) {
+	e.mu.Lock()
+	if lj, ok := e.jobs[j.ID]; ok {
+		lj.snap = *j
+		lj.snap.Vars = nil // listings do not need them; avoids sharing the map
+		lj.snap.Stack = slices.Clone(j.Stack)
+	}
+	e.mu.Unlock()
+}
+
+// JobID is the id of the job a trigger starts: derived from the
+// trigger's key, so a trigger delivered twice starts one job.
+func JobID(project, orchestration, triggerKey string) string {
+	h := sha256.Sum256([]byte(project + "\x00" + orchestration + "\x00" + triggerKey))
+	return "j" + hex.EncodeToString(h[:12])
+}
+
+// startJob commits a new job for a trigger and launches it. It returns
+// the job id, and created=false when the trigger was seen before (no
+// second job). It returns only after the commit: the caller may then
+// acknowledge the trigger.
+func (e *Engine) startJob(ctx context.Context, project, name, trigger string, input map[string]any) (string, *liveJob, bool, error) {
+	e.mu.Lock()
+	d := e.deps[project]
+	running := e.state == StateRunning
+	e.mu.Unlock()
+	if !running {
+		return "", nil, false, ErrPaused
+	}
+	if d == nil {
+		return "", nil, false, fmt.Errorf("%w: project %q", ErrNotFound, project)
+	}
+	o := d.prj.Orchestrations[name]
+	if o == nil {
+		return "", nil, false, fmt.Errorf("%w: orchestration %q in project %q", ErrNotFound, name, project)
+	}
+	id := JobID(project, name, trigger)
+	mu := &e.createMu[id[len(id)-1]%64]
+	mu.Lock()
+	defer mu.Unlock()
+	if _, ok, err := e.o.Store.Get(jobKey(id)); err != nil {
+		return "", nil, false, fmt.Errorf("%w: %v", ErrStore, err)
+	} else if ok {
+		e.mu.Lock()
+		lj := e.jobs[id]
+		e.mu.Unlock()
+		return id, lj, false, nil
+	}
+	vars := map[string]any{}
+	for k, v := range o.Vars {
+		vars[k] = v
+	}
+	maps.Copy(vars, input)
+	nv, err := normalize(vars)
+	if err != nil {
+		return "", nil, false, fmt.Errorf("engine: job input: %w", err)
+	}
+	now := e.clk.Now().UTC()
+	j := &jobRecord{V: FormatVersion, ID: id, Project: project, Version: d.version, Orch: name, Trigger: trigger,
+		Status: StatusRunning, Vars: nv.(map[string]any), Node: e.o.Node, Created: now, Updated: now}
+	if err := e.o.Store.Commit(ctx, []Op{{Key: jobKey(id), Value: j.encode()}}); err != nil {
+		return "", nil, false, fmt.Errorf("%w: creating job: %v", ErrStore, err)
+	}
+	return id, e.launch(j), true, nil
+}
+
+// StartJob starts a job of project/orchestration for trigger key (the
+// API's manual start, and tests). See startJob.
+func (e *Engine) StartJob(ctx context.Context, project, orchestration, triggerKey string, input map[string]any) (string, error) {
+	id, _, _, err := e.startJob(ctx, project, orchestration, triggerKey, input)
+	return id, err
+}
+
+// Wait blocks until job id is no longer running on this node (finished,
+// handed over or stopped) or ctx ends, and returns its stored record.
+func (e *Engine) Wait(ctx context.Context, id string) (api.JobInfo, error) {
+	e.mu.Lock()
+	lj := e.jobs[id]
+	e.mu.Unlock()
+	if lj != nil {
+		select {
+		case <-lj.done:
+		case <-ctx.Done():
+			return api.JobInfo{}, ctx.Err()
+		}
+	}
+	return e.Job(id)
+}
+
+// Job returns a job's state: live if it runs here, else as stored.
+func (e *Engine) Job(id string) (api.JobInfo, error) {
+	e.mu.Lock()
+	if lj, ok := e.jobs[id]; ok {
+		info := jobInfo(&lj.snap)
+		e.mu.Unlock()
+		return info, nil
+	}
+	e.mu.Unlock()
+	v, ok, err := e.o.Store.Get(jobKey(id))
+	if err != nil {
+		return api.JobInfo{}, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	if !ok {
+		return api.JobInfo{}, fmt.Errorf("%w: job %q", ErrNotFound, id)
+	}
+	j, err := decodeJob(v)
+	if err != nil {
+		return api.JobInfo{}, err
+	}
+	return jobInfo(j), nil
+}
+
+// Jobs lists jobs, optionally only those with the given status and/or of
+// one project, oldest first.
+func (e *Engine) Jobs(status, project string) ([]api.JobInfo, error) {
+	var out []api.JobInfo
+	e.mu.Lock()
+	live := map[string]api.JobInfo{}
+	for id, lj := range e.jobs {
+		live[id] = jobInfo(&lj.snap)
+	}
+	e.mu.Unlock()
+	err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
+		id := string(k[len(jobPrefix):])
+		info, ok := live[id]
+		if !ok {
+			j, err := decodeJob(v)
+			if err != nil {
+				info = api.JobInfo{ID: id, Status: "corrupt", Reason: err.Error()}
+			} else {
+				info = jobInfo(j)
+			}
+		}
+		if (status == "" || info.Status == status) && (project == "" || info.Project == project) {
+			out = append(out, info)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+func jobInfo(j *jobRecord) api.JobInfo {
+	info := api.JobInfo{ID: j.ID, Project: j.Project, Version: j.Version, Orchestration: j.Orch, Status: j.Status,
+		Reason: j.Reason, Resumptions: j.Resumptions, Checkpoints: j.Checkpoints, Node: j.Node,
+		Created: j.Created, Updated: j.Updated, Output: j.Output}
+	if j.Pending != nil {
+		info.Step, info.Attempt = j.Pending.Step, j.Pending.Attempt
+	}
+	return info
+}
+
+// PauseReport says what a Pause waited for and what it handed over.
+type PauseReport struct {
+	Waited     []string      `json:"waited"`      // jobs that finished while pausing
+	HandedOver []string      `json:"handed_over"` // jobs left at their last checkpoint
+	Forced     bool          `json:"forced"`      // force-stop-after expired (or ctx ended)
+	Took       time.Duration `json:"took"`
+}
+
+// Pause implements seed 001: starters stop at once (HTTP starters answer
+// 503 with Retry-After), running jobs get up to ForceStopAfter (0:
+// indefinitely, or until ctx ends) to finish, the rest are handed over at
+// their last checkpoint. Afterwards the engine is stopped; Start resumes.
+func (e *Engine) Pause(ctx context.Context) (PauseReport, error) {
+	start := e.clk.Now()
+	e.mu.Lock()
+	if e.state != StateRunning {
+		st := e.state
+		e.mu.Unlock()
+		return PauseReport{}, fmt.Errorf("%w: Pause while %s", ErrState, st)
+	}
+	e.state = StatePausing
+	before := slices.Collect(maps.Keys(e.jobs))
+	e.mu.Unlock()
+	e.event(fmt.Sprintf("runtime pausing: %d jobs in flight, force-stop-after %s", len(before), fmtLimit(e.o.ForceStopAfter)))
+	e.stopStarters()
+
+	all := make(chan struct{})
+	go func() { e.jobWG.Wait(); close(all) }()
+	var expired <-chan time.Time
+	if e.o.ForceStopAfter > 0 {
+		t := e.clk.NewTimer(e.o.ForceStopAfter)
+		defer t.Stop()
+		expired = t.C()
+	}
+	forced := false
+	select {
+	case <-all:
+	case <-expired:
+		forced = true
+	case <-ctx.Done():
+		forced = true
+	}
+	e.mu.Lock()
+	handed := slices.Sorted(maps.Keys(e.jobs))
+	e.mu.Unlock()
+	e.shutdown(0, false)
+	<-all
+	rep := PauseReport{HandedOver: handed, Forced: forced, Took: e.clk.Since(start)}
+	for _, id := range before {
+		if !slices.Contains(handed, id) {
+			rep.Waited = append(rep.Waited, id)
+		}
+	}
+	slices.Sort(rep.Waited)
+	e.event(fmt.Sprintf("runtime paused in %s: waited for %d jobs %v, handed over %d jobs %v", rep.Took, len(rep.Waited), rep.Waited, len(rep.HandedOver), rep.HandedOver))
+	return rep, nil
+}
+
+func fmtLimit(d time.Duration) string {
+	if d == 0 {
+		return "unset (wait indefinitely)"
+	}
+	return d.String()
+}
+
+// Stop hands every job over at once (demotion, I1) and closes the
+// connections. It is Pause with no wait.
+func (e *Engine) Stop() error {
+	e.mu.Lock()
+	if e.state == StateStopped {
+		e.mu.Unlock()
+		return nil
+	}
+	e.state = StatePausing
+	n := len(e.jobs)
+	e.mu.Unlock()
+	e.stopStarters()
+	e.shutdown(0, true)
+	e.event(fmt.Sprintf("runtime stopped: %d jobs handed over", n))
+	return nil
+}
+
+// shutdown cancels the jobs, waits for their goroutines and marks the
+// engine stopped; closeConns also forgets the deployments.
+func (e *Engine) shutdown(_ time.Duration, closeConns bool) {
+	e.mu.Lock()
+	stop := e.jobStop
+	e.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	e.jobWG.Wait()
+	e.stopStarters()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.state = StateStopped
+	// Connections are closed and the deployments forgotten: the next
+	// Start reloads them from the store, which the peer may have changed.
+	for _, d := range e.versions {
+		d.close(e.log)
+	}
+	e.deps, e.versions = map[string]*deployment{}, map[string]*deployment{}
+	_ = closeConns
+}
+
+// Status reports the engine's state for the daemon's status.
+func (e *Engine) Status() api.RuntimeStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return api.RuntimeStatus{State: e.state, Running: len(e.jobs)}
+}
