@@ -87,11 +87,11 @@ type Advert struct {
 	Maintenance bool
 	MaintGen    uint64 // generation of Maintenance (higher wins)
 	Outdated    bool   // I5: the sender holds stale or partial data
-	LANUp       bool // health: data LAN link up and the gateway reachable
-	HearPeer    bool // the sender hears the receiver
-	Handover    bool // the (former) active hands the role to the receiver
-	Degraded    bool // the sender failed to take the role recently: prefer the other
-	DataKnown   bool // the sender's store reported its LSN: elections wait for it
+	LANUp       bool   // health: data LAN link up and the gateway reachable
+	HearPeer    bool   // the sender hears the receiver
+	Handover    bool   // the (former) active hands the role to the receiver
+	Degraded    bool   // the sender failed to take the role recently: prefer the other
+	DataKnown   bool   // the sender's store reported its LSN: elections wait for it
 }
 
 func (a Advert) String() string {
@@ -329,9 +329,9 @@ func (Stop) isEvent()          {}
 func (e PeerAlive) String() string {
 	return fmt.Sprintf("peer-alive %s seq=%d %s", e.Path, e.Seq, e.Advert)
 }
-func (PeerSilent) String() string   { return "peer-silent" }
-func (e PathDown) String() string   { return "path-down " + e.Path }
-func (e PathUp) String() string     { return "path-up " + e.Path }
+func (PeerSilent) String() string { return "peer-silent" }
+func (e PathDown) String() string { return "path-down " + e.Path }
+func (e PathUp) String() string   { return "path-up " + e.Path }
 func (e GatewayProbe) String() string {
 	return fmt.Sprintf("gateway-probe seq=%d reachable=%t vip-held=%t", e.Seq, e.Reachable, e.VIPHeld)
 }
@@ -340,12 +340,12 @@ func (e LANLink) String() string      { return fmt.Sprintf("lan-link up=%t", e.U
 func (e Replication) String() string {
 	return fmt.Sprintf("replication %s lsn=%d peer-in-sync=%t peer-acked-all=%t", e.State, e.LSN, e.PeerInSync, e.PeerAckedAll)
 }
-func (e Admin) String() string         { return fmt.Sprintf("admin %s ack=%t", e.Cmd, e.AckDataLoss) }
-func (e VIPConflict) String() string   { return "vip-conflict " + e.MAC }
-func (e ClockJump) String() string     { return fmt.Sprintf("clock-jump %v", e.Delta) }
-func (RuntimePaused) String() string   { return "runtime-paused" }
-func (e ActionFailed) String() string  { return fmt.Sprintf("action-failed %s: %v", e.Kind, e.Err) }
-func (Stop) String() string            { return "stop" }
+func (e Admin) String() string        { return fmt.Sprintf("admin %s ack=%t", e.Cmd, e.AckDataLoss) }
+func (e VIPConflict) String() string  { return "vip-conflict " + e.MAC }
+func (e ClockJump) String() string    { return fmt.Sprintf("clock-jump %v", e.Delta) }
+func (RuntimePaused) String() string  { return "runtime-paused" }
+func (e ActionFailed) String() string { return fmt.Sprintf("action-failed %s: %v", e.Kind, e.Err) }
+func (Stop) String() string           { return "stop" }
 
 // Status is the machine's state for the API and the console.
 type Status struct {
