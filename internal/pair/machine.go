@@ -78,10 +78,12 @@ type Machine struct {
 	gwLast     tri // latest answer, fresh or not (health)
 	lastProbe  time.Time
 	lanUp      bool
+	lanUpSeq   uint64 // probes up to this one were sent while the link was down
 	lanDownAt  time.Time // zero while the LAN is healthy
 	lastKick   time.Time
 	degraded   time.Time // until: failed to take the role; prefer the peer
 	retryAfter time.Time // earliest next automatic promotion after a failed one
+	holdUntil  time.Time // after a clock jump: no promotion before this
 
 	// switchover
 	ho          hoPhase
@@ -305,6 +307,10 @@ func (m *Machine) step(ev Event) error {
 			}
 		}
 	case LANLink:
+		if e.Up && !m.lanUp {
+			// The gateway answer from while the link was down is void: ask again.
+			m.gwLast, m.lastProbe, m.lanUpSeq = unknown, time.Time{}, m.seq
+		}
 		m.lanUp = e.Up
 	case Replication:
 		return m.onRepl(e)
@@ -357,6 +363,7 @@ func (m *Machine) onPeer(e PeerAlive) error {
 	if a.LANUp && !m.peer.LANUp || first {
 		m.peerLANSince = m.now
 	}
+	prev := m.peer
 	m.peer = a
 
 	// Maintenance is pair-wide: the higher generation wins; two changes from
@@ -381,7 +388,7 @@ func (m *Machine) onPeer(e PeerAlive) error {
 			m.persist()
 		}
 	}
-	if a.Role == RoleActive && m.role == RoleActive && a.Epoch < m.epoch {
+	if a.Role == RoleActive && m.role == RoleActive && a.Epoch < m.epoch && (prev.Role != RoleActive || prev.Epoch != a.Epoch) {
 		// The peer will demote when it hears us; a second owner may have
 		// answered ARP meanwhile.
 		m.emit(Action{Kind: ActReannounceVIP})
@@ -419,9 +426,11 @@ func (m *Machine) onProbe(seq uint64, reachable, held bool) {
 	if seq == m.seq {
 		m.probeOut = false
 	}
-	m.gwLast = no
-	if reachable {
-		m.gwLast = yes
+	if seq > m.lanUpSeq {
+		m.gwLast = no
+		if reachable {
+			m.gwLast = yes
+		}
 	}
 	if m.freshFrom != 0 && seq >= m.freshFrom {
 		m.gwFresh, m.vipHeld = m.gwLast, held
@@ -525,11 +534,9 @@ func (m *Machine) startSwitchover(why string, stop bool) {
 func (m *Machine) onPaused() {
 	switch {
 	case m.ho == hoPausing:
-		m.ho = hoDraining
-		if m.peerAll {
-			m.handOver()
-			return
-		}
+		// A report from before the pause says nothing about the last commits:
+		// ask for a new one.
+		m.ho, m.peerAll = hoDraining, false
 		m.emit(Action{Kind: ActAwaitPeerAck})
 	case m.stopping:
 		m.emit(Action{Kind: ActReleaseVIP})
@@ -575,11 +582,15 @@ func (m *Machine) abortSwitchover(why string) {
 func (m *Machine) onJump(d time.Duration) {
 	// Every answer is stale: the peer may have promoted while we were frozen.
 	m.freshFrom, m.gwFresh, m.witFresh = 0, unknown, unknown
+	m.probeOut = false // its answer, if any, is as stale; not a timeout
 	if d < 0 {
 		m.notice("clock stepped back by %v: timers use monotonic time, no effect", -d)
 		return
 	}
 	m.notice("clock jumped forward by %v", d)
+	// The socket buffers hold heartbeats from the whole freeze, oldest first:
+	// decide nothing on the peer's view until the newest have arrived.
+	m.holdUntil = m.now.Add(2 * m.t.Interval)
 	if m.role == RoleActive && d >= m.t.FenceAfter {
 		// Frozen for longer than our lease: the peer may be active now. Step
 		// down before acting again; the election takes the role back at once if
@@ -620,6 +631,7 @@ func (m *Machine) onStop() {
 	if m.stopping || m.stopAfterHO {
 		return
 	}
+	m.reason = "orderly stop"
 	switch {
 	case m.role == RoleActive && m.ho == hoNone && m.switchoverBlocked() == "":
 		m.startSwitchover("orderly stop", true)
@@ -650,6 +662,7 @@ func (m *Machine) promote(why string, force bool) {
 	m.becameActive = m.now
 	m.handover = false
 	m.reason = why
+	m.clear("no-failover")
 	m.persist()
 	m.emit(Action{Kind: ActSetReplication, Primary: true, Epoch: m.epoch, Force: force})
 	m.emit(Action{Kind: ActClaimVIP})
@@ -793,6 +806,9 @@ func (m *Machine) evalPassive() {
 	}
 	// Degraded (a failed takeover) only lowers the rank in an election: with the
 	// peer gone this node is still the only candidate, and retries after retryAfter.
+	if m.now.Before(m.holdUntil) {
+		return
+	}
 	auto := !m.maint && !m.outdated && m.repl != ReplInconsistent && !m.now.Before(m.retryAfter)
 	alive := m.peerAlive()
 	switch {
@@ -909,6 +925,7 @@ func (m *Machine) wake() time.Time {
 		add(m.lanDownAt.Add(m.t.HealthHold))
 	}
 	add(m.retryAfter)
+	add(m.holdUntil)
 	add(m.degraded)
 	if m.handover {
 		add(m.handoverAt.Add(m.t.DeadAfter))

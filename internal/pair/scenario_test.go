@@ -141,7 +141,9 @@ func configCmd(t *testing.T, base *Config, line string) string {
 			}
 		}
 	}
-	if err := base.Validate(); err != nil {
+	c := *base
+	c.NodeID = 1
+	if err := c.Validate(); err != nil {
 		return "error: " + err.Error()
 	}
 	return ""

@@ -347,7 +347,8 @@ func (s *sim) do(n *simNode, a Action) {
 		gen, seq := n.gen, a.Seq
 		ok := n.gwOK && n.lanOK
 		o := s.other(n)
-		held := ok && o.up && o.vip && o.lanOK && !s.lanSplit
+		// A frozen node is a paused VM: its kernel does not answer either.
+		held := ok && o.up && !o.froze && o.vip && o.lanOK && !s.lanSplit
 		d := s.probeRTT
 		if !ok {
 			d = s.cfg[0].Timing.ProbeTimeout / 2
