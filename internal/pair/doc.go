@@ -67,11 +67,15 @@
 // and is fenced by c + fence-after + fence-margin; the passive last heard the
 // active no earlier than c - interval and promotes at c - interval +
 // dead-after at the earliest. The second line lets a healthy active have its
-// answer before it must fence. Limit: under one-way loss (the passive does not
-// hear the active, the active hears the passive) the passive may promote while
-// the active still holds the VIP; the active demotes on the first heartbeat
-// carrying the higher epoch, one interval plus one network delay later. The
-// heartbeat's HearPeer bit lets the console show such a link.
+// answer before it must fence. One-way loss (the passive stops hearing the
+// active, the active still hears the passive): every advert carries HearPeer
+// (the sender heard the receiver within suspect-after), and the active's lease
+// counts only heartbeats from a peer that hears it, so the same bound holds
+// from the moment the passive stops hearing it; an election between two
+// passives also needs both to hear each other. Residual window: a passive
+// that promoted while the active's tie-breaker still confirmed it (the
+// gateway answers both and the VIP ARP is blocked between them) meets an
+// active that demotes on its first heartbeat in the higher epoch.
 //
 // Split heartbeats: when every heartbeat path is cut but both nodes still
 // reach the gateway, the passive's ARP probe for the VIP finds it answered and

@@ -58,6 +58,7 @@ type Machine struct {
 	// peer view
 	peerSeen      bool
 	lastHeard     time.Time
+	lastMutual    time.Time // last heartbeat from a peer that heard us (the active's lease)
 	forcedSilent  bool
 	peer          Advert
 	peerSeq       uint64
@@ -78,7 +79,7 @@ type Machine struct {
 	gwLast     tri // latest answer, fresh or not (health)
 	lastProbe  time.Time
 	lanUp      bool
-	lanUpSeq   uint64 // probes up to this one were sent while the link was down
+	lanUpSeq   uint64    // probes up to this one were sent while the link was down
 	lanDownAt  time.Time // zero while the LAN is healthy
 	lastKick   time.Time
 	degraded   time.Time // until: failed to take the role; prefer the peer
@@ -203,7 +204,8 @@ func (m *Machine) Advert() Advert {
 	return Advert{
 		Node: m.cfg.NodeID, Epoch: m.epoch, Role: m.role, LSN: m.lsn,
 		Maintenance: m.maint, MaintGen: m.maintGen, Outdated: m.outdated || m.repl == ReplInconsistent || m.repl == ReplOutdated,
-		LANUp: m.lanHealthy(), HearPeer: m.peerAlive(), Handover: m.handover,
+		LANUp: m.lanHealthy(), HearPeer: m.peerSeen && !m.forcedSilent && m.silentFor() < m.t.SuspectAfter,
+		Handover: m.handover,
 		Degraded: m.now.Before(m.degraded), DataKnown: m.lsnKnown,
 	}
 }
@@ -216,6 +218,17 @@ func (m *Machine) silentFor() time.Duration {
 		return m.now.Sub(m.boot)
 	}
 	return m.now.Sub(m.lastHeard)
+}
+
+// leaseSilent is what the active's lease counts: the time since a heartbeat
+// from a peer that also heard us. Under one-way loss the peer still reaches us
+// but has stopped hearing us and may promote: the lease must not be renewed
+// by its heartbeats then, only by the tie-breaker.
+func (m *Machine) leaseSilent() time.Duration {
+	if m.role != RoleActive {
+		return m.silentFor()
+	}
+	return m.now.Sub(m.lastMutual)
 }
 
 func (m *Machine) peerAlive() bool {
@@ -353,7 +366,13 @@ func (m *Machine) onPeer(e PeerAlive) error {
 		m.notice("peer heard (%s)", a)
 	}
 	m.peerSeen, m.lastHeard, m.forcedSilent, m.wasSilent = true, m.now, false, false
-	m.freshFrom, m.gwFresh, m.witFresh, m.vipHeld = 0, unknown, unknown, false
+	if a.HearPeer || m.role != RoleActive {
+		if a.HearPeer {
+			m.lastMutual = m.now
+		}
+		// The silence is over: a later one needs new tie-breaker answers.
+		m.freshFrom, m.gwFresh, m.witFresh, m.vipHeld = 0, unknown, unknown, false
+	}
 	m.splitNotified = false
 	m.clear("split-heartbeat")
 	if !first && e.Seq <= m.peerSeq {
@@ -660,6 +679,9 @@ func (m *Machine) promote(why string, force bool) {
 	m.epoch = m.nextEpoch()
 	m.role = RoleActive
 	m.becameActive = m.now
+	// The lease starts now: the peer hears us (election, handover) or the
+	// tie-breaker just confirmed us (silence).
+	m.lastMutual = m.now
 	m.handover = false
 	m.reason = why
 	m.clear("no-failover")
@@ -719,7 +741,7 @@ func (m *Machine) evaluate() {
 	if m.probeOut && m.now.Sub(m.probeAt) >= m.t.ProbeTimeout {
 		m.onProbe(m.seq, false, false)
 	}
-	suspect := m.forcedSilent || m.silentFor() >= m.t.SuspectAfter
+	suspect := m.forcedSilent || m.leaseSilent() >= m.t.SuspectAfter
 	if suspect && !m.wasSilent && m.peerSeen && m.peerDead() {
 		m.wasSilent = true
 		m.notice("peer silent for %v", m.silentFor())
@@ -764,9 +786,9 @@ func (m *Machine) evaluate() {
 }
 
 func (m *Machine) evalActive() {
-	lease := (!m.forcedSilent && m.silentFor() < m.t.FenceAfter) || m.tieBreakerOK()
+	lease := (!m.forcedSilent && m.leaseSilent() < m.t.FenceAfter) || m.tieBreakerOK()
 	if !lease {
-		m.demote(fmt.Sprintf("peer silent for %v and the tie-breaker does not confirm this node", m.silentFor()), true)
+		m.demote(fmt.Sprintf("peer silent (or not hearing us) for %v and the tie-breaker does not confirm this node", m.leaseSilent()), true)
 		return
 	}
 	if m.cfg.Watchdog && m.now.Sub(m.lastKick) >= m.t.Interval {
@@ -833,7 +855,9 @@ func (m *Machine) evalPassive() {
 				return
 			}
 		}
-		if !auto || !m.ranksFirst() {
+		// Only when the peer hears us too: under one-way loss it may be about
+		// to promote on silence.
+		if !auto || !m.peer.HearPeer || !m.ranksFirst() {
 			return
 		}
 		m.promote("both passive, this node ranks first", false)
@@ -918,8 +942,12 @@ func (m *Machine) wake() time.Time {
 		add(m.probeAt.Add(m.t.ProbeTimeout))
 	}
 	add(m.lastProbe.Add(m.t.ProbeEvery))
-	if m.forcedSilent || m.silentFor() >= m.t.SuspectAfter {
+	if m.forcedSilent || m.leaseSilent() >= m.t.SuspectAfter {
 		add(m.lastProbe.Add(m.t.ProbeTimeout / 2))
+	}
+	if m.role == RoleActive {
+		add(m.lastMutual.Add(m.t.SuspectAfter))
+		add(m.lastMutual.Add(m.t.FenceAfter))
 	}
 	if !m.lanDownAt.IsZero() {
 		add(m.lanDownAt.Add(m.t.HealthHold))
