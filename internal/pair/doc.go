@@ -1,0 +1,108 @@
+// Package pair is the pair state machine: it decides when a node promotes,
+// when it steps down, and how the pair never runs two actives.
+//
+// # Contract
+//
+// The machine is pure, like etcd raft's RawNode: no I/O, no goroutines, no
+// clock reads. The daemon's event loop owns one *Machine and calls
+//
+//	New(cfg, persisted, now) (*Machine, Ready, error)
+//	Step(now, event) (Ready, error)   // bad or impossible input: an error naming it, no state change
+//	Tick(now) Ready                    // at Ready.Wake at the latest
+//	Status() Status
+//
+// and carries out Ready.Actions in order. An ActPersist must be durable
+// (fsynced) before the action after it starts: that is how I1 (the epoch is
+// durable before any outward act) and I3 (persist, then claim; stop, release,
+// then persist) hold. When an action fails the daemon drops the rest of the
+// list and reports ActionFailed. Ready.Advert is what every heartbeat carries
+// from now on; when it changes the daemon sends one at once (a handover or a
+// new epoch must not wait for the next interval). When Ready.Stopped is set
+// the daemon sends one last heartbeat with the Advert and exits.
+//
+// Goroutines: none. The machine is not safe for concurrent use.
+//
+// # States
+//
+//	starting  after boot; passive until the peer is heard or startup-wait expires
+//	          (a node alone at boot promotes only after startup-wait, with the
+//	          tie-breaker's confirmation, and never when it knows it is outdated)
+//	passive   substates syncing, in-sync, outdated, inconsistent (replication)
+//	active    substates paired, alone, handing-over
+//	stopping  orderly stop without handover: runtime pausing
+//	stopped   the daemon may exit
+//
+// Maintenance is a persisted flag across states, shared through the advert
+// (a change on one node is adopted by the other; at first sight the union
+// wins): no automatic promotion, no health switchover, no election. The
+// self-fence still applies in maintenance: it is what keeps a node that was
+// not told about maintenance from meeting a second active.
+//
+// # Rules
+//
+// Promotion (I1, I5): epoch = the smallest epoch above every epoch seen that
+// this node owns (node 1 odd, node 2 even), so two nodes promoting at once
+// never share an epoch and "higher epoch wins" always leaves one. Actions:
+// persist, set replication primary, claim the VIP, start the runtime. It
+// happens when (a) the peer is silent (nothing on any path for dead-after),
+// the tie-breaker confirms (a gateway answered a probe started after the
+// silence began, nobody else answers ARP for the VIP, the witness granted if
+// configured) and this node is not outdated, inconsistent or in maintenance;
+// (b) the peer hands over (planned switchover); (c) both nodes are passive and
+// alive and this node ranks first (eligible, more data, owner of the newest
+// epoch, lower node id: both compute the same answer from the same adverts);
+// (d) the operator forces it with an explicit data-loss acknowledgement.
+//
+// Demotion: an active that hears an active peer in a higher epoch stops the
+// runtime, releases the VIP, persists, at once. A passive peer's higher epoch is
+// only remembered (it may come from a fenced term).
+//
+// Self-fence: an active that heard nothing for fence-after and holds no fresh
+// confirmation of its tie-breaker steps down. Timing.Validate enforces
+//
+//	fence-after + interval + fence-margin <= dead-after
+//	suspect-after + probe-timeout <= fence-after
+//
+// After a symmetric cut at c the active last heard the passive no later than c
+// and is fenced by c + fence-after + fence-margin; the passive last heard the
+// active no earlier than c - interval and promotes at c - interval +
+// dead-after at the earliest. The second line lets a healthy active have its
+// answer before it must fence. One-way loss (the passive stops hearing the
+// active, the active still hears the passive): every advert carries HearPeer
+// (the sender heard the receiver within suspect-after), and the active's lease
+// counts only heartbeats from a peer that hears it, so the same bound holds
+// from the moment the passive stops hearing it; an election between two
+// passives also needs both to hear each other. Residual window: a passive
+// that promoted while the active's tie-breaker still confirmed it (the
+// gateway answers both and the VIP ARP is blocked between them) meets an
+// active that demotes on its first heartbeat in the higher epoch.
+//
+// Split heartbeats: when every heartbeat path is cut but both nodes still
+// reach the gateway, the passive's ARP probe for the VIP finds it answered and
+// it does not promote (alarm split-heartbeat). If the data LAN is partitioned
+// between the nodes as well, only a witness can decide; without one both may
+// become active (the same limit as any two-node cluster without a quorum
+// device: see etcd raft's doc.go on two-member clusters).
+//
+// Freeze/thaw: ClockJump forward by fence-after or more makes an active step
+// down before acting again (its lease may have run out while frozen); if the
+// peer did not promote, the election gives the role back at once in a new
+// epoch. All tie-breaker answers older than the jump are discarded.
+//
+// Health failover: the active's data LAN (carrier, or every gateway
+// unreachable) down for health-hold while the peer advertises a healthy LAN
+// for as long starts a switchover, unless either node took the role within
+// health-cooldown (a flapping link does not bounce the role).
+//
+// Planned switchover (operator, health, or Stop on an active with an in-sync
+// peer): graceful stop of the runtime, wait for RuntimePaused, wait until the
+// peer acked every commit (ActAwaitPeerAck, Replication{PeerAckedAll}), release
+// the VIP, persist passive, advertise Handover; the peer promotes on the first
+// heartbeat carrying it. If the peer goes silent or the timeout passes before
+// the VIP is released, the runtime restarts where it was; if the handover is
+// not taken within switchover-timeout, the old active takes the role back in a
+// new epoch (higher than anything the peer may have picked meanwhile, or lower
+// and then it demotes when it hears the peer): exactly one active either way.
+//
+// Timing profiles are in Profile; Timing.Validate names each field.
+package pair
