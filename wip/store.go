@@ -808,6 +808,9 @@ func (s *Store) degrade() {
 		s.mu.Unlock()
 		return
 	}
+	// The alarm goes out before the first commit is acknowledged alone.
+	s.log.Warn("peer marked outdated; continuing alone", zap.Duration("peer_ack_timeout", s.o.PeerAckTimeout))
+	s.emit(Event{Kind: EventPeerOutdated, Detail: "peer did not ack within peer-ack-timeout; commits go on without it"})
 	s.mu.Lock()
 	s.peerOutdated = true
 	s.counters.Degradations++
@@ -820,8 +823,6 @@ func (s *Store) degrade() {
 		// that it is Outdated when it reconnects.
 		sess.close(errors.New("wip: peer did not ack within peer-ack-timeout"))
 	}
-	s.log.Warn("peer marked outdated; continuing alone", zap.Duration("peer_ack_timeout", s.o.PeerAckTimeout))
-	s.emit(Event{Kind: EventPeerOutdated, Detail: "peer did not ack within peer-ack-timeout; commits go on without it"})
 }
 
 func (s *Store) emit(e Event) {
