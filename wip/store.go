@@ -86,6 +86,10 @@ type Options struct {
 	// PebbleOptions, when set, is used as the base of the pebble options
 	// (FS is still taken from Options.FS). Benchmarks and tests tune it.
 	PebbleOptions *pebble.Options
+
+	// testSnapChunk, when set, is called by a receiving secondary after each
+	// snapshot chunk is applied; an error interrupts the snapshot there.
+	testSnapChunk func(n int) error
 }
 
 func (o *Options) fill() error {
