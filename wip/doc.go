@@ -1,2 +1,143 @@
-// Package wip is the replicated work-in-progress store (placeholder doc, replaced below).
+// Package wip is the replicated work-in-progress store of a Tandem pair: a
+// pebble database on each node, written only by the primary and replicated
+// batch by batch to the secondary (DRBD protocol C at the level of pebble
+// batches; ARCHITECTURE.md sections 4 and 5).
+//
+// # Contract
+//
+//   - Open opens the store as Secondary: reads work, Commit fails with
+//     ErrNotPrimary. Promote(epoch) makes it Primary after the epoch and the
+//     history entry (epoch, first LSN) are durable (I1, I3); it refuses with
+//     ErrNotPromotable, naming why, a store that is Inconsistent (mid-snapshot),
+//     Outdated (told by the primary that it missed commits), behind the
+//     primary it last heard, or still connected to a live primary, unless
+//     Force() is given (I5). Demote waits for in-flight commits.
+//   - A single committer goroutine takes queued batches, assigns each an LSN,
+//     extends the rolling checksum (CRC-64/ECMA over epoch, LSN, operations),
+//     and writes the user operations, one log record per LSN, and the marker
+//     (epoch, LSN, checksum) in one pebble batch committed with pebble.Sync: a
+//     group commit. The group is handed to the replication sender before the
+//     local fsync starts, so the local and the remote fsync overlap, and the
+//     committer forms the next group while this one waits for the peer's ack.
+//   - Commit returns (I2) when the batch is durable locally and, in Sync mode
+//     while the peer is not Outdated, when the peer acked it durable. Async
+//     returns after the local fsync. In Sync mode, when the oldest waiting
+//     group has waited PeerAckTimeout: Degrade persists "peer outdated",
+//     raises EventPeerOutdated, and then releases the waiters (commits go on
+//     alone); Block raises EventPeerAckTimeout and keeps them waiting. A peer
+//     that catches up again is told (InSync frame) the LSN that ends the part
+//     it missed, and clears its own Outdated flag once it holds it.
+//   - Replication: the secondary dials the peer's listener (PeerAddr) with
+//     exponential backoff (20 ms .. 2 s); the primary accepts on ListenAddr
+//     and serves one session at a time (a new one replaces the old). The
+//     dialing side is the secondary because it is the one that needs data;
+//     a primary never dials, so two primaries never replicate to each other.
+//     After the handshake the primary compares lineages and sends a plan:
+//     stream from the peer's LSN+1 if it is in the retained log; a snapshot
+//     if the peer is Inconsistent or behind the retained window; diverged if
+//     the peer committed in an epoch the primary never had at that LSN, holds
+//     LSNs the primary never committed, or its checksum differs. On
+//     divergence the secondary exports the losing suffix (its retained log
+//     records from the fork on) to dir/quarantine/q-<time>-lsn<a>-<b>.jsonl,
+//     reports ErrDiverged naming the epochs and LSN ranges (EventDiverged),
+//     marks itself Inconsistent and resyncs by snapshot (I4).
+//   - A snapshot is a pebble snapshot of the user keys at a marker LSN. The
+//     receiver persists Inconsistent and wipes its data before the first
+//     pair and clears the flag with the marker after the last, so an
+//     interrupted snapshot leaves an Inconsistent store that starts the
+//     snapshot again at the next session.
+//   - The log is retained by size (RetainBytes) and age (RetainAge); pruning
+//     happens in the commit batches, and the last pruned (epoch, LSN,
+//     checksum) is kept so the window's edge still compares.
+//   - Every rejected frame or handshake is logged with its reason, counted
+//     (Status.Counters) and reported as EventRejected; nothing of it is
+//     applied. A data frame whose checksum chain breaks ends the session.
+//
+// # Key layout (pebble keys)
+//
+//	m/marker          epoch u64 | lsn u64 | csum u64   written in every commit batch
+//	m/epoch           u64: the promoted epoch
+//	m/hist/<epoch u64> first LSN u64 of that epoch (generation identifiers)
+//	m/pruned          epoch | lsn | csum of the last pruned log record
+//	m/inconsistent    present while a snapshot is incomplete (node-local)
+//	m/outdated        present while this node knows it missed commits (node-local)
+//	m/peer-outdated   present while the primary acknowledged commits alone (node-local)
+//	l/<lsn u64>       log record: epoch u64 | csum u64 | unix_nano u64 | ops
+//	u/<user key>      user data; Get/Scan/Batch work on the part after "u/"
+//
+// Integers are big-endian. The typed helpers (jobs, checkpoints,
+// deployments, settings) keep JSON records under user keys beginning
+// "job/<id>", "ckpt/<job id>/<step>", "dep/<name>" and "set/<name>"; the
+// runtime keeps any other key space under its own prefix.
+//
+// Ops (a batch's operations; the body of log records and Data entries) are a
+// sequence of
+//
+//	kind u8 (1 set, 2 delete) | key len u32 | key | [value len u32 | value]  (set only)
+//
+// # Wire format
+//
+// Every message is one frame:
+//
+//	 0               4               8       9       10
+//	+---------------+---------------+-------+-------+----------------------+
+//	| body length   | CRC-32C       | ver   | type  | body (length bytes)  |
+//	| u32 BE        | u32 BE        | u8    | u8    |                      |
+//	+---------------+---------------+-------+-------+----------------------+
+//
+// The CRC-32C (Castagnoli) covers ver, type and body, not the length: a
+// corrupted length shows up as a checksum failure or a truncation. Bodies
+// are at most 64 MiB. These constants and the type numbers are part of the
+// format and never change meaning:
+//
+//	1 Hello     S->P  node u8 | min ver u8 | max ver u8 | nonce [32] | lineage
+//	2 Welcome   P->S  node u8 | ver u8 | ver u8 | nonce [32] | lineage | mac [32]
+//	3 Auth      S->P  mac [32]
+//	4 Plan      P->S  kind u8 (1 stream, 2 snapshot, 3 diverged) | from u64 |
+//	                  primary lsn u64 | peer outdated u8 | detail (u32 len + text)
+//	5 Data      P->S  first lsn u64 | count u32 | count x (epoch u64 | csum u64 |
+//	                  unix_nano u64 | ops (u32 len + bytes))
+//	6 SnapBegin P->S  lineage | total bytes u64 (estimate, for progress)
+//	7 SnapChunk P->S  count u32 | count x (key (u32 len + bytes) | value (u32 len + bytes))
+//	8 SnapEnd   P->S  pairs u64
+//	9 Ack       S->P  lsn u64: every LSN up to it is durable on the secondary
+//	10 InSync   P->S  lsn u64: the last LSN acknowledged without this peer
+//	11 Reject   both  reason text; the sender closes the connection
+//
+//	lineage = epoch u64 | lsn u64 | csum u64 | flags u8 (1 inconsistent, 2 outdated) |
+//	          history count u32 | count x (epoch u64 | first lsn u64)
+//
+// Handshake: Welcome's mac is HMAC-SHA256(pair key, "tandem-wip welcome",
+// Hello body, Welcome body without mac) and Auth's is HMAC-SHA256(pair key,
+// "tandem-wip auth", Hello body, whole Welcome body), each part prefixed by
+// its u32 length. Both sides contribute a random nonce, so neither message
+// can be replayed into another session. A peer without the key is rejected
+// with ErrAuth before any lineage is acted on.
+//
+// Versions: Hello is always framed as version 1 and carries the range the
+// secondary speaks; the primary picks min(both maxima) if it is not below
+// both minima, else rejects naming both ranges. Every later frame carries
+// the chosen version. A decoder accepts header versions up to its own N+1 so
+// that a version N+1 peer's Hello is read and answered at N: versions N and
+// N+1 interoperate (rolling upgrade). A version may add frame types and
+// append fields at the end of a body; a version-N decoder rejects frame
+// types it does not know, so new types are only sent when both sides speak
+// the version that defines them.
+//
+// # Goroutines
+//
+// Open starts, and Close stops (closing the listener and the session's
+// connection, then waiting on a WaitGroup):
+//   - committer: forms and writes groups; stops on Close.
+//   - supervisor: enforces PeerAckTimeout; stops on Close.
+//   - acceptLoop (ListenAddr set): accepts connections; each runs servePeer
+//     (handshake, then the sender loop) and a readAcks goroutine; they stop
+//     when the connection is closed (Close, Demote, replacement, degrade).
+//   - dialLoop (PeerAddr set): while Secondary, runSecondary per session: a
+//     frame reader goroutine and the applier; stop on connection close.
+//   - a short-lived goroutine persisting "peer no longer outdated".
+//   - ctx watcher: cancels the store's context on Close.
+//
+// Events are delivered synchronously from these goroutines: the callback
+// must not block or call back into the Store.
 package wip

@@ -54,6 +54,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	s.emit(Event{Kind: EventSnapshotStarted, Detail: fmt.Sprintf("snapshot of LSN %d, about %d bytes", l.lsn, total)})
 	s.log.Info("snapshot started", zap.Uint64("lsn", l.lsn), zap.Uint64("bytes", total))
 	var pairs uint64
+	var chunks int
 	for {
 		f, _, err := readFrame(br, nil)
 		if err != nil {
@@ -81,6 +82,12 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 				return err
 			}
 			pairs += uint64(n)
+			chunks++
+			if s.o.testSnapChunk != nil {
+				if err := s.o.testSnapChunk(chunks); err != nil {
+					return err
+				}
+			}
 			s.mu.Lock()
 			s.snapDone += int64(len(f.body))
 			s.counters.SnapshotBytesIn += uint64(len(f.body))

@@ -86,6 +86,10 @@ type Options struct {
 	// PebbleOptions, when set, is used as the base of the pebble options
 	// (FS is still taken from Options.FS). Benchmarks and tests tune it.
 	PebbleOptions *pebble.Options
+
+	// testSnapChunk, when set, is called by a receiving secondary after each
+	// snapshot chunk is applied; an error interrupts the snapshot there.
+	testSnapChunk func(n int) error
 }
 
 func (o *Options) fill() error {
@@ -808,6 +812,9 @@ func (s *Store) degrade() {
 		s.mu.Unlock()
 		return
 	}
+	// The alarm goes out before the first commit is acknowledged alone.
+	s.log.Warn("peer marked outdated; continuing alone", zap.Duration("peer_ack_timeout", s.o.PeerAckTimeout))
+	s.emit(Event{Kind: EventPeerOutdated, Detail: "peer did not ack within peer-ack-timeout; commits go on without it"})
 	s.mu.Lock()
 	s.peerOutdated = true
 	s.counters.Degradations++
@@ -820,8 +827,6 @@ func (s *Store) degrade() {
 		// that it is Outdated when it reconnects.
 		sess.close(errors.New("wip: peer did not ack within peer-ack-timeout"))
 	}
-	s.log.Warn("peer marked outdated; continuing alone", zap.Duration("peer_ack_timeout", s.o.PeerAckTimeout))
-	s.emit(Event{Kind: EventPeerOutdated, Detail: "peer did not ack within peer-ack-timeout; commits go on without it"})
 }
 
 func (s *Store) emit(e Event) {

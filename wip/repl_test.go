@@ -1,0 +1,455 @@
+package wip
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// pairT describes two stores that replicate to each other over loopback.
+type pairT struct {
+	t          *testing.T
+	dirA, dirB string
+	addrA      string
+	addrB      string
+	base       Options
+}
+
+func newPair(t *testing.T, base Options) *pairT {
+	if base.PairKey == nil {
+		base.PairKey = testKey
+	}
+	return &pairT{t: t, dirA: t.TempDir(), dirB: t.TempDir(), addrA: freeAddr(t), addrB: freeAddr(t), base: base}
+}
+
+func (p *pairT) open(node string, mod func(*Options)) *Store {
+	o := p.base
+	dir := p.dirA
+	o.NodeID, o.ListenAddr, o.PeerAddr = 1, p.addrA, p.addrB
+	if node == "b" {
+		dir = p.dirB
+		o.NodeID, o.ListenAddr, o.PeerAddr = 2, p.addrB, p.addrA
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	return openT(p.t, dir, o)
+}
+
+// waitFor polls cond on the real clock; the bound only ends a hung test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 3000; i++ {
+		if cond() {
+			return
+		}
+		clock.Sleep(context.Background(), clock.Real(), 5*time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func inSync(a *Store) func() bool {
+	return func() bool { return a.Status().PeerState == PeerInSync }
+}
+
+// kill drops the replication connection first (nothing buffered is flushed),
+// then stops the store, as a crashed process would leave its peer.
+func (s *Store) kill() {
+	s.mu.Lock()
+	sess := s.sess
+	s.mu.Unlock()
+	if sess != nil {
+		_ = sess.conn.Close()
+	}
+	_ = s.Close()
+}
+
+func TestI2SyncCommitIsOnPeerWhenAcknowledged(t *testing.T) {
+	p := newPair(t, Options{})
+	a, b := p.open("a", nil), p.open("b", nil)
+	defer a.Close()
+	defer b.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	for i := 0; i < 50; i++ {
+		k := fmt.Sprintf("k%03d", i)
+		lsn := commitKV(t, a, k, k)
+		// Protocol C: acknowledged means durable on the peer.
+		if st := b.Status(); st.DurableLSN < lsn {
+			t.Fatalf("commit %d acknowledged while the peer is at %d", lsn, st.DurableLSN)
+		}
+		mustGet(t, b, k, k)
+	}
+	st := a.Status()
+	if st.PeerAckedLSN != 50 || st.PeerState != PeerInSync || st.LagBatches != 0 {
+		t.Fatalf("primary status %+v", st)
+	}
+	if err := b.Promote(context.Background(), 2); !errors.Is(err, ErrNotPromotable) {
+		t.Fatalf("promoting a secondary connected to a live primary: %v", err)
+	}
+	// Planned switchover: demote a, promote b, a follows b.
+	if err := a.Demote(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Commit(context.Background(), a.NewBatch()); !errors.Is(err, ErrNotPrimary) {
+		t.Fatalf("commit after demote: %v", err)
+	}
+	waitFor(t, "b's session to end", func() bool { return b.Status().PeerState == PeerDisconnected })
+	if err := b.Promote(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a in sync with b", inSync(b))
+	lsn := commitKV(t, b, "after-switchover", "x")
+	if lsn != 51 {
+		t.Fatalf("lsn %d", lsn)
+	}
+	mustGet(t, a, "after-switchover", "x")
+	if st := a.Status(); st.Epoch != 2 || st.Role != Secondary {
+		t.Fatalf("a after switchover: %+v", st)
+	}
+}
+
+// writers commits from n goroutines until stop, recording what was acked.
+type writers struct {
+	mu    sync.Mutex
+	acked map[string]string
+	wg    sync.WaitGroup
+	stop  context.CancelFunc
+}
+
+func startWriters(s *Store, n, valueSize int) *writers {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &writers{acked: map[string]string{}, stop: cancel}
+	for g := 0; g < n; g++ {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				k := fmt.Sprintf("w%d/%06d", g, i)
+				v := fmt.Sprintf("%s-%s", k, bytes.Repeat([]byte("v"), valueSize))
+				b := s.NewBatch()
+				b.Set([]byte(k), []byte(v))
+				if _, err := s.Commit(ctx, b); err != nil {
+					if errors.Is(err, ErrClosed) || ctx.Err() != nil || errors.Is(err, ErrNotPrimary) {
+						return
+					}
+					continue
+				}
+				w.mu.Lock()
+				w.acked[k] = v
+				w.mu.Unlock()
+			}
+		}()
+	}
+	return w
+}
+
+func (w *writers) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+func (w *writers) snapshot() map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]string, len(w.acked))
+	for k, v := range w.acked {
+		out[k] = v
+	}
+	return out
+}
+
+func (w *writers) halt() map[string]string {
+	w.stop()
+	w.wg.Wait()
+	return w.snapshot()
+}
+
+func checkAll(t *testing.T, s *Store, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		got, ok, err := s.Get([]byte(k))
+		if err != nil || !ok || string(got) != v {
+			t.Fatalf("acknowledged %s missing: %q %v %v", k, got, ok, err)
+		}
+	}
+}
+
+// TestI2PrimaryKilledMidStream: writers on a, a is killed (connection cut
+// without flushing, then closed); every commit a acknowledged is on b, which
+// then promotes without force.
+func TestI2PrimaryKilledMidStream(t *testing.T) {
+	p := newPair(t, Options{})
+	a, b := p.open("a", nil), p.open("b", nil)
+	defer b.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	w := startWriters(a, 16, 100)
+	waitFor(t, "commits", func() bool { return w.count() > 500 })
+	before := w.snapshot()
+	a.kill()
+	acked := w.halt()
+	if len(acked) < len(before) {
+		t.Fatal("lost track of acks")
+	}
+	waitFor(t, "b to notice", func() bool { return b.Status().PeerState == PeerDisconnected })
+	checkAll(t, b, acked)
+	if err := b.Promote(context.Background(), 2); err != nil {
+		t.Fatalf("b after a's crash: %v", err)
+	}
+	t.Logf("%d commits acknowledged by a, all on b (b at LSN %d)", len(acked), b.Status().DurableLSN)
+}
+
+// TestReceiverAndSenderRestartedMidStream: under load, b is closed and reopened,
+// then a is; the pair catches up and b holds every acknowledged commit.
+func TestReceiverAndSenderRestartedMidStream(t *testing.T) {
+	p := newPair(t, Options{PeerAckTimeout: 300 * time.Millisecond})
+	a, b := p.open("a", nil), p.open("b", nil)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	w := startWriters(a, 8, 100)
+	waitFor(t, "commits", func() bool { return w.count() > 200 })
+	b.kill()
+	n := w.count()
+	waitFor(t, "more commits (degraded)", func() bool { return w.count() > n+200 })
+	if !a.Status().PeerOutdated {
+		t.Fatalf("peer not marked outdated: %+v", a.Status())
+	}
+	b = p.open("b", nil)
+	waitFor(t, "b back in sync", inSync(a))
+	acked := w.halt()
+	// In sync again: this commit returns once b holds it and all before it.
+	commitKV(t, a, "last", "1")
+	_ = a.Close()
+	waitFor(t, "b disconnected", func() bool { return b.Status().PeerState == PeerDisconnected })
+	checkAll(t, b, acked)
+	if st := b.Status(); st.Outdated {
+		t.Fatalf("b still outdated after catching up: %+v", st)
+	}
+	// The sender restarts: a reopens as secondary, is promoted again, b catches up.
+	a = p.open("a", nil)
+	defer a.Close()
+	defer b.Close()
+	if err := a.Promote(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b in sync with restarted a", inSync(a))
+	lsn := commitKV(t, a, "after-restart", "1")
+	mustGet(t, b, "after-restart", "1")
+	if st := b.Status(); st.DurableLSN != lsn {
+		t.Fatalf("b at %d, a committed %d", st.DurableLSN, lsn)
+	}
+}
+
+func TestPeerLossDegradeMarksOutdatedAndPeerLearnsIt(t *testing.T) {
+	var mu sync.Mutex
+	var events []Event
+	p := newPair(t, Options{PeerAckTimeout: 200 * time.Millisecond})
+	a := p.open("a", func(o *Options) {
+		o.Events = func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	})
+	defer a.Close()
+	b := p.open("b", nil)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "in sync", inSync(a))
+	commitKV(t, a, "one", "1")
+	b.kill()
+	two := commitKV(t, a, "two", "2") // waits PeerAckTimeout, then goes on alone
+	st := a.Status()
+	if !st.PeerOutdated || st.PeerState != PeerOutdated || st.Counters.Degradations != 1 {
+		t.Fatalf("after peer loss: %+v", st)
+	}
+	mu.Lock()
+	found := false
+	for _, e := range events {
+		found = found || e.Kind == EventPeerOutdated
+	}
+	mu.Unlock()
+	if !found {
+		t.Fatal("no peer-outdated event")
+	}
+	// b comes back as a plain store: it is told it is outdated and catches up.
+	b = openT(t, p.dirB, Options{NodeID: 2, PeerAddr: p.addrA, PairKey: testKey})
+	defer b.Close()
+	waitFor(t, "b caught up", func() bool { return b.Status().DurableLSN >= two })
+	mustGet(t, b, "two", "2")
+	waitFor(t, "b no longer outdated", func() bool { return !b.Status().Outdated })
+	if a.Status().PeerOutdated {
+		t.Fatal("a still counts b as outdated")
+	}
+}
+
+func TestPeerLossBlockWaitsForPeer(t *testing.T) {
+	p := newPair(t, Options{PeerAckTimeout: 100 * time.Millisecond, PeerLoss: Block})
+	a := p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	b := a.NewBatch()
+	b.Set([]byte("k"), []byte("v"))
+	if _, err := a.Commit(ctx, b); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("block mode without a peer: %v", err)
+	}
+	if st := a.Status(); st.PeerOutdated || st.LagBatches != 1 {
+		t.Fatalf("block mode status %+v", st)
+	}
+	done := make(chan error, 1)
+	go func() {
+		b := a.NewBatch()
+		b.Set([]byte("k2"), []byte("v"))
+		_, err := a.Commit(context.Background(), b)
+		done <- err
+	}()
+	sb := p.open("b", nil)
+	defer sb.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, sb, "k", "v")
+	mustGet(t, sb, "k2", "v")
+}
+
+func TestAsyncModeShowsLagAndCatchesUp(t *testing.T) {
+	p := newPair(t, Options{Mode: Async})
+	a := p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		commitKV(t, a, fmt.Sprint(i), "v") // no peer: async never waits
+	}
+	if st := a.Status(); st.LagBatches != 20 || st.PeerOutdated {
+		t.Fatalf("async status %+v", st)
+	}
+	b := p.open("b", nil)
+	defer b.Close()
+	waitFor(t, "caught up", func() bool { return a.Status().PeerAckedLSN == 20 })
+	mustGet(t, b, "19", "v")
+	if st := a.Status(); st.LagBatches != 0 {
+		t.Fatalf("lag after catch-up: %+v", st)
+	}
+}
+
+func TestWrongPairKeyRejectedNothingApplied(t *testing.T) {
+	p := newPair(t, Options{})
+	a := p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	a2 := a
+	_ = a2
+	b := p.open("b", func(o *Options) { o.PairKey = []byte("another-key-of-32-bytes-xxxxxxxx") })
+	defer b.Close()
+	waitFor(t, "rejections counted", func() bool {
+		return a.Status().Counters.RejectedAuth > 0 || b.Status().Counters.RejectedAuth > 0
+	})
+	if st := b.Status(); st.DurableLSN != 0 || st.PeerState != PeerDisconnected {
+		t.Fatalf("b with the wrong key: %+v", st)
+	}
+	if st := b.Status(); st.LastError == "" || !contains(st.LastError, "pair key") {
+		t.Fatalf("rejection reason: %q", st.LastError)
+	}
+}
+
+// TestI4DivergenceLandsInQuarantine: a and b both commit in epochs the other
+// never saw; b, reconnecting as secondary, exports its suffix and resyncs.
+func TestI4DivergenceLandsInQuarantine(t *testing.T) {
+	p := newPair(t, Options{PeerAckTimeout: 100 * time.Millisecond})
+	a, b := p.open("a", nil), p.open("b", nil)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "in sync", inSync(a))
+	for i := 0; i < 5; i++ {
+		commitKV(t, a, fmt.Sprint("common", i), "c")
+	}
+	a.Close()
+	b.Close()
+	// Split brain: each promotes alone.
+	bo := openT(t, p.dirB, Options{Mode: Async})
+	if err := bo.Promote(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		commitKV(t, bo, fmt.Sprint("b-only", i), "b")
+	}
+	bo.Close()
+	ao := openT(t, p.dirA, Options{Mode: Async, ListenAddr: p.addrA, PairKey: testKey})
+	defer ao.Close()
+	if err := ao.Promote(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		commitKV(t, ao, fmt.Sprint("a-only", i), "a")
+	}
+	var mu sync.Mutex
+	var div *Event
+	b = p.open("b", func(o *Options) {
+		o.Events = func(e Event) {
+			if e.Kind == EventDiverged {
+				mu.Lock()
+				div = &e
+				mu.Unlock()
+			}
+		}
+	})
+	defer b.Close()
+	waitFor(t, "b resynced", func() bool { return b.Status().DurableLSN == 9 && !b.Status().Inconsistent })
+	mu.Lock()
+	defer mu.Unlock()
+	if div == nil {
+		t.Fatal("no divergence event")
+	}
+	msg := div.Err.Error()
+	for _, want := range []string{"LSN 6..8", "epochs [2]", "epoch 3"} {
+		if !contains(msg, want) {
+			t.Errorf("divergence error %q does not name %q", msg, want)
+		}
+	}
+	q, err := os.ReadFile(div.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(div.File) != filepath.Join(p.dirB, "quarantine") || !bytes.Contains(q, []byte(`"lsn":8`)) ||
+		bytes.Count(q, []byte("\n")) != 4 {
+		t.Fatalf("quarantine file %s:\n%s", div.File, q)
+	}
+	mustGet(t, b, "a-only3", "a")
+	if _, ok, _ := b.Get([]byte("b-only0")); ok {
+		t.Fatal("b's losing suffix still in its store")
+	}
+	t.Logf("quarantined: %s", msg)
+}
