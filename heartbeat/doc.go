@@ -25,6 +25,13 @@
 //     sender for a state change), Events is fed through an internal queue
 //     so a slow reader never stalls a receiver.
 //
+//   - A process that was stopped or starved (SIGSTOP, paused VM) wakes up
+//     with the peer's datagrams still queued in its sockets: when the
+//     detector's timer fires more than an Interval late, verdicts wait one
+//     more Interval so the receivers read them first (LateWakeups counts
+//     it). The frozen node itself must still learn the peer's epoch from
+//     those datagrams before acting: that is the state machine's part.
+//
 // # Goroutines
 //
 // Run starts and owns all of them and returns after every one has ended:

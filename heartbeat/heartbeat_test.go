@@ -309,3 +309,92 @@ func TestRunTwiceIsRefused(t *testing.T) {
 		t.Fatalf("Run after Close: %v, want ErrRunning", err)
 	}
 }
+
+// TestLateWakeupReadsQueuedDatagramsBeforeJudging: the clock jumps 10 s
+// past the detector's deadline (the process was stopped) and the peer's
+// datagram is read just after the wake-up, as a datagram queued in the
+// socket is. The detector must not call the peer silent; with nothing
+// read, it does, one interval later.
+func TestLateWakeupReadsQueuedDatagramsBeforeJudging(t *testing.T) {
+	ca, cb, pa, _ := udpPair(t, 1)
+	clk := clock.NewManual(t0)
+	cfg := testConfig(t, 1, pa, clk)
+	a := newWithConns(cfg, ca)
+	run(t, a)
+	dest := pa[0].Local
+	mac := hmac.New(sha256.New, testKey)
+	seq := uint64(0)
+	send := func() {
+		t.Helper()
+		seq++
+		f := frame{NodeID: 2, PairID: 42, BootID: 5, Seq: seq, Round: seq, Payload: Payload{Epoch: 1}}
+		if _, err := cb[0].WriteToUDPAddrPort(encode(nil, mac, &f, dest), dest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if clock.Sleep(ctx, clock.Real(), time.Millisecond) != nil {
+				t.Fatalf("never: %s", what)
+			}
+		}
+	}
+	var seen []string
+	send()
+	for _, k := range []EventKind{PathUp, PeerAlive} {
+		if e := <-a.Events(); e.Kind != k {
+			t.Fatalf("got %s, want %s", e, k)
+		}
+	}
+	// The watcher has ticked after the datagram and armed its timer.
+	waitFor("watcher armed", func() bool { return clk.Pending() >= 2 })
+
+	lateWake := func(n uint64) {
+		t.Helper()
+		clk.Set(clk.Now().Add(10 * time.Second))
+		clk.Advance(0) // the overdue deadline fires, 10 s late
+		waitFor("late wake-up counted and grace armed", func() bool { return a.LateWakeups() == n && clk.Pending() >= 2 })
+	}
+	lateWake(1)
+	send() // read during the grace, stamped after the wake-up
+	waitReceived(t, a, 2)
+	ticks := a.ticks.Load()
+	clk.Advance(cfg.Interval) // the grace ends: judge
+	waitFor("tick after the grace", func() bool { return a.ticks.Load() > ticks })
+	assertNoEvents(t, a, &seen)
+	if _, alive := a.Peer(); !alive {
+		t.Fatal("peer judged silent although its datagram was queued")
+	}
+
+	// Control: nothing read during the grace: silent when it ends.
+	waitFor("watcher armed", func() bool { return clk.Pending() >= 2 })
+	lateWake(2)
+	ticks = a.ticks.Load()
+	clk.Advance(cfg.Interval)
+	waitFor("tick after the grace", func() bool { return a.ticks.Load() > ticks })
+	select {
+	case e := <-a.Events():
+		if e.Kind != PathDown {
+			t.Fatalf("got %s, want path-down then peer-silent", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("no verdict after the grace")
+	}
+	if e := <-a.Events(); e.Kind != PeerSilent {
+		t.Fatalf("got %s, want peer-silent", e)
+	}
+}
+
+func waitReceived(t *testing.T, h *Heartbeat, n uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for h.Stats()[0].Received < n {
+		if clock.Sleep(ctx, clock.Real(), time.Millisecond) != nil {
+			t.Fatalf("received %d, want %d", h.Stats()[0].Received, n)
+		}
+	}
+}
