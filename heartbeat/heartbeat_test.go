@@ -398,3 +398,30 @@ func waitReceived(t *testing.T, h *Heartbeat, n uint64) {
 		}
 	}
 }
+
+// TestNewOverIPv6Loopback goes through New (socket options, IPv6 traffic
+// class) on ::1.
+func TestNewOverIPv6Loopback(t *testing.T) {
+	free := func() netip.AddrPort {
+		c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[::1]:0")))
+		if err != nil {
+			t.Fatalf("no IPv6 loopback: %v", err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	la, lb := free(), free()
+	a, err := New(testConfig(t, 1, []Path{{Name: "lan", Local: la, Remote: lb}}, clock.Real()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(testConfig(t, 2, []Path{{Name: "lan", Local: lb, Remote: la}}, clock.Real()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, a)
+	run(t, b)
+	var seen []string
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	waitEvent(t, b.Events(), PeerAlive, &seen)
+}
