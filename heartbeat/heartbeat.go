@@ -373,7 +373,7 @@ func (h *Heartbeat) sender(ctx context.Context) {
 	mac := hmac.New(sha256.New, h.cfg.Key)
 	seqs := make([]uint64, len(h.conns))
 	round := uint64(0)
-	buf := make([]byte, 0, FrameLen)
+	buf := make([]byte, 0, FrameLen+18) // room for the destination (see sum)
 	logged := make([]bool, len(h.conns))
 	for {
 		now := h.clk.Now()
@@ -421,7 +421,7 @@ func (h *Heartbeat) receiver(ctx context.Context, i int) {
 	p := h.cfg.Paths[i]
 	mac := hmac.New(sha256.New, h.cfg.Key)
 	buf := make([]byte, MaxFrameLen+1)
-	scratch := make([]byte, 0, sha256.Size)
+	scratch := make([]byte, 0, 18+MACLen)
 	remote := netip.AddrPortFrom(p.Remote.Addr().Unmap(), p.Remote.Port())
 	var evs []Event
 	for {

@@ -425,3 +425,36 @@ func TestNewOverIPv6Loopback(t *testing.T) {
 	waitEvent(t, a.Events(), PeerAlive, &seen)
 	waitEvent(t, b.Events(), PeerAlive, &seen)
 }
+
+// TestPeerRestartIsReported: b is stopped and started again on the same
+// addresses (a new run, a larger boot id): a reports PeerRestarted, then
+// PeerAlive, and drops nothing as a replay.
+func TestPeerRestartIsReported(t *testing.T) {
+	ca, cb, pa, pb := udpPair(t, 1)
+	a := newWithConns(testConfig(t, 1, pa, clock.Real()), ca)
+	run(t, a)
+	cfgB := testConfig(t, 2, pb, clock.Real())
+	cfgB.BootID = 100
+	b := newWithConns(cfgB, cb)
+	ctx, stopB := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	var seen []string
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	stopB()
+	<-done // its socket is closed: the address is free again
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(pb[0].Local))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgB.BootID = 101
+	run(t, newWithConns(cfgB, []*net.UDPConn{c}))
+	e := waitEvent(t, a.Events(), PeerRestarted, &seen)
+	if e.BootID != 101 || e.OldBootID != 100 {
+		t.Fatalf("restart event %s", e)
+	}
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	if d := a.Stats()[0].Dropped; d != (Drops{}) {
+		t.Fatalf("drops %+v across an honest restart", d)
+	}
+}
