@@ -375,12 +375,12 @@ func (h *Heartbeat) sender(ctx context.Context) {
 	round := uint64(0)
 	buf := make([]byte, 0, FrameLen+18) // room for the destination (see sum)
 	logged := make([]bool, len(h.conns))
+	type echo struct{ tx, hold uint64 }
+	echoes := make([]echo, len(h.conns))
 	for {
 		now := h.clk.Now()
 		h.mu.Lock()
 		payload := h.payload
-		type echo struct{ tx, hold uint64 }
-		echoes := make([]echo, len(h.conns))
 		for i := range echoes {
 			echoes[i].tx, echoes[i].hold = h.det.echo(i, now)
 		}
@@ -422,7 +422,9 @@ func (h *Heartbeat) receiver(ctx context.Context, i int) {
 	mac := hmac.New(sha256.New, h.cfg.Key)
 	buf := make([]byte, MaxFrameLen+1)
 	scratch := make([]byte, 0, 18+MACLen)
-	remote := netip.AddrPortFrom(p.Remote.Addr().Unmap(), p.Remote.Port())
+	// Compared without zone: a link-local peer's source carries the
+	// receiving interface as its zone, the configured Remote may not.
+	remote := netip.AddrPortFrom(p.Remote.Addr().Unmap().WithZone(""), p.Remote.Port())
 	var evs []Event
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
@@ -434,7 +436,7 @@ func (h *Heartbeat) receiver(ctx context.Context, i int) {
 			continue
 		}
 		now := h.clk.Now()
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		from = netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port())
 		evs, err = h.receive(i, buf[:n], from, remote, now, mac, scratch, evs[:0])
 		if err != nil {
 			h.log.Debug("datagram dropped", zap.String("path", p.Name), zap.Stringer("from", from), zap.Error(err))
