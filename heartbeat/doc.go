@@ -8,22 +8,33 @@
 //   - A Heartbeat never decides a role. It reports PeerAlive (with the
 //     peer's latest Payload), PeerSilent, PathDown, PathUp and
 //     PeerRestarted, in order, on Events.
+//
 //   - The peer is silent when no valid heartbeat arrived on ANY path for
 //     Config.DeadAfter (or none at all within DeadAfter of Run's start). A
 //     single path that falls silent for Config.PathDeadAfter (default
 //     DeadAfter) is a PathDown: an alarm, not a failover.
+//
 //   - Only authenticated, fresh datagrams count. A datagram that is
 //     malformed, comes from a stranger (another pair id, our own node id, a
 //     source other than the path's Remote), fails its HMAC, or replays a
 //     sequence number or an older boot id is dropped and counted per path
 //     (Stats) and changes no verdict.
+//
 //   - The detector (detector.go) is pure: it takes receive times and is
 //     ticked at the deadlines it announces, so it is tested on the manual
 //     clock; the I/O around it uses the injected Clock for every timer.
+//
 //   - Send and receive run on their own goroutines and never wait for
 //     disk or replication: Publish only stores the payload (and wakes the
 //     sender for a state change), Events is fed through an internal queue
 //     so a slow reader never stalls a receiver.
+//
+//   - A process that was stopped or starved (SIGSTOP, paused VM) wakes up
+//     with the peer's datagrams still queued in its sockets: when the
+//     detector's timer fires more than an Interval late, verdicts wait one
+//     more Interval so the receivers read them first (LateWakeups counts
+//     it). The frozen node itself must still learn the peer's epoch from
+//     those datagrams before acting: that is the state machine's part.
 //
 // # Goroutines
 //

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -172,6 +173,9 @@ type Heartbeat struct {
 	rearm   chan struct{} // cap 1: a verdict turned alive; watch recomputes its deadline
 	q       *eventQueue
 
+	graces atomic.Uint64 // late wake-ups that postponed a verdict
+	ticks  atomic.Uint64 // detector ticks done (tests wait on it)
+
 	runMu     sync.Mutex
 	ran       bool
 	closeOnce sync.Once
@@ -309,6 +313,11 @@ func (h *Heartbeat) Peer() (Payload, bool) {
 	return h.det.lastPayload, h.det.peer == alive
 }
 
+// LateWakeups counts the times the detector woke up more than an Interval
+// after its deadline (the process was stopped or starved) and postponed
+// its verdicts by one Interval so queued datagrams could be read first.
+func (h *Heartbeat) LateWakeups() uint64 { return h.graces.Load() }
+
 // Run sends and receives until ctx ends, then closes the sockets and the
 // Events channel and returns ctx's error. It may be called once.
 func (h *Heartbeat) Run(ctx context.Context) error {
@@ -364,14 +373,14 @@ func (h *Heartbeat) sender(ctx context.Context) {
 	mac := hmac.New(sha256.New, h.cfg.Key)
 	seqs := make([]uint64, len(h.conns))
 	round := uint64(0)
-	buf := make([]byte, 0, FrameLen)
+	buf := make([]byte, 0, FrameLen+18) // room for the destination (see sum)
 	logged := make([]bool, len(h.conns))
+	type echo struct{ tx, hold uint64 }
+	echoes := make([]echo, len(h.conns))
 	for {
 		now := h.clk.Now()
 		h.mu.Lock()
 		payload := h.payload
-		type echo struct{ tx, hold uint64 }
-		echoes := make([]echo, len(h.conns))
 		for i := range echoes {
 			echoes[i].tx, echoes[i].hold = h.det.echo(i, now)
 		}
@@ -412,8 +421,10 @@ func (h *Heartbeat) receiver(ctx context.Context, i int) {
 	p := h.cfg.Paths[i]
 	mac := hmac.New(sha256.New, h.cfg.Key)
 	buf := make([]byte, MaxFrameLen+1)
-	scratch := make([]byte, 0, sha256.Size)
-	remote := netip.AddrPortFrom(p.Remote.Addr().Unmap(), p.Remote.Port())
+	scratch := make([]byte, 0, 18+MACLen)
+	// Compared without zone: a link-local peer's source carries the
+	// receiving interface as its zone, the configured Remote may not.
+	remote := netip.AddrPortFrom(p.Remote.Addr().Unmap().WithZone(""), p.Remote.Port())
 	var evs []Event
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
@@ -425,7 +436,7 @@ func (h *Heartbeat) receiver(ctx context.Context, i int) {
 			continue
 		}
 		now := h.clk.Now()
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		from = netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port())
 		evs, err = h.receive(i, buf[:n], from, remote, now, mac, scratch, evs[:0])
 		if err != nil {
 			h.log.Debug("datagram dropped", zap.String("path", p.Name), zap.Stringer("from", from), zap.Error(err))
@@ -471,23 +482,43 @@ func (h *Heartbeat) receive(i int, b []byte, from, remote netip.AddrPort, now ti
 }
 
 // watch turns the detector's deadlines into verdicts.
+//
+// A wake-up much later than the deadline it slept for means this process
+// was not running (SIGSTOP, a paused VM, a starved host): the peer's
+// datagrams of that time may be waiting in our sockets. Judging at once
+// would call a live peer silent, so watch first gives the receivers one
+// Interval to drain them (once per late wake-up), then judges.
 func (h *Heartbeat) watch(ctx context.Context) {
 	var evs []Event
+	var scheduled time.Time // deadline the last timer was armed for
 	for {
+		if now := h.clk.Now(); !scheduled.IsZero() && now.Sub(scheduled) > h.cfg.Interval {
+			h.log.Warn("late wake-up: giving the receivers one interval before judging the peer",
+				zap.Duration("late", now.Sub(scheduled)))
+			h.graces.Add(1)
+			scheduled = time.Time{}
+			if !h.sleep(ctx, h.cfg.Interval) {
+				return
+			}
+			continue
+		}
+		now := h.clk.Now()
 		h.mu.Lock()
-		evs = h.det.tick(h.clk.Now(), evs[:0])
+		evs = h.det.tick(now, evs[:0])
 		next := h.det.next()
 		h.mu.Unlock()
 		h.q.push(evs)
+		h.ticks.Add(1)
 		// With every verdict dead only a datagram can change one (and it
 		// rearms us); re-check each DeadAfter anyway.
 		wait := h.cfg.DeadAfter
 		if !next.IsZero() {
-			wait = next.Sub(h.clk.Now())
+			wait = next.Sub(now)
 		}
 		if wait <= 0 {
 			continue
 		}
+		scheduled = now.Add(wait)
 		t := h.clk.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -495,7 +526,14 @@ func (h *Heartbeat) watch(ctx context.Context) {
 			return
 		case <-t.C():
 		case <-h.rearm:
+			// Keep scheduled: woken before it, this is not late; a rearm
+			// seen only after an overdue deadline still is.
 			t.Stop()
 		}
 	}
+}
+
+// sleep waits d on the clock; false if ctx ended first.
+func (h *Heartbeat) sleep(ctx context.Context, d time.Duration) bool {
+	return clock.Sleep(ctx, h.clk, d) == nil
 }

@@ -309,3 +309,152 @@ func TestRunTwiceIsRefused(t *testing.T) {
 		t.Fatalf("Run after Close: %v, want ErrRunning", err)
 	}
 }
+
+// TestLateWakeupReadsQueuedDatagramsBeforeJudging: the clock jumps 10 s
+// past the detector's deadline (the process was stopped) and the peer's
+// datagram is read just after the wake-up, as a datagram queued in the
+// socket is. The detector must not call the peer silent; with nothing
+// read, it does, one interval later.
+func TestLateWakeupReadsQueuedDatagramsBeforeJudging(t *testing.T) {
+	ca, cb, pa, _ := udpPair(t, 1)
+	clk := clock.NewManual(t0)
+	cfg := testConfig(t, 1, pa, clk)
+	a := newWithConns(cfg, ca)
+	run(t, a)
+	dest := pa[0].Local
+	mac := hmac.New(sha256.New, testKey)
+	seq := uint64(0)
+	send := func() {
+		t.Helper()
+		seq++
+		f := frame{NodeID: 2, PairID: 42, BootID: 5, Seq: seq, Round: seq, Payload: Payload{Epoch: 1}}
+		if _, err := cb[0].WriteToUDPAddrPort(encode(nil, mac, &f, dest), dest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if clock.Sleep(ctx, clock.Real(), time.Millisecond) != nil {
+				t.Fatalf("never: %s", what)
+			}
+		}
+	}
+	var seen []string
+	send()
+	for _, k := range []EventKind{PathUp, PeerAlive} {
+		if e := <-a.Events(); e.Kind != k {
+			t.Fatalf("got %s, want %s", e, k)
+		}
+	}
+	// The watcher has ticked after the datagram and armed its timer.
+	waitFor("watcher armed", func() bool { return clk.Pending() >= 2 })
+
+	lateWake := func(n uint64) {
+		t.Helper()
+		clk.Set(clk.Now().Add(10 * time.Second))
+		clk.Advance(0) // the overdue deadline fires, 10 s late
+		waitFor("late wake-up counted and grace armed", func() bool { return a.LateWakeups() == n && clk.Pending() >= 2 })
+	}
+	lateWake(1)
+	send() // read during the grace, stamped after the wake-up
+	waitReceived(t, a, 2)
+	ticks := a.ticks.Load()
+	clk.Advance(cfg.Interval) // the grace ends: judge
+	waitFor("tick after the grace", func() bool { return a.ticks.Load() > ticks })
+	assertNoEvents(t, a, &seen)
+	if _, alive := a.Peer(); !alive {
+		t.Fatal("peer judged silent although its datagram was queued")
+	}
+
+	// Control: nothing read during the grace: silent when it ends.
+	waitFor("watcher armed", func() bool { return clk.Pending() >= 2 })
+	lateWake(2)
+	ticks = a.ticks.Load()
+	clk.Advance(cfg.Interval)
+	waitFor("tick after the grace", func() bool { return a.ticks.Load() > ticks })
+	select {
+	case e := <-a.Events():
+		if e.Kind != PathDown {
+			t.Fatalf("got %s, want path-down then peer-silent", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("no verdict after the grace")
+	}
+	if e := <-a.Events(); e.Kind != PeerSilent {
+		t.Fatalf("got %s, want peer-silent", e)
+	}
+}
+
+func waitReceived(t *testing.T, h *Heartbeat, n uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for h.Stats()[0].Received < n {
+		if clock.Sleep(ctx, clock.Real(), time.Millisecond) != nil {
+			t.Fatalf("received %d, want %d", h.Stats()[0].Received, n)
+		}
+	}
+}
+
+// TestNewOverIPv6Loopback goes through New (socket options, IPv6 traffic
+// class) on ::1.
+func TestNewOverIPv6Loopback(t *testing.T) {
+	free := func() netip.AddrPort {
+		c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[::1]:0")))
+		if err != nil {
+			t.Fatalf("no IPv6 loopback: %v", err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	la, lb := free(), free()
+	a, err := New(testConfig(t, 1, []Path{{Name: "lan", Local: la, Remote: lb}}, clock.Real()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(testConfig(t, 2, []Path{{Name: "lan", Local: lb, Remote: la}}, clock.Real()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, a)
+	run(t, b)
+	var seen []string
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	waitEvent(t, b.Events(), PeerAlive, &seen)
+}
+
+// TestPeerRestartIsReported: b is stopped and started again on the same
+// addresses (a new run, a larger boot id): a reports PeerRestarted, then
+// PeerAlive, and drops nothing as a replay.
+func TestPeerRestartIsReported(t *testing.T) {
+	ca, cb, pa, pb := udpPair(t, 1)
+	a := newWithConns(testConfig(t, 1, pa, clock.Real()), ca)
+	run(t, a)
+	cfgB := testConfig(t, 2, pb, clock.Real())
+	cfgB.BootID = 100
+	b := newWithConns(cfgB, cb)
+	ctx, stopB := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	var seen []string
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	stopB()
+	<-done // its socket is closed: the address is free again
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(pb[0].Local))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgB.BootID = 101
+	run(t, newWithConns(cfgB, []*net.UDPConn{c}))
+	e := waitEvent(t, a.Events(), PeerRestarted, &seen)
+	if e.BootID != 101 || e.OldBootID != 100 {
+		t.Fatalf("restart event %s", e)
+	}
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	if d := a.Stats()[0].Dropped; d != (Drops{}) {
+		t.Fatalf("drops %+v across an honest restart", d)
+	}
+}

@@ -89,6 +89,26 @@ func (n *labNode) until(t *testing.T, what string, pred func(Event) bool, never 
 	}
 }
 
+// quiet reads n's events for d of real time and fails on any of kinds never.
+func (n *labNode) quiet(t *testing.T, d time.Duration, never ...EventKind) {
+	t.Helper()
+	tm := clock.Real().NewTimer(d)
+	defer tm.Stop()
+	for {
+		select {
+		case e := <-n.evs:
+			t.Logf("event %s", e)
+			for _, k := range never {
+				if e.Kind == k {
+					t.Fatalf("%s during a quiet period", e)
+				}
+			}
+		case <-tm.C():
+			return
+		}
+	}
+}
+
 func is(k EventKind, path string) func(Event) bool {
 	return func(e Event) bool { return e.Kind == k && (path == "" || e.Path == path) }
 }
@@ -150,6 +170,24 @@ func TestLabPathLossAndPeerSilence(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.until(t, "ha1 up again at b", is(PathUp, "ha1"), PeerSilent)
+
+	// 5 % loss on what a sends on ha1 (where keepalived's fastest setting
+	// took over spuriously): no verdict may change. A PathDown would need
+	// dead-after / interval = 8 consecutive losses, p ~ 4e-11 per datagram.
+	imp, err := l.Impair(ctx, lab.NodeA, lab.HA1If, lab.Impairment{Loss: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.quiet(t, 3*time.Second, PathDown, PeerSilent)
+	for _, s := range b.h.Stats() {
+		t.Logf("MEASURE under 5%% loss on a/ha1: path %s loss %.3f (last 64) rtt %v up %v", s.Name, s.Loss, s.RTT, s.Up)
+		if !s.Up {
+			t.Errorf("path %s down under 5%% loss", s.Name)
+		}
+	}
+	if err := imp.Clear(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Every cable of a: silence at b.
 	var all *lab.Fault

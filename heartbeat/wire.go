@@ -109,13 +109,21 @@ func destBytes(dst *[18]byte, dest netip.AddrPort) {
 }
 
 // sum computes the MAC of body for dest with m (an HMAC-SHA256 keyed with
-// the pair key), appending it to out.
+// the pair key), appending it to out. The destination is written after the
+// body through out's spare capacity when it has room, so the hot path does
+// not allocate.
 func sum(m hash.Hash, body []byte, dest netip.AddrPort, out []byte) []byte {
-	var d [18]byte
-	destBytes(&d, dest)
 	m.Reset()
 	m.Write(body)
-	m.Write(d[:])
+	if cap(out)-len(out) >= 18+MACLen {
+		d := (*[18]byte)(out[len(out) : len(out)+18])
+		destBytes(d, dest)
+		m.Write(d[:])
+	} else {
+		var d [18]byte
+		destBytes(&d, dest)
+		m.Write(d[:])
+	}
 	return m.Sum(out)
 }
 

@@ -36,6 +36,7 @@
 package tiebreak
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -272,14 +273,12 @@ func (g *Gateway) readARP(ctx context.Context, deadline time.Time) (map[netip.Ad
 		}
 		// A reply to our request: from a gateway, to our MAC. Replies to
 		// the peer's probes (flooded by a switch) must not count for us.
-		if p.Operation == arp.OperationReply && want[p.SenderIP] && bytesEqual(p.TargetHardwareAddr, g.mac) {
+		if p.Operation == arp.OperationReply && want[p.SenderIP] && bytes.Equal(p.TargetHardwareAddr, g.mac) {
 			answered[p.SenderIP] = true
 		}
 	}
 	return answered, nil
 }
-
-func bytesEqual(a, b net.HardwareAddr) bool { return a.String() == b.String() }
 
 func (g *Gateway) probeWitness(ctx context.Context, deadline time.Time) (bool, error) {
 	switch g.wit.kind {

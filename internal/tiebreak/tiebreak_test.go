@@ -1,8 +1,10 @@
 package tiebreak
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 func TestConfigErrorsNameTheField(t *testing.T) {
@@ -99,4 +103,47 @@ func TestWatchdogOnAPlainFileAndMissingDevice(t *testing.T) {
 	if _, err := OpenWatchdog(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrWatchdog) || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("missing device: %v", err)
 	}
+}
+
+// TestRunProbesAtOnceThenEveryInterval drives Run on the manual clock with a
+// TCP witness on loopback (no root needed: no gateways, no ARP socket).
+func TestRunProbesAtOnceThenEveryInterval(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	clk := clock.NewManual(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	g, err := NewGateway(Config{Interface: "lo", Witness: "tcp:" + ln.Addr().String(),
+		Interval: time.Second, Timeout: 500 * time.Millisecond, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make(chan Result, 4)
+	done := make(chan struct{})
+	go func() { g.Run(ctx, func(r Result) { results <- r }); close(done) }()
+	r := <-results
+	if !r.Reachable || !r.Witness || r.Err != nil || !r.At.Equal(clk.Now()) {
+		t.Fatalf("first round: %+v", r)
+	}
+	if err := clk.WaitForTimers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Second)
+	if r := <-results; !r.Reachable || r.At.Sub(clk.Now()) != 0 {
+		t.Fatalf("second round: %+v", r)
+	}
+	cancel()
+	<-done
 }
