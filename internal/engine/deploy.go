@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -370,9 +369,3 @@ func (e *Engine) runConnectorStarter(ctx context.Context, d *deployment, o *orch
 	}
 }
 
-// sortedIDs is a helper for reports.
-func sortedIDs(m map[string]*liveJob) []string {
-	ids := slices.Collect(maps.Keys(m))
-	sort.Strings(ids)
-	return ids
-}
