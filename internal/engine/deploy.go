@@ -368,4 +368,3 @@ func (e *Engine) runConnectorStarter(ctx context.Context, d *deployment, o *orch
 		backoff = min(2*backoff, 30*time.Second)
 	}
 }
-
