@@ -16,7 +16,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean
+.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime
 
 all: check
 
@@ -44,6 +44,10 @@ test: deps fmt vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The runtime's jobs/s and checkpoints/s on real pebble (fsync per commit).
+bench-runtime:
+	$(GO) test -run '^$$' -bench BenchmarkRuntime -benchtime $${JOBS:-2000}x ./internal/engine/ | grep -E '^(runtime-bench|Benchmark)'
 
 fuzz:
 	@test/scripts/fuzz.sh $(FUZZTIME)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -368,11 +367,4 @@ func (e *Engine) runConnectorStarter(ctx context.Context, d *deployment, o *orch
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
-}
-
-// sortedIDs is a helper for reports.
-func sortedIDs(m map[string]*liveJob) []string {
-	ids := slices.Collect(maps.Keys(m))
-	sort.Strings(ids)
-	return ids
 }

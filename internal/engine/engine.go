@@ -117,9 +117,10 @@ type Options struct {
 
 // Engine states.
 const (
-	StateStopped = "stopped"
-	StateRunning = "running"
-	StatePausing = "pausing"
+	StateStopped  = "stopped"
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StatePausing  = "pausing"
 )
 
 // Engine runs jobs. Create with New; Start on promotion; Pause or Stop on
@@ -230,6 +231,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.mu.Unlock()
 		return fmt.Errorf("%w: Start while %s", ErrState, e.state)
 	}
+	e.state = StateStarting
 	e.jobCtx, e.jobStop = context.WithCancel(context.WithoutCancel(ctx))
 	e.mu.Unlock()
 
@@ -273,6 +275,11 @@ func (e *Engine) Start(ctx context.Context) error {
 		return e.abortStart(fmt.Errorf("engine: loading jobs: %w", err))
 	}
 	sort.Slice(resume, func(i, j int) bool { return resume[i].Created.Before(resume[j].Created) })
+	// Running from here on: launch accepts jobs only while running, so a
+	// Pause that saw the state change knows no job goroutine starts after.
+	e.mu.Lock()
+	e.state = StateRunning
+	e.mu.Unlock()
 	for _, j := range resume {
 		j.Resumptions++
 		j.Status = StatusRunning
@@ -285,7 +292,6 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.launch(j)
 	}
 	e.mu.Lock()
-	e.state = StateRunning
 	for _, d := range e.deps {
 		e.startStarters(d)
 	}
@@ -298,7 +304,7 @@ func (e *Engine) abortStart(err error) error {
 	e.mu.Lock()
 	e.state = StatePausing
 	e.mu.Unlock()
-	e.shutdown(0, true)
+	e.shutdown()
 	return err
 }
 
@@ -309,6 +315,12 @@ func (e *Engine) launch(j *jobRecord) *liveJob {
 	if old, ok := e.jobs[j.ID]; ok {
 		e.mu.Unlock()
 		return old
+	}
+	if e.state != StateRunning {
+		// Committed while a pause began: the record is the handover.
+		e.mu.Unlock()
+		close(lj.done)
+		return lj
 	}
 	e.jobs[j.ID] = lj
 	ctx := e.jobCtx
@@ -566,7 +578,7 @@ func (e *Engine) Pause(ctx context.Context) (PauseReport, error) {
 	e.mu.Lock()
 	handed := slices.Sorted(maps.Keys(e.jobs))
 	e.mu.Unlock()
-	e.shutdown(0, false)
+	e.shutdown()
 	<-all
 	rep := PauseReport{HandedOver: handed, Forced: forced, Took: e.clk.Since(start)}
 	for _, id := range before {
@@ -598,14 +610,14 @@ func (e *Engine) Stop() error {
 	n := len(e.jobs)
 	e.mu.Unlock()
 	e.stopStarters()
-	e.shutdown(0, true)
+	e.shutdown()
 	e.event(fmt.Sprintf("runtime stopped: %d jobs handed over", n))
 	return nil
 }
 
-// shutdown cancels the jobs, waits for their goroutines and marks the
-// engine stopped; closeConns also forgets the deployments.
-func (e *Engine) shutdown(_ time.Duration, closeConns bool) {
+// shutdown cancels the jobs, waits for their goroutines, closes the
+// connections and marks the engine stopped.
+func (e *Engine) shutdown() {
 	e.mu.Lock()
 	stop := e.jobStop
 	e.mu.Unlock()
@@ -623,7 +635,6 @@ func (e *Engine) shutdown(_ time.Duration, closeConns bool) {
 		d.close(e.log)
 	}
 	e.deps, e.versions = map[string]*deployment{}, map[string]*deployment{}
-	_ = closeConns
 }
 
 // Status reports the engine's state for the daemon's status.

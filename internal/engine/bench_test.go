@@ -1,0 +1,93 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/connectors"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/engine"
+	"github.com/tandem-ha/tandem/internal/engine/kvtest"
+	"github.com/tandem-ha/tandem/internal/engine/testconn"
+)
+
+const benchFlow = `project: bench
+connections: {t: {kind: test}}
+orchestrations:
+  - name: five
+    vars: {n: 0}
+    steps:
+      - id: each
+        for-each: "[1, 2, 3, 4, 5]"
+        do:
+          - {id: call, call: {connection: t, operation: do, params: {i: "item"}, result: r}}
+          - {id: add, assign: {n: "n + r.i"}}
+`
+
+// BenchmarkRuntime runs b.N jobs of 5 connector steps each (11 checkpoints
+// per job, plus the creating commit) on a real pebble store on disk with
+// every commit fsynced (the local half of sync mode), 64 jobs at a time,
+// and prints the issue's line:
+//
+//	runtime-bench: jobs_s=N checkpoints_s=N p99_checkpoint_ms=X
+func BenchmarkRuntime(b *testing.B) {
+	st, err := kvtest.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	reg := &connectors.Registry{}
+	testconn.Register(reg, testconn.NewEndpoint())
+	e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a", MaxConcurrentJobs: 64})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := e.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer e.Stop()
+	if _, err := e.Deploy(ctx, map[string]string{"b.yaml": benchFlow}); err != nil {
+		b.Fatal(err)
+	}
+	_, cp0 := e.CheckpointLatency(0.99)
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				id, err := e.StartJob(ctx, "bench", "five", strconv.Itoa(i), nil)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if j, err := e.Wait(ctx, id); err != nil || j.Status != engine.StatusCompleted {
+					b.Errorf("job %s: %+v %v", id, j, err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < b.N; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	b.StopTimer()
+	secs := b.Elapsed().Seconds()
+	p99, cp := e.CheckpointLatency(0.99)
+	cps := float64(cp-cp0) / secs
+	b.ReportMetric(float64(b.N)/secs, "jobs/s")
+	b.ReportMetric(cps, "checkpoints/s")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "p99_checkpoint_ms")
+	if b.N >= 100 {
+		fmt.Printf("runtime-bench: jobs_s=%.0f checkpoints_s=%.0f p99_checkpoint_ms=%.2f (jobs=%d)\n", float64(b.N)/secs, cps, float64(p99.Microseconds())/1000, b.N)
+	}
+}
