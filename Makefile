@@ -16,7 +16,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime
+.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services
 
 all: check
 
@@ -38,8 +38,12 @@ unit:
 deps:
 	@test/scripts/deps.sh
 
+# Endpoint servers of the connector tests (PostgreSQL, MariaDB, NATS, RabbitMQ).
+services:
+	@test/scripts/services.sh
+
 # Everything, lab included (needs root). Under CI=true nothing may skip.
-test: deps fmt vet
+test: deps services fmt vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 
 bench:

@@ -51,6 +51,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -82,6 +83,21 @@ func Register(r *connectors.Registry) {
 type Options struct {
 	Name   string
 	Logger *zap.Logger
+	// Dial, if set, opens the connections to the server (lab tests pass a
+	// dialer whose sockets live in a network namespace).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// dialer adapts a dial function to nats.CustomDialer.
+type dialer struct {
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	timeout time.Duration
+}
+
+func (d dialer) Dial(network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
+	defer cancel()
+	return d.dial(ctx, network, addr)
 }
 
 // Conn is a JetStream endpoint. It implements connectors.Connector.
@@ -140,6 +156,9 @@ func Open(s connectors.Settings, o Options) (*Conn, error) {
 		nats.Name("tandem/" + o.Name),
 		nats.Timeout(c.timeout),
 		nats.MaxReconnects(-1),
+	}
+	if o.Dial != nil {
+		opts = append(opts, nats.SetCustomDialer(dialer{o.Dial, c.timeout}))
 	}
 	if u := s["user"]; u != "" {
 		opts = append(opts, nats.UserInfo(u, s["password"]))

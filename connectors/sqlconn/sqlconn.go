@@ -92,8 +92,9 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib"
 	"go.uber.org/zap"
 
 	"github.com/tandem-ha/tandem/connectors"
@@ -161,6 +162,9 @@ type Options struct {
 	Name   string      // the connection's name, for logs
 	Logger *zap.Logger // nil: no logging
 	Clock  clock.Clock // nil: clock.Real(); paces purging
+	// Dial, if set, opens the connections to the server (lab tests pass a
+	// dialer whose sockets live in a network namespace).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Conn is an open SQL connector. It implements connectors.Connector.
@@ -273,13 +277,9 @@ func Open(d Dialect, s connectors.Settings, o Options) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	driver := "pgx"
-	if d == MySQL {
-		driver = "mysql"
-	}
-	db, err := sql.Open(driver, dsn)
+	db, err := openDB(d, dsn, o.Dial)
 	if err != nil {
-		return nil, fmt.Errorf("sqlconn: open %s: %w", d, err)
+		return nil, err
 	}
 	log := o.Logger
 	if log == nil {
@@ -299,6 +299,31 @@ func Open(d Dialect, s connectors.Settings, o Options) (*Conn, error) {
 		go c.purgeLoop(clk, purgeEvery)
 	}
 	return c, nil
+}
+
+func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*sql.DB, error) {
+	if d == Postgres {
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("%w \"dsn\": %w", ErrSetting, err)
+		}
+		if dial != nil {
+			cfg.DialFunc = dial
+		}
+		return stdlib.OpenDB(*cfg), nil
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%w \"dsn\": %w", ErrSetting, err)
+	}
+	if dial != nil {
+		cfg.DialFunc = dial
+	}
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSetting, err)
+	}
+	return sql.OpenDB(conn), nil
 }
 
 // DB is the underlying pool (for buffer tables and tests).

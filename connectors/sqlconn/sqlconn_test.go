@@ -22,7 +22,7 @@ var localSettings = map[Dialect]connectors.Settings{
 	MySQL:    {"host": "127.0.0.1", "port": "3306", "user": "root", "database": "test", "connect-timeout": "5s"},
 }
 
-func suffix(t *testing.T) string {
+func suffix(t testing.TB) string {
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -195,6 +195,31 @@ func TestConcurrentDuplicatesOneEffect(t *testing.T) {
 		}
 		if n := e.count(t, "SELECT COUNT(*) FROM "+e.control); n != 5 {
 			t.Fatalf("control keys = %d, want 5", n)
+		}
+	})
+}
+
+// The same harness without the control table: the duplicates show, which
+// is what AtLeastOnce declares (and proves the test above can fail).
+func TestWithoutControlTableDuplicatesShow(t *testing.T) {
+	dialects(t, func(t *testing.T, d Dialect) {
+		e := open(t, d, connectors.Settings{"exactly-once": "false"})
+		if e.c.Guarantee(OpInsert) != connectors.AtLeastOnce {
+			t.Fatal("exactly-once=false must declare at-least-once")
+		}
+		tbl := e.table(t, "id INT")
+		const N = 4
+		var wg sync.WaitGroup
+		for range N {
+			wg.Go(func() {
+				if _, err := e.c.Invoke(ctx(t), connectors.Request{Operation: OpInsert, Key: "same", Params: map[string]any{"table": tbl, "values": map[string]any{"id": 1}}}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if n := e.count(t, "SELECT COUNT(*) FROM "+tbl); n != N {
+			t.Fatalf("rows = %d, want %d", n, N)
 		}
 	})
 }
@@ -416,5 +441,46 @@ func TestDSNKeepsSecretsOutOfSettingsString(t *testing.T) {
 	}
 	if strings.Contains(s.String(), "p@ss") {
 		t.Fatal("settings leak the password")
+	}
+}
+
+// BenchmarkInsert compares an exactly-once insert (claim, insert, store,
+// commit) with a plain autocommit insert.
+func BenchmarkInsert(b *testing.B) {
+	for _, d := range []Dialect{Postgres, MySQL} {
+		for _, mode := range []string{"true", "false"} {
+			b.Run(string(d)+"/exactly-once="+mode, func(b *testing.B) {
+				s := connectors.Settings{}
+				for k, v := range localSettings[d] {
+					s[k] = v
+				}
+				sfx := suffix(b)
+				s["control-table"] = "tdctl_bench_" + sfx
+				s["exactly-once"] = mode
+				s["purge-after"] = "0"
+				c, err := Open(d, s, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				bg := context.Background()
+				if err := c.DB().PingContext(bg); err != nil {
+					testenv.Missing(b, "%s unreachable: %v", d, err)
+				}
+				if err := c.InitControl(bg); err != nil {
+					b.Fatal(err)
+				}
+				tbl := "tdt_bench_" + sfx
+				c.DB().ExecContext(bg, "CREATE TABLE "+tbl+" (id INT)")
+				defer c.DB().ExecContext(bg, "DROP TABLE IF EXISTS "+tbl)
+				defer c.DB().ExecContext(bg, "DROP TABLE IF EXISTS tdctl_bench_"+sfx)
+				b.ResetTimer()
+				for i := range b.N {
+					if _, err := c.Invoke(bg, connectors.Request{Operation: OpInsert, Key: fmt.Sprint("bench/", i), Params: map[string]any{"table": tbl, "values": map[string]any{"id": i}}}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

@@ -68,7 +68,7 @@ func newRoot(o *options) *cobra.Command {
 	root.PersistentFlags().BoolVar(&o.json, "json", false, "print the API's JSON, for scripts")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	root.SetOut(o.out)
-	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o))
+	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o), connectorCmd(o))
 	root.AddCommand(runtimeCmds(o)...)
 	return root
 }
