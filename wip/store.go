@@ -879,7 +879,15 @@ func prefixEnd(p []byte) []byte {
 // PromoteOption modifies Promote.
 type PromoteOption func(*promoteCfg)
 
-type promoteCfg struct{ force bool }
+type promoteCfg struct{ force, peerGone bool }
+
+// PeerGone tells Promote that the pair has judged the old primary dead
+// (silent on every heartbeat path, tie-breaker confirmed): a replication
+// session that still looks open (a frozen or powered-off primary sends no
+// FIN, and TCP notices only after its own timeouts) is closed instead of
+// vetoing the promotion. Every other I5 check still holds: an Outdated,
+// Inconsistent or behind store is refused unless Force is given too.
+func PeerGone() PromoteOption { return func(c *promoteCfg) { c.peerGone = true } }
 
 // Force promotes even an Outdated, Inconsistent or behind store (the operator
 // accepts the loss named in the warning).
@@ -916,7 +924,8 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	if s.peerLSN > s.lsn && !s.outdated {
 		why = append(why, fmt.Sprintf("behind (local LSN %d, primary at %d)", s.lsn, s.peerLSN))
 	}
-	if s.sess != nil {
+	stale := s.sess != nil && cfg.peerGone && len(why) == 0
+	if s.sess != nil && !stale {
 		why = append(why, "connected to a live primary")
 	}
 	if len(why) > 0 && !cfg.force {
@@ -925,6 +934,11 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	}
 	sess := s.sess
 	s.mu.Unlock()
+	if stale {
+		s.log.Info("closing the session of a primary the pair judged dead")
+		sess.close(errors.New("wip: promoted: the primary is gone"))
+		s.waitSessionGone()
+	}
 	if len(why) > 0 {
 		s.log.Warn("forced promotion; commits of the old primary may be lost", zap.Strings("reasons", why))
 		if sess != nil {
