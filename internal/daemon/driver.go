@@ -1,0 +1,415 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/heartbeat"
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/pair"
+	"github.com/tandem-ha/tandem/vip"
+)
+
+// The driver's view of the other components: narrow interfaces defined
+// here, so each boundary is explicit (and the driver is testable).
+
+// replicaStore is the WIP store as the driver uses it.
+type replicaStore interface {
+	// Promote makes the store primary at epoch; force overrides I5.
+	Promote(ctx context.Context, epoch uint64, force bool) error
+	// Demote makes it secondary.
+	Demote(ctx context.Context) error
+	// Replication reports the state for the machine and for the API.
+	Replication() (pair.Replication, api.ReplicationStatus)
+}
+
+// orchestrator is the orchestration runtime as the driver uses it.
+type orchestrator interface {
+	Start(ctx context.Context) error
+	// Pause stops starting jobs and waits for in-flight ones up to the
+	// configured bound; it returns what it waited for and handed over.
+	Pause(ctx context.Context) (string, error)
+	// Stop stops at once; running jobs resume from their checkpoints
+	// wherever the pair runs next.
+	Stop() error
+	Handler() http.Handler
+	Status() api.RuntimeStatus
+}
+
+// vipGroup is the VIP manager as the driver uses it.
+type vipGroup interface {
+	Claim(ctx context.Context) error
+	Release(ctx context.Context) error
+	Announce(ctx context.Context) error
+	Status() vip.Status
+}
+
+// gatewayProber answers "can this node still reach the outside?".
+type gatewayProber interface {
+	Probe(ctx context.Context) (reachable bool, err error)
+}
+
+// watchdogDev is the optional hardware watchdog.
+type watchdogDev interface {
+	Kick() error
+	Disarm() error
+}
+
+// adminReq is an operator command waiting for the machine's verdict.
+type adminReq struct {
+	ev    pair.Admin
+	reply chan error
+}
+
+// driver owns the pair state machine and carries out its actions.
+type driver struct {
+	node   string
+	peerID uint8
+	log    *zap.Logger
+	clk    clock.Clock
+	timing pair.Timing
+	dir    string // data directory: the pair state file
+
+	m     *pair.Machine
+	hb    *heartbeat.Heartbeat
+	store replicaStore
+	vip   vipGroup
+	vips  []netip.Addr
+	gw    gatewayProber
+	wd    watchdogDev // nil: none configured
+	rt    orchestrator
+	dp    *dataPlane
+	ev    *eventLog
+
+	// runCtx bounds the helper goroutines the driver starts (probes,
+	// pauses); they report on in.
+	runCtx context.Context
+	in     chan pair.Event
+	admin  chan adminReq
+	wg     sync.WaitGroup
+
+	epoch     atomic.Uint64
+	loopAt    atomic.Int64 // Unix ns of the last loop turn (systemd watchdog)
+	status    atomic.Pointer[pair.Status]
+	lastRepl  pair.Replication
+	replSent  bool
+	awaitAck  bool
+	gwState   atomic.Pointer[api.TieBreakerStatus]
+	counters  countersAtomic
+	persisted pair.Persisted
+	roleAt    atomic.Pointer[time.Time]
+}
+
+type countersAtomic struct {
+	promotions, demotions, fences, switchovers atomic.Uint64
+}
+
+// post hands an event to the driver from another goroutine; it gives up
+// when the run ends.
+func (d *driver) post(ev pair.Event) {
+	select {
+	case d.in <- ev:
+	case <-d.runCtx.Done():
+	}
+}
+
+// loop runs the machine until it reports Stopped. stopCtx ending starts
+// the orderly stop; hardCtx ending abandons it.
+func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error {
+	d.apply(first)
+	if first.Stopped {
+		return nil
+	}
+	stopping := false
+	stopCh := stopCtx.Done()
+	period := d.timing.Interval / 2
+	if period > 20*time.Millisecond {
+		period = 20 * time.Millisecond
+	}
+	t := d.clk.NewTimer(period)
+	defer t.Stop()
+	expect := d.clk.Now().Add(period)
+	for {
+		d.loopAt.Store(d.clk.Now().UnixNano())
+		var ev pair.Event
+		select {
+		case <-hardCtx.Done():
+			return fmt.Errorf("daemon: orderly stop abandoned: %w", context.Cause(hardCtx))
+		case <-stopCh:
+			stopCh, stopping = nil, true
+			d.ev.add(d.clk.Now(), "role", "orderly stop requested")
+			ev = pair.Stop{}
+		case hev := <-d.hb.Events():
+			ev = d.fromHeartbeat(hev)
+		case ev = <-d.in:
+		case req := <-d.admin:
+			rd, err := d.m.Step(d.clk.Now(), req.ev)
+			req.reply <- err
+			if err == nil {
+				d.ev.add(d.clk.Now(), "admin", req.ev.String())
+				if d.apply(rd) {
+					return nil
+				}
+			}
+			continue
+		case <-t.C():
+			now := d.clk.Now()
+			// A timer that fires far later than it should means this
+			// process (or its VM) was frozen: everything the machine
+			// believes about the peer is stale. Say so before the tick.
+			if late := now.Sub(expect); late > d.timing.Interval && late > 50*time.Millisecond {
+				d.log.Warn("clock jump: the process did not run", zap.Duration("late", late))
+				d.ev.add(now, "clock", fmt.Sprintf("process did not run for %v (frozen?)", late.Round(time.Millisecond)))
+				if rd, err := d.m.Step(now, pair.ClockJump{Delta: late}); err == nil {
+					if d.apply(rd) {
+						return nil
+					}
+				}
+			}
+			if d.apply(d.m.Tick(now)) {
+				return nil
+			}
+			if r := d.replication(); r != nil {
+				ev = r
+			}
+			next := period
+			if w := d.m.Status(); w.Role == pair.RoleStopped {
+				next = period
+			}
+			t.Reset(next)
+			expect = now.Add(next)
+		}
+		if ev == nil {
+			continue
+		}
+		rd, err := d.m.Step(d.clk.Now(), ev)
+		if err != nil {
+			d.log.Warn("state machine refused an event", zap.Stringer("event", ev), zap.Error(err))
+			continue
+		}
+		if d.apply(rd) {
+			return nil
+		}
+		_ = stopping
+	}
+}
+
+// replication polls the store and returns an event when its state changed
+// (or when the machine is waiting for the peer's ack of everything).
+func (d *driver) replication() pair.Event {
+	r, _ := d.store.Replication()
+	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
+		return nil
+	}
+	if d.awaitAck && r.PeerAckedAll {
+		d.awaitAck = false
+	}
+	d.lastRepl, d.replSent = r, true
+	return r
+}
+
+// fromHeartbeat turns a detector verdict into a machine event (nil for
+// those the machine does not take).
+func (d *driver) fromHeartbeat(e heartbeat.Event) pair.Event {
+	now := d.clk.Now()
+	switch e.Kind {
+	case heartbeat.PeerAlive:
+		a := advertFromPayload(e.Payload)
+		a.Node = d.peerID
+		return pair.PeerAlive{Path: e.Path, Advert: a}
+	case heartbeat.PeerSilent:
+		d.ev.add(now, "path", "peer silent on every path")
+		return pair.PeerSilent{}
+	case heartbeat.PathDown:
+		d.ev.add(now, "path", "heartbeat path "+e.Path+" down")
+		return pair.PathDown{Path: e.Path}
+	case heartbeat.PathUp:
+		d.ev.add(now, "path", "heartbeat path "+e.Path+" up")
+		return pair.PathUp{Path: e.Path}
+	case heartbeat.PeerRestarted:
+		d.ev.add(now, "peer", "the peer restarted")
+	}
+	return nil
+}
+
+// apply carries out rd's actions in order, then publishes its advert. It
+// reports whether the machine has stopped.
+func (d *driver) apply(rd pair.Ready) bool {
+	for depth := 0; ; depth++ {
+		failed := false
+		before := d.m.Status()
+		for _, a := range rd.Actions {
+			if err := d.do(a); err != nil {
+				d.log.Error("action failed", zap.Stringer("action", a), zap.Error(err))
+				d.ev.add(d.clk.Now(), "action", fmt.Sprintf("%s failed: %v", a, err))
+				next, serr := d.m.Step(d.clk.Now(), pair.ActionFailed{Kind: a.Kind, Err: err})
+				if serr != nil {
+					d.log.Error("state machine refused ActionFailed", zap.Error(serr))
+					break
+				}
+				d.publish(rd.Advert)
+				d.noteRole(before)
+				rd, failed = next, true
+				break
+			}
+		}
+		if !failed || depth > 8 {
+			d.publish(rd.Advert)
+			d.noteRole(before)
+			return rd.Stopped
+		}
+	}
+}
+
+// publish puts the advert on the heartbeats and refreshes the status the
+// API reads.
+func (d *driver) publish(a pair.Advert) {
+	d.hb.Publish(payloadFromAdvert(a))
+	st := d.m.Status()
+	d.status.Store(&st)
+	d.epoch.Store(st.Epoch)
+}
+
+// noteRole counts and logs role changes since before.
+func (d *driver) noteRole(before pair.Status) {
+	after := d.m.Status()
+	if after.Role == before.Role && after.Substate == before.Substate {
+		return
+	}
+	now := d.clk.Now()
+	d.roleAt.Store(&now)
+	d.log.Info("role", zap.Stringer("from", before.Role), zap.String("from_sub", before.Substate),
+		zap.Stringer("to", after.Role), zap.String("to_sub", after.Substate), zap.Uint64("epoch", after.Epoch), zap.String("reason", after.Reason))
+	d.ev.add(now, "role", fmt.Sprintf("%s/%s -> %s/%s (epoch %d): %s", before.Role, before.Substate, after.Role, after.Substate, after.Epoch, after.Reason))
+	if after.Role == pair.RoleActive && before.Role != pair.RoleActive {
+		d.counters.promotions.Add(1)
+	}
+	if before.Role == pair.RoleActive && after.Role != pair.RoleActive {
+		d.counters.demotions.Add(1)
+	}
+}
+
+// actionTimeout bounds one store or VIP operation: long enough for an
+// fsync and a netlink round on a loaded host, short enough that a stuck
+// disk turns into an ActionFailed instead of a hung driver.
+const actionTimeout = 10 * time.Second
+
+// do carries out one action.
+func (d *driver) do(a pair.Action) error {
+	ctx, cancel := context.WithTimeout(d.runCtx, actionTimeout)
+	defer cancel()
+	switch a.Kind {
+	case pair.ActPersist:
+		if err := saveState(d.dir, a.State); err != nil {
+			return err
+		}
+		d.persisted = a.State
+	case pair.ActSetReplication:
+		if a.Primary {
+			return d.store.Promote(ctx, a.Epoch, a.Force)
+		}
+		return d.store.Demote(ctx)
+	case pair.ActClaimVIP:
+		if err := d.vip.Claim(ctx); err != nil {
+			return err
+		}
+		return d.dp.start(d.vips)
+	case pair.ActReleaseVIP:
+		// Listeners first: no request may be accepted on an address that
+		// is about to leave (I3's demotion order).
+		sctx, scancel := context.WithTimeout(d.runCtx, 2*time.Second)
+		d.dp.stop(sctx)
+		scancel()
+		return d.vip.Release(ctx)
+	case pair.ActReannounceVIP:
+		return d.vip.Announce(ctx)
+	case pair.ActStartRuntime:
+		if d.rt == nil {
+			return nil
+		}
+		return d.rt.Start(d.runCtx)
+	case pair.ActStopRuntime:
+		if d.rt == nil {
+			if a.Graceful {
+				d.wg.Add(1)
+				go func() { defer d.wg.Done(); d.post(pair.RuntimePaused{}) }()
+			}
+			return nil
+		}
+		if !a.Graceful {
+			return d.rt.Stop()
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			report, err := d.rt.Pause(d.runCtx)
+			if err != nil {
+				d.log.Error("runtime pause", zap.Error(err))
+			}
+			d.ev.add(d.clk.Now(), "runtime", "paused: "+report)
+			d.post(pair.RuntimePaused{})
+		}()
+	case pair.ActAwaitPeerAck:
+		d.awaitAck = true
+	case pair.ActKickWatchdog:
+		if d.wd != nil {
+			return d.wd.Kick()
+		}
+	case pair.ActDisarmWatchdog:
+		if d.wd != nil {
+			return d.wd.Disarm()
+		}
+	case pair.ActProbeGateway:
+		seq := a.Seq
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			pctx, cancel := context.WithTimeout(d.runCtx, d.timing.ProbeTimeout)
+			ok, err := d.gw.Probe(pctx)
+			cancel()
+			now := d.clk.Now()
+			d.gwState.Store(&api.TieBreakerStatus{GatewayReachable: ok, Checked: now})
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				d.log.Debug("gateway probe", zap.Error(err))
+			}
+			d.post(pair.GatewayProbe{Seq: seq, Reachable: ok})
+		}()
+	case pair.ActQueryWitness:
+		// No witness client in this build: the machine only asks when one
+		// is configured, and config refuses a witness it cannot use.
+		seq := a.Seq
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); d.post(pair.WitnessReply{Seq: seq, OK: false}) }()
+	case pair.ActRaiseAlarm:
+		if d.ev.raise(d.clk.Now(), a.Alarm, "warning", a.Text) {
+			d.log.Warn("alarm raised", zap.String("alarm", a.Alarm), zap.String("text", a.Text))
+			d.ev.add(d.clk.Now(), "alarm", a.Alarm+": "+a.Text)
+		}
+	case pair.ActClearAlarm:
+		if d.ev.clear(a.Alarm) {
+			d.log.Info("alarm cleared", zap.String("alarm", a.Alarm))
+			d.ev.add(d.clk.Now(), "alarm", a.Alarm+" cleared")
+		}
+	case pair.ActNotice:
+		d.log.Info("notice", zap.String("text", a.Text))
+		d.ev.add(d.clk.Now(), "notice", a.Text)
+		if containsFold(a.Text, "fence") {
+			d.counters.fences.Add(1)
+		}
+		if containsFold(a.Text, "handed over") || containsFold(a.Text, "switchover complete") {
+			d.counters.switchovers.Add(1)
+		}
+	default:
+		return fmt.Errorf("daemon: unknown action %v", a.Kind)
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+// eventLog keeps the most recent events and the active alarms for the API.
+// It is written by the driver and read by API handlers.
+type eventLog struct {
+	mu     sync.Mutex
+	seq    uint64
+	ring   []api.Event // oldest first, at most max
+	max    int
+	alarms map[string]api.Alarm
+}
+
+func newEventLog(max int) *eventLog {
+	return &eventLog{max: max, alarms: map[string]api.Alarm{}}
+}
+
+// add records an event and returns it.
+func (l *eventLog) add(now time.Time, kind, text string) api.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	e := api.Event{Seq: l.seq, Time: now, Kind: kind, Text: text}
+	if len(l.ring) == l.max {
+		copy(l.ring, l.ring[1:])
+		l.ring = l.ring[:l.max-1]
+	}
+	l.ring = append(l.ring, e)
+	return e
+}
+
+// after returns the events with a sequence number above seq.
+func (l *eventLog) after(seq uint64) []api.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := sort.Search(len(l.ring), func(i int) bool { return l.ring[i].Seq > seq })
+	return append([]api.Event(nil), l.ring[i:]...)
+}
+
+// last returns the n most recent events.
+func (l *eventLog) last(n int) []api.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n > len(l.ring) {
+		n = len(l.ring)
+	}
+	return append([]api.Event(nil), l.ring[len(l.ring)-n:]...)
+}
+
+// raise sets an alarm (keeping its original time if it was already raised)
+// and reports whether it is new.
+func (l *eventLog) raise(now time.Time, id, severity, text string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.alarms[id]
+	if !ok {
+		a.Since = now
+	}
+	a.ID, a.Severity, a.Text = id, severity, text
+	l.alarms[id] = a
+	return !ok
+}
+
+// clear removes an alarm and reports whether it was raised.
+func (l *eventLog) clear(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.alarms[id]
+	delete(l.alarms, id)
+	return ok
+}
+
+// activeAlarms returns the raised alarms, oldest first.
+func (l *eventLog) activeAlarms() []api.Alarm {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]api.Alarm, 0, len(l.alarms))
+	for _, a := range l.alarms {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Since.Equal(out[j].Since) {
+			return out[i].Since.Before(out[j].Since)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}

@@ -1,0 +1,184 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/connectors"
+	"github.com/tandem-ha/tandem/connectors/httpconn"
+	"github.com/tandem-ha/tandem/connectors/natsconn"
+	"github.com/tandem-ha/tandem/connectors/sqlconn"
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/engine"
+	"github.com/tandem-ha/tandem/internal/pair"
+	"github.com/tandem-ha/tandem/internal/tiebreak"
+	"github.com/tandem-ha/tandem/wip"
+)
+
+// This file adapts the concrete components to the driver's narrow
+// interfaces (driver.go).
+
+// wipStore is the WIP store as the driver and the runtime see it.
+type wipStore struct {
+	*wip.Store
+	mode string
+}
+
+func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log *zap.Logger) (*wipStore, error) {
+	o := wip.Options{
+		Clock: clk, Logger: log, NodeID: self, PairKey: key,
+		ListenAddr:     cfg.Replication.Listen.String(),
+		PeerAckTimeout: cfg.Replication.PeerAckTimeout.D(),
+		RetainBytes:    cfg.Replication.RetainBytes,
+		RetainAge:      cfg.Replication.RetainAge.D(),
+	}
+	if len(cfg.Replication.Peers) > 0 {
+		// The store dials one address; the HA link 1 peer. (A second
+		// replication path is future work: see the closing note.)
+		o.PeerAddr = cfg.Replication.Peers[0].String()
+	}
+	if cfg.Replication.Mode == "async" {
+		o.Mode = wip.Async
+	}
+	if cfg.Replication.OnPeerLoss == "block" {
+		o.PeerLoss = wip.Block
+	}
+	s, err := wip.Open(cfg.DataDir+"/wip", o)
+	if err != nil {
+		return nil, cfg.Wrap("replication", err)
+	}
+	return &wipStore{Store: s, mode: cfg.Replication.Mode}, nil
+}
+
+func (w *wipStore) Promote(ctx context.Context, epoch uint64, force bool) error {
+	// The machine promotes only when the peer is silent on every path and
+	// the tie-breaker confirms (or on a handover the peer asked for):
+	// the pair's verdict outranks a TCP session that has not noticed yet.
+	if force {
+		return w.Store.Promote(ctx, epoch, wip.PeerGone(), wip.Force())
+	}
+	return w.Store.Promote(ctx, epoch, wip.PeerGone())
+}
+
+// Replication maps the store's status onto the machine's inputs (I5:
+// an Outdated or Inconsistent replica says so) and the API's view.
+func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
+	s := w.Store.Status()
+	r := pair.Replication{LSN: s.DurableLSN}
+	switch {
+	case s.Inconsistent:
+		r.State = pair.ReplInconsistent
+	case s.Outdated:
+		r.State = pair.ReplOutdated
+	case s.Role == wip.Primary:
+		r.State = pair.ReplInSync
+		r.PeerInSync = s.PeerState == wip.PeerInSync
+		r.PeerAckedAll = r.PeerInSync && s.PeerAckedLSN >= s.CommittedLSN
+	case s.PeerState == wip.PeerInSync:
+		r.State = pair.ReplInSync
+	case s.PeerState == wip.PeerCatchingUp || s.PeerState == wip.PeerSnapshot:
+		r.State = pair.ReplCatchingUp
+	default:
+		r.State = pair.ReplDisconnected
+	}
+	data := r.State.String()
+	if s.Inconsistent && s.SnapshotPercent > 0 {
+		data = fmt.Sprintf("inconsistent (snapshot %.0f%%)", s.SnapshotPercent)
+	}
+	peer := s.PeerState.String()
+	if s.PeerOutdated && s.Role == wip.Primary && s.PeerState != wip.PeerInSync {
+		peer = "outdated"
+	}
+	return r, api.ReplicationStatus{
+		Role:         s.Role.String(),
+		Mode:         w.mode,
+		DataState:    data,
+		PeerState:    peer,
+		CommittedLSN: s.CommittedLSN,
+		PeerAckedLSN: s.PeerAckedLSN,
+		LagBatches:   s.LagBatches,
+		LagBytes:     uint64(max(s.LagBytes, 0)),
+		LagTime:      time.Duration(s.LagSeconds * float64(time.Second)),
+		Rejected:     s.Counters.RejectedFrames + s.Counters.RejectedAuth + s.Counters.RejectedVersion,
+	}
+}
+
+// runtimeStore is the runtime's view of the WIP store (engine.Store).
+type runtimeStore struct{ s *wip.Store }
+
+func (r runtimeStore) Get(key []byte) ([]byte, bool, error) { return r.s.Get(key) }
+func (r runtimeStore) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	return r.s.Scan(prefix, fn)
+}
+func (r runtimeStore) Commit(ctx context.Context, ops []engine.Op) error {
+	b := r.s.NewBatch()
+	for _, op := range ops {
+		if op.Delete {
+			b.Delete(op.Key)
+		} else {
+			b.Set(op.Key, op.Value)
+		}
+	}
+	_, err := r.s.Commit(ctx, b)
+	return err
+}
+
+// runtimeAdapter is the engine as the driver sees it.
+type runtimeAdapter struct{ *engine.Engine }
+
+func (r runtimeAdapter) Pause(ctx context.Context) (string, error) {
+	rep, err := r.Engine.Pause(ctx)
+	return fmt.Sprintf("waited for %d job(s), handed over %d at their checkpoints, forced=%t, took %v",
+		len(rep.Waited), len(rep.HandedOver), rep.Forced, rep.Took.Round(time.Millisecond)), err
+}
+
+func openRuntime(cfg *config.Config, st *wipStore, clk clock.Clock, log *zap.Logger, events func(api.Event)) (*runtimeAdapter, error) {
+	reg := &connectors.Registry{}
+	sqlconn.Register(reg)
+	httpconn.Register(reg)
+	natsconn.Register(reg)
+	e, err := engine.New(engine.Options{
+		Store: runtimeStore{st.Store}, Connectors: reg, Clock: clk, Logger: log, Node: cfg.Node,
+		ForceStopAfter: cfg.Runtime.ForceStopAfter.D(), Events: events,
+	})
+	if err != nil {
+		return nil, cfg.Wrap("runtime", err)
+	}
+	return &runtimeAdapter{e}, nil
+}
+
+// gateway adapts tiebreak.Gateway.
+type gateway struct{ g *tiebreak.Gateway }
+
+func (g gateway) Probe(ctx context.Context) (bool, error) {
+	r := g.g.Probe(ctx)
+	return r.Reachable, r.Err
+}
+
+func newGatewayProber(cfg *config.Config, t pair.Timing, clk clock.Clock, log *zap.Logger) (gateway, func(), error) {
+	gws := make([]netip.Addr, 0, len(cfg.TieBreaker.Gateways))
+	for _, a := range cfg.TieBreaker.Gateways {
+		gws = append(gws, a.Addr)
+	}
+	c := tiebreak.Config{Interface: cfg.VIP.Interface, Gateways: gws, Interval: t.ProbeEvery, Timeout: t.ProbeTimeout, Clock: clk, Logger: log}
+	if w := cfg.TieBreaker.Witness; w.IsValid() {
+		c.Witness = "tcp:" + w.String()
+	}
+	g, err := tiebreak.NewGateway(c)
+	if err != nil {
+		return gateway{}, nil, err
+	}
+	return gateway{g}, func() { g.Close() }, nil
+}
+
+func openWatchdog(path string) (watchdogDev, error) { return tiebreak.OpenWatchdog(path) }
+
+func watchLink(ctx context.Context, ifname string, out func(up bool)) error {
+	return tiebreak.WatchLink(ctx, ifname, out)
+}
