@@ -4,6 +4,9 @@
 #   make test    installs what is missing, then every test: unit, lab (root), e2e
 #   make bench   Go benchmarks
 #   make fuzz    every fuzz target for FUZZTIME each (default 60s)
+#   make demo    a real pair in network namespaces, a workload, a failover (root)
+#   make bench-failover   failover distributions of the real pair (root, ~20 min)
+#   make soak    10 min per profile under CPU hogs and 5 % loss (root)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -16,7 +19,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services
+.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services demo bench-failover soak
 
 all: check
 
@@ -61,6 +64,17 @@ fuzz:
 bench-heartbeat:
 	$(GO) test -run '^$$' -bench 'HeartbeatCPU' -benchtime 3x ./heartbeat
 	$(GO) test -run '^$$' -bench 'Datagram' -benchtime 300ms -benchmem ./heartbeat
+
+demo: deps
+	$(GO) run ./test/pairlab/cmd/demo
+
+FAILOVERS ?= 30
+bench-failover: deps
+	$(GO) run ./test/pairlab/cmd/failbench -n $(FAILOVERS)
+
+SOAK ?= 10m
+soak: deps
+	$(GO) run ./test/pairlab/cmd/failbench -soak $(SOAK)
 
 # Remove leftovers of crashed lab runs (never touches live runs).
 lab-sweep:

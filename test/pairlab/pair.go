@@ -208,6 +208,9 @@ func New(o Options) (*Pair, error) {
 	return p, nil
 }
 
+// Bins returns the binaries the pair runs.
+func (p *Pair) Bins() Binaries { return p.opt.Bins }
+
 // Other returns the node that is not n.
 func (p *Pair) Other(n *Node) *Node {
 	if n == p.A {

@@ -1,0 +1,304 @@
+package pairlab
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/testenv"
+	"github.com/tandem-ha/tandem/test/lab"
+)
+
+// The end-to-end tests run two real tandemd processes in a fresh lab each,
+// with the default timing profile (interval 100 ms): the fast profile is
+// for dedicated hosts, not for a CI machine that runs other tests at the
+// same time. They wait for states, never assert durations beyond the
+// invariants the issue names (the dup-VIP bound).
+
+var (
+	binsOnce sync.Once
+	bins     Binaries
+	binsErr  error
+	binsDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binsDir != "" {
+		os.RemoveAll(binsDir)
+	}
+	os.Exit(code)
+}
+
+func built(t *testing.T) Binaries {
+	t.Helper()
+	binsOnce.Do(func() {
+		binsDir, binsErr = os.MkdirTemp("", "tandem-e2e-bin-")
+		if binsErr == nil {
+			bins, binsErr = Build(context.Background(), binsDir)
+		}
+	})
+	if binsErr != nil {
+		t.Fatal(binsErr)
+	}
+	return bins
+}
+
+type e2e struct {
+	t    *testing.T
+	ctx  context.Context
+	lab  *lab.Lab
+	pair *Pair
+	clk  clock.Clock
+}
+
+// newE2E brings up a lab and a pair: a starts first and becomes active
+// alone after startup-wait, then b joins and syncs.
+func newE2E(t *testing.T) *e2e {
+	testenv.RequireRoot(t)
+	testenv.RequireCommands(t, "ip", "nft")
+	b := built(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	l, err := lab.New(ctx, lab.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	p, err := New(Options{Lab: l, Bins: b, Dir: t.TempDir(), Timing: "default", Logf: t.Logf,
+		// As operators run it: heartbeats keep their timing while the
+		// machine is loaded (here: the rest of the test suite).
+		Extra: "realtime-priority: 10\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{t: t, ctx: ctx, lab: l, pair: p, clk: clock.Real()}
+	t.Cleanup(func() {
+		p.Close()
+		if t.Failed() {
+			for _, n := range []*Node{p.A, p.B} {
+				t.Logf("--- %s's log (tail):\n%s", n.Name, tailLines(n.Log(), 60))
+			}
+		}
+	})
+	if err := p.A.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(p.A, "active", "")
+	if err := p.B.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(p.B, "passive", "in-sync")
+	e.role(p.A, "active", "paired")
+	return e
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *e2e) role(n *Node, role, sub string) api.Status {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
+	defer cancel()
+	st, err := n.Role(ctx, role, sub)
+	if err != nil {
+		e.t.Fatalf("%v\npair: %s", err, e.pair.Describe(e.ctx))
+	}
+	return st
+}
+
+func (e *e2e) status(n *Node) api.Status {
+	e.t.Helper()
+	st, err := n.Status(e.ctx)
+	if err != nil {
+		e.t.Fatalf("%s status: %v", n.Name, err)
+	}
+	return st
+}
+
+// hold checks for d that ok holds on every poll of n's status.
+func (e *e2e) hold(n *Node, d time.Duration, what string, ok func(api.Status) bool) {
+	e.t.Helper()
+	end := e.clk.Now().Add(d)
+	for e.clk.Now().Before(end) {
+		if st, err := n.Status(e.ctx); err == nil && !ok(st) {
+			e.t.Fatalf("%s: %s broken: role %s/%s epoch %d vip=%v", n.Name, what, st.Role, st.SubState, st.Epoch, st.VIP.Owned)
+		}
+		clock.Sleep(e.ctx, e.clk, 50*time.Millisecond)
+	}
+}
+
+// deadAfter of the default profile, for waits that must outlast a
+// detection: waiting several times it without a failover is the evidence.
+const deadAfter = 400 * time.Millisecond
+
+// TestE2EKillActiveAndRejoin: kill -9 of the active; b takes over; the
+// client reaches b; a, restarted, removes its leftover VIP and rejoins as
+// passive in sync.
+func TestE2EKillActiveAndRejoin(t *testing.T) {
+	e := newE2E(t)
+	pr, err := e.pair.StartProbe("kill", 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Sleep(e.ctx, e.clk, 500*time.Millisecond)
+	before := e.status(e.pair.A)
+	fail := e.clk.Now()
+	e.pair.A.Kill()
+	st := e.role(e.pair.B, "active", "")
+	if st.Epoch <= before.Epoch {
+		t.Errorf("b promoted in epoch %d, not above a's %d (I1)", st.Epoch, before.Epoch)
+	}
+	clock.Sleep(e.ctx, e.clk, time.Second)
+	probes, err := pr.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := Analyze(probes, lab.NodeA, fail, st.RoleSince)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kill -9: outage %v, dup_vip %v, answered by %s epoch %d", o.Outage, o.DupVIP, o.NewNode, o.NewEpoch)
+	if o.NewNode != lab.NodeB {
+		t.Errorf("after the kill the client reached %q, want b", o.NewNode)
+	}
+	if err := e.pair.A.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sa := e.role(e.pair.A, "passive", "in-sync")
+	if sa.VIP.Owned || sa.Epoch != st.Epoch {
+		t.Errorf("rejoined a: vip owned %v, epoch %d (b's %d)", sa.VIP.Owned, sa.Epoch, st.Epoch)
+	}
+	e.role(e.pair.B, "active", "paired")
+}
+
+// TestE2EFreezeThaw: the active is frozen (SIGSTOP), b takes over; thawed,
+// a demotes, and the VIP is never answered by both for longer than one
+// heartbeat interval.
+func TestE2EFreezeThaw(t *testing.T) {
+	e := newE2E(t)
+	pr, err := e.pair.StartProbe("freeze", 5*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Sleep(e.ctx, e.clk, 300*time.Millisecond)
+	proc := e.pair.A.Proc()
+	fail := e.clk.Now()
+	if err := proc.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	st := e.role(e.pair.B, "active", "")
+	clock.Sleep(e.ctx, e.clk, time.Second)
+	if err := proc.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(e.pair.A, "passive", "")
+	clock.Sleep(e.ctx, e.clk, time.Second)
+	probes, err := pr.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := Analyze(probes, lab.NodeA, fail, st.RoleSince)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("freeze: outage %v, dup_vip %v, old answers after claim %d", o.Outage, o.DupVIP, o.OldAfter)
+	if o.DupVIP > 100*time.Millisecond {
+		t.Errorf("the thawed old active answered for the VIP %v after b's claim; want at most one heartbeat interval (100ms)", o.DupVIP)
+	}
+	e.role(e.pair.B, "active", "")
+}
+
+// TestE2EHALinkCutNoFailover: both HA links of a cut, the LAN path alive:
+// no failover, and both nodes raise an alarm for the lost paths.
+func TestE2EHALinkCutNoFailover(t *testing.T) {
+	e := newE2E(t)
+	ep := e.status(e.pair.A).Epoch
+	for _, ifn := range []string{"ha1", "ha2"} {
+		if _, err := e.lab.CutLink(e.ctx, lab.NodeA, ifn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	same := func(st api.Status) bool { return st.Epoch == ep }
+	e.hold(e.pair.B, 10*deadAfter, "b stays passive", func(st api.Status) bool { return st.Role == "passive" && same(st) })
+	if st := e.status(e.pair.A); st.Role != "active" || st.Epoch != ep || !st.VIP.Owned {
+		t.Errorf("a after the HA cut: %s epoch %d vip %v; want active, epoch %d, VIP owned", st.Role, st.Epoch, st.VIP.Owned, ep)
+	}
+	for _, n := range []*Node{e.pair.A, e.pair.B} {
+		st, err := n.WaitFor(e.ctx, "a path alarm", func(st api.Status) bool { return len(st.Alarms) > 0 })
+		if err != nil {
+			t.Errorf("%s: no alarm after both HA paths were cut: %v", n.Name, err)
+			continue
+		}
+		t.Logf("%s alarms: %+v", n.Name, st.Alarms)
+	}
+}
+
+// TestE2EIsolatedActiveFences: every heartbeat path between the nodes cut,
+// and a also cut from the gateway: b promotes, a fences itself.
+func TestE2EIsolatedActiveFences(t *testing.T) {
+	e := newE2E(t)
+	if _, err := e.lab.Partition(e.ctx, lab.NodeA, lab.NodeB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.lab.Partition(e.ctx, lab.NodeA, lab.Gateway); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.lab.Partition(e.ctx, lab.NodeA, lab.Client); err != nil {
+		t.Fatal(err)
+	}
+	st := e.role(e.pair.B, "active", "")
+	sa, err := e.pair.A.WaitFor(e.ctx, "a fenced", func(s api.Status) bool { return s.Role != "active" && !s.VIP.Owned })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("b active epoch %d; a %s/%s, self-fences %d", st.Epoch, sa.Role, sa.SubState, sa.Counters.SelfFences)
+	if sa.Counters.SelfFences == 0 {
+		t.Errorf("a stepped down but its self-fence counter is 0")
+	}
+}
+
+// TestE2ESwitchover: `tandemctl switchover` on the active hands the role
+// to the peer, which becomes active; the old active stays passive in sync.
+func TestE2ESwitchover(t *testing.T) {
+	e := newE2E(t)
+	out, err := e.pair.A.Ctl(e.ctx, "switchover")
+	if err != nil {
+		t.Fatalf("tandemctl switchover: %v\n%s", err, out)
+	}
+	t.Logf("tandemctl switchover: %s", strings.TrimSpace(out))
+	e.role(e.pair.B, "active", "paired")
+	e.role(e.pair.A, "passive", "in-sync")
+	out, err = e.pair.B.Ctl(e.ctx, "status")
+	if err != nil || !strings.Contains(out, "active") {
+		t.Errorf("tandemctl status on b: %v\n%s", err, out)
+	}
+}
+
+// TestE2EMaintenanceBlocksFailover: with maintenance on, killing the active
+// does not make b take over; turning maintenance off on b lets it.
+func TestE2EMaintenanceBlocksFailover(t *testing.T) {
+	e := newE2E(t)
+	if out, err := e.pair.A.Ctl(e.ctx, "maintenance", "on"); err != nil {
+		t.Fatalf("maintenance on: %v\n%s", err, out)
+	}
+	if _, err := e.pair.B.WaitFor(e.ctx, "b sees maintenance", func(s api.Status) bool { return s.Maintenance }); err != nil {
+		t.Fatal(err)
+	}
+	e.pair.A.Kill()
+	e.hold(e.pair.B, 10*deadAfter, "no failover in maintenance", func(st api.Status) bool { return st.Role != "active" && !st.VIP.Owned })
+	if out, err := e.pair.B.Ctl(e.ctx, "maintenance", "off"); err != nil {
+		t.Fatalf("maintenance off: %v\n%s", err, out)
+	}
+	e.role(e.pair.B, "active", "")
+}
