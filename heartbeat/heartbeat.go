@@ -432,7 +432,12 @@ func (h *Heartbeat) receiver(ctx context.Context, i int) {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return
 			}
+			// Not seen on Linux for an unconnected UDP socket, but never
+			// spin on a persistent error: wait a period.
 			h.log.Warn("receive failed", zap.String("path", p.Name), zap.Error(err))
+			if !h.sleep(ctx, h.cfg.Interval) {
+				return
+			}
 			continue
 		}
 		now := h.clk.Now()

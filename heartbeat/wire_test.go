@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 var (
@@ -126,6 +127,33 @@ func FuzzDecode(f *testing.F) {
 		want[offReserved], want[offReserved+1] = 0, 0
 		if !bytes.Equal(body, want) {
 			t.Fatalf("re-encoded body differs:\n got %x\nwant %x", body, want)
+		}
+	})
+}
+
+// FuzzReceive feeds arbitrary datagrams to the full receive path (decode,
+// stranger checks, MAC, replay window, detector) of a node whose peer is
+// silent: without the pair key nothing can revive it, and every datagram
+// is counted under exactly one reason.
+func FuzzReceive(f *testing.F) {
+	m := hmac.New(sha256.New, testKey)
+	fr := sampleFrame()
+	fr.NodeID = 2
+	f.Add(encode(nil, m, &fr, testDest)) // MAC for another destination than the node's
+	f.Add([]byte("THB1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		local := netip.MustParseAddrPort("198.51.100.1:7405")
+		remote := testDest
+		h := newWithConns(Config{PairID: 42, NodeID: 1, Key: []byte("the-fuzzers-do-not-know-this"),
+			Paths:    []Path{{Name: "ha1", Local: local, Remote: remote}},
+			Interval: time.Second, DeadAfter: 4 * time.Second}, nil)
+		evs, err := h.receive(0, b, remote, remote, t0, hmac.New(sha256.New, h.cfg.Key), nil, nil)
+		if err == nil || len(evs) != 0 {
+			t.Fatalf("unauthenticated datagram accepted: err %v, events %v", err, evs)
+		}
+		d := h.Stats()[0].Dropped
+		if d.Malformed+d.Stranger+d.BadMAC+d.Replay != 1 {
+			t.Fatalf("drop counted %+v, want exactly one reason", d)
 		}
 	})
 }

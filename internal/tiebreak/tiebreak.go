@@ -23,14 +23,15 @@
 //   - Watchdog drives a /dev/watchdog-style device: Kick writes one byte,
 //     Disarm writes the magic 'V' and closes, which stops a driver that
 //     honours magic close. The daemon kicks only while the active's lease
-//     holds; if the daemon hangs, the machine resets.
+//     holds (KickWhile); if the daemon hangs, the machine resets.
 //
 // # Namespaces and goroutines
 //
 // Sockets belong to the network namespace of the thread that opens them:
 // NewGateway opens the ARP (and ICMP) sockets, Probe dials a TCP witness,
 // and WatchLink subscribes, each on the calling goroutine. Probe and Run
-// start no goroutine; Run is owned by its caller and returns when ctx ends.
+// start no goroutine; Run and KickWhile are owned by their caller and
+// return when ctx ends.
 // WatchLink owns the netlink subscription's reader (started by the netlink
 // library); it closes it and waits for it before returning.
 package tiebreak

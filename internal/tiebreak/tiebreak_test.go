@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -147,3 +148,63 @@ func TestRunProbesAtOnceThenEveryInterval(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestKickWhileKicksOnlyWhileTheLeaseHolds on a plain file and the manual
+// clock: one kick per period while the lease holds, none after.
+func TestKickWhileKicksOnlyWhileTheLeaseHolds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wd")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := OpenWatchdog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewManual(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	var holds atomicBool
+	holds.set(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.KickWhile(ctx, clk, time.Second, holds.get) }()
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	waitSize := func(n int64) {
+		t.Helper()
+		for size() != n {
+			if clock.Sleep(ctx, clock.Real(), time.Millisecond) != nil {
+				t.Fatalf("file size %d, want %d", size(), n)
+			}
+		}
+	}
+	waitSize(1) // kicked at once
+	for i := int64(2); i <= 3; i++ {
+		if err := clk.WaitForTimers(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Second)
+		waitSize(i)
+	}
+	holds.set(false)
+	clk.Advance(time.Second)
+	clk.Advance(time.Second)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("KickWhile: %v", err)
+	}
+	if got := size(); got != 3 {
+		t.Fatalf("%d kicks, want 3 (none after the lease ended)", got)
+	}
+	if err := w.KickWhile(context.Background(), clk, 0, holds.get); !errors.Is(err, ErrWatchdog) {
+		t.Fatalf("zero period: %v", err)
+	}
+}
+
+type atomicBool struct{ v atomic.Bool }
+
+func (b *atomicBool) set(v bool) { b.v.Store(v) }
+func (b *atomicBool) get() bool  { return b.v.Load() }

@@ -1,9 +1,13 @@
 package tiebreak
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sync"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // Watchdog is an open /dev/watchdog-style device. Once opened the device is
@@ -63,4 +67,30 @@ func (w *Watchdog) Disarm() error {
 		return fmt.Errorf("%w: close %s: %v", ErrWatchdog, w.path, cerr)
 	}
 	return nil
+}
+
+// KickWhile kicks w every period while holds reports true (the active's
+// lease), checking it before each kick, until ctx ends. When holds turns
+// false it only stops kicking: a daemon that is still alive fences itself
+// and then calls Disarm; one that hangs never does, and the device resets
+// the machine. Set the device timeout so that the reset lands before the
+// passive's promotion deadline. It runs on the caller's goroutine.
+func (w *Watchdog) KickWhile(ctx context.Context, clk clock.Clock, period time.Duration, holds func() bool) error {
+	if period <= 0 {
+		return fmt.Errorf("%w: kick period must be positive, got %v", ErrWatchdog, period)
+	}
+	tk := clk.NewTicker(period)
+	defer tk.Stop()
+	for {
+		if holds() {
+			if err := w.Kick(); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tk.C():
+		}
+	}
 }
