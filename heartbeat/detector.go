@@ -66,7 +66,7 @@ func (e Event) String() string {
 	case PeerAlive:
 		return fmt.Sprintf("%s path=%s epoch=%d role=%d committed=%d applied=%d health=%#x handover=%d/%d",
 			e.Kind, e.Path, e.Payload.Epoch, e.Payload.Role, e.Payload.CommittedLSN, e.Payload.AppliedLSN,
-			e.Payload.Health, e.Payload.Handover, e.Payload.HandoverToken)
+			e.Payload.Health, e.Payload.Handover, e.Payload.Generation)
 	case PathDown, PathUp:
 		return fmt.Sprintf("%s path=%s", e.Kind, e.Path)
 	case PeerRestarted:

@@ -89,10 +89,12 @@ type Payload struct {
 	CommittedLSN uint64
 	AppliedLSN   uint64
 	Health       uint32
-	// Handover and HandoverToken carry the planned-switchover handshake
-	// (a step code and a nonce chosen by the state machine); zero when idle.
-	Handover      uint8
-	HandoverToken uint64
+	// Handover carries the planned-switchover handshake (a step code
+	// chosen by the state machine; zero when idle).
+	Handover uint8
+	// Generation is a counter for pair-wide settings the state machine
+	// agrees on (the maintenance flag: the higher generation wins).
+	Generation uint64
 }
 
 // sameState reports whether p and q differ only in their LSNs, which change

@@ -45,7 +45,7 @@ const (
 	offHandover  = 56
 	offPathID    = 57
 	offReserved  = 58
-	offToken     = 60
+	offGen       = 60
 	offTx        = 68
 	offEcho      = 76
 	offHold      = 84
@@ -89,7 +89,7 @@ func appendBody(dst []byte, f *frame) []byte {
 	b[offHandover] = f.Payload.Handover
 	b[offPathID] = f.PathID
 	be.PutUint16(b[offReserved:], 0)
-	be.PutUint64(b[offToken:], f.Payload.HandoverToken)
+	be.PutUint64(b[offGen:], f.Payload.Generation)
 	be.PutUint64(b[offTx:], f.TxNanos)
 	be.PutUint64(b[offEcho:], f.EchoNanos)
 	be.PutUint64(b[offHold:], f.HoldNanos)
@@ -162,13 +162,13 @@ func decode(b []byte) (frame, error) {
 	f.Seq = be.Uint64(b[offSeq:])
 	f.PathID = b[offPathID]
 	f.Payload = Payload{
-		Epoch:         be.Uint64(b[offEpoch:]),
-		Role:          b[offRole],
-		CommittedLSN:  be.Uint64(b[offCommitted:]),
-		AppliedLSN:    be.Uint64(b[offApplied:]),
-		Health:        be.Uint32(b[offHealth:]),
-		Handover:      b[offHandover],
-		HandoverToken: be.Uint64(b[offToken:]),
+		Epoch:        be.Uint64(b[offEpoch:]),
+		Role:         b[offRole],
+		CommittedLSN: be.Uint64(b[offCommitted:]),
+		AppliedLSN:   be.Uint64(b[offApplied:]),
+		Health:       be.Uint32(b[offHealth:]),
+		Handover:     b[offHandover],
+		Generation:   be.Uint64(b[offGen:]),
 	}
 	f.TxNanos = be.Uint64(b[offTx:])
 	f.EchoNanos = be.Uint64(b[offEcho:])

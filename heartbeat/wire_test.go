@@ -17,7 +17,7 @@ var (
 
 func sampleFrame() frame {
 	return frame{NodeID: 1, PairID: 42, BootID: 0x1122334455667788, Seq: 9, Round: 4, PathID: 1,
-		Payload: Payload{Epoch: 7, Role: 2, CommittedLSN: 1000, AppliedLSN: 990, Health: 0x5, Handover: 3, HandoverToken: 0xabcdef},
+		Payload: Payload{Epoch: 7, Role: 2, CommittedLSN: 1000, AppliedLSN: 990, Health: 0x5, Handover: 3, Generation: 0xabcdef},
 		TxNanos: 123, EchoNanos: 100, HoldNanos: 7}
 }
 

@@ -18,6 +18,7 @@ const (
 	flagHearPeer
 	flagHandover
 	flagDegraded
+	flagDataKnown
 )
 
 func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
@@ -33,7 +34,8 @@ func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
 	set(a.HearPeer, flagHearPeer)
 	set(a.Handover, flagHandover)
 	set(a.Degraded, flagDegraded)
-	p := heartbeat.Payload{Epoch: a.Epoch, Role: uint8(a.Role), CommittedLSN: a.LSN, AppliedLSN: a.LSN, Health: h}
+	set(a.DataKnown, flagDataKnown)
+	p := heartbeat.Payload{Epoch: a.Epoch, Role: uint8(a.Role), CommittedLSN: a.LSN, AppliedLSN: a.LSN, Health: h, Generation: a.MaintGen}
 	if a.Handover {
 		p.Handover = 1
 	}
@@ -52,6 +54,8 @@ func advertFromPayload(p heartbeat.Payload) pair.Advert {
 		HearPeer:    h&flagHearPeer != 0,
 		Handover:    h&flagHandover != 0 || p.Handover != 0,
 		Degraded:    h&flagDegraded != 0,
+		DataKnown:   h&flagDataKnown != 0,
+		MaintGen:    p.Generation,
 	}
 }
 

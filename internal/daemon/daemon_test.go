@@ -3,6 +3,7 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -21,13 +22,34 @@ func TestNodeIDsAgreeOnBothNodes(t *testing.T) {
 func TestAdvertSurvivesTheHeartbeat(t *testing.T) {
 	for _, a := range []pair.Advert{
 		{Epoch: 7, Role: pair.RoleActive, LSN: 99, LANUp: true, HearPeer: true},
-		{Epoch: 8, Role: pair.RolePassive, Maintenance: true, Outdated: true, Handover: true, Degraded: true},
+		{Epoch: 8, Role: pair.RolePassive, Maintenance: true, MaintGen: 3, Outdated: true, Handover: true, Degraded: true, DataKnown: true},
 		{},
 	} {
 		got := advertFromPayload(payloadFromAdvert(a))
 		if got != a {
 			t.Errorf("advert %+v came back as %+v", a, got)
 		}
+	}
+	// Every field the state machine adds must cross the wire: set each
+	// one (but Node, which the driver fills from the configuration).
+	var all pair.Advert
+	v := reflect.ValueOf(&all).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if v.Type().Field(i).Name == "Node" {
+			continue
+		}
+		switch f.Kind() {
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			f.SetUint(uint64(i + 1))
+		default:
+			t.Fatalf("Advert.%s: kind %s not covered by this test", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	if got := advertFromPayload(payloadFromAdvert(all)); got != all {
+		t.Errorf("an advert with every field set came back as\n%+v\nwant\n%+v", got, all)
 	}
 }
 

@@ -95,6 +95,13 @@ func newE2E(t *testing.T) *e2e {
 	}
 	e.role(p.B, "passive", "in-sync")
 	e.role(p.A, "active", "paired")
+	// And a has heard b's advert as a passive in sync (a switchover asked
+	// before that is refused: "the peer is starting").
+	if _, err := p.A.WaitFor(ctx, "a sees b passive", func(s api.Status) bool {
+		return s.PeerView.Role == "passive" && s.PeerView.Alive
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
