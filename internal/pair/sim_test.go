@@ -95,6 +95,7 @@ type sim struct {
 	dualSince  time.Time
 	dualBound  time.Duration // 0: any overlap is a violation
 	quiet      bool          // log nothing (random tests)
+	onClaim    func(n *simNode)
 	rng        func(n int) int
 }
 
@@ -316,6 +317,9 @@ func (s *sim) do(n *simNode, a Action) {
 		}
 		n.vip = true
 		s.logf(n, "%s", a)
+		if s.onClaim != nil {
+			s.onClaim(n)
+		}
 	case ActReleaseVIP:
 		n.vip = false
 		s.logf(n, "%s", a)
