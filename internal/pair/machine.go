@@ -801,6 +801,8 @@ func (m *Machine) evalActive() {
 			m.abortSwitchover("the peer went silent")
 		case m.now.Sub(m.hoAt) >= m.t.SwitchoverTimeout:
 			m.abortSwitchover(fmt.Sprintf("not done within %v", m.t.SwitchoverTimeout))
+		case !m.peerSync:
+			m.abortSwitchover("the peer is no longer in sync")
 		case m.peer.Outdated || m.peer.Role != RolePassive:
 			m.abortSwitchover(fmt.Sprintf("the peer is %s outdated=%t", m.peer.Role, m.peer.Outdated))
 		}

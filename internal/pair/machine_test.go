@@ -187,3 +187,69 @@ func TestOwnedEpochs(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchdogKickedOnlyWhileLeaseHolds: an active with a watchdog kicks it
+// every interval while it hears the peer, stops kicking once the peer is
+// silent and the tie-breaker fails, and disarms it when it fences.
+func TestWatchdogKickedOnlyWhileLeaseHolds(t *testing.T) {
+	cfg := testConfig(1)
+	cfg.Watchdog = true
+	m, _, _ := New(cfg, Persisted{Role: RolePassive}, simStart)
+	now := simStart
+	peer := func(seq uint64) Ready {
+		rd, err := m.Step(now, PeerAlive{Seq: seq, Advert: Advert{Node: 2, Role: RolePassive, HearPeer: true, LANUp: true, DataKnown: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rd
+	}
+	if _, err := m.Step(now, Replication{State: ReplInSync, LSN: 1}); err != nil {
+		t.Fatal(err)
+	}
+	peer(1)
+	if m.role != RoleActive {
+		t.Fatalf("not elected: %+v", m.Status())
+	}
+	kicks := 0
+	count := func(rd Ready) {
+		for _, a := range rd.Actions {
+			switch a.Kind {
+			case ActKickWatchdog:
+				kicks++
+			case ActProbeGateway:
+				// Every probe fails: the tie-breaker never confirms.
+				if _, err := m.Step(now, GatewayProbe{Seq: a.Seq}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for i := 2; i <= 10; i++ {
+		now = now.Add(cfg.Timing.Interval)
+		count(peer(uint64(i)))
+		count(m.Tick(now))
+	}
+	if kicks < 9 {
+		t.Errorf("%d kicks in 9 intervals with the peer heard", kicks)
+	}
+	// The peer goes silent: kicks stop, and the fence disarms.
+	kicks = 0
+	disarmed := false
+	last := now
+	for m.role == RoleActive {
+		rd := m.Tick(now)
+		count(rd)
+		for _, a := range rd.Actions {
+			if a.Kind == ActDisarmWatchdog {
+				disarmed = true
+			}
+		}
+		now = rd.Wake
+	}
+	if !disarmed {
+		t.Error("fenced without disarming the watchdog")
+	}
+	if kicks > int(cfg.Timing.FenceAfter/cfg.Timing.Interval)+1 {
+		t.Errorf("%d kicks after the peer went silent at %v", kicks, last)
+	}
+}
