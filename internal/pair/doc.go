@@ -84,6 +84,14 @@
 // become active (the same limit as any two-node cluster without a quorum
 // device: see etcd raft's doc.go on two-member clusters).
 //
+// A daemon that dies while its host lives (SIGKILL, panic) leaves the VIP in
+// its kernel, which keeps answering ARP: the passive then does not promote
+// either (it cannot tell that from split heartbeats) and raises
+// split-heartbeat. The takeover waits for the restarted daemon, which
+// releases a leftover VIP in New before anything else (run tandemd with
+// systemd Restart=always), or for the watchdog, which resets the host once
+// nobody kicks it. We prefer that to two hosts answering for the VIP.
+//
 // Freeze/thaw: ClockJump forward by fence-after or more makes an active step
 // down before acting again (its lease may have run out while frozen); if the
 // peer did not promote, the election gives the role back at once in a new

@@ -54,6 +54,7 @@ type simNode struct {
 
 	persisted   Persisted
 	vip, run    bool
+	orphanVIP   bool // the daemon died, its kernel still holds the VIP
 	replPrimary bool
 	replEpoch   uint64
 	lsn         uint64
@@ -183,7 +184,7 @@ func (s *sim) start(n *simNode) {
 	n.gen++
 	n.up, n.froze, n.inbox = true, false, nil
 	n.lastRx, n.pathDown, n.failNext = map[string]time.Time{}, map[string]bool{}, map[ActionKind]bool{}
-	n.vip, n.run = false, false
+	n.vip, n.run, n.orphanVIP = false, false, false // the boot's release-vip clears a leftover
 	// The store keeps its data and lineage; the direction is set by the machine.
 	n.replPrimary, n.lastRepl, n.replSent = false, Replication{}, false
 	if n.vip {
@@ -216,10 +217,19 @@ func (s *sim) start(n *simNode) {
 	s.at(s.now.Add(phase), beat)
 }
 
+// kill: the daemon dies (SIGKILL, panic) but the host lives on, and so
+// does the VIP in its kernel until a new daemon releases it at boot.
+func (s *sim) kill(n *simNode) {
+	n.gen++
+	n.up, n.m = false, nil
+	n.orphanVIP, n.vip, n.run = n.vip, false, false
+	s.logf(n, "daemon killed (vip left configured: %t)", n.orphanVIP)
+}
+
 func (s *sim) crash(n *simNode) {
 	n.gen++
 	n.up, n.m = false, nil
-	n.vip, n.run = false, false // the host is gone, and its addresses with it
+	n.vip, n.run, n.orphanVIP = false, false, false // the host is gone, and its addresses with it
 	s.logf(n, "crash")
 }
 
@@ -352,7 +362,7 @@ func (s *sim) do(n *simNode, a Action) {
 		ok := n.gwOK && n.lanOK
 		o := s.other(n)
 		// A frozen node is a paused VM: its kernel does not answer either.
-		held := ok && o.up && !o.froze && o.vip && o.lanOK && !s.lanSplit
+		held := ok && (o.up && !o.froze && o.vip || o.orphanVIP) && o.lanOK && !s.lanSplit
 		d := s.probeRTT
 		if !ok {
 			d = s.cfg[0].Timing.ProbeTimeout / 2
