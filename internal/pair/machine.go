@@ -52,6 +52,7 @@ type Machine struct {
 	repl     ReplState
 	lsn      uint64
 	lsnKnown bool
+	lsnGrew  time.Time // a passive's store last received commits: some primary is alive
 	peerSync bool // primary: peer acks synchronously
 	peerAll  bool // primary: peer acked all
 
@@ -460,6 +461,9 @@ func (m *Machine) onRepl(e Replication) error {
 	if e.State > ReplInconsistent {
 		return fmt.Errorf("%w: replication: state %d", ErrBadEvent, e.State)
 	}
+	if e.LSN > m.lsn && m.role != RoleActive && m.lsnKnown {
+		m.lsnGrew = m.now
+	}
 	m.repl, m.lsn, m.peerSync, m.peerAll, m.lsnKnown = e.State, e.LSN, e.PeerInSync, e.PeerAckedAll, true
 	switch e.State {
 	case ReplOutdated, ReplInconsistent:
@@ -859,7 +863,9 @@ func (m *Machine) evalPassive() {
 		}
 		// Only when the peer hears us too: under one-way loss it may be about
 		// to promote on silence.
-		if !auto || !m.peer.HearPeer || !m.ranksFirst() {
+		// Nor while commits still stream in: then a primary is alive and the
+		// peer's passive advert is merely older than its promotion.
+		if !auto || !m.peer.HearPeer || m.now.Sub(m.lsnGrew) < m.t.DeadAfter || !m.ranksFirst() {
 			return
 		}
 		m.promote("both passive, this node ranks first", false)
@@ -956,6 +962,7 @@ func (m *Machine) wake() time.Time {
 	}
 	add(m.retryAfter)
 	add(m.holdUntil)
+	add(m.lsnGrew.Add(m.t.DeadAfter))
 	add(m.degraded)
 	if m.handover {
 		add(m.handoverAt.Add(m.t.DeadAfter))

@@ -159,3 +159,31 @@ func safetyRun(seed int64, ops int) string {
 	}
 	return ""
 }
+
+// TestNoSpuriousTakeoverFastUnderLoss: the fast profile with 5 % loss on HA
+// link 1 and up to 30 ms of delivery jitter on every path (a loaded machine's
+// scheduling delay) for two simulated minutes: the role never moves. This is
+// where keepalived at a 10 ms advert failed in our lab (ARCHITECTURE.md 9).
+func TestNoSpuriousTakeoverFastUnderLoss(t *testing.T) {
+	tm, _ := Profile("fast")
+	seeds := 5
+	if testing.Short() {
+		seeds = 1
+	}
+	for seed := int64(1); seed <= int64(seeds); seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		s := newSim(Config{Timing: tm})
+		s.quiet = true
+		s.rng, s.rand = rng.Intn, rng
+		s.loss = map[string]float64{"ha1": 0.05}
+		s.jitter = 30 * time.Millisecond
+		claims := 0
+		s.onClaim = func(*simNode) { claims++ }
+		s.start(s.nodes[0])
+		s.start(s.nodes[1])
+		s.run(s.now.Add(2 * time.Minute))
+		if claims != 1 || len(s.violations) > 0 {
+			t.Errorf("seed %d: %d claims (want the first only), violations %v", seed, claims, s.violations)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package pair
 
 import (
 	"container/heap"
+	"math/rand"
 	"errors"
 	"fmt"
 	"sort"
@@ -97,6 +98,9 @@ type sim struct {
 	dualBound  time.Duration // 0: any overlap is a violation
 	quiet      bool          // log nothing (random tests)
 	onClaim    func(n *simNode)
+	loss       map[string]float64 // per path drop probability (needs rand)
+	jitter     time.Duration      // extra delivery delay, uniform (needs rand)
+	rand       *rand.Rand
 	rng        func(n int) int
 }
 
@@ -415,9 +419,16 @@ func (s *sim) sendHB(n *simNode) {
 		if !s.linkOK(p, n, o) {
 			continue
 		}
+		if s.loss != nil && s.rand != nil && s.rand.Float64() < s.loss[p] {
+			continue
+		}
 		p := p
 		gen := o.gen
-		s.at(s.now.Add(s.latency+time.Duration(i)*10*time.Microsecond), func() {
+		d := s.latency + time.Duration(i)*10*time.Microsecond
+		if s.jitter > 0 && s.rand != nil {
+			d += time.Duration(s.rand.Int63n(int64(s.jitter)))
+		}
+		s.at(s.now.Add(d), func() {
 			if o.gen != gen || !o.up {
 				return
 			}
