@@ -53,8 +53,8 @@ type Machine struct {
 	lsn      uint64
 	lsnKnown bool
 	lsnGrew  time.Time // a passive's store last received commits: some primary is alive
-	peerSync bool // primary: peer acks synchronously
-	peerAll  bool // primary: peer acked all
+	peerSync bool      // primary: peer acks synchronously
+	peerAll  bool      // primary: peer acked all
 
 	// peer view
 	peerSeen      bool

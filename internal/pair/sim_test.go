@@ -2,9 +2,9 @@ package pair
 
 import (
 	"container/heap"
-	"math/rand"
 	"errors"
 	"fmt"
+	"math/rand"
 	"sort"
 	"strings"
 	"time"
