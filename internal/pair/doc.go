@@ -92,6 +92,12 @@
 // systemd Restart=always), or for the watchdog, which resets the host once
 // nobody kicks it. We prefer that to two hosts answering for the VIP.
 //
+// VIP conflict: an ARP answer for the VIP from another MAC while we hold it is
+// re-announced and alarmed. If at the same time the peer has not been heard
+// for suspect-after, it is most likely the peer, promoted in the instant
+// between our claim and its last ARP probe; without heartbeats the two
+// cannot compare epochs, so node 2 steps down and node 1 keeps the role.
+//
 // Freeze/thaw: ClockJump forward by fence-after or more makes an active step
 // down before acting again (its lease may have run out while frozen); if the
 // peer did not promote, the election gives the role back at once in a new

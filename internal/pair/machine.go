@@ -331,6 +331,15 @@ func (m *Machine) step(ev Event) error {
 	case Admin:
 		return m.onAdmin(e)
 	case VIPConflict:
+		if m.role == RoleActive && m.leaseSilent() >= m.t.SuspectAfter && m.cfg.NodeID == 2 {
+			// Probably the peer, promoted in the instant between our claim and
+			// its last ARP probe, and we cannot hear each other to compare
+			// epochs. One of us must go: node 1 keeps the role, by rule.
+			m.raise("vip-conflict", fmt.Sprintf("%s answers for the VIP while the peer is silent", e.MAC))
+			m.demote("VIP conflict with the peer silent: node 1 keeps the role", true)
+			m.retryAfter = m.now.Add(m.t.DeadAfter)
+			return nil
+		}
 		if m.role == RoleActive {
 			m.raise("vip-conflict", fmt.Sprintf("%s answers for the VIP while this node holds it", e.MAC))
 			m.emit(Action{Kind: ActReannounceVIP})
@@ -865,7 +874,10 @@ func (m *Machine) evalPassive() {
 		// to promote on silence.
 		// Nor while commits still stream in: then a primary is alive and the
 		// peer's passive advert is merely older than its promotion.
-		if !auto || !m.peer.HearPeer || m.now.Sub(m.lsnGrew) < m.t.DeadAfter || !m.ranksFirst() {
+		// And only on a fresh view: an advert older than suspect-after may
+		// predate a cut after which the peer promotes on silence.
+		if !auto || !m.peer.HearPeer || m.silentFor() >= m.t.SuspectAfter ||
+			m.now.Sub(m.lsnGrew) < m.t.DeadAfter || !m.ranksFirst() {
 			return
 		}
 		m.promote("both passive, this node ranks first", false)

@@ -50,7 +50,17 @@ func safetyRun(seed int64, ops int) string {
 	s := newSim(base)
 	s.quiet = !safetyVerbose
 	s.rng = rng.Intn
-	s.dualBound = base.Timing.Interval + 2*time.Millisecond
+	if rng.Intn(2) == 0 {
+		// A loaded machine: delivery jitter (which reorders heartbeats across
+		// paths) and loss on one path.
+		s.rand = rng
+		s.jitter = time.Duration(rng.Int63n(int64(3 * base.Timing.Interval)))
+		s.loss = map[string]float64{paths[rng.Intn(3)]: 0.05}
+	}
+	// One interval for a heartbeat in the higher epoch to arrive (one-way
+	// loss), or the race between a claim and the other node's last ARP probe
+	// resolved by the next conflict check: see the package doc.
+	s.dualBound = 2*base.Timing.Interval + base.Timing.ProbeTimeout + s.jitter + 2*time.Millisecond
 	var script []string
 	do := func(f string, a ...any) {
 		script = append(script, fmt.Sprintf(f, a...))
@@ -153,7 +163,7 @@ func safetyRun(seed int64, ops int) string {
 			if safetyVerbose {
 				script = append(script, s.log...)
 			}
-			return fmt.Sprintf("profile %s health=%t witness=%t\n%s\n%s", prof, base.HealthFailover, base.Witness,
+			return fmt.Sprintf("profile %s health=%t witness=%t jitter=%v loss=%v\n%s\n%s", prof, base.HealthFailover, base.Witness, s.jitter, s.loss,
 				strings.Join(script, "\n"), strings.Join(s.violations, "\n"))
 		}
 	}

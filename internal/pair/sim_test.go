@@ -212,6 +212,7 @@ func (s *sim) start(n *simNode) {
 			return
 		}
 		if !n.froze {
+			s.arpWatch(n)
 			s.sendHB(n)
 			s.checkPaths(n)
 			s.reportRepl(n)
@@ -509,6 +510,15 @@ func (s *sim) reportRepl(n *simNode) {
 	if r != n.lastRepl || !n.replSent {
 		n.lastRepl, n.replSent = r, true
 		s.deliver(n, r)
+	}
+}
+
+// arpWatch plays the vip package's conflict detection: another host answers
+// ARP for the VIP we hold.
+func (s *sim) arpWatch(n *simNode) {
+	o := s.other(n)
+	if n.vip && n.lanOK && o.lanOK && !s.lanSplit && (o.up && !o.froze && o.vip || o.orphanVIP) {
+		s.deliver(n, VIPConflict{MAC: "02:00:00:00:00:0" + o.name})
 	}
 }
 
