@@ -48,9 +48,11 @@
 // the tie-breaker confirms (a gateway answered a probe started after the
 // silence began, nobody else answers ARP for the VIP, the witness granted if
 // configured) and this node is not outdated, inconsistent or in maintenance;
-// (b) the peer hands over (planned switchover); (c) both nodes are passive and
-// alive and this node ranks first (eligible, more data, owner of the newest
-// epoch, lower node id: both compute the same answer from the same adverts);
+// (b) the peer hands over (planned switchover); (c) both nodes are passive,
+// hear each other (fresh adverts, newer than suspect-after, HearPeer set), no
+// commits streamed in for dead-after, and this node ranks first (eligible,
+// more data, owner of the newest epoch, lower node id: both compute the same
+// answer from the same adverts);
 // (d) the operator forces it with an explicit data-loss acknowledgement.
 //
 // Demotion: an active that hears an active peer in a higher epoch stops the
