@@ -33,8 +33,8 @@
 //	stopped   the daemon may exit
 //
 // Maintenance is a persisted flag across states, shared through the advert
-// (a change on one node is adopted by the other; at first sight the union
-// wins): no automatic promotion, no health switchover, no election. The
+// with a generation number (the higher generation wins; two changes from the
+// same generation resolve to on): no automatic promotion, no health switchover, no election. The
 // self-fence still applies in maintenance: it is what keeps a node that was
 // not told about maintenance from meeting a second active.
 //
@@ -120,5 +120,16 @@
 // new epoch (higher than anything the peer may have picked meanwhile, or lower
 // and then it demotes when it hears the peer): exactly one active either way.
 //
-// Timing profiles are in Profile; Timing.Validate names each field.
+// Timing profiles are in Profile; Timing.Set applies config overrides by
+// their YAML names; Timing.Validate names each field.
+//
+// # Tests
+//
+// testdata/scenarios/*.txt are scripts run against two machines on a
+// simulated network, clock, gateway, witness and replication link
+// (sim_test.go plays the daemon); the harness fails any instant at which both
+// nodes act as active unless the script says allow-dual. Rewrite the expected
+// output with go test -run TestScenarios -rewrite and review the diff.
+// TestSafetyRandom runs random fault sequences; FuzzStep feeds arbitrary
+// events; BenchmarkHostLossDetection reports simulated detection p50/p99.
 package pair
