@@ -405,6 +405,15 @@ func (m *Machine) onPeer(e PeerAlive) error {
 		m.maintGen++
 		m.setMaint(true, "concurrent change on the peer", true)
 	}
+	// I5: our stream is down while the active's LSN passes ours (HA links cut,
+	// the LAN heartbeat alive, the active committing alone): we are outdated
+	// and must not promote on its loss.
+	if m.role != RoleActive && a.Role == RoleActive && m.lsnKnown && m.repl == ReplDisconnected &&
+		a.LSN > m.lsn && !m.outdated {
+		m.outdated = true
+		m.persist()
+		m.raise("outdated", fmt.Sprintf("the active committed past this node (LSN %d > %d) with the stream down: it will not promote automatically", a.LSN, m.lsn))
+	}
 	// I1: a higher epoch from an active peer (or one handing over) ends our term
 	// at once. A passive's higher epoch is only remembered: it may come from a
 	// fenced term, and dropping a healthy active for it helps nobody.
