@@ -72,9 +72,13 @@
 // answer before it must fence. One-way loss (the passive stops hearing the
 // active, the active still hears the passive): every advert carries HearPeer
 // (the sender heard the receiver within suspect-after), and the active's lease
-// counts only heartbeats from a peer that hears it, so the same bound holds
-// from the moment the passive stops hearing it; an election between two
-// passives also needs both to hear each other. Residual window: a passive
+// counts only heartbeats from a peer that hears it, so the active starts
+// probing its tie-breaker (and asking the witness) at most suspect-after +
+// interval after the passive's last hearing and fences fence-after later if
+// the tie-breaker fails. That is later than the passive's dead-after: in that
+// window the passive is held back by its own tie-breaker (the VIP still
+// answers ARP; the witness's grant). An election between two passives also
+// needs both to hear each other. Residual window: a passive
 // that promoted while the active's tie-breaker still confirmed it (the
 // gateway answers both and the VIP ARP is blocked between them) meets an
 // active that demotes on its first heartbeat in the higher epoch.
