@@ -59,29 +59,23 @@
 // runtime, releases the VIP, persists, at once. A passive peer's higher epoch is
 // only remembered (it may come from a fenced term).
 //
-// Self-fence: an active that heard nothing for fence-after and holds no fresh
-// confirmation of its tie-breaker steps down. Timing.Validate enforces
+// Self-fence: an active that has not heard, for fence-after, a peer that
+// hears it (every advert carries HearPeer: the sender heard the receiver
+// within suspect-after) and holds no fresh confirmation of its tie-breaker
+// steps down. Timing.Validate enforces
 //
-//	fence-after + interval + fence-margin <= dead-after
+//	suspect-after + fence-after + fence-margin <= dead-after
 //	suspect-after + probe-timeout <= fence-after
 //
-// After a symmetric cut at c the active last heard the passive no later than c
-// and is fenced by c + fence-after + fence-margin; the passive last heard the
-// active no earlier than c - interval and promotes at c - interval +
-// dead-after at the earliest. The second line lets a healthy active have its
-// answer before it must fence. One-way loss (the passive stops hearing the
-// active, the active still hears the passive): every advert carries HearPeer
-// (the sender heard the receiver within suspect-after), and the active's lease
-// counts only heartbeats from a peer that hears it, so the active starts
-// probing its tie-breaker (and asking the witness) at most suspect-after +
-// interval after the passive's last hearing and fences fence-after later if
-// the tie-breaker fails. That is later than the passive's dead-after: in that
-// window the passive is held back by its own tie-breaker (the VIP still
-// answers ARP; the witness's grant). An election between two passives also
-// needs both to hear each other. Residual window: a passive
-// that promoted while the active's tie-breaker still confirmed it (the
-// gateway answers both and the VIP ARP is blocked between them) meets an
-// active that demotes on its first heartbeat in the higher epoch.
+// Let t0 be the passive's last hearing of the active. The passive's
+// heartbeats stop saying HearPeer at t0 + suspect-after, so the active's lease
+// stops being renewed then and it is fenced by t0 + suspect-after +
+// fence-after + fence-margin; the passive promotes at t0 + dead-after at the
+// earliest. That holds for a symmetric cut and for one-way loss (the active
+// still hears the passive) alike. The second line lets a healthy active have
+// its answer before it must fence. An election between two passives also
+// needs both to hear each other. The network delay of the last heartbeat must
+// fit in fence-margin.
 //
 // Split heartbeats: when every heartbeat path is cut but both nodes still
 // reach the gateway, the passive's ARP probe for the VIP finds it answered and

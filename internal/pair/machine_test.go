@@ -36,7 +36,7 @@ func TestTimingValidateNamesField(t *testing.T) {
 		{map[string]time.Duration{"interval": 5 * time.Millisecond}, "timing.interval: 5ms: must be at least 10ms"},
 		{map[string]time.Duration{"dead-after": 300 * time.Millisecond}, "timing.dead-after: 300ms: must exceed 3 x interval"},
 		{map[string]time.Duration{"fence-after": 380 * time.Millisecond}, "must not exceed dead-after"},
-		{map[string]time.Duration{"fence-after": 200 * time.Millisecond}, "timing.fence-after: 200ms: must be at least suspect-after + probe-timeout"},
+		{map[string]time.Duration{"fence-after": 150 * time.Millisecond}, "timing.fence-after: 150ms: must be at least suspect-after + probe-timeout"},
 		{map[string]time.Duration{"suspect-after": 50 * time.Millisecond}, "timing.suspect-after"},
 		{map[string]time.Duration{"startup-wait": time.Millisecond * 100}, "timing.startup-wait"},
 		{map[string]time.Duration{"health-hold": time.Millisecond * 100}, "timing.health-hold"},

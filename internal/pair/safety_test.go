@@ -12,8 +12,8 @@ import (
 // fault sequences (crash, restart, freeze/thaw, path cuts in either direction,
 // gateway and LAN loss, clock jumps, switchovers, maintenance, stops) and
 // checks, at every instant:
-//   - two nodes act as active at once for no longer than the one-way-loss
-//     bound (interval plus the network delay: see the package doc);
+//   - two nodes act as active at once for no longer than one network delay
+//     (the first heartbeat in the higher epoch reaching the old active);
 //   - a node's persisted epoch never decreases (I1);
 //   - a claim and a primary replication follow the persisted active epoch
 //     (I1, I3), and the runtime starts only with the VIP held.
@@ -57,10 +57,9 @@ func safetyRun(seed int64, ops int) string {
 		s.jitter = time.Duration(rng.Int63n(int64(3 * base.Timing.Interval)))
 		s.loss = map[string]float64{paths[rng.Intn(3)]: 0.05}
 	}
-	// One interval for a heartbeat in the higher epoch to arrive (one-way
-	// loss), or the race between a claim and the other node's last ARP probe
-	// resolved by the next conflict check: see the package doc.
-	s.dualBound = 2*base.Timing.Interval + base.Timing.ProbeTimeout + s.jitter + 2*time.Millisecond
+	// One network delay: the first heartbeat in the higher epoch reaching the
+	// old active (the promotion and its heartbeat leave in the same instant).
+	s.dualBound = s.jitter + 2*time.Millisecond
 	var script []string
 	do := func(f string, a ...any) {
 		script = append(script, fmt.Sprintf(f, a...))
