@@ -63,9 +63,9 @@ var profiles = map[string]Timing{
 	"default": {
 		Interval:          100 * time.Millisecond,
 		DeadAfter:         400 * time.Millisecond,
-		SuspectAfter:      150 * time.Millisecond,
-		ProbeTimeout:      100 * time.Millisecond,
-		FenceAfter:        250 * time.Millisecond,
+		SuspectAfter:      120 * time.Millisecond,
+		ProbeTimeout:      80 * time.Millisecond,
+		FenceAfter:        200 * time.Millisecond,
 		FenceMargin:       50 * time.Millisecond,
 		StartupWait:       10 * time.Second,
 		HealthHold:        time.Second,
@@ -137,12 +137,15 @@ func (t *Timing) Set(name string, d time.Duration) error {
 //
 //	dead-after > 3 x interval                          (three lost heartbeats are no failure)
 //	suspect-after + probe-timeout <= fence-after       (a healthy active has its answer before it must fence)
-//	fence-after + interval + fence-margin <= dead-after (the self-fence is done before the passive may promote)
+//	suspect-after + fence-after + fence-margin <= dead-after (the self-fence is done before the passive may promote)
 //
-// The last one is the fencing guarantee: after a symmetric cut at time c the
-// active last heard the passive at most at c and fences by c + fence-after +
-// fence-margin; the passive last heard the active at least at c - interval and
-// promotes no earlier than c - interval + dead-after.
+// The last one is the fencing guarantee. Let t0 be the passive's last
+// hearing of the active. Its heartbeats say HearPeer until t0 +
+// suspect-after, and the active's lease counts only those, so the active is
+// fenced by t0 + suspect-after + fence-after + fence-margin, while the passive
+// promotes no earlier than t0 + dead-after. This covers a symmetric cut (the
+// active then stops hearing the passive within one interval <= suspect-after)
+// and one-way loss alike.
 func (t Timing) Validate() error {
 	var errs []error
 	bad := func(field, f string, a ...any) {
@@ -168,8 +171,8 @@ func (t Timing) Validate() error {
 	if t.SuspectAfter+t.ProbeTimeout > t.FenceAfter {
 		bad("fence-after", "%v: must be at least suspect-after + probe-timeout (%v) so a healthy active learns its tie-breaker answer before it must fence", t.FenceAfter, t.SuspectAfter+t.ProbeTimeout)
 	}
-	if t.FenceAfter+t.Interval+t.FenceMargin > t.DeadAfter {
-		bad("fence-after", "%v: fence-after + interval + fence-margin (%v) must not exceed dead-after (%v): the active must be fenced before the passive may promote", t.FenceAfter, t.FenceAfter+t.Interval+t.FenceMargin, t.DeadAfter)
+	if t.SuspectAfter+t.FenceAfter+t.FenceMargin > t.DeadAfter {
+		bad("fence-after", "%v: suspect-after + fence-after + fence-margin (%v) must not exceed dead-after (%v): the active must be fenced before the passive may promote", t.FenceAfter, t.SuspectAfter+t.FenceAfter+t.FenceMargin, t.DeadAfter)
 	}
 	if t.StartupWait < t.DeadAfter {
 		bad("startup-wait", "%v: must be at least dead-after (%v)", t.StartupWait, t.DeadAfter)

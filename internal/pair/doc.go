@@ -33,8 +33,8 @@
 //	stopped   the daemon may exit
 //
 // Maintenance is a persisted flag across states, shared through the advert
-// (a change on one node is adopted by the other; at first sight the union
-// wins): no automatic promotion, no health switchover, no election. The
+// with a generation number (the higher generation wins; two changes from the
+// same generation resolve to on): no automatic promotion, no health switchover, no election. The
 // self-fence still applies in maintenance: it is what keeps a node that was
 // not told about maintenance from meeting a second active.
 //
@@ -48,34 +48,34 @@
 // the tie-breaker confirms (a gateway answered a probe started after the
 // silence began, nobody else answers ARP for the VIP, the witness granted if
 // configured) and this node is not outdated, inconsistent or in maintenance;
-// (b) the peer hands over (planned switchover); (c) both nodes are passive and
-// alive and this node ranks first (eligible, more data, owner of the newest
-// epoch, lower node id: both compute the same answer from the same adverts);
+// (b) the peer hands over (planned switchover); (c) both nodes are passive,
+// hear each other (fresh adverts, newer than suspect-after, HearPeer set), no
+// commits streamed in for dead-after, and this node ranks first (eligible,
+// more data, owner of the newest epoch, lower node id: both compute the same
+// answer from the same adverts);
 // (d) the operator forces it with an explicit data-loss acknowledgement.
 //
 // Demotion: an active that hears an active peer in a higher epoch stops the
 // runtime, releases the VIP, persists, at once. A passive peer's higher epoch is
 // only remembered (it may come from a fenced term).
 //
-// Self-fence: an active that heard nothing for fence-after and holds no fresh
-// confirmation of its tie-breaker steps down. Timing.Validate enforces
+// Self-fence: an active that has not heard, for fence-after, a peer that
+// hears it (every advert carries HearPeer: the sender heard the receiver
+// within suspect-after) and holds no fresh confirmation of its tie-breaker
+// steps down. Timing.Validate enforces
 //
-//	fence-after + interval + fence-margin <= dead-after
+//	suspect-after + fence-after + fence-margin <= dead-after
 //	suspect-after + probe-timeout <= fence-after
 //
-// After a symmetric cut at c the active last heard the passive no later than c
-// and is fenced by c + fence-after + fence-margin; the passive last heard the
-// active no earlier than c - interval and promotes at c - interval +
-// dead-after at the earliest. The second line lets a healthy active have its
-// answer before it must fence. One-way loss (the passive stops hearing the
-// active, the active still hears the passive): every advert carries HearPeer
-// (the sender heard the receiver within suspect-after), and the active's lease
-// counts only heartbeats from a peer that hears it, so the same bound holds
-// from the moment the passive stops hearing it; an election between two
-// passives also needs both to hear each other. Residual window: a passive
-// that promoted while the active's tie-breaker still confirmed it (the
-// gateway answers both and the VIP ARP is blocked between them) meets an
-// active that demotes on its first heartbeat in the higher epoch.
+// Let t0 be the passive's last hearing of the active. The passive's
+// heartbeats stop saying HearPeer at t0 + suspect-after, so the active's lease
+// stops being renewed then and it is fenced by t0 + suspect-after +
+// fence-after + fence-margin; the passive promotes at t0 + dead-after at the
+// earliest. That holds for a symmetric cut and for one-way loss (the active
+// still hears the passive) alike. The second line lets a healthy active have
+// its answer before it must fence. An election between two passives also
+// needs both to hear each other. The network delay of the last heartbeat must
+// fit in fence-margin.
 //
 // Split heartbeats: when every heartbeat path is cut but both nodes still
 // reach the gateway, the passive's ARP probe for the VIP finds it answered and
@@ -83,6 +83,20 @@
 // between the nodes as well, only a witness can decide; without one both may
 // become active (the same limit as any two-node cluster without a quorum
 // device: see etcd raft's doc.go on two-member clusters).
+//
+// A daemon that dies while its host lives (SIGKILL, panic) leaves the VIP in
+// its kernel, which keeps answering ARP: the passive then does not promote
+// either (it cannot tell that from split heartbeats) and raises
+// split-heartbeat. The takeover waits for the restarted daemon, which
+// releases a leftover VIP in New before anything else (run tandemd with
+// systemd Restart=always), or for the watchdog, which resets the host once
+// nobody kicks it. We prefer that to two hosts answering for the VIP.
+//
+// VIP conflict: an ARP answer for the VIP from another MAC while we hold it is
+// re-announced and alarmed. If at the same time the peer has not been heard
+// for suspect-after, it is most likely the peer, promoted in the instant
+// between our claim and its last ARP probe; without heartbeats the two
+// cannot compare epochs, so node 2 steps down and node 1 keeps the role.
 //
 // Freeze/thaw: ClockJump forward by fence-after or more makes an active step
 // down before acting again (its lease may have run out while frozen); if the
@@ -104,5 +118,16 @@
 // new epoch (higher than anything the peer may have picked meanwhile, or lower
 // and then it demotes when it hears the peer): exactly one active either way.
 //
-// Timing profiles are in Profile; Timing.Validate names each field.
+// Timing profiles are in Profile; Timing.Set applies config overrides by
+// their YAML names; Timing.Validate names each field.
+//
+// # Tests
+//
+// testdata/scenarios/*.txt are scripts run against two machines on a
+// simulated network, clock, gateway, witness and replication link
+// (sim_test.go plays the daemon); the harness fails any instant at which both
+// nodes act as active unless the script says allow-dual. Rewrite the expected
+// output with go test -run TestScenarios -rewrite and review the diff.
+// TestSafetyRandom runs random fault sequences; FuzzStep feeds arbitrary
+// events; BenchmarkHostLossDetection reports simulated detection p50/p99.
 package pair

@@ -52,8 +52,9 @@ type Machine struct {
 	repl     ReplState
 	lsn      uint64
 	lsnKnown bool
-	peerSync bool // primary: peer acks synchronously
-	peerAll  bool // primary: peer acked all
+	lsnGrew  time.Time // a passive's store last received commits: some primary is alive
+	peerSync bool      // primary: peer acks synchronously
+	peerAll  bool      // primary: peer acked all
 
 	// peer view
 	peerSeen      bool
@@ -330,6 +331,15 @@ func (m *Machine) step(ev Event) error {
 	case Admin:
 		return m.onAdmin(e)
 	case VIPConflict:
+		if m.role == RoleActive && m.leaseSilent() >= m.t.SuspectAfter && m.cfg.NodeID == 2 {
+			// Probably the peer, promoted in the instant between our claim and
+			// its last ARP probe, and we cannot hear each other to compare
+			// epochs. One of us must go: node 1 keeps the role, by rule.
+			m.raise("vip-conflict", fmt.Sprintf("%s answers for the VIP while the peer is silent", e.MAC))
+			m.demote("VIP conflict with the peer silent: node 1 keeps the role", true)
+			m.retryAfter = m.now.Add(m.t.DeadAfter)
+			return nil
+		}
 		if m.role == RoleActive {
 			m.raise("vip-conflict", fmt.Sprintf("%s answers for the VIP while this node holds it", e.MAC))
 			m.emit(Action{Kind: ActReannounceVIP})
@@ -395,6 +405,15 @@ func (m *Machine) onPeer(e PeerAlive) error {
 		m.maintGen++
 		m.setMaint(true, "concurrent change on the peer", true)
 	}
+	// I5: our stream is down while the active's LSN passes ours (HA links cut,
+	// the LAN heartbeat alive, the active committing alone): we are outdated
+	// and must not promote on its loss.
+	if m.role != RoleActive && a.Role == RoleActive && m.lsnKnown && m.repl == ReplDisconnected &&
+		a.LSN > m.lsn && !m.outdated {
+		m.outdated = true
+		m.persist()
+		m.raise("outdated", fmt.Sprintf("the active committed past this node (LSN %d > %d) with the stream down: it will not promote automatically", a.LSN, m.lsn))
+	}
 	// I1: a higher epoch from an active peer (or one handing over) ends our term
 	// at once. A passive's higher epoch is only remembered: it may come from a
 	// fenced term, and dropping a healthy active for it helps nobody.
@@ -459,6 +478,9 @@ func (m *Machine) onProbe(seq uint64, reachable, held bool) {
 func (m *Machine) onRepl(e Replication) error {
 	if e.State > ReplInconsistent {
 		return fmt.Errorf("%w: replication: state %d", ErrBadEvent, e.State)
+	}
+	if e.LSN > m.lsn && m.role != RoleActive && m.lsnKnown {
+		m.lsnGrew = m.now
 	}
 	m.repl, m.lsn, m.peerSync, m.peerAll, m.lsnKnown = e.State, e.LSN, e.PeerInSync, e.PeerAckedAll, true
 	switch e.State {
@@ -801,6 +823,8 @@ func (m *Machine) evalActive() {
 			m.abortSwitchover("the peer went silent")
 		case m.now.Sub(m.hoAt) >= m.t.SwitchoverTimeout:
 			m.abortSwitchover(fmt.Sprintf("not done within %v", m.t.SwitchoverTimeout))
+		case !m.peerSync:
+			m.abortSwitchover("the peer is no longer in sync")
 		case m.peer.Outdated || m.peer.Role != RolePassive:
 			m.abortSwitchover(fmt.Sprintf("the peer is %s outdated=%t", m.peer.Role, m.peer.Outdated))
 		}
@@ -857,7 +881,12 @@ func (m *Machine) evalPassive() {
 		}
 		// Only when the peer hears us too: under one-way loss it may be about
 		// to promote on silence.
-		if !auto || !m.peer.HearPeer || !m.ranksFirst() {
+		// Nor while commits still stream in: then a primary is alive and the
+		// peer's passive advert is merely older than its promotion.
+		// And only on a fresh view: an advert older than suspect-after may
+		// predate a cut after which the peer promotes on silence.
+		if !auto || !m.peer.HearPeer || m.silentFor() >= m.t.SuspectAfter ||
+			m.now.Sub(m.lsnGrew) < m.t.DeadAfter || !m.ranksFirst() {
 			return
 		}
 		m.promote("both passive, this node ranks first", false)
@@ -954,6 +983,7 @@ func (m *Machine) wake() time.Time {
 	}
 	add(m.retryAfter)
 	add(m.holdUntil)
+	add(m.lsnGrew.Add(m.t.DeadAfter))
 	add(m.degraded)
 	if m.handover {
 		add(m.handoverAt.Add(m.t.DeadAfter))

@@ -209,6 +209,8 @@ func (s *sim) exec(t *testing.T, line string) string {
 		s.run(s.now.Add(d))
 	case "crash":
 		s.crash(s.node(t, arg(1)))
+	case "kill":
+		s.kill(s.node(t, arg(1)))
 	case "freeze":
 		s.freeze(s.node(t, arg(1)))
 	case "thaw":

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"math/rand"
 	"sort"
 	"strings"
 	"time"
@@ -54,6 +55,7 @@ type simNode struct {
 
 	persisted   Persisted
 	vip, run    bool
+	orphanVIP   bool // the daemon died, its kernel still holds the VIP
 	replPrimary bool
 	replEpoch   uint64
 	lsn         uint64
@@ -95,6 +97,10 @@ type sim struct {
 	dualSince  time.Time
 	dualBound  time.Duration // 0: any overlap is a violation
 	quiet      bool          // log nothing (random tests)
+	onClaim    func(n *simNode)
+	loss       map[string]float64 // per path drop probability (needs rand)
+	jitter     time.Duration      // extra delivery delay, uniform (needs rand)
+	rand       *rand.Rand
 	rng        func(n int) int
 }
 
@@ -182,7 +188,7 @@ func (s *sim) start(n *simNode) {
 	n.gen++
 	n.up, n.froze, n.inbox = true, false, nil
 	n.lastRx, n.pathDown, n.failNext = map[string]time.Time{}, map[string]bool{}, map[ActionKind]bool{}
-	n.vip, n.run = false, false
+	n.vip, n.run, n.orphanVIP = false, false, false // the boot's release-vip clears a leftover
 	// The store keeps its data and lineage; the direction is set by the machine.
 	n.replPrimary, n.lastRepl, n.replSent = false, Replication{}, false
 	if n.vip {
@@ -206,6 +212,7 @@ func (s *sim) start(n *simNode) {
 			return
 		}
 		if !n.froze {
+			s.arpWatch(n)
 			s.sendHB(n)
 			s.checkPaths(n)
 			s.reportRepl(n)
@@ -215,10 +222,19 @@ func (s *sim) start(n *simNode) {
 	s.at(s.now.Add(phase), beat)
 }
 
+// kill: the daemon dies (SIGKILL, panic) but the host lives on, and so
+// does the VIP in its kernel until a new daemon releases it at boot.
+func (s *sim) kill(n *simNode) {
+	n.gen++
+	n.up, n.m = false, nil
+	n.orphanVIP, n.vip, n.run = n.vip, false, false
+	s.logf(n, "daemon killed (vip left configured: %t)", n.orphanVIP)
+}
+
 func (s *sim) crash(n *simNode) {
 	n.gen++
 	n.up, n.m = false, nil
-	n.vip, n.run = false, false // the host is gone, and its addresses with it
+	n.vip, n.run, n.orphanVIP = false, false, false // the host is gone, and its addresses with it
 	s.logf(n, "crash")
 }
 
@@ -316,6 +332,9 @@ func (s *sim) do(n *simNode, a Action) {
 		}
 		n.vip = true
 		s.logf(n, "%s", a)
+		if s.onClaim != nil {
+			s.onClaim(n)
+		}
 	case ActReleaseVIP:
 		n.vip = false
 		s.logf(n, "%s", a)
@@ -348,7 +367,7 @@ func (s *sim) do(n *simNode, a Action) {
 		ok := n.gwOK && n.lanOK
 		o := s.other(n)
 		// A frozen node is a paused VM: its kernel does not answer either.
-		held := ok && o.up && !o.froze && o.vip && o.lanOK && !s.lanSplit
+		held := ok && (o.up && !o.froze && o.vip || o.orphanVIP) && o.lanOK && !s.lanSplit
 		d := s.probeRTT
 		if !ok {
 			d = s.cfg[0].Timing.ProbeTimeout / 2
@@ -401,9 +420,16 @@ func (s *sim) sendHB(n *simNode) {
 		if !s.linkOK(p, n, o) {
 			continue
 		}
+		if s.loss != nil && s.rand != nil && s.rand.Float64() < s.loss[p] {
+			continue
+		}
 		p := p
 		gen := o.gen
-		s.at(s.now.Add(s.latency+time.Duration(i)*10*time.Microsecond), func() {
+		d := s.latency + time.Duration(i)*10*time.Microsecond
+		if s.jitter > 0 && s.rand != nil {
+			d += time.Duration(s.rand.Int63n(int64(s.jitter)))
+		}
+		s.at(s.now.Add(d), func() {
 			if o.gen != gen || !o.up {
 				return
 			}
@@ -484,6 +510,15 @@ func (s *sim) reportRepl(n *simNode) {
 	if r != n.lastRepl || !n.replSent {
 		n.lastRepl, n.replSent = r, true
 		s.deliver(n, r)
+	}
+}
+
+// arpWatch plays the vip package's conflict detection: another host answers
+// ARP for the VIP we hold.
+func (s *sim) arpWatch(n *simNode) {
+	o := s.other(n)
+	if n.vip && n.lanOK && o.lanOK && !s.lanSplit && (o.up && !o.froze && o.vip || o.orphanVIP) {
+		s.deliver(n, VIPConflict{MAC: "02:00:00:00:00:0" + o.name})
 	}
 }
 
