@@ -587,8 +587,17 @@ func (e *Engine) Pause(ctx context.Context) (PauseReport, error) {
 		}
 	}
 	slices.Sort(rep.Waited)
-	e.event(fmt.Sprintf("runtime paused in %s: waited for %d jobs %v, handed over %d jobs %v", rep.Took, len(rep.Waited), rep.Waited, len(rep.HandedOver), rep.HandedOver))
+	e.event(fmt.Sprintf("runtime paused in %s: waited for %d jobs %s, handed over %d jobs %s", rep.Took, len(rep.Waited), idList(rep.Waited), len(rep.HandedOver), idList(rep.HandedOver)))
 	return rep, nil
+}
+
+// idList names at most 20 jobs: an event is a line, not a listing (the
+// job API has the rest).
+func idList(ids []string) string {
+	if len(ids) > 20 {
+		return fmt.Sprintf("%v and %d more", ids[:20], len(ids)-20)
+	}
+	return fmt.Sprint(ids)
 }
 
 func fmtLimit(d time.Duration) string {
