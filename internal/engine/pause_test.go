@@ -2,12 +2,15 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/engine"
 )
@@ -88,7 +91,8 @@ func TestPauseForceStopHandsOver(t *testing.T) {
 // Without force-stop-after the pause waits for the job to finish.
 func TestPauseWaitsIndefinitely(t *testing.T) {
 	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	r := newRig(t, clk, nil)
+	events := make(chan api.Event, 16)
+	r := newRig(t, clk, func(o *engine.Options) { o.Events = func(e api.Event) { events <- e } })
 	r.start(r.e)
 	r.deploy(r.e, slow)
 	entered := make(chan string, 1)
@@ -100,6 +104,11 @@ func TestPauseWaitsIndefinitely(t *testing.T) {
 		rep, _ := r.e.Pause(context.Background())
 		done <- rep
 	}()
+	for ev := range events {
+		if strings.Contains(ev.Text, "runtime pausing: 1 jobs in flight, force-stop-after unset") {
+			break
+		}
+	}
 	clk.Advance(time.Hour) // no deadline: nothing is forced
 	select {
 	case rep := <-done:
@@ -111,8 +120,77 @@ func TestPauseWaitsIndefinitely(t *testing.T) {
 	if rep.Forced || !slices.Equal(rep.Waited, []string{id}) || len(rep.HandedOver) != 0 {
 		t.Fatalf("report %+v", rep)
 	}
+	for ev := range events {
+		// The status event records what was waited for and handed over.
+		if strings.HasPrefix(ev.Text, "runtime paused") {
+			if !strings.Contains(ev.Text, "waited for 1 jobs ["+id+"], handed over 0 jobs []") {
+				t.Fatalf("event %q", ev.Text)
+			}
+			break
+		}
+	}
 	j, _ := r.e.Job(id)
 	if j.Status != engine.StatusCompleted {
 		t.Fatalf("job %+v", j)
+	}
+}
+
+// Many jobs handed over mid-way (some running, some still queued for a
+// slot) all complete on the next engine; no job restarts from the
+// beginning and every effect happens once.
+func TestHandoverUnderLoad(t *testing.T) {
+	const jobs = 200
+	r := newRig(t, clock.Real(), func(o *engine.Options) { o.MaxConcurrentJobs = 16 })
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+connections: {t: {kind: test}}
+orchestrations:
+  - name: five
+    steps:
+      - {id: s1, call: {connection: t, operation: do}}
+      - {id: s2, call: {connection: t, operation: do}}
+      - {id: s3, call: {connection: t, operation: sleep}}
+      - {id: s4, call: {connection: t, operation: do}}
+      - {id: s5, call: {connection: t, operation: do}}
+`)
+	entered := make(chan string, jobs)
+	r.ep.Block(entered)
+	var ids []string
+	for i := 0; i < jobs; i++ {
+		id, err := r.e.StartJob(ctxT(t), "p", "five", fmt.Sprint(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for i := 0; i < 16; i++ { // every slot is blocked in s3
+		<-entered
+	}
+	if err := r.e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r.ep.Release()
+	e2 := r.newEngine(r.store, func(o *engine.Options) { o.Node = "b"; o.MaxConcurrentJobs = 16 })
+	r.start(e2)
+	for _, id := range ids {
+		if j := r.wait(e2, id); j.Status != engine.StatusCompleted {
+			t.Fatalf("%s: %+v", id, j)
+		}
+	}
+	eff := r.ep.Effects()
+	if len(eff) != 5*jobs {
+		t.Fatalf("%d keys with effects, want %d", len(eff), 5*jobs)
+	}
+	for _, id := range ids {
+		for _, s := range []string{"s1", "s2", "s3", "s4", "s5"} {
+			if eff[id+"/"+s] != 1 {
+				t.Fatalf("%s/%s: effect applied %d times", id, s, eff[id+"/"+s])
+			}
+		}
+		// s1 and s2 were done before the handover for the 16 running
+		// jobs and not at all for the queued ones: never called twice.
+		if n := r.ep.CallsFor(id + "/s1"); n != 1 {
+			t.Fatalf("%s/s1 called %d times: the job restarted from the beginning", id, n)
+		}
 	}
 }
