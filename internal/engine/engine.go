@@ -27,8 +27,25 @@
 //
 // # Store layout
 //
-// See the constants in record.go: everything under Prefix ("rt/"), JSON
-// values with a format version. Job records are the checkpoints.
+// Every key starts with Prefix "rt/"; values are JSON objects with "v":
+// FormatVersion (1), and a reader refuses another version rather than
+// guess:
+//
+//	rt/dep/<project>                   {"v","version","deployed"}: the current version
+//	rt/depv/<project>/<version:%010d>  {"v","project","version","files","deployed"}: its source files
+//	rt/job/<job id>                    the job record, which is the checkpoint:
+//	    {"v","id","project","version","orch","trigger","status","reason",
+//	     "vars":     variables (JSON values; whole numbers read back as integers),
+//	     "stack":    cursor, outermost first: [{"step","part","i","iter","items"}],
+//	                 step/part name the step list (""/"" = top level; part is
+//	                 then|else|do|try|catch), i the next index in it, iter and
+//	                 items the loop's iteration and list,
+//	     "pending":  {"step","key","params","attempt"}: a call whose outcome is
+//	                 not recorded (present between the before and after checkpoints),
+//	     "resumptions","checkpoints","node","created","updated","output"}
+//
+// Job ids are "j" + 24 hex digits of SHA-256(project NUL orchestration NUL
+// trigger key). decodeJob is fuzzed (FuzzDecodeJob).
 //
 // # Goroutines
 //
@@ -61,6 +78,7 @@ import (
 	"github.com/tandem-ha/tandem/connectors"
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/orch"
 )
 
 // Store is the narrow view of the WIP store the engine needs.
@@ -351,6 +369,16 @@ func (e *Engine) launch(j *jobRecord) *liveJob {
 func (e *Engine) runJob(ctx context.Context, j *jobRecord) {
 	log := e.log.With(zap.String("job", j.ID), zap.String("orch", j.Project+"/"+j.Orch))
 	d, err := e.version(j.Project, j.Version)
+	for backoff := 5 * time.Second; err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, orch.ErrInvalid) && !errors.Is(err, ErrCorrupt); backoff = min(2*backoff, time.Minute) {
+		// Opening the project's connections failed (an endpoint down at
+		// promotion): the job keeps its checkpoint and waits, it is not
+		// failed for a transient reason.
+		log.Warn("job's project not loadable, retrying", zap.Duration("in", backoff), zap.Error(err))
+		if clock.Sleep(ctx, e.clk, backoff) != nil {
+			return
+		}
+		d, err = e.version(j.Project, j.Version)
+	}
 	if err == nil && d.prj.Orchestrations[j.Orch] == nil {
 		err = fmt.Errorf("%w: orchestration %s not in %s@%d", ErrNotFound, j.Orch, j.Project, j.Version)
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tandem-ha/tandem/connectors"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/engine"
 	"github.com/tandem-ha/tandem/internal/engine/testconn"
@@ -356,4 +358,44 @@ orchestrations:
 	}
 }
 
-var _ = testconn.Kind
+
+
+// A job whose project cannot be loaded at promotion (an endpoint refuses
+// the connection) keeps its checkpoint and is retried, not failed.
+func TestResumeWaitsForConnections(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	var down atomic.Bool
+	r.reg.Register("flaky", func(name string, s connectors.Settings) (connectors.Connector, error) {
+		if down.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return r.reg.Open(testconn.Kind, name, s)
+	})
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+connections: {f: {kind: flaky}}
+orchestrations:
+  - {name: s, steps: [{id: one, call: {connection: f, operation: sleep}}]}
+`)
+	entered := make(chan string, 1)
+	r.ep.Block(entered)
+	id, _ := r.e.StartJob(ctxT(t), "p", "s", "k", nil)
+	<-entered
+	r.e.Stop()
+	r.ep.Release()
+	down.Store(true)
+	e2 := r.newEngine(r.store, nil)
+	r.start(e2)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil { // the job's reload backoff
+		t.Fatal(err)
+	}
+	if j, _ := e2.Job(id); j.Status != engine.StatusRunning {
+		t.Fatalf("job while its connections are down: %+v", j)
+	}
+	down.Store(false)
+	clk.Advance(5 * time.Second)
+	if j := r.wait(e2, id); j.Status != engine.StatusCompleted {
+		t.Fatalf("%+v", j)
+	}
+}
