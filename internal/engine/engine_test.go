@@ -358,8 +358,6 @@ orchestrations:
 	}
 }
 
-
-
 // A job whose project cannot be loaded at promotion (an endpoint refuses
 // the connection) keeps its checkpoint and is retried, not failed.
 func TestResumeWaitsForConnections(t *testing.T) {
