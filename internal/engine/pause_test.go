@@ -34,12 +34,26 @@ func TestPauseForceStopHandsOver(t *testing.T) {
 	r := newRig(t, clk, func(o *engine.Options) { o.ForceStopAfter = 2 * time.Second; o.RetryAfter = 3 * time.Second })
 	r.start(r.e)
 	r.deploy(r.e, slow)
-	entered := make(chan string, 1)
+	entered := make(chan string, 2)
 	r.ep.Block(entered)
 	id, err := r.e.StartJob(ctxT(t), "p", "slow", "k", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A synchronous HTTP caller whose job is handed over gets 202 and
+	// the job id: the job finishes on the peer.
+	srv := httptest.NewServer(r.e.Handler())
+	defer srv.Close()
+	httpID := engine.JobID("p", "slow", "http/sync-1")
+	syncDone := make(chan int, 1)
+	go func() {
+		code, m, _ := post(t, srv.URL+"/v1/run/p/slow", `{}`, map[string]string{"Idempotency-Key": "sync-1"})
+		if m["job_id"] != httpID {
+			code = -code
+		}
+		syncDone <- code
+	}()
+	<-entered
 	<-entered
 	type result struct {
 		rep engine.PauseReport
@@ -53,7 +67,7 @@ func TestPauseForceStopHandsOver(t *testing.T) {
 	if err := clk.WaitForTimers(ctxT(t), 1); err != nil { // the force-stop timer
 		t.Fatal(err)
 	}
-	if st := r.e.Status(); st.State != engine.StatePausing || st.Running != 1 {
+	if st := r.e.Status(); st.State != engine.StatePausing || st.Running != 2 {
 		t.Fatalf("status while pausing: %+v", st)
 	}
 	w := httptest.NewRecorder()
@@ -66,8 +80,11 @@ func TestPauseForceStopHandsOver(t *testing.T) {
 	}
 	clk.Advance(2 * time.Second)
 	res := <-done
-	if res.err != nil || !res.rep.Forced || !slices.Equal(res.rep.HandedOver, []string{id}) || len(res.rep.Waited) != 0 || res.rep.Took != 2*time.Second {
+	if res.err != nil || !res.rep.Forced || !slices.Equal(res.rep.HandedOver, slices.Sorted(slices.Values([]string{id, httpID}))) || len(res.rep.Waited) != 0 || res.rep.Took != 2*time.Second {
 		t.Fatalf("report %+v, %v", res.rep, res.err)
+	}
+	if code := <-syncDone; code != http.StatusAccepted {
+		t.Fatalf("synchronous caller of a handed-over job got %d", code)
 	}
 	if st := r.e.Status(); st.State != engine.StateStopped || st.Running != 0 {
 		t.Fatalf("status after pause: %+v", st)
@@ -76,9 +93,11 @@ func TestPauseForceStopHandsOver(t *testing.T) {
 	r.ep.Release()
 	e2 := r.newEngine(r.store, func(o *engine.Options) { o.Node = "b" })
 	r.start(e2)
-	j := r.wait(e2, id)
-	if j.Status != engine.StatusCompleted || j.Resumptions != 1 || j.Node != "b" {
-		t.Fatalf("resumed job: %+v", j)
+	for _, jid := range []string{id, httpID} {
+		j := r.wait(e2, jid)
+		if j.Status != engine.StatusCompleted || j.Resumptions != 1 || j.Node != "b" {
+			t.Fatalf("resumed job: %+v", j)
+		}
 	}
 	if eff := r.ep.Effects(); eff[id+"/work"] != 1 || eff[id+"/after"] != 1 {
 		t.Fatalf("effects %v", eff)
