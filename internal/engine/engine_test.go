@@ -397,3 +397,41 @@ orchestrations:
 		t.Fatalf("%+v", j)
 	}
 }
+
+// After a failover the latest missed interval instant is fired once (its
+// key is the instant, so it cannot double a job the old active started).
+func TestScheduleCatchesUpLatestInstant(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 5, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+orchestrations:
+  - name: tick
+    starter: {schedule: {every: 10s}}
+    steps: [{id: a, assign: {x: "fired"}}]
+`)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	r.e.Stop()
+	clk.Set(time.Date(2026, 1, 1, 0, 0, 37, 0, time.UTC)) // down over 10s, 20s and 30s
+	e2 := r.newEngine(r.store, nil)
+	r.start(e2)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil { // catch-up done, next instant armed
+		t.Fatal(err)
+	}
+	jobs, _ := e2.Jobs("", "p")
+	if len(jobs) != 1 || jobs[0].ID != engine.JobID("p", "tick", "schedule/2026-01-01T00:00:30Z") {
+		t.Fatalf("jobs after catch-up: %+v", jobs)
+	}
+	// A second promotion at the same time starts nothing new.
+	e2.Stop()
+	e3 := r.newEngine(r.store, nil)
+	r.start(e3)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if jobs, _ := e3.Jobs("", "p"); len(jobs) != 1 {
+		t.Fatalf("%d jobs after a second promotion", len(jobs))
+	}
+}
