@@ -680,3 +680,44 @@ func (e *Engine) Status() api.RuntimeStatus {
 	defer e.mu.Unlock()
 	return api.RuntimeStatus{State: e.state, Running: len(e.jobs)}
 }
+
+// Purge deletes finished (completed or failed) jobs last updated before
+// before, in commits of at most 256 records, and returns how many it
+// deleted. Unfinished jobs are never purged. The daemon calls it on a
+// retention schedule while active.
+func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
+	var ops []Op
+	n := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		if err := e.o.Store.Commit(ctx, ops); err != nil {
+			return fmt.Errorf("%w: purging jobs: %v", ErrStore, err)
+		}
+		n += len(ops)
+		ops = ops[:0]
+		return nil
+	}
+	var keys [][]byte
+	err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
+		j, err := decodeJob(v)
+		if err == nil && finished(j.Status) && j.Updated.Before(before) {
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	// Deleting after the scan: a store may not allow commits inside Scan.
+	for _, k := range keys {
+		ops = append(ops, Op{Key: k, Delete: true})
+		if len(ops) == 256 {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, flush()
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -433,5 +434,46 @@ orchestrations:
 	}
 	if jobs, _ := e3.Jobs("", "p"); len(jobs) != 1 {
 		t.Fatalf("%d jobs after a second promotion", len(jobs))
+	}
+}
+
+func TestPurgeFinishedJobs(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+connections: {t: {kind: test}}
+orchestrations:
+  - {name: ok, steps: [{id: a, assign: {x: "1"}}]}
+  - {name: bad, steps: [{id: a, terminate: {status: failed}}]}
+  - {name: slow, steps: [{id: a, call: {connection: t, operation: sleep}}]}
+`)
+	entered := make(chan string, 1)
+	r.ep.Block(entered)
+	defer r.ep.Release()
+	var old []string
+	for i := 0; i < 300; i++ {
+		id, _ := r.e.StartJob(ctxT(t), "p", []string{"ok", "bad"}[i%2], fmt.Sprint(i), nil)
+		old = append(old, id)
+	}
+	for _, id := range old {
+		r.wait(r.e, id)
+	}
+	running, _ := r.e.StartJob(ctxT(t), "p", "slow", "s", nil)
+	<-entered
+	clk.Advance(time.Hour)
+	recent, _ := r.e.StartJob(ctxT(t), "p", "ok", "recent", nil)
+	r.wait(r.e, recent)
+	n, err := r.e.Purge(ctxT(t), clk.Now().Add(-time.Minute))
+	if err != nil || n != 300 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+	jobs, _ := r.e.Jobs("", "")
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	if len(ids) != 2 || !slices.Contains(ids, running) || !slices.Contains(ids, recent) {
+		t.Fatalf("left %v, want the running and the recent job", ids)
 	}
 }
