@@ -55,6 +55,8 @@
 //   - one per scheduled/connector starter, owned by its deployment: ended by
 //     cancelling the deployment's starter context (Pause, Stop, undeploy,
 //     redeploy), waited for by the same call.
+//   - during Pause, one goroutine waiting for the job goroutines (jobWG):
+//     it ends when they have, which Pause ensures before it returns.
 //   - HTTP handlers run on the caller's server goroutines; a synchronous
 //     request waits for its job on a channel closed when the job ends or is
 //     handed over.
