@@ -330,20 +330,40 @@ func NextFire(s orch.Starter, now time.Time) time.Time {
 
 func (e *Engine) runSchedule(ctx context.Context, d *deployment, o *orch.Orchestration) {
 	log := e.log.With(zap.String("orch", d.name+"/"+o.Name))
+	if o.Starter.Every > 0 {
+		// Catch up the latest instant, once: the old active may have died
+		// between the instant and its job's commit. If it did commit, the
+		// key is the same and no second job starts. Earlier missed
+		// instants are not replayed (one catch-up, like Quartz's "fire
+		// once now"); cron schedules do not catch up.
+		now := e.clk.Now()
+		if prev := NextFire(o.Starter, now.Add(-o.Starter.Every)); prev.After(d.deployed) {
+			e.fire(ctx, log, d, o, prev)
+		}
+	}
 	for {
 		now := e.clk.Now()
 		next := NextFire(o.Starter, now)
 		if clock.Sleep(ctx, e.clk, next.Sub(now)) != nil {
 			return
 		}
-		key := "schedule/" + next.UTC().Format(time.RFC3339Nano)
-		if _, _, _, err := e.startJob(ctx, d.name, o.Name, key, map[string]any{"fired": next.UTC().Format(time.RFC3339Nano)}); err != nil {
-			if errors.Is(err, ErrPaused) {
-				return
-			}
-			log.Error("scheduled job not started", zap.Error(err))
+		if e.fire(ctx, log, d, o, next) {
+			return
 		}
 	}
+}
+
+// fire starts the job of schedule instant at; it reports whether the
+// engine is no longer running.
+func (e *Engine) fire(ctx context.Context, log *zap.Logger, d *deployment, o *orch.Orchestration, at time.Time) bool {
+	ts := at.UTC().Format(time.RFC3339Nano)
+	if _, _, _, err := e.startJob(ctx, d.name, o.Name, "schedule/"+ts, map[string]any{"fired": ts}); err != nil {
+		if errors.Is(err, ErrPaused) {
+			return true
+		}
+		log.Error("scheduled job not started", zap.Error(err))
+	}
+	return false
 }
 
 func (e *Engine) runConnectorStarter(ctx context.Context, d *deployment, o *orch.Orchestration) {

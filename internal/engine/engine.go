@@ -27,8 +27,25 @@
 //
 // # Store layout
 //
-// See the constants in record.go: everything under Prefix ("rt/"), JSON
-// values with a format version. Job records are the checkpoints.
+// Every key starts with Prefix "rt/"; values are JSON objects with "v":
+// FormatVersion (1), and a reader refuses another version rather than
+// guess:
+//
+//	rt/dep/<project>                   {"v","version","deployed"}: the current version
+//	rt/depv/<project>/<version:%010d>  {"v","project","version","files","deployed"}: its source files
+//	rt/job/<job id>                    the job record, which is the checkpoint:
+//	    {"v","id","project","version","orch","trigger","status","reason",
+//	     "vars":     variables (JSON values; whole numbers read back as integers),
+//	     "stack":    cursor, outermost first: [{"step","part","i","iter","items"}],
+//	                 step/part name the step list (""/"" = top level; part is
+//	                 then|else|do|try|catch), i the next index in it, iter and
+//	                 items the loop's iteration and list,
+//	     "pending":  {"step","key","params","attempt"}: a call whose outcome is
+//	                 not recorded (present between the before and after checkpoints),
+//	     "resumptions","checkpoints","node","created","updated","output"}
+//
+// Job ids are "j" + 24 hex digits of SHA-256(project NUL orchestration NUL
+// trigger key). decodeJob is fuzzed (FuzzDecodeJob).
 //
 // # Goroutines
 //
@@ -38,6 +55,8 @@
 //   - one per scheduled/connector starter, owned by its deployment: ended by
 //     cancelling the deployment's starter context (Pause, Stop, undeploy,
 //     redeploy), waited for by the same call.
+//   - during Pause, one goroutine waiting for the job goroutines (jobWG):
+//     it ends when they have, which Pause ensures before it returns.
 //   - HTTP handlers run on the caller's server goroutines; a synchronous
 //     request waits for its job on a channel closed when the job ends or is
 //     handed over.
@@ -61,6 +80,7 @@ import (
 	"github.com/tandem-ha/tandem/connectors"
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/orch"
 )
 
 // Store is the narrow view of the WIP store the engine needs.
@@ -351,6 +371,16 @@ func (e *Engine) launch(j *jobRecord) *liveJob {
 func (e *Engine) runJob(ctx context.Context, j *jobRecord) {
 	log := e.log.With(zap.String("job", j.ID), zap.String("orch", j.Project+"/"+j.Orch))
 	d, err := e.version(j.Project, j.Version)
+	for backoff := 5 * time.Second; err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, orch.ErrInvalid) && !errors.Is(err, ErrCorrupt); backoff = min(2*backoff, time.Minute) {
+		// Opening the project's connections failed (an endpoint down at
+		// promotion): the job keeps its checkpoint and waits, it is not
+		// failed for a transient reason.
+		log.Warn("job's project not loadable, retrying", zap.Duration("in", backoff), zap.Error(err))
+		if clock.Sleep(ctx, e.clk, backoff) != nil {
+			return
+		}
+		d, err = e.version(j.Project, j.Version)
+	}
 	if err == nil && d.prj.Orchestrations[j.Orch] == nil {
 		err = fmt.Errorf("%w: orchestration %s not in %s@%d", ErrNotFound, j.Orch, j.Project, j.Version)
 	}
@@ -587,8 +617,17 @@ func (e *Engine) Pause(ctx context.Context) (PauseReport, error) {
 		}
 	}
 	slices.Sort(rep.Waited)
-	e.event(fmt.Sprintf("runtime paused in %s: waited for %d jobs %v, handed over %d jobs %v", rep.Took, len(rep.Waited), rep.Waited, len(rep.HandedOver), rep.HandedOver))
+	e.event(fmt.Sprintf("runtime paused in %s: waited for %d jobs %s, handed over %d jobs %s", rep.Took, len(rep.Waited), idList(rep.Waited), len(rep.HandedOver), idList(rep.HandedOver)))
 	return rep, nil
+}
+
+// idList names at most 20 jobs: an event is a line, not a listing (the
+// job API has the rest).
+func idList(ids []string) string {
+	if len(ids) > 20 {
+		return fmt.Sprintf("%v and %d more", ids[:20], len(ids)-20)
+	}
+	return fmt.Sprint(ids)
 }
 
 func fmtLimit(d time.Duration) string {
@@ -642,4 +681,45 @@ func (e *Engine) Status() api.RuntimeStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return api.RuntimeStatus{State: e.state, Running: len(e.jobs)}
+}
+
+// Purge deletes finished (completed or failed) jobs last updated before
+// before, in commits of at most 256 records, and returns how many it
+// deleted. Unfinished jobs are never purged. The daemon calls it on a
+// retention schedule while active.
+func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
+	var ops []Op
+	n := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		if err := e.o.Store.Commit(ctx, ops); err != nil {
+			return fmt.Errorf("%w: purging jobs: %v", ErrStore, err)
+		}
+		n += len(ops)
+		ops = ops[:0]
+		return nil
+	}
+	var keys [][]byte
+	err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
+		j, err := decodeJob(v)
+		if err == nil && finished(j.Status) && j.Updated.Before(before) {
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	// Deleting after the scan: a store may not allow commits inside Scan.
+	for _, k := range keys {
+		ops = append(ops, Op{Key: k, Delete: true})
+		if len(ops) == 256 {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, flush()
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tandem-ha/tandem/connectors"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/engine"
 	"github.com/tandem-ha/tandem/internal/engine/testconn"
@@ -356,4 +359,121 @@ orchestrations:
 	}
 }
 
-var _ = testconn.Kind
+// A job whose project cannot be loaded at promotion (an endpoint refuses
+// the connection) keeps its checkpoint and is retried, not failed.
+func TestResumeWaitsForConnections(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	var down atomic.Bool
+	r.reg.Register("flaky", func(name string, s connectors.Settings) (connectors.Connector, error) {
+		if down.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return r.reg.Open(testconn.Kind, name, s)
+	})
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+connections: {f: {kind: flaky}}
+orchestrations:
+  - {name: s, steps: [{id: one, call: {connection: f, operation: sleep}}]}
+`)
+	entered := make(chan string, 1)
+	r.ep.Block(entered)
+	id, _ := r.e.StartJob(ctxT(t), "p", "s", "k", nil)
+	<-entered
+	r.e.Stop()
+	r.ep.Release()
+	down.Store(true)
+	e2 := r.newEngine(r.store, nil)
+	r.start(e2)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil { // the job's reload backoff
+		t.Fatal(err)
+	}
+	if j, _ := e2.Job(id); j.Status != engine.StatusRunning {
+		t.Fatalf("job while its connections are down: %+v", j)
+	}
+	down.Store(false)
+	clk.Advance(5 * time.Second)
+	if j := r.wait(e2, id); j.Status != engine.StatusCompleted {
+		t.Fatalf("%+v", j)
+	}
+}
+
+// After a failover the latest missed interval instant is fired once (its
+// key is the instant, so it cannot double a job the old active started).
+func TestScheduleCatchesUpLatestInstant(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 5, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+orchestrations:
+  - name: tick
+    starter: {schedule: {every: 10s}}
+    steps: [{id: a, assign: {x: "fired"}}]
+`)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	r.e.Stop()
+	clk.Set(time.Date(2026, 1, 1, 0, 0, 37, 0, time.UTC)) // down over 10s, 20s and 30s
+	e2 := r.newEngine(r.store, nil)
+	r.start(e2)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil { // catch-up done, next instant armed
+		t.Fatal(err)
+	}
+	jobs, _ := e2.Jobs("", "p")
+	if len(jobs) != 1 || jobs[0].ID != engine.JobID("p", "tick", "schedule/2026-01-01T00:00:30Z") {
+		t.Fatalf("jobs after catch-up: %+v", jobs)
+	}
+	// A second promotion at the same time starts nothing new.
+	e2.Stop()
+	e3 := r.newEngine(r.store, nil)
+	r.start(e3)
+	if err := clk.WaitForTimers(ctxT(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if jobs, _ := e3.Jobs("", "p"); len(jobs) != 1 {
+		t.Fatalf("%d jobs after a second promotion", len(jobs))
+	}
+}
+
+func TestPurgeFinishedJobs(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+connections: {t: {kind: test}}
+orchestrations:
+  - {name: ok, steps: [{id: a, assign: {x: "1"}}]}
+  - {name: bad, steps: [{id: a, terminate: {status: failed}}]}
+  - {name: slow, steps: [{id: a, call: {connection: t, operation: sleep}}]}
+`)
+	entered := make(chan string, 1)
+	r.ep.Block(entered)
+	defer r.ep.Release()
+	var old []string
+	for i := 0; i < 300; i++ {
+		id, _ := r.e.StartJob(ctxT(t), "p", []string{"ok", "bad"}[i%2], fmt.Sprint(i), nil)
+		old = append(old, id)
+	}
+	for _, id := range old {
+		r.wait(r.e, id)
+	}
+	running, _ := r.e.StartJob(ctxT(t), "p", "slow", "s", nil)
+	<-entered
+	clk.Advance(time.Hour)
+	recent, _ := r.e.StartJob(ctxT(t), "p", "ok", "recent", nil)
+	r.wait(r.e, recent)
+	n, err := r.e.Purge(ctxT(t), clk.Now().Add(-time.Minute))
+	if err != nil || n != 300 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+	jobs, _ := r.e.Jobs("", "")
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	if len(ids) != 2 || !slices.Contains(ids, running) || !slices.Contains(ids, recent) {
+		t.Fatalf("left %v, want the running and the recent job", ids)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -50,10 +51,16 @@ func (e *Engine) refuseUnlessRunning(w http.ResponseWriter) bool {
 	running := e.state == StateRunning
 	e.mu.Unlock()
 	if !running {
-		w.Header().Set("Retry-After", strconv.Itoa(int(e.o.RetryAfter.Seconds())))
+		w.Header().Set("Retry-After", e.retryAfter())
 		writeJSON(w, http.StatusServiceUnavailable, nil, ErrPaused)
 	}
 	return running
+}
+
+// retryAfter is RetryAfter in whole seconds, rounded up (the header has
+// no fractions; 0 would invite an immediate retry).
+func (e *Engine) retryAfter() string {
+	return strconv.Itoa(int((e.o.RetryAfter + time.Second - 1) / time.Second))
 }
 
 func httpStatus(err error) int {
@@ -125,7 +132,7 @@ func (e *Engine) serveRun(w http.ResponseWriter, r *http.Request) {
 	id, lj, _, err := e.startJob(r.Context(), project, name, "http/"+trigger, map[string]any{"body": body, "query": query})
 	if err != nil {
 		if errors.Is(err, ErrPaused) {
-			w.Header().Set("Retry-After", strconv.Itoa(int(e.o.RetryAfter.Seconds())))
+			w.Header().Set("Retry-After", e.retryAfter())
 		}
 		writeJSON(w, httpStatus(err), nil, err)
 		return

@@ -167,7 +167,10 @@ func fixNumbers(v any) any {
 		if i, err := strconv.ParseInt(string(t), 10, 64); err == nil {
 			return int(i)
 		}
-		f, _ := t.Float64()
+		f, err := t.Float64()
+		if err != nil {
+			return t // out of float range: keep the digits rather than +Inf
+		}
 		return f
 	case map[string]any:
 		for k, x := range t {

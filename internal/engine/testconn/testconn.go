@@ -9,7 +9,10 @@
 // Operations: "do" (apply an effect; Params are echoed back in
 // Result.Values with "effect": n, the key's effect sequence number) and
 // "sleep" (like do, but blocks while the connector's Block gate is closed).
-// It starts no goroutines.
+// As a starter (NewStarter, operation "subscribe") it hands the triggers
+// given to Deliver to the runtime and acknowledges each only after the
+// runtime's StartFunc returned nil. It starts no goroutines; the runtime
+// owns the starter's Run.
 package testconn
 
 import (
@@ -48,6 +51,9 @@ type Endpoint struct {
 	gate    chan struct{} // closed: open; sleep ops wait on it
 	seq     int
 	entered chan string // optional: receives keys of sleep calls as they block
+	queue   chan connectors.Trigger
+	acked   []string
+	ackCh   chan struct{} // closed and replaced on every ack
 }
 
 // NewEndpoint returns an endpoint with the gate open.
@@ -223,4 +229,83 @@ func (c *Conn) Invoke(ctx context.Context, req connectors.Request) (connectors.R
 	e.results[req.Key] = v
 	record(nil)
 	return connectors.Result{Values: maps.Clone(v)}, nil
+}
+
+// Deliver queues a trigger for the connection's starters ("subscribe"
+// operation). A trigger whose StartFunc fails is delivered again, as a
+// broker redelivers an unacknowledged message.
+func (e *Endpoint) Deliver(t connectors.Trigger) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.queue == nil {
+		e.queue = make(chan connectors.Trigger, 1024)
+	}
+	e.queue <- t
+}
+
+// Acked returns the keys of triggers whose StartFunc returned nil, in order.
+func (e *Endpoint) Acked() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.acked)
+}
+
+// WaitAcked blocks until n triggers were acknowledged or ctx ends.
+func (e *Endpoint) WaitAcked(ctx context.Context, n int) error {
+	for {
+		e.mu.Lock()
+		if len(e.acked) >= n {
+			e.mu.Unlock()
+			return nil
+		}
+		if e.ackCh == nil {
+			e.ackCh = make(chan struct{})
+		}
+		ch := e.ackCh
+		e.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// NewStarter implements the runtime's StarterSource: operation "subscribe"
+// consumes the triggers given to Deliver.
+func (c *Conn) NewStarter(operation string, _ map[string]any) (connectors.Starter, error) {
+	if operation != "subscribe" {
+		return nil, connectors.Permanent(fmt.Errorf("%w: starter %q", connectors.ErrUnknownOperation, operation))
+	}
+	c.ep.mu.Lock()
+	if c.ep.queue == nil {
+		c.ep.queue = make(chan connectors.Trigger, 1024)
+	}
+	c.ep.mu.Unlock()
+	return starter{c.ep}, nil
+}
+
+type starter struct{ ep *Endpoint }
+
+// Run acknowledges a trigger only after start returned nil; otherwise it
+// puts it back for a later delivery and returns the error.
+func (s starter) Run(ctx context.Context, start connectors.StartFunc) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case t := <-s.ep.queue:
+			if err := start(ctx, t); err != nil {
+				s.ep.queue <- t
+				return err
+			}
+			s.ep.mu.Lock()
+			s.ep.acked = append(s.ep.acked, t.Key)
+			if s.ep.ackCh != nil {
+				close(s.ep.ackCh)
+				s.ep.ackCh = nil
+			}
+			s.ep.mu.Unlock()
+		}
+	}
 }

@@ -1,0 +1,46 @@
+package engine_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/connectors"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/engine"
+)
+
+// A connector starter acknowledges a trigger only after its job is
+// committed; a trigger delivered twice starts one job.
+func TestConnectorStarter(t *testing.T) {
+	r := newRig(t, clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), nil)
+	r.start(r.e)
+	r.deploy(r.e, `project: q
+connections: {t: {kind: test}}
+orchestrations:
+  - name: consume
+    starter: {connector: {connection: t, operation: subscribe}}
+    steps:
+      - {id: handle, call: {connection: t, operation: do, params: {order: "order"}}}
+`)
+	r.ep.Deliver(connectors.Trigger{Key: "m1", Input: map[string]any{"order": 1}})
+	r.ep.Deliver(connectors.Trigger{Key: "m2", Input: map[string]any{"order": 2}})
+	r.ep.Deliver(connectors.Trigger{Key: "m1", Input: map[string]any{"order": 1}}) // redelivered
+	ids := []string{engine.JobID("q", "consume", "connector/m1"), engine.JobID("q", "consume", "connector/m2")}
+	// The starter acks each trigger after StartFunc returned, so once all
+	// three are acked both jobs exist.
+	if err := r.ep.WaitAcked(ctxT(t), 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if j := r.wait(r.e, id); j.Status != engine.StatusCompleted {
+			t.Fatalf("%s: %+v", id, j)
+		}
+	}
+	if !slices.Equal(r.ep.Acked(), []string{"m1", "m2", "m1"}) {
+		t.Fatalf("acked %v", r.ep.Acked())
+	}
+	if jobs, _ := r.e.Jobs("", "q"); len(jobs) != 2 {
+		t.Fatalf("%d jobs, want 2", len(jobs))
+	}
+}
