@@ -290,13 +290,13 @@ func Open(d Dialect, s connectors.Settings, o Options) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := openDB(d, dsn, o.Dial, lockTimeout, idleTx)
-	if err != nil {
-		return nil, err
-	}
 	log := o.Logger
 	if log == nil {
 		log = zap.NewNop()
+	}
+	db, err := openDB(d, dsn, o.Dial, lockTimeout, idleTx, log)
+	if err != nil {
+		return nil, err
 	}
 	c := &Conn{
 		d: d, db: db, control: ctl, exactly: exactly, purgeAfter: purgeAfter,
@@ -318,7 +318,7 @@ func Open(d Dialect, s connectors.Settings, o Options) (*Conn, error) {
 // key of an active that died inside its transaction blocks the survivor:
 // the server ends the dead session after idleTx, and a claim waiting on
 // its key gives up (retryably) after lockTimeout.
-func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr string) (net.Conn, error), lockTimeout, idleTx time.Duration) (*sql.DB, error) {
+func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr string) (net.Conn, error), lockTimeout, idleTx time.Duration, log *zap.Logger) (*sql.DB, error) {
 	ms := func(x time.Duration) string { return strconv.FormatInt(x.Milliseconds(), 10) }
 	secs := func(x time.Duration) string { return strconv.FormatInt(max(1, int64(x/time.Second)), 10) }
 	if d == Postgres {
@@ -344,6 +344,9 @@ func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr 
 	if dial != nil {
 		cfg.DialFunc = dial
 	}
+	// The driver's own logger is the standard library's; route its
+	// messages (dropped connections it retries) to ours.
+	cfg.Logger = driverLog{log.Named("mysql-driver")}
 	if cfg.Params == nil {
 		cfg.Params = map[string]string{}
 	}
@@ -367,6 +370,11 @@ func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr 
 	}
 	return db, nil
 }
+
+// driverLog adapts zap to go-sql-driver/mysql's Logger.
+type driverLog struct{ l *zap.Logger }
+
+func (d driverLog) Print(v ...any) { d.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
 
 // DB is the underlying pool (for buffer tables and tests).
 func (c *Conn) DB() *sql.DB { return c.db }
