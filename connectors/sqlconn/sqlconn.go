@@ -74,6 +74,11 @@
 // connection loss, deadlocks, lock timeouts and deadlines are not. Either
 // way the transaction is rolled back: nothing is half-applied.
 //
+// Options.Dial replaces the drivers' dialer (lab tests open their sockets
+// in a network namespace); the session timeouts lock-timeout and
+// idle-tx-timeout bound how long a dead active's uncommitted key blocks
+// the survivor (docs/connectors.md).
+//
 // # Goroutines
 //
 // A Conn with purging enabled owns one goroutine (purgeLoop), started by
@@ -128,13 +133,13 @@ func ParseDialect(s string) (Dialect, error) {
 
 // Errors.
 var (
-	ErrDialect  = errors.New("sqlconn: unknown dialect")
-	ErrSetting  = errors.New("sqlconn: bad setting")
-	ErrParam    = errors.New("sqlconn: bad parameter")
-	ErrNoRow    = errors.New("sqlconn: control row vanished")
-	ErrIdent    = errors.New("sqlconn: bad identifier")
-	ErrNotDone  = errors.New("sqlconn: control key found without a result")
-	ErrReplayed = errors.New("sqlconn: stored result is not valid JSON")
+	ErrDialect   = errors.New("sqlconn: unknown dialect")
+	ErrSetting   = errors.New("sqlconn: bad setting")
+	ErrParam     = errors.New("sqlconn: bad parameter")
+	ErrNoRow     = errors.New("sqlconn: control row vanished")
+	ErrIdent     = errors.New("sqlconn: bad identifier")
+	ErrNotDone   = errors.New("sqlconn: control key found without a result")
+	ErrBadResult = errors.New("sqlconn: stored result is not valid JSON")
 )
 
 // Operation names.
@@ -818,7 +823,7 @@ func decodeValues(b []byte) (map[string]any, error) {
 	dec.UseNumber()
 	var v map[string]any
 	if err := dec.Decode(&v); err != nil {
-		return nil, connectors.Permanent(fmt.Errorf("%w: %w", ErrReplayed, err))
+		return nil, connectors.Permanent(fmt.Errorf("%w: %w", ErrBadResult, err))
 	}
 	return fixNumbers(v).(map[string]any), nil
 }
