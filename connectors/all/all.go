@@ -5,15 +5,17 @@ package all
 import (
 	"github.com/tandem-ha/tandem/connectors"
 	"github.com/tandem-ha/tandem/connectors/amqpconn"
+	"github.com/tandem-ha/tandem/connectors/fileconn"
 	"github.com/tandem-ha/tandem/connectors/httpconn"
 	"github.com/tandem-ha/tandem/connectors/natsconn"
 	"github.com/tandem-ha/tandem/connectors/sqlconn"
 )
 
-// Register adds the kinds postgres, mysql, http, nats and amqp to r.
+// Register adds the kinds postgres, mysql, http, nats, amqp and file to r.
 func Register(r *connectors.Registry) {
 	sqlconn.Register(r)
 	httpconn.Register(r)
 	natsconn.Register(r)
 	amqpconn.Register(r)
+	fileconn.Register(r)
 }

@@ -10,7 +10,7 @@ import (
 func TestRegisterAllKinds(t *testing.T) {
 	var r connectors.Registry
 	Register(&r)
-	if got := strings.Join(r.Kinds(), ","); got != "amqp,http,mysql,nats,postgres" {
+	if got := strings.Join(r.Kinds(), ","); got != "amqp,file,http,mysql,nats,postgres" {
 		t.Fatalf("kinds = %s", got)
 	}
 	// Settings errors name the connection and the field.

@@ -59,6 +59,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -92,6 +93,9 @@ func Register(r *connectors.Registry) {
 type Options struct {
 	Name   string
 	Logger *zap.Logger
+	// Dial, if set, opens the connections (lab tests pass a dialer whose
+	// sockets live in a network namespace).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Conn is an HTTP endpoint. It implements connectors.Connector.
@@ -154,6 +158,9 @@ func Open(s connectors.Settings, o Options) (*Conn, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConf
 	tr.Proxy = nil // an appliance talks to its endpoints directly
+	if o.Dial != nil {
+		tr.DialContext = o.Dial
+	}
 	c.client = &http.Client{
 		Transport: tr,
 		Timeout:   timeout,

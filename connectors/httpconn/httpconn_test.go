@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -252,5 +253,24 @@ func TestUnreachableAndBadSettings(t *testing.T) {
 		if _, err := c2.Invoke(ctx(t), r); err == nil || !connectors.IsPermanent(err) {
 			t.Errorf("%+v: %v, want permanent", r, err)
 		}
+	}
+}
+
+func TestCustomDialIsUsed(t *testing.T) {
+	sk := &sink{}
+	srv := httptest.NewServer(sk)
+	defer srv.Close()
+	dialed := 0
+	var d net.Dialer
+	c, err := Open(connectors.Settings{"url": srv.URL}, Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialed++
+		return d.DialContext(ctx, network, addr)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Invoke(ctx(t), connectors.Request{Operation: "post", Key: "k"}); err != nil || dialed != 1 {
+		t.Fatalf("dialed %d: %v", dialed, err)
 	}
 }

@@ -57,6 +57,11 @@
 //	database         required unless dsn is given
 //	sslmode          postgres only, default disable
 //	connect-timeout  default 10s
+//	lock-timeout     default 30s: a statement waiting longer for a lock
+//	                 (the control key held by a dead active) fails, retryably
+//	idle-tx-timeout  default 60s: the server ends a session idle inside a
+//	                 transaction this long, releasing its locks (postgres:
+//	                 idle_in_transaction_session_timeout; mysql: wait_timeout)
 //	control-table    default tandem_control
 //	exactly-once     default true; false makes every operation AtLeastOnce
 //	purge-after      default 168h; 0 disables purging
@@ -68,6 +73,11 @@
 // column, syntax, constraint violations, bad parameters) are Permanent;
 // connection loss, deadlocks, lock timeouts and deadlines are not. Either
 // way the transaction is rolled back: nothing is half-applied.
+//
+// Options.Dial replaces the drivers' dialer (lab tests open their sockets
+// in a network namespace); the session timeouts lock-timeout and
+// idle-tx-timeout bound how long a dead active's uncommitted key blocks
+// the survivor (docs/connectors.md).
 //
 // # Goroutines
 //
@@ -123,13 +133,13 @@ func ParseDialect(s string) (Dialect, error) {
 
 // Errors.
 var (
-	ErrDialect  = errors.New("sqlconn: unknown dialect")
-	ErrSetting  = errors.New("sqlconn: bad setting")
-	ErrParam    = errors.New("sqlconn: bad parameter")
-	ErrNoRow    = errors.New("sqlconn: control row vanished")
-	ErrIdent    = errors.New("sqlconn: bad identifier")
-	ErrNotDone  = errors.New("sqlconn: control key found without a result")
-	ErrReplayed = errors.New("sqlconn: stored result is not valid JSON")
+	ErrDialect   = errors.New("sqlconn: unknown dialect")
+	ErrSetting   = errors.New("sqlconn: bad setting")
+	ErrParam     = errors.New("sqlconn: bad parameter")
+	ErrNoRow     = errors.New("sqlconn: control row vanished")
+	ErrIdent     = errors.New("sqlconn: bad identifier")
+	ErrNotDone   = errors.New("sqlconn: control key found without a result")
+	ErrBadResult = errors.New("sqlconn: stored result is not valid JSON")
 )
 
 // Operation names.
@@ -277,13 +287,21 @@ func Open(d Dialect, s connectors.Settings, o Options) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := openDB(d, dsn, o.Dial)
+	lockTimeout, err := durationSetting(s, "lock-timeout", 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	idleTx, err := durationSetting(s, "idle-tx-timeout", time.Minute)
 	if err != nil {
 		return nil, err
 	}
 	log := o.Logger
 	if log == nil {
 		log = zap.NewNop()
+	}
+	db, err := openDB(d, dsn, o.Dial, lockTimeout, idleTx, log)
+	if err != nil {
+		return nil, err
 	}
 	c := &Conn{
 		d: d, db: db, control: ctl, exactly: exactly, purgeAfter: purgeAfter,
@@ -301,7 +319,13 @@ func Open(d Dialect, s connectors.Settings, o Options) (*Conn, error) {
 	return c, nil
 }
 
-func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*sql.DB, error) {
+// openDB opens the pool. The session timeouts bound how long the control
+// key of an active that died inside its transaction blocks the survivor:
+// the server ends the dead session after idleTx, and a claim waiting on
+// its key gives up (retryably) after lockTimeout.
+func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr string) (net.Conn, error), lockTimeout, idleTx time.Duration, log *zap.Logger) (*sql.DB, error) {
+	ms := func(x time.Duration) string { return strconv.FormatInt(x.Milliseconds(), 10) }
+	secs := func(x time.Duration) string { return strconv.FormatInt(max(1, int64(x/time.Second)), 10) }
 	if d == Postgres {
 		cfg, err := pgx.ParseConfig(dsn)
 		if err != nil {
@@ -309,6 +333,12 @@ func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr 
 		}
 		if dial != nil {
 			cfg.DialFunc = dial
+		}
+		if lockTimeout > 0 {
+			cfg.RuntimeParams["lock_timeout"] = ms(lockTimeout)
+		}
+		if idleTx > 0 {
+			cfg.RuntimeParams["idle_in_transaction_session_timeout"] = ms(idleTx)
 		}
 		return stdlib.OpenDB(*cfg), nil
 	}
@@ -319,12 +349,37 @@ func openDB(d Dialect, dsn string, dial func(ctx context.Context, network, addr 
 	if dial != nil {
 		cfg.DialFunc = dial
 	}
+	// The driver's own logger is the standard library's; route its
+	// messages (dropped connections it retries) to ours.
+	cfg.Logger = driverLog{log.Named("mysql-driver")}
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	if lockTimeout > 0 {
+		cfg.Params["innodb_lock_wait_timeout"] = secs(lockTimeout)
+	}
+	if idleTx > 0 {
+		// MariaDB's idle_transaction_timeout does not exist in MySQL (an
+		// unknown variable would fail every connection); wait_timeout, in
+		// both, ends any idle session, so the pool drops idle connections
+		// well before the server does.
+		cfg.Params["wait_timeout"] = secs(idleTx)
+	}
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSetting, err)
 	}
-	return sql.OpenDB(conn), nil
+	db := sql.OpenDB(conn)
+	if idleTx > 0 {
+		db.SetConnMaxIdleTime(idleTx / 2)
+	}
+	return db, nil
 }
+
+// driverLog adapts zap to go-sql-driver/mysql's Logger.
+type driverLog struct{ l *zap.Logger }
+
+func (d driverLog) Print(v ...any) { d.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
 
 // DB is the underlying pool (for buffer tables and tests).
 func (c *Conn) DB() *sql.DB { return c.db }
@@ -768,7 +823,7 @@ func decodeValues(b []byte) (map[string]any, error) {
 	dec.UseNumber()
 	var v map[string]any
 	if err := dec.Decode(&v); err != nil {
-		return nil, connectors.Permanent(fmt.Errorf("%w: %w", ErrReplayed, err))
+		return nil, connectors.Permanent(fmt.Errorf("%w: %w", ErrBadResult, err))
 	}
 	return fixNumbers(v).(map[string]any), nil
 }

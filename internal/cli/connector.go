@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/connectors"
+	"github.com/tandem-ha/tandem/connectors/all"
 	"github.com/tandem-ha/tandem/connectors/sqlconn"
 )
 
@@ -19,7 +20,7 @@ func connectorCmd(o *options) *cobra.Command {
 		Use:   "connector",
 		Short: "Prepare endpoint databases for exactly-once connectors",
 	}
-	cmd.AddCommand(connectorInitCmd(o), connectorBufferCmd(o))
+	cmd.AddCommand(connectorInitCmd(o), connectorBufferCmd(o), connectorTestCmd(o))
 	return cmd
 }
 
@@ -169,5 +170,54 @@ each buffer row into one job. Idempotent; --drop removes them.`,
 	f.add(cmd)
 	cmd.Flags().StringVar(&table, "table", "", "source table (required)")
 	cmd.Flags().BoolVar(&drop, "drop", false, "remove the buffer table and triggers")
+	return cmd
+}
+
+func connectorTestCmd(o *options) *cobra.Command {
+	var (
+		kind     string
+		settings []string
+	)
+	cmd := &cobra.Command{
+		Use:   "test",
+		Short: "Check that an endpoint is reachable with the given settings",
+		Long: `Opens a connection of the given kind (postgres, mysql, http, nats, amqp,
+file) with the settings and runs its connection test: reachability,
+credentials, and what the connector needs there (the control table, the
+stream's duplicate window, the queue...). Secrets are never printed.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if kind == "" {
+				return usageError{"--kind is required"}
+			}
+			s := connectors.Settings{}
+			for _, kv := range settings {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usageError{fmt.Sprintf("--setting %q: want name=value", kv)}
+				}
+				s[k] = v
+			}
+			if kind == "postgres" || kind == "mysql" {
+				s["purge-after"] = "0"
+			}
+			var r connectors.Registry
+			all.Register(&r)
+			c, err := r.Open(kind, "tandemctl", s)
+			if err != nil {
+				return usageError{err.Error()}
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+			defer cancel()
+			if err := c.Test(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.out, "%s endpoint ok (%s)\n", kind, s.Redacted())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&kind, "kind", "", "connector kind (required)")
+	cmd.Flags().StringArrayVar(&settings, "setting", nil, "connection setting name=value (repeatable)")
 	return cmd
 }

@@ -83,3 +83,20 @@ func TestConnectorUsageErrors(t *testing.T) {
 		t.Errorf("--print: %d %q %q", code, out.String(), errOut.String())
 	}
 }
+
+func TestConnectorTestCommand(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	if code := Execute([]string{"connector", "test", "--kind", "file", "--setting", "dir=" + dir}, &out, &errOut); code != ExitOK || !strings.Contains(out.String(), "file endpoint ok") {
+		t.Fatalf("file: %d %q %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	code := Execute([]string{"connector", "test", "--kind", "file", "--setting", "dir=/nonexistent/tandem", "--setting", "password=hunter2"}, &out, &errOut)
+	if code != ExitFailed || strings.Contains(out.String()+errOut.String(), "hunter2") {
+		t.Fatalf("missing dir: %d %q %q", code, out.String(), errOut.String())
+	}
+	if code := Execute([]string{"connector", "test", "--kind", "ldap"}, &out, &errOut); code != ExitUsage {
+		t.Fatalf("unknown kind: exit %d", code)
+	}
+}

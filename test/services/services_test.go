@@ -17,15 +17,16 @@ import (
 	"github.com/tandem-ha/tandem/test/lab"
 )
 
-// TestPrivateServicesReachableFromNodeA starts PostgreSQL, MariaDB and
-// NATS in the lab's svc host and uses each from host a over the lab LAN:
-// the real clients (psql, mariadb) run in a's namespace, and the
-// connectors run exactly-once operations through sockets opened in a's
-// namespace.
-func TestPrivateServicesReachableFromNodeA(t *testing.T) {
+// TestLabServices starts PostgreSQL, MariaDB and NATS in the lab's svc
+// host (one lab for every case: building it is the slow part), then:
+// reachable-from-a uses each from host a over the lab LAN (the real
+// clients psql and mariadb run in a's namespace, the connectors open their
+// sockets there); dead-active is the split-brain proof of splitbrain_test.go;
+// finally each server is stopped by PID.
+func TestLabServices(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireCommands(t, "ip", "nft", "iptables", "ip6tables", "setpriv", "psql", "mariadb", "mariadb-install-db", "nats-server")
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
 	defer cancel()
 	l, err := lab.New(ctx, lab.Options{Logf: t.Logf})
 	if err != nil {
@@ -58,6 +59,27 @@ func TestPrivateServicesReachableFromNodeA(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	t.Run("reachable-from-a", func(t *testing.T) { reachable(ctx, t, a, pg, maria, nts) })
+	for _, srv := range []*Server{pg, maria} {
+		d := sqlconn.Postgres
+		if srv == maria {
+			d = sqlconn.MySQL
+		}
+		t.Run("dead-active/"+string(d), func(t *testing.T) { deadActive(ctx, t, l, d, srv) })
+	}
+
+	// Stopped by PID.
+	for _, s := range []*Server{nts, maria, pg} {
+		if err := s.Stop(10 * time.Second); err != nil {
+			t.Errorf("stop %s: %v", s.Name, err)
+		}
+		if !s.Proc.Exited() {
+			t.Errorf("%s (pid %d) still running", s.Name, s.Proc.PID)
+		}
+	}
+}
+
+func reachable(ctx context.Context, t *testing.T, a *lab.Host, pg, maria, nts *Server) {
 	// The servers are not reachable from the root namespace...
 	if out, err := exec1(ctx, "psql", "-h", "192.0.2.20", "-U", "postgres", "-d", "test", "-Atc", "SELECT 1"); err == nil {
 		t.Fatalf("postgres in svc reachable from the root namespace: %s", out)
@@ -82,14 +104,14 @@ func TestPrivateServicesReachableFromNodeA(t *testing.T) {
 		if err := c.InitControl(ctx); err != nil {
 			t.Fatalf("%s: %v", srv.d, err)
 		}
-		if _, err := c.DB().ExecContext(ctx, "CREATE TABLE orders (id INT)"); err != nil {
+		if _, err := c.DB().ExecContext(ctx, "CREATE TABLE orders_reach (id INT)"); err != nil {
 			t.Fatal(err)
 		}
-		req := connectors.Request{Operation: sqlconn.OpInsert, Key: "job1/s1", Params: map[string]any{"table": "orders", "values": map[string]any{"id": 1}}}
+		req := connectors.Request{Operation: sqlconn.OpInsert, Key: "job1/s1", Params: map[string]any{"table": "orders_reach", "values": map[string]any{"id": 1}}}
 		r1, err1 := c.Invoke(ctx, req)
 		r2, err2 := c.Invoke(ctx, req)
 		var n int
-		if err := c.DB().QueryRowContext(ctx, "SELECT COUNT(*) FROM orders").Scan(&n); err != nil {
+		if err := c.DB().QueryRowContext(ctx, "SELECT COUNT(*) FROM orders_reach").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if err1 != nil || err2 != nil || r1.Replayed || !r2.Replayed || n != 1 {
@@ -115,15 +137,6 @@ func TestPrivateServicesReachableFromNodeA(t *testing.T) {
 		t.Fatalf("nats publish from a: %v %v %+v %+v", err1, err2, r1, r2)
 	}
 
-	// Stopped by PID.
-	for _, s := range []*Server{nts, maria, pg} {
-		if err := s.Stop(10 * time.Second); err != nil {
-			t.Errorf("stop %s: %v", s.Name, err)
-		}
-		if !s.Proc.Exited() {
-			t.Errorf("%s (pid %d) still running", s.Name, s.Proc.PID)
-		}
-	}
 }
 
 // Dialect is sqlconn's, named here for the table above.
