@@ -72,12 +72,13 @@ type adminReq struct {
 
 // driver owns the pair state machine and carries out its actions.
 type driver struct {
-	node   string
-	peerID uint8
-	log    *zap.Logger
-	clk    clock.Clock
-	timing pair.Timing
-	dir    string // data directory: the pair state file
+	node    string
+	peerID  uint8
+	peerSeq uint64 // PeerAlive events delivered, in order
+	log     *zap.Logger
+	clk     clock.Clock
+	timing  pair.Timing
+	dir     string // data directory: the pair state file
 
 	m     *pair.Machine
 	hb    *heartbeat.Heartbeat
@@ -225,7 +226,11 @@ func (d *driver) fromHeartbeat(e heartbeat.Event) pair.Event {
 	case heartbeat.PeerAlive:
 		a := advertFromPayload(e.Payload)
 		a.Node = d.peerID
-		return pair.PeerAlive{Path: e.Path, Advert: a}
+		// The heartbeat delivers payloads in the sender's round order
+		// (a late path cannot step the payload back), so the order of
+		// its events is the order the machine needs.
+		d.peerSeq++
+		return pair.PeerAlive{Path: e.Path, Seq: d.peerSeq, Advert: a}
 	case heartbeat.PeerSilent:
 		d.ev.add(now, "path", "peer silent on every path")
 		return pair.PeerSilent{}

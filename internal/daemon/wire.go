@@ -9,9 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandem-ha/tandem/connectors"
-	"github.com/tandem-ha/tandem/connectors/httpconn"
-	"github.com/tandem-ha/tandem/connectors/natsconn"
-	"github.com/tandem-ha/tandem/connectors/sqlconn"
+	"github.com/tandem-ha/tandem/connectors/all"
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/config"
@@ -140,9 +138,7 @@ func (r runtimeAdapter) Pause(ctx context.Context) (string, error) {
 
 func openRuntime(cfg *config.Config, st *wipStore, clk clock.Clock, log *zap.Logger, events func(api.Event)) (*runtimeAdapter, error) {
 	reg := &connectors.Registry{}
-	sqlconn.Register(reg)
-	httpconn.Register(reg)
-	natsconn.Register(reg)
+	all.Register(reg)
 	e, err := engine.New(engine.Options{
 		Store: runtimeStore{st.Store}, Connectors: reg, Clock: clk, Logger: log, Node: cfg.Node,
 		ForceStopAfter: cfg.Runtime.ForceStopAfter.D(), Events: events,
