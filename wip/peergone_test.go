@@ -28,6 +28,9 @@ func TestPeerGonePromotesOverAStaleSession(t *testing.T) {
 	if err := b.Promote(context.Background(), 2, PeerGone()); err != nil {
 		t.Fatalf("PeerGone promotion: %v", err)
 	}
+	if st := b.Status(); !st.PeerOutdated {
+		t.Error("promoted with PeerGone in sync/degrade mode, but the peer is not marked outdated: every commit would wait peer-ack-timeout first")
+	}
 	a.Close()
 	for i := 0; i < 20; i++ {
 		mustGet(t, b, fmt.Sprintf("k%02d", i), "v")

@@ -959,6 +959,14 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 	_ = pb.Delete(keyInconsistent, nil)
 	_ = pb.Delete(keyOutdated, nil)
+	// Promoted because the old primary is gone: the peer cannot ack
+	// anything, so in Degrade mode it is Outdated from the first commit
+	// on, durably, instead of after a peer-ack-timeout stall of every
+	// commit of the new primary (the resumed jobs' first checkpoints).
+	aloneAtOnce := cfg.peerGone && s.o.Mode == Sync && s.o.PeerLoss == Degrade
+	if aloneAtOnce {
+		_ = pb.Set(keyPeerOutdated, nil, nil)
+	}
 	err := pb.Commit(pebble.Sync)
 	_ = pb.Close()
 	s.mu.Lock()
@@ -966,6 +974,12 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	if err != nil {
 		s.role = Secondary
 		return fmt.Errorf("wip: persisting epoch %d: %w", epoch, err)
+	}
+	if aloneAtOnce && !s.peerOutdated {
+		s.peerOutdated = true
+		s.counters.Degradations++
+		s.log.Warn("promoted with the old primary gone: peer marked outdated; commits go on alone")
+		s.emit(Event{Kind: EventPeerOutdated, Detail: "promoted with the old primary gone; commits go on without it"})
 	}
 	s.epoch = epoch
 	s.history = append(s.history, histEntry{epoch, first})

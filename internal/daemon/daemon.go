@@ -219,7 +219,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		node: cfg.Node, peerID: other, log: log.Named("driver"), clk: clk, timing: timing, dir: cfg.DataDir,
 		m: m, hb: hb, store: st, vip: vm, vips: addrs, gw: gw, wd: wd, rt: rt,
 		ev: evlog, runCtx: runCtx,
-		in: make(chan pair.Event, 64), admin: make(chan adminReq),
+		in: make(chan pair.Event, 64), admin: make(chan adminReq), rtOps: make(chan pair.Action, 64),
 		persisted: persisted,
 	}
 	d.dp = &dataPlane{node: cfg.Node, port: cfg.DataPlane.Port, log: log.Named("dataplane"), epoch: &d.epoch}
@@ -230,6 +230,8 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	defer wg.Wait()
 	defer cancelRun()
 
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.runtimeWorker() }()
 	// Heartbeats: their own goroutines, never behind the driver.
 	wg.Add(1)
 	go func() {
@@ -316,13 +318,13 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	d.dp.stop(sctx)
+	cancelRun()
+	d.wg.Wait() // the runtime worker is gone: nothing races the last Stop
 	rt.Stop()
 	if vm.Owned() {
 		log.Warn("stopping while owning the VIP: releasing it")
 		vm.Release(sctx)
 	}
-	cancelRun()
-	d.wg.Wait()
 	log.Info("stopped", zap.Error(err))
 	return err
 }

@@ -96,6 +96,7 @@ type driver struct {
 	runCtx context.Context
 	in     chan pair.Event
 	admin  chan adminReq
+	rtOps  chan pair.Action // runtime start/stop, for runtimeWorker
 	wg     sync.WaitGroup
 
 	epoch     atomic.Uint64
@@ -165,16 +166,11 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 		case <-t.C():
 			now := d.clk.Now()
 			// A timer that fires far later than it should means this
-			// process (or its VM) was frozen: everything the machine
-			// believes about the peer is stale. Say so before the tick.
+			// process (or its VM) was frozen. The machine sees the gap
+			// in the times it is given and steps down if it was active;
+			// the log says why.
 			if late := now.Sub(expect); late > d.timing.Interval && late > 50*time.Millisecond {
-				d.log.Warn("clock jump: the process did not run", zap.Duration("late", late))
-				d.ev.add(now, "clock", fmt.Sprintf("process did not run for %v (frozen?)", late.Round(time.Millisecond)))
-				if rd, err := d.m.Step(now, pair.ClockJump{Delta: late}); err == nil {
-					if d.apply(rd) {
-						return nil
-					}
-				}
+				d.log.Warn("the driver did not run on time (frozen or starved?)", zap.Duration("late", late))
 			}
 			if d.apply(d.m.Tick(now)) {
 				return nil
@@ -201,6 +197,36 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 			return nil
 		}
 		_ = stopping
+	}
+}
+
+// runtimeWorker carries out the runtime actions in order, until the run
+// ends. Start failures and completed pauses go back to the machine.
+func (d *driver) runtimeWorker() {
+	for {
+		select {
+		case <-d.runCtx.Done():
+			return
+		case a := <-d.rtOps:
+			switch {
+			case a.Kind == pair.ActStartRuntime:
+				if err := d.rt.Start(d.runCtx); err != nil && d.runCtx.Err() == nil {
+					d.log.Error("runtime start", zap.Error(err))
+					d.post(pair.ActionFailed{Kind: pair.ActStartRuntime, Err: err})
+				}
+			case a.Graceful:
+				report, err := d.rt.Pause(d.runCtx)
+				if err != nil {
+					d.log.Warn("runtime pause", zap.Error(err))
+				}
+				d.ev.add(d.clk.Now(), "runtime", "paused: "+report)
+				d.post(pair.RuntimePaused{})
+			default:
+				if err := d.rt.Stop(); err != nil {
+					d.log.Error("runtime stop", zap.Error(err))
+				}
+			}
+		}
 	}
 }
 
@@ -337,32 +363,25 @@ func (d *driver) do(a pair.Action) error {
 		return d.vip.Release(ctx)
 	case pair.ActReannounceVIP:
 		return d.vip.Announce(ctx)
-	case pair.ActStartRuntime:
+	case pair.ActStartRuntime, pair.ActStopRuntime:
 		if d.rt == nil {
-			return nil
-		}
-		return d.rt.Start(d.runCtx)
-	case pair.ActStopRuntime:
-		if d.rt == nil {
-			if a.Graceful {
+			if a.Kind == pair.ActStopRuntime && a.Graceful {
 				d.wg.Add(1)
 				go func() { defer d.wg.Done(); d.post(pair.RuntimePaused{}) }()
 			}
 			return nil
 		}
-		if !a.Graceful {
-			return d.rt.Stop()
+		// Runtime operations take a while (resuming jobs commits their
+		// first checkpoints; a pause waits for jobs): the driver must
+		// keep turning meanwhile, or the machine would read the stall
+		// as a freeze. One worker runs them in the order given, so a
+		// stop never overtakes the start before it. The VIP is claimed
+		// and the epoch durable before a start is queued (I3).
+		select {
+		case d.rtOps <- a:
+		default:
+			return fmt.Errorf("daemon: runtime operations backed up (%d queued)", cap(d.rtOps))
 		}
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			report, err := d.rt.Pause(d.runCtx)
-			if err != nil {
-				d.log.Error("runtime pause", zap.Error(err))
-			}
-			d.ev.add(d.clk.Now(), "runtime", "paused: "+report)
-			d.post(pair.RuntimePaused{})
-		}()
 	case pair.ActAwaitPeerAck:
 		d.awaitAck = true
 	case pair.ActKickWatchdog:

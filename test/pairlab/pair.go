@@ -255,6 +255,19 @@ func (n *Node) Kill() {
 	}
 }
 
+// Crash kills the daemon with SIGKILL, then does what its systemd unit's
+// ExecStopPost does (image/tandemd.service): `tandemd cleanup` removes the
+// VIP the dead run left configured. It does not restart the daemon.
+func (n *Node) Crash(ctx context.Context) error {
+	n.Kill()
+	out, err := n.Host.Run(ctx, n.pair.opt.Bins.Tandemd, "cleanup", "--config", n.Config)
+	if err != nil {
+		return fmt.Errorf("pairlab: %s: tandemd cleanup: %v: %s", n.Name, err, out)
+	}
+	n.pair.opt.Logf("pairlab: %s: cleanup after the crash: %s", n.Name, strings.TrimSpace(string(out)))
+	return nil
+}
+
 // Stop sends SIGTERM and waits up to grace for the orderly stop.
 func (n *Node) Stop(grace time.Duration) error {
 	p := n.Proc()

@@ -115,7 +115,9 @@ func TestE2EWIPSurvivesKill(t *testing.T) {
 	mu.Lock()
 	before := len(acked)
 	mu.Unlock()
-	e.pair.A.Kill()
+	if err := e.pair.A.Crash(e.ctx); err != nil {
+		t.Fatal(err)
+	}
 	e.role(e.pair.B, "active", "")
 	wg.Wait()
 	if ctx.Err() != nil {

@@ -96,9 +96,11 @@ func run(ctx context.Context, timing string, keep bool) error {
 	}
 	clock.Sleep(ctx, clk, 2*time.Second)
 
-	step("kill -9 the active (a): no release, no handover")
+	step("kill -9 the active (a): no release, no handover; then its unit's ExecStopPost (tandemd cleanup)")
 	failAt := clk.Now()
-	p.A.Kill()
+	if err := p.A.Crash(ctx); err != nil {
+		return err
+	}
 	st, err := p.B.Role(wctx, "active", "")
 	if err != nil {
 		return fmt.Errorf("%w\n--- b's log:\n%s", err, tail(p.B.Log()))
@@ -118,7 +120,7 @@ func run(ctx context.Context, timing string, keep bool) error {
 	out, _ := p.B.Ctl(ctx, "status")
 	fmt.Printf("\n$ tandemctl status   # on b\n%s", out)
 
-	step("restarting tandemd on a: it recovers its leftover VIP and rejoins as passive")
+	step("restarting tandemd on a (systemd's Restart=always): it rejoins as passive and catches up")
 	if err := p.A.Start(); err != nil {
 		return err
 	}

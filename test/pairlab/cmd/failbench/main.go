@@ -211,11 +211,10 @@ func (e *env) failover(ctx context.Context, kind string) (pairlab.Outage, error)
 			return pairlab.Outage{}, err
 		}
 	case "crash":
-		old.Kill()
-		// The supervisor's ExecStopPost, then the restart.
-		if out, err := old.Host.Run(wctx, e.pair.Bins().Tandemd, "cleanup", "--config", old.Config); err != nil {
+		// kill -9, the supervisor's ExecStopPost, then the restart.
+		if err := old.Crash(wctx); err != nil {
 			probe.Stop()
-			return pairlab.Outage{}, fmt.Errorf("cleanup: %v: %s", err, out)
+			return pairlab.Outage{}, err
 		}
 		if err := old.Start(); err != nil {
 			probe.Stop()

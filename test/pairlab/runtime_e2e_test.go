@@ -1,0 +1,268 @@
+package pairlab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/test/lab"
+)
+
+// sink is an HTTP endpoint in the client namespace that records every
+// call by its Idempotency-Key; the body is how long to take (ms).
+type sink struct {
+	mu    sync.Mutex
+	calls map[string]int
+	srv   *http.Server
+}
+
+const sinkPort = 9000
+
+func startSink(t *testing.T, h *lab.Host) *sink {
+	t.Helper()
+	s := &sink{calls: map[string]int{}}
+	var ln net.Listener
+	if err := h.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", h.LAN4, sinkPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		key := r.Header.Get("Idempotency-Key")
+		s.mu.Lock()
+		s.calls[key]++
+		s.mu.Unlock()
+		if ms, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && ms > 0 {
+			clock.Sleep(r.Context(), clock.Real(), time.Duration(ms)*time.Millisecond)
+		}
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"ok":true}`)
+	})}
+	go s.srv.Serve(ln)
+	t.Cleanup(func() { s.srv.Close() })
+	return s
+}
+
+func (s *sink) snapshot() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.calls))
+	for k, v := range s.calls {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *sink) total() int {
+	n := 0
+	for _, v := range s.snapshot() {
+		n += v
+	}
+	return n
+}
+
+func runtimeProject(client fmt.Stringer) string {
+	call := func(id, ms string) string {
+		return fmt.Sprintf(`      - id: %s
+        call: {connection: sink, operation: post, params: {path: "'/step'", body: "'%s'"}, retry: {max-attempts: 20, backoff: 200ms, max-backoff: 1s}}
+`, id, ms)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `project: rt
+connections:
+  sink: {kind: http, settings: {url: "http://%s:%d", timeout: 30s}}
+orchestrations:
+  - name: five
+    starter: {http: {mode: async}}
+    steps:
+`, client, sinkPort)
+	for i := 1; i <= 5; i++ {
+		b.WriteString(call(fmt.Sprintf("s%d", i), "100"))
+	}
+	b.WriteString(`  - name: slow
+    starter: {http: {mode: async}}
+    steps:
+`)
+	b.WriteString(call("wait", "10000"))
+	return b.String()
+}
+
+// startJobs posts n asynchronous runs of orch through the VIP and returns
+// their job ids.
+func startJobs(t *testing.T, e *e2e, orch string, n int) []string {
+	t.Helper()
+	c := clientHTTP(e.lab.Host(lab.Client))
+	url := fmt.Sprintf("http://%s:8080/v1/run/rt/%s", lab.VIP4, orch)
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(e.ctx, http.MethodPost, url, strings.NewReader("{}"))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", orch, i))
+			resp, err := c.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusAccepted {
+				errs <- fmt.Errorf("POST %s: %s %s", url, resp.Status, b)
+				return
+			}
+			s := string(b)
+			i0 := strings.Index(s, `"job_id":"`)
+			if i0 < 0 {
+				errs <- fmt.Errorf("no job id in %s", s)
+				return
+			}
+			s = s[i0+len(`"job_id":"`):]
+			ids[i] = s[:strings.IndexByte(s, '"')]
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// waitJobs waits until every job in ids is completed on n.
+func waitJobs(t *testing.T, e *e2e, n *Node, ids []string, within time.Duration) map[string]api.JobInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, within)
+	defer cancel()
+	for {
+		jobs, err := n.API.Jobs(ctx, "", "rt")
+		got := map[string]api.JobInfo{}
+		done := 0
+		if err == nil {
+			for _, j := range jobs {
+				got[j.ID] = j
+			}
+			for _, id := range ids {
+				if got[id].Status == "completed" {
+					done++
+				}
+			}
+			if done == len(ids) {
+				return got
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d jobs completed on %s (last error %v)", done, len(ids), n.Name, err)
+		}
+		clock.Sleep(ctx, e.clk, 200*time.Millisecond)
+	}
+}
+
+// TestE2ERuntimeJobsSurviveKill: 200 HTTP-started asynchronous jobs of 5
+// connector steps; the active is killed in the middle; every job completes
+// on the new active, none is lost, and none runs twice from the start: at
+// most the step in flight at the kill is repeated (same key).
+func TestE2ERuntimeJobsSurviveKill(t *testing.T) {
+	e := newE2E(t)
+	sk := startSink(t, e.lab.Host(lab.Client))
+	if _, err := e.pair.A.API.Deploy(e.ctx, map[string]string{"rt.yaml": runtimeProject(e.lab.Host(lab.Client).LAN4)}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	ids := startJobs(t, e, "five", 200)
+	for sk.total() < 300 && e.ctx.Err() == nil { // about 30 % of the 1000 calls
+		clock.Sleep(e.ctx, e.clk, 10*time.Millisecond)
+	}
+	calledBefore := sk.total()
+	if err := e.pair.A.Crash(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.role(e.pair.B, "active", "")
+	jobs := waitJobs(t, e, e.pair.B, ids, 3*time.Minute)
+	calls := sk.snapshot()
+	resumed, repeatedKeys := 0, 0
+	for _, id := range ids {
+		j := jobs[id]
+		if j.Resumptions > 0 {
+			resumed++
+		}
+		rep := 0
+		for i := 1; i <= 5; i++ {
+			n := 0
+			for k, c := range calls {
+				if strings.HasPrefix(k, id+"/") && strings.HasSuffix(k, fmt.Sprintf("/s%d", i)) || k == fmt.Sprintf("%s/s%d", id, i) {
+					n += c
+				}
+			}
+			switch {
+			case n == 0:
+				t.Errorf("job %s: step s%d never reached the endpoint", id, i)
+			case n > 1:
+				rep++
+			}
+		}
+		if rep > 1 {
+			t.Errorf("job %s: %d steps repeated: it ran again from an earlier checkpoint than its last", id, rep)
+		}
+		repeatedKeys += rep
+	}
+	t.Logf("200 jobs: %d endpoint calls before the kill, %d jobs resumed on b, %d keys called twice (the calls in flight at the kill)", calledBefore, resumed, repeatedKeys)
+	if resumed == 0 {
+		t.Errorf("no job was resumed: the kill did not hit the workload")
+	}
+}
+
+// TestE2EPauseSwitchover: with force-stop-after 2s and jobs that take 10 s,
+// a switchover completes in about 2 s and the jobs finish on the peer.
+func TestE2EPauseSwitchover(t *testing.T) {
+	e := newE2EWith(t, Options{ForceStopAfter: "2s"})
+	sk := startSink(t, e.lab.Host(lab.Client))
+	if _, err := e.pair.A.API.Deploy(e.ctx, map[string]string{"rt.yaml": runtimeProject(e.lab.Host(lab.Client).LAN4)}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	ids := startJobs(t, e, "slow", 4)
+	for sk.total() < 4 && e.ctx.Err() == nil {
+		clock.Sleep(e.ctx, e.clk, 10*time.Millisecond)
+	}
+	start := e.clk.Now()
+	if out, err := e.pair.A.Ctl(e.ctx, "switchover"); err != nil {
+		t.Fatalf("switchover: %v\n%s", err, out)
+	}
+	e.role(e.pair.B, "active", "")
+	took := e.clk.Since(start)
+	t.Logf("switchover with 4 jobs of 10 s in flight and force-stop-after 2s took %v", took)
+	if took > 8*time.Second {
+		t.Errorf("switchover took %v: it waited for the jobs instead of handing them over after 2s", took)
+	}
+	jobs := waitJobs(t, e, e.pair.B, ids, 2*time.Minute)
+	for _, id := range ids {
+		if j := jobs[id]; j.Node != lab.NodeB || j.Resumptions == 0 {
+			t.Errorf("job %s finished on %q with %d resumptions, want on b after a handover", id, j.Node, j.Resumptions)
+		}
+	}
+	evs, _ := e.pair.A.API.Events(e.ctx, 0)
+	found := false
+	for _, ev := range evs {
+		if ev.Kind == "runtime" && strings.Contains(ev.Text, "handed over") {
+			found = true
+			t.Logf("a's runtime event: %s", ev.Text)
+		}
+	}
+	if !found {
+		t.Error("no runtime event on a records what was handed over")
+	}
+}
