@@ -3,6 +3,8 @@ package wip
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
+	"io"
 
 	"fmt"
 
@@ -38,7 +40,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	_ = pb.DeleteRange(keyHistPrefix, prefixEnd(keyHistPrefix), nil)
 	_ = pb.Delete(keyMarker, nil)
 	_ = pb.Delete(keyPruned, nil)
-	err = pb.Commit(pebble.Sync)
+	err = syncCommit(pb)
 	_ = pb.Close()
 	if err != nil {
 		return fmt.Errorf("wip: snapshot: clearing the store: %w", err)
@@ -74,7 +76,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 				err = werr
 			}
 			if err == nil {
-				err = pb.Commit(pebble.NoSync)
+				err = commitWith(pb, pebble.NoSync)
 			}
 			_ = pb.Close()
 			if err != nil {
@@ -125,7 +127,7 @@ func (s *Store) finishSnapshot(l lineage, pairs uint64) error {
 		_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 	}
 	_ = pb.Delete(keyInconsistent, nil)
-	if err := pb.Commit(pebble.Sync); err != nil {
+	if err := syncCommit(pb); err != nil {
 		return fmt.Errorf("wip: snapshot: finishing: %w", err)
 	}
 	s.mu.Lock()
@@ -203,7 +205,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		for _, it := range items {
 			if it.err != nil {
 				ferr = it.err
-				if !ss.closed() {
+				if !ss.closed() && !errors.Is(it.err, io.EOF) {
 					s.reject("frame", fmt.Errorf("from primary: %w", it.err))
 				}
 				break
@@ -271,7 +273,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 			}
 			if err == nil {
-				err = pb.Commit(pebble.Sync)
+				err = syncCommit(pb)
 			}
 			_ = pb.Close()
 			if err != nil {

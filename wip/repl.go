@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"sync"
@@ -26,8 +27,11 @@ const (
 	backoffMin       = 20 * time.Millisecond
 	backoffMax       = 2 * time.Second
 	maxDataFrame     = 1 << 20 // entries per Data frame are cut at this many bytes
-	snapChunkBytes   = 1 << 20
+
 )
+
+// snapChunkBytes cuts snapshot chunks (a variable so tests use small ones).
+var snapChunkBytes = 1 << 20
 
 // session is one authenticated replication connection.
 type session struct {
@@ -126,7 +130,8 @@ func (s *Store) dialLoop() {
 	var d net.Dialer
 	for {
 		s.mu.Lock()
-		for !s.closed && s.role != Secondary {
+		// A failed store stops replicating: its disk is not trustworthy.
+		for !s.closed && (s.role != Secondary || s.failed != nil) {
 			s.cond.Wait()
 		}
 		closed := s.closed
@@ -485,7 +490,7 @@ func (s *Store) readAcks(ss *session, br *bufio.Reader) error {
 	for {
 		f, _, err := readFrame(br, nil)
 		if err != nil {
-			if !ss.closed() {
+			if !ss.closed() && !errors.Is(err, io.EOF) {
 				s.reject("frame", fmt.Errorf("from peer: %w", err))
 			}
 			return err
@@ -602,7 +607,7 @@ func (s *Store) goInSyncLocked(ss *session) {
 			defer s.wg.Done()
 			pb := s.db.NewBatch()
 			_ = pb.Delete(keyPeerOutdated, nil)
-			if err := pb.Commit(pebble.Sync); err != nil {
+			if err := syncCommit(pb); err != nil {
 				s.log.Error("clearing peer-outdated", zap.Error(err))
 			}
 			_ = pb.Close()
@@ -866,7 +871,7 @@ func (s *Store) setFlag(k []byte, on bool) error {
 	} else {
 		_ = pb.Delete(k, nil)
 	}
-	return pb.Commit(pebble.Sync)
+	return syncCommit(pb)
 }
 
 // quarantine exports the losing suffix to a file, marks the store

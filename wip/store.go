@@ -606,7 +606,7 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	pb := s.db.NewBatch()
 	err := s.writeEntries(pb, g.entries)
 	if err == nil {
-		err = pb.Commit(pebble.Sync)
+		err = syncCommit(pb)
 	}
 	_ = pb.Close()
 	s.mu.Lock()
@@ -630,6 +630,21 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.kickSupervisor()
+}
+
+// syncCommit commits pb with pebble.Sync. Pebble panics on a failed WAL
+// write or sync ("fatal commit error") because the database cannot go on;
+// the store turns that into ErrFailed so waiters get an error, nothing more
+// is acknowledged, and the daemon can stop cleanly.
+func syncCommit(pb *pebble.Batch) error { return commitWith(pb, pebble.Sync) }
+
+func commitWith(pb *pebble.Batch, o *pebble.WriteOptions) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: %v", r)
+		}
+	}()
+	return pb.Commit(o)
 }
 
 func (s *Store) removeTail(g *group) {
@@ -804,7 +819,7 @@ func (s *Store) supervisor() {
 func (s *Store) degrade() {
 	pb := s.db.NewBatch()
 	_ = pb.Set(keyPeerOutdated, nil, nil)
-	err := pb.Commit(pebble.Sync)
+	err := syncCommit(pb)
 	_ = pb.Close()
 	if err != nil {
 		s.mu.Lock()
@@ -945,7 +960,7 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 	_ = pb.Delete(keyInconsistent, nil)
 	_ = pb.Delete(keyOutdated, nil)
-	err := pb.Commit(pebble.Sync)
+	err := syncCommit(pb)
 	_ = pb.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
