@@ -16,7 +16,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench fuzz lab-sweep clean
+.PHONY: all check fmt vet lint unit test deps bench bench-wip fuzz lab-sweep clean
 
 all: check
 
@@ -44,6 +44,12 @@ test: deps fmt vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# WIP store: local-only vs sync-replicated commits (receiver in another
+# process over loopback TCP) and resync rates; see docs/benchmarks.md.
+WIPBENCH_FLAGS ?= -duration 5s -writers 1,16,64 -resync-mb 1024 -catchup-mb 256
+bench-wip:
+	$(GO) build -o /tmp/wipbench.$$$$ ./wip/cmd/wipbench && /tmp/wipbench.$$$$ $(WIPBENCH_FLAGS); rc=$$?; rm -f /tmp/wipbench.$$$$; exit $$rc
 
 fuzz:
 	@test/scripts/fuzz.sh $(FUZZTIME)

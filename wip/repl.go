@@ -860,6 +860,14 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 			return true, err
 		}
 	}
+	// Ack what we hold at once: after a snapshot no entry may follow for a
+	// while, and the primary must learn the peer holds the snapshot's LSN.
+	s.mu.Lock()
+	held := s.durable
+	s.mu.Unlock()
+	if _, err := c.Write(appendFrame(nil, ver, frameAck, putU64(nil, held))); err != nil {
+		return true, err
+	}
 	return true, s.apply(ss, br, ver)
 }
 
