@@ -556,7 +556,10 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 			}
 			// Caught up: the peer is live from now on.
 			if s.peerState != PeerInSync {
-				s.goInSyncLocked(ss)
+				lsn := s.goInSyncLocked(ss)
+				s.mu.Unlock()
+				s.emit(Event{Kind: EventPeerInSync, Detail: fmt.Sprintf("peer in sync at LSN %d", lsn)})
+				s.mu.Lock()
 				continue
 			}
 			s.cond.Wait()
@@ -595,7 +598,7 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 // goInSyncLocked marks the peer in sync. If commits were acknowledged without
 // it, from now on they wait for it again, and the peer is told which LSN
 // ends the part it missed so it can clear its Outdated flag once it holds it.
-func (s *Store) goInSyncLocked(ss *session) {
+func (s *Store) goInSyncLocked(ss *session) uint64 {
 	s.peerState = PeerInSync
 	ss.inSyncPending, ss.inSyncLSN = true, s.aloneLSN
 	if s.peerOutdated {
@@ -614,7 +617,7 @@ func (s *Store) goInSyncLocked(ss *session) {
 		}()
 	}
 	s.log.Info("peer in sync", zap.Uint64("lsn", s.lsn))
-	s.emit(Event{Kind: EventPeerInSync, Detail: fmt.Sprintf("peer in sync at LSN %d", s.lsn)})
+	return s.lsn
 }
 
 // collectLocked returns tail entries from next on (up to maxDataFrame bytes),
@@ -627,10 +630,10 @@ func (s *Store) collectLocked(next uint64) (es []entry, fromDisk bool) {
 		return nil, next <= s.durable
 	}
 	size := 0
-	for _, g := range s.tail {
-		if g.last() < next {
-			continue
-		}
+	// The tail can hold tens of thousands of groups: find the first one
+	// that still matters by binary search, not by a scan under the lock.
+	i := sort.Search(len(s.tail), func(i int) bool { return s.tail[i].last() >= next })
+	for _, g := range s.tail[i:] {
 		for _, e := range g.entries {
 			if e.lsn < next {
 				continue

@@ -288,7 +288,8 @@ type Store struct {
 	peerOutdated bool // persisted: commits were acknowledged without the peer
 	aloneLSN     uint64
 	inflight     int
-	tail         []*group // groups not yet released, plus recent ones for the sender
+	tail         []*group // groups the peer has not acked (at most ~64 MiB once durable)
+	tailBytes    int
 	waiting      []*group // locally durable or not, not yet released to callers
 	// Replication view.
 	peerAcked    uint64
@@ -600,6 +601,7 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	// Publish before the local write: the sender streams the group to the
 	// peer while our fsync runs, so the two fsyncs overlap (DRBD does the same).
 	s.tail = append(s.tail, g)
+	s.tailBytes += g.bytes
 	s.cond.Broadcast()
 	s.mu.Unlock()
 
@@ -650,6 +652,7 @@ func commitWith(pb *pebble.Batch, o *pebble.WriteOptions) (err error) {
 func (s *Store) removeTail(g *group) {
 	for i, t := range s.tail {
 		if t == g {
+			s.tailBytes -= g.bytes
 			s.tail = append(s.tail[:i], s.tail[i+1:]...)
 			return
 		}
@@ -751,14 +754,16 @@ func (s *Store) releaseLocked() {
 	}
 	// Keep up to 64 MiB of durable groups for a lagging sender; older ones
 	// are read back from the log.
-	var keep int
-	for i := len(s.tail) - 1; i >= 0; i-- {
-		keep += s.tail[i].bytes
-		if keep > 64<<20 && s.tail[i].last() <= s.durable {
-			s.tail = append(s.tail[:0:0], s.tail[i+1:]...)
-			break
-		}
+	// Groups the peer acked are no longer needed by the sender either.
+	n = 0
+	for n < len(s.tail) && s.tail[n].last() <= s.durable && (s.tail[n].last() <= s.peerAcked || s.tailBytes > 64<<20) {
+		s.tailBytes -= s.tail[n].bytes
+		n++
 	}
+	for i := 0; i < n; i++ {
+		s.tail[i] = nil // let the group be collected
+	}
+	s.tail = s.tail[n:]
 }
 
 func (s *Store) kickSupervisor() {
