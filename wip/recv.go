@@ -170,9 +170,100 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			}
 		}
 	}()
-	bw := bufio.NewWriterSize(ss.conn, 4<<10)
-	var inSyncAt uint64
-	var haveInSync bool
+	// The acker waits for each batch's WAL sync in order, then publishes
+	// the new LSN and acks it, while this goroutine already applies the next
+	// batch: pebble merges the syncs, and the receiver never makes a group
+	// wait for the previous group's fsync.
+	type pending struct {
+		pb         *pebble.Batch
+		first, lsn uint64
+		csum       uint64
+		epoch      uint64
+		hist       []histEntry
+		n          int
+		inSync     bool
+		inSyncAt   uint64
+	}
+	pch := make(chan pending, 64)
+	ackDone := make(chan struct{})
+	go func() {
+		defer close(ackDone)
+		bw := bufio.NewWriterSize(ss.conn, 4<<10)
+		var inSyncAt uint64
+		var haveInSync bool
+		failed := false
+		var toAck, acked uint64
+		for p := range pch {
+			if failed {
+				if p.pb != nil {
+					_ = p.pb.Close()
+				}
+				continue
+			}
+			if p.inSync {
+				inSyncAt, haveInSync = p.inSyncAt, true
+			} else {
+				err := syncWait(p.pb)
+				_ = p.pb.Close()
+				if err != nil {
+					failed = true
+					s.mu.Lock()
+					s.failed = fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, p.first, p.lsn, err)
+					s.lastErr = s.failed
+					s.mu.Unlock()
+					ss.close(err)
+					continue
+				}
+				s.mu.Lock()
+				s.lsn, s.durable, s.csum, s.epoch = p.lsn, p.lsn, p.csum, max(s.epoch, p.epoch)
+				s.history = append(s.history, p.hist...)
+				if p.lsn > s.peerLSN {
+					s.peerLSN = p.lsn
+				}
+				s.counters.EntriesApplied += uint64(p.n)
+				s.cond.Broadcast()
+				s.mu.Unlock()
+				toAck = p.lsn
+			}
+			// While more is queued, one later cumulative ack covers this.
+			if toAck > acked && len(pch) == 0 {
+				if writeFrame(bw, ver, frameAck, putU64(nil, toAck)) != nil || bw.Flush() != nil {
+					ss.close(errors.New("wip: writing ack"))
+				}
+				acked = toAck
+			}
+			if haveInSync {
+				s.mu.Lock()
+				durable := s.durable
+				wasOutdated := s.outdated
+				if durable >= inSyncAt {
+					s.peerState = PeerInSync
+				}
+				s.mu.Unlock()
+				if durable >= inSyncAt {
+					haveInSync = false
+					if wasOutdated {
+						if err := s.setFlag(keyOutdated, false); err != nil {
+							ss.close(err)
+							continue
+						}
+						s.mu.Lock()
+						s.outdated = false
+						s.mu.Unlock()
+						s.log.Info("caught up; no longer outdated", zap.Uint64("lsn", durable))
+					}
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(pch)
+		<-ackDone
+	}()
+	s.mu.Lock()
+	lsn, csum, epoch := s.lsn, s.csum, s.epoch
+	hist := append([]histEntry(nil), s.history...)
+	s.mu.Unlock()
 	for {
 		var items []item
 		select {
@@ -191,8 +282,6 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			}
 		}
 		s.mu.Lock()
-		lsn, csum, epoch := s.lsn, s.csum, s.epoch
-		hist := s.history
 		role := s.role
 		s.mu.Unlock()
 		if role != Secondary {
@@ -200,6 +289,8 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		}
 		var es []entry
 		var newHist []histEntry
+		var inSyncNotice uint64
+		var haveNotice bool
 		var ferr error
 	loop:
 		for _, it := range items {
@@ -251,7 +342,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 					s.reject("frame", ferr)
 					break loop
 				}
-				inSyncAt, haveInSync = binary.BigEndian.Uint64(it.f.body), true
+				inSyncNotice, haveNotice = binary.BigEndian.Uint64(it.f.body), true
 			case frameReject:
 				ferr = fmt.Errorf("%w: %s", ErrRejected, it.f.body)
 				break loop
@@ -273,52 +364,21 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 			}
 			if err == nil {
-				err = syncCommit(pb)
+				err = applyNoSyncWait(s.db, pb)
 			}
-			_ = pb.Close()
 			if err != nil {
+				_ = pb.Close()
 				s.mu.Lock()
 				s.failed = fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, es[0].lsn, lsn, err)
 				s.lastErr = s.failed
 				s.mu.Unlock()
 				return err
 			}
-			s.mu.Lock()
-			s.lsn, s.durable, s.csum, s.epoch = lsn, lsn, csum, epoch
-			s.history = append(s.history, newHist...)
-			if lsn > s.peerLSN {
-				s.peerLSN = lsn
-			}
-			s.counters.EntriesApplied += uint64(len(es))
-			s.cond.Broadcast()
-			s.mu.Unlock()
-			if err := writeFrame(bw, ver, frameAck, putU64(nil, lsn)); err != nil {
-				return err
-			}
-			if err := bw.Flush(); err != nil {
-				return err
-			}
+			hist = append(hist, newHist...)
+			pch <- pending{pb: pb, first: es[0].lsn, lsn: lsn, csum: csum, epoch: epoch, hist: newHist, n: len(es)}
 		}
-		if haveInSync {
-			s.mu.Lock()
-			durable := s.durable
-			s.mu.Unlock()
-			if durable >= inSyncAt {
-				haveInSync = false
-				s.mu.Lock()
-				wasOutdated := s.outdated
-				s.peerState = PeerInSync
-				s.mu.Unlock()
-				if wasOutdated {
-					if err := s.setFlag(keyOutdated, false); err != nil {
-						return err
-					}
-					s.mu.Lock()
-					s.outdated = false
-					s.mu.Unlock()
-					s.log.Info("caught up; no longer outdated", zap.Uint64("lsn", durable))
-				}
-			}
+		if haveNotice {
+			pch <- pending{inSync: true, inSyncAt: inSyncNotice}
 		}
 		if ferr != nil {
 			return ferr

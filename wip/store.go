@@ -649,6 +649,26 @@ func commitWith(pb *pebble.Batch, o *pebble.WriteOptions) (err error) {
 	return pb.Commit(o)
 }
 
+// applyNoSyncWait applies pb with pebble.Sync without waiting for the WAL
+// sync (see syncWait); panics are turned into errors as in commitWith.
+func applyNoSyncWait(db *pebble.DB, pb *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: %v", r)
+		}
+	}()
+	return db.ApplyNoSyncWait(pb, pebble.Sync)
+}
+
+func syncWait(pb *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: %v", r)
+		}
+	}()
+	return pb.SyncWait()
+}
+
 func (s *Store) removeTail(g *group) {
 	for i, t := range s.tail {
 		if t == g {
