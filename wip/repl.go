@@ -104,12 +104,38 @@ func (s *Store) acceptLoop(ln net.Listener) {
 			}
 			continue
 		}
+		if !s.track(c) {
+			_ = c.Close()
+			return
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.untrack(c)
 			s.servePeer(c)
 		}()
 	}
+}
+
+// track registers a connection so Close can cut it even mid-handshake;
+// it reports false once the store is closing.
+func (s *Store) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Store) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 }
 
 // ctx returns a context cancelled when the store closes.
@@ -140,9 +166,14 @@ func (s *Store) dialLoop() {
 			return
 		}
 		c, err := d.DialContext(s.ctx(), "tcp", s.o.PeerAddr)
+		if err == nil && !s.track(c) {
+			_ = c.Close()
+			return
+		}
 		if err == nil {
 			var ran bool
 			ran, err = s.runSecondary(c)
+			s.untrack(c)
 			if ran {
 				backoff = backoffMin
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc64"
+	"net"
 	"sync"
 	"time"
 
@@ -308,6 +309,7 @@ type Store struct {
 	retBytes int64
 
 	lnCloser   func() error
+	conns      map[net.Conn]struct{} // replication connections, closed by Close
 	listenAddr string
 	ctxOnce    sync.Once
 	ctxv       context.Context
@@ -460,6 +462,9 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.closing)
 	sess := s.sess
+	for c := range s.conns {
+		_ = c.Close()
+	}
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	if s.lnCloser != nil {
