@@ -272,11 +272,15 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		case <-ss.done:
 			return ss.err
 		}
+		size := len(items[0].f.body)
 	more:
-		for len(items) < 256 {
+		// Up to 8 MiB per pebble batch: bigger batches cost more in copying
+		// (pebble grows the batch buffer) than they save in syncs.
+		for len(items) < 256 && size < 8<<20 {
 			select {
 			case it := <-ch:
 				items = append(items, it)
+				size += len(it.f.body)
 			default:
 				break more
 			}
@@ -355,7 +359,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		// Entries that checked out before a bad frame are applied; the bad
 		// frame and everything after it are not.
 		if len(es) > 0 {
-			pb := s.db.NewBatch()
+			pb := s.db.NewBatchWithSize(2*size + 4096)
 			err := s.writeEntries(pb, es)
 			for _, h := range newHist {
 				var e8, f8 [8]byte

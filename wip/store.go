@@ -610,7 +610,7 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	s.cond.Broadcast()
 	s.mu.Unlock()
 
-	pb := s.db.NewBatch()
+	pb := s.db.NewBatchWithSize(2*g.bytes + 4096)
 	err := s.writeEntries(pb, g.entries)
 	if err == nil {
 		err = syncCommit(pb)

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,6 +85,13 @@ func freeAddr() string {
 
 // receiver runs a secondary until its stdin closes.
 func receiver(dir, listen, peer string) {
+	// WIPBENCH_CPUPROFILE=prefix writes prefix.<pid> for each receiver.
+	if pre := os.Getenv("WIPBENCH_CPUPROFILE"); pre != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", pre, os.Getpid()))
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	s, err := wip.Open(dir, wip.Options{NodeID: 2, PairKey: key, ListenAddr: listen, PeerAddr: peer})
 	check(err)
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
