@@ -19,7 +19,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services demo bench-failover soak
+.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services demo bench-failover soak bench-wip
 
 all: check
 
@@ -55,6 +55,12 @@ bench:
 # The runtime's jobs/s and checkpoints/s on real pebble (fsync per commit).
 bench-runtime:
 	$(GO) test -run '^$$' -bench BenchmarkRuntime -benchtime $${JOBS:-2000}x ./internal/engine/ | grep -E '^(runtime-bench|Benchmark)'
+
+# WIP store: local-only vs sync-replicated commits (receiver in another
+# process over loopback TCP) and resync rates; see docs/benchmarks.md.
+WIPBENCH_FLAGS ?= -duration 5s -writers 1,16,64 -resync-mb 1024 -catchup-mb 256
+bench-wip:
+	$(GO) build -o /tmp/wipbench.$$$$ ./wip/cmd/wipbench && /tmp/wipbench.$$$$ $(WIPBENCH_FLAGS); rc=$$?; rm -f /tmp/wipbench.$$$$; exit $$rc
 
 fuzz:
 	@test/scripts/fuzz.sh $(FUZZTIME)

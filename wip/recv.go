@@ -3,6 +3,8 @@ package wip
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
+	"io"
 
 	"fmt"
 
@@ -38,7 +40,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	_ = pb.DeleteRange(keyHistPrefix, prefixEnd(keyHistPrefix), nil)
 	_ = pb.Delete(keyMarker, nil)
 	_ = pb.Delete(keyPruned, nil)
-	err = pb.Commit(pebble.Sync)
+	err = syncCommit(pb)
 	_ = pb.Close()
 	if err != nil {
 		return fmt.Errorf("wip: snapshot: clearing the store: %w", err)
@@ -74,7 +76,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 				err = werr
 			}
 			if err == nil {
-				err = pb.Commit(pebble.NoSync)
+				err = commitWith(pb, pebble.NoSync)
 			}
 			_ = pb.Close()
 			if err != nil {
@@ -125,7 +127,7 @@ func (s *Store) finishSnapshot(l lineage, pairs uint64) error {
 		_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 	}
 	_ = pb.Delete(keyInconsistent, nil)
-	if err := pb.Commit(pebble.Sync); err != nil {
+	if err := syncCommit(pb); err != nil {
 		return fmt.Errorf("wip: snapshot: finishing: %w", err)
 	}
 	s.mu.Lock()
@@ -168,9 +170,100 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			}
 		}
 	}()
-	bw := bufio.NewWriterSize(ss.conn, 4<<10)
-	var inSyncAt uint64
-	var haveInSync bool
+	// The acker waits for each batch's WAL sync in order, then publishes
+	// the new LSN and acks it, while this goroutine already applies the next
+	// batch: pebble merges the syncs, and the receiver never makes a group
+	// wait for the previous group's fsync.
+	type pending struct {
+		pb         *pebble.Batch
+		first, lsn uint64
+		csum       uint64
+		epoch      uint64
+		hist       []histEntry
+		n          int
+		inSync     bool
+		inSyncAt   uint64
+	}
+	pch := make(chan pending, 64)
+	ackDone := make(chan struct{})
+	go func() {
+		defer close(ackDone)
+		bw := bufio.NewWriterSize(ss.conn, 4<<10)
+		var inSyncAt uint64
+		var haveInSync bool
+		failed := false
+		var toAck, acked uint64
+		for p := range pch {
+			if failed {
+				if p.pb != nil {
+					_ = p.pb.Close()
+				}
+				continue
+			}
+			if p.inSync {
+				inSyncAt, haveInSync = p.inSyncAt, true
+			} else {
+				err := syncWait(p.pb)
+				_ = p.pb.Close()
+				if err != nil {
+					failed = true
+					s.mu.Lock()
+					s.failed = fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, p.first, p.lsn, err)
+					s.lastErr = s.failed
+					s.mu.Unlock()
+					ss.close(err)
+					continue
+				}
+				s.mu.Lock()
+				s.lsn, s.durable, s.csum, s.epoch = p.lsn, p.lsn, p.csum, max(s.epoch, p.epoch)
+				s.history = append(s.history, p.hist...)
+				if p.lsn > s.peerLSN {
+					s.peerLSN = p.lsn
+				}
+				s.counters.EntriesApplied += uint64(p.n)
+				s.cond.Broadcast()
+				s.mu.Unlock()
+				toAck = p.lsn
+			}
+			// While more is queued, one later cumulative ack covers this.
+			if toAck > acked && len(pch) == 0 {
+				if writeFrame(bw, ver, frameAck, putU64(nil, toAck)) != nil || bw.Flush() != nil {
+					ss.close(errors.New("wip: writing ack"))
+				}
+				acked = toAck
+			}
+			if haveInSync {
+				s.mu.Lock()
+				durable := s.durable
+				wasOutdated := s.outdated
+				if durable >= inSyncAt {
+					s.peerState = PeerInSync
+				}
+				s.mu.Unlock()
+				if durable >= inSyncAt {
+					haveInSync = false
+					if wasOutdated {
+						if err := s.setFlag(keyOutdated, false); err != nil {
+							ss.close(err)
+							continue
+						}
+						s.mu.Lock()
+						s.outdated = false
+						s.mu.Unlock()
+						s.log.Info("caught up; no longer outdated", zap.Uint64("lsn", durable))
+					}
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(pch)
+		<-ackDone
+	}()
+	s.mu.Lock()
+	lsn, csum, epoch := s.lsn, s.csum, s.epoch
+	hist := append([]histEntry(nil), s.history...)
+	s.mu.Unlock()
 	for {
 		var items []item
 		select {
@@ -179,18 +272,20 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		case <-ss.done:
 			return ss.err
 		}
+		size := len(items[0].f.body)
 	more:
-		for len(items) < 256 {
+		// Up to 8 MiB per pebble batch: bigger batches cost more in copying
+		// (pebble grows the batch buffer) than they save in syncs.
+		for len(items) < 256 && size < 8<<20 {
 			select {
 			case it := <-ch:
 				items = append(items, it)
+				size += len(it.f.body)
 			default:
 				break more
 			}
 		}
 		s.mu.Lock()
-		lsn, csum, epoch := s.lsn, s.csum, s.epoch
-		hist := s.history
 		role := s.role
 		s.mu.Unlock()
 		if role != Secondary {
@@ -198,12 +293,14 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		}
 		var es []entry
 		var newHist []histEntry
+		var inSyncNotice uint64
+		var haveNotice bool
 		var ferr error
 	loop:
 		for _, it := range items {
 			if it.err != nil {
 				ferr = it.err
-				if !ss.closed() {
+				if !ss.closed() && !errors.Is(it.err, io.EOF) {
 					s.reject("frame", fmt.Errorf("from primary: %w", it.err))
 				}
 				break
@@ -249,7 +346,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 					s.reject("frame", ferr)
 					break loop
 				}
-				inSyncAt, haveInSync = binary.BigEndian.Uint64(it.f.body), true
+				inSyncNotice, haveNotice = binary.BigEndian.Uint64(it.f.body), true
 			case frameReject:
 				ferr = fmt.Errorf("%w: %s", ErrRejected, it.f.body)
 				break loop
@@ -262,7 +359,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		// Entries that checked out before a bad frame are applied; the bad
 		// frame and everything after it are not.
 		if len(es) > 0 {
-			pb := s.db.NewBatch()
+			pb := s.db.NewBatchWithSize(2*size + 4096)
 			err := s.writeEntries(pb, es)
 			for _, h := range newHist {
 				var e8, f8 [8]byte
@@ -271,52 +368,21 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 			}
 			if err == nil {
-				err = pb.Commit(pebble.Sync)
+				err = applyNoSyncWait(s.db, pb)
 			}
-			_ = pb.Close()
 			if err != nil {
+				_ = pb.Close()
 				s.mu.Lock()
 				s.failed = fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, es[0].lsn, lsn, err)
 				s.lastErr = s.failed
 				s.mu.Unlock()
 				return err
 			}
-			s.mu.Lock()
-			s.lsn, s.durable, s.csum, s.epoch = lsn, lsn, csum, epoch
-			s.history = append(s.history, newHist...)
-			if lsn > s.peerLSN {
-				s.peerLSN = lsn
-			}
-			s.counters.EntriesApplied += uint64(len(es))
-			s.cond.Broadcast()
-			s.mu.Unlock()
-			if err := writeFrame(bw, ver, frameAck, putU64(nil, lsn)); err != nil {
-				return err
-			}
-			if err := bw.Flush(); err != nil {
-				return err
-			}
+			hist = append(hist, newHist...)
+			pch <- pending{pb: pb, first: es[0].lsn, lsn: lsn, csum: csum, epoch: epoch, hist: newHist, n: len(es)}
 		}
-		if haveInSync {
-			s.mu.Lock()
-			durable := s.durable
-			s.mu.Unlock()
-			if durable >= inSyncAt {
-				haveInSync = false
-				s.mu.Lock()
-				wasOutdated := s.outdated
-				s.peerState = PeerInSync
-				s.mu.Unlock()
-				if wasOutdated {
-					if err := s.setFlag(keyOutdated, false); err != nil {
-						return err
-					}
-					s.mu.Lock()
-					s.outdated = false
-					s.mu.Unlock()
-					s.log.Info("caught up; no longer outdated", zap.Uint64("lsn", durable))
-				}
-			}
+		if haveNotice {
+			pch <- pending{inSync: true, inSyncAt: inSyncNotice}
 		}
 		if ferr != nil {
 			return ferr

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"sync"
@@ -26,8 +27,11 @@ const (
 	backoffMin       = 20 * time.Millisecond
 	backoffMax       = 2 * time.Second
 	maxDataFrame     = 1 << 20 // entries per Data frame are cut at this many bytes
-	snapChunkBytes   = 1 << 20
+
 )
+
+// snapChunkBytes cuts snapshot chunks (a variable so tests use small ones).
+var snapChunkBytes = 1 << 20
 
 // session is one authenticated replication connection.
 type session struct {
@@ -100,12 +104,38 @@ func (s *Store) acceptLoop(ln net.Listener) {
 			}
 			continue
 		}
+		if !s.track(c) {
+			_ = c.Close()
+			return
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.untrack(c)
 			s.servePeer(c)
 		}()
 	}
+}
+
+// track registers a connection so Close can cut it even mid-handshake;
+// it reports false once the store is closing.
+func (s *Store) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Store) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 }
 
 // ctx returns a context cancelled when the store closes.
@@ -126,7 +156,8 @@ func (s *Store) dialLoop() {
 	var d net.Dialer
 	for {
 		s.mu.Lock()
-		for !s.closed && s.role != Secondary {
+		// A failed store stops replicating: its disk is not trustworthy.
+		for !s.closed && (s.role != Secondary || s.failed != nil) {
 			s.cond.Wait()
 		}
 		closed := s.closed
@@ -135,9 +166,14 @@ func (s *Store) dialLoop() {
 			return
 		}
 		c, err := d.DialContext(s.ctx(), "tcp", s.o.PeerAddr)
+		if err == nil && !s.track(c) {
+			_ = c.Close()
+			return
+		}
 		if err == nil {
 			var ran bool
 			ran, err = s.runSecondary(c)
+			s.untrack(c)
 			if ran {
 				backoff = backoffMin
 			}
@@ -485,7 +521,7 @@ func (s *Store) readAcks(ss *session, br *bufio.Reader) error {
 	for {
 		f, _, err := readFrame(br, nil)
 		if err != nil {
-			if !ss.closed() {
+			if !ss.closed() && !errors.Is(err, io.EOF) {
 				s.reject("frame", fmt.Errorf("from peer: %w", err))
 			}
 			return err
@@ -551,7 +587,10 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 			}
 			// Caught up: the peer is live from now on.
 			if s.peerState != PeerInSync {
-				s.goInSyncLocked(ss)
+				lsn := s.goInSyncLocked(ss)
+				s.mu.Unlock()
+				s.emit(Event{Kind: EventPeerInSync, Detail: fmt.Sprintf("peer in sync at LSN %d", lsn)})
+				s.mu.Lock()
 				continue
 			}
 			s.cond.Wait()
@@ -590,7 +629,7 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 // goInSyncLocked marks the peer in sync. If commits were acknowledged without
 // it, from now on they wait for it again, and the peer is told which LSN
 // ends the part it missed so it can clear its Outdated flag once it holds it.
-func (s *Store) goInSyncLocked(ss *session) {
+func (s *Store) goInSyncLocked(ss *session) uint64 {
 	s.peerState = PeerInSync
 	ss.inSyncPending, ss.inSyncLSN = true, s.aloneLSN
 	if s.peerOutdated {
@@ -602,14 +641,14 @@ func (s *Store) goInSyncLocked(ss *session) {
 			defer s.wg.Done()
 			pb := s.db.NewBatch()
 			_ = pb.Delete(keyPeerOutdated, nil)
-			if err := pb.Commit(pebble.Sync); err != nil {
+			if err := syncCommit(pb); err != nil {
 				s.log.Error("clearing peer-outdated", zap.Error(err))
 			}
 			_ = pb.Close()
 		}()
 	}
 	s.log.Info("peer in sync", zap.Uint64("lsn", s.lsn))
-	s.emit(Event{Kind: EventPeerInSync, Detail: fmt.Sprintf("peer in sync at LSN %d", s.lsn)})
+	return s.lsn
 }
 
 // collectLocked returns tail entries from next on (up to maxDataFrame bytes),
@@ -622,10 +661,10 @@ func (s *Store) collectLocked(next uint64) (es []entry, fromDisk bool) {
 		return nil, next <= s.durable
 	}
 	size := 0
-	for _, g := range s.tail {
-		if g.last() < next {
-			continue
-		}
+	// The tail can hold tens of thousands of groups: find the first one
+	// that still matters by binary search, not by a scan under the lock.
+	i := sort.Search(len(s.tail), func(i int) bool { return s.tail[i].last() >= next })
+	for _, g := range s.tail[i:] {
 		for _, e := range g.entries {
 			if e.lsn < next {
 				continue
@@ -855,6 +894,14 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 			return true, err
 		}
 	}
+	// Ack what we hold at once: after a snapshot no entry may follow for a
+	// while, and the primary must learn the peer holds the snapshot's LSN.
+	s.mu.Lock()
+	held := s.durable
+	s.mu.Unlock()
+	if _, err := c.Write(appendFrame(nil, ver, frameAck, putU64(nil, held))); err != nil {
+		return true, err
+	}
 	return true, s.apply(ss, br, ver)
 }
 
@@ -866,7 +913,7 @@ func (s *Store) setFlag(k []byte, on bool) error {
 	} else {
 		_ = pb.Delete(k, nil)
 	}
-	return pb.Commit(pebble.Sync)
+	return syncCommit(pb)
 }
 
 // quarantine exports the losing suffix to a file, marks the store

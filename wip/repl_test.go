@@ -453,3 +453,56 @@ func TestI4DivergenceLandsInQuarantine(t *testing.T) {
 	}
 	t.Logf("quarantined: %s", msg)
 }
+
+// TestBadHandshakesRejectedAndCounted: a corrupted frame, a peer speaking
+// only future versions, and a half-sent frame at Close: each is rejected
+// with its reason and counted, nothing is applied, and Close cuts the
+// half-open connection.
+func TestBadHandshakesRejectedAndCounted(t *testing.T) {
+	p := newPair(t, Options{})
+	a := p.open("a", nil)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	send := func(b []byte) string {
+		c, err := net.Dial("tcp", p.addrA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		f, _, err := readFrame(c, nil)
+		if err != nil || f.typ != frameReject {
+			t.Fatalf("answer to a bad handshake: %v %+v", err, f)
+		}
+		return string(f.body)
+	}
+	good := appendFrame(nil, 1, frameHello, appendHello(nil, hello{nodeID: 2, minVer: 1, maxVer: 1}))
+	bad := bytes.Clone(good)
+	bad[len(bad)-1] ^= 0x40
+	if r := send(bad); !contains(r, "checksum") {
+		t.Fatalf("corrupted hello answered %q", r)
+	}
+	future := appendFrame(nil, 1, frameHello, appendHello(nil, hello{nodeID: 2, minVer: 5, maxVer: 6}))
+	if r := send(future); !contains(r, "5..6") {
+		t.Fatalf("future-only hello answered %q", r)
+	}
+	st := a.Status()
+	if st.Counters.RejectedFrames != 1 || st.Counters.RejectedVersion != 1 || st.PeerState != PeerDisconnected {
+		t.Fatalf("counters after bad handshakes: %+v", st)
+	}
+	// Half a frame, then the store closes: Close must not wait for it.
+	c, err := net.Dial("tcp", p.addrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(good[:7]); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -65,9 +65,11 @@ func TestI5SnapshotInterruptedRestartsCleanly(t *testing.T) {
 	if err := a.Promote(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
-	const n, size = 400, 10 << 10 // about 4 MiB: four chunks
+	defer func(old int) { snapChunkBytes = old }(snapChunkBytes)
+	snapChunkBytes = 32 << 10
+	const n, size = 200, 1 << 10 // about 200 KiB: seven chunks
 	fillAlone(t, a, n, size)
-	for k := 1; k <= 3; k++ {
+	for _, k := range []int{1, 4, 7} {
 		t.Run(fmt.Sprint("after-chunk-", k), func(t *testing.T) {
 			var cut atomic.Int32
 			b := p.open("b", func(o *Options) {

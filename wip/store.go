@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc64"
+	"net"
 	"sync"
 	"time"
 
@@ -288,7 +289,8 @@ type Store struct {
 	peerOutdated bool // persisted: commits were acknowledged without the peer
 	aloneLSN     uint64
 	inflight     int
-	tail         []*group // groups not yet released, plus recent ones for the sender
+	tail         []*group // groups the peer has not acked (at most ~64 MiB once durable)
+	tailBytes    int
 	waiting      []*group // locally durable or not, not yet released to callers
 	// Replication view.
 	peerAcked    uint64
@@ -307,6 +309,7 @@ type Store struct {
 	retBytes int64
 
 	lnCloser   func() error
+	conns      map[net.Conn]struct{} // replication connections, closed by Close
 	listenAddr string
 	ctxOnce    sync.Once
 	ctxv       context.Context
@@ -459,6 +462,9 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.closing)
 	sess := s.sess
+	for c := range s.conns {
+		_ = c.Close()
+	}
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	if s.lnCloser != nil {
@@ -600,13 +606,14 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	// Publish before the local write: the sender streams the group to the
 	// peer while our fsync runs, so the two fsyncs overlap (DRBD does the same).
 	s.tail = append(s.tail, g)
+	s.tailBytes += g.bytes
 	s.cond.Broadcast()
 	s.mu.Unlock()
 
-	pb := s.db.NewBatch()
+	pb := s.db.NewBatchWithSize(2*g.bytes + 4096)
 	err := s.writeEntries(pb, g.entries)
 	if err == nil {
-		err = pb.Commit(pebble.Sync)
+		err = syncCommit(pb)
 	}
 	_ = pb.Close()
 	s.mu.Lock()
@@ -632,9 +639,45 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	s.kickSupervisor()
 }
 
+// syncCommit commits pb with pebble.Sync. Pebble panics on a failed WAL
+// write or sync ("fatal commit error") because the database cannot go on;
+// the store turns that into ErrFailed so waiters get an error, nothing more
+// is acknowledged, and the daemon can stop cleanly.
+func syncCommit(pb *pebble.Batch) error { return commitWith(pb, pebble.Sync) }
+
+func commitWith(pb *pebble.Batch, o *pebble.WriteOptions) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: %v", r)
+		}
+	}()
+	return pb.Commit(o)
+}
+
+// applyNoSyncWait applies pb with pebble.Sync without waiting for the WAL
+// sync (see syncWait); panics are turned into errors as in commitWith.
+func applyNoSyncWait(db *pebble.DB, pb *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: %v", r)
+		}
+	}()
+	return db.ApplyNoSyncWait(pb, pebble.Sync)
+}
+
+func syncWait(pb *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: %v", r)
+		}
+	}()
+	return pb.SyncWait()
+}
+
 func (s *Store) removeTail(g *group) {
 	for i, t := range s.tail {
 		if t == g {
+			s.tailBytes -= g.bytes
 			s.tail = append(s.tail[:i], s.tail[i+1:]...)
 			return
 		}
@@ -736,14 +779,16 @@ func (s *Store) releaseLocked() {
 	}
 	// Keep up to 64 MiB of durable groups for a lagging sender; older ones
 	// are read back from the log.
-	var keep int
-	for i := len(s.tail) - 1; i >= 0; i-- {
-		keep += s.tail[i].bytes
-		if keep > 64<<20 && s.tail[i].last() <= s.durable {
-			s.tail = append(s.tail[:0:0], s.tail[i+1:]...)
-			break
-		}
+	// Groups the peer acked are no longer needed by the sender either.
+	n = 0
+	for n < len(s.tail) && s.tail[n].last() <= s.durable && (s.tail[n].last() <= s.peerAcked || s.tailBytes > 64<<20) {
+		s.tailBytes -= s.tail[n].bytes
+		n++
 	}
+	for i := 0; i < n; i++ {
+		s.tail[i] = nil // let the group be collected
+	}
+	s.tail = s.tail[n:]
 }
 
 func (s *Store) kickSupervisor() {
@@ -804,7 +849,7 @@ func (s *Store) supervisor() {
 func (s *Store) degrade() {
 	pb := s.db.NewBatch()
 	_ = pb.Set(keyPeerOutdated, nil, nil)
-	err := pb.Commit(pebble.Sync)
+	err := syncCommit(pb)
 	_ = pb.Close()
 	if err != nil {
 		s.mu.Lock()
@@ -967,7 +1012,7 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	if aloneAtOnce {
 		_ = pb.Set(keyPeerOutdated, nil, nil)
 	}
-	err := pb.Commit(pebble.Sync)
+	err := syncCommit(pb)
 	_ = pb.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()

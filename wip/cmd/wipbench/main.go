@@ -1,0 +1,231 @@
+// Command wipbench measures the WIP store: local-only pebble.Sync group
+// commits against sync-replicated commits (the receiver runs in another
+// process and talks TCP over loopback), at several writer counts with 1 KiB
+// values, and the resync rates (snapshot and incremental catch-up).
+//
+// It prints one line per configuration:
+//
+//	wip-bench: writers=64 local_ops=N sync_ops=N ratio=R local_p50_ms=.. local_p99_ms=X sync_p50_ms=.. sync_p99_ms=Y
+//	wip-bench: resync snapshot_mb_s=N catchup_mb_s=N store_mb=S
+//
+// With -role receiver it is the receiving process (started by the bench
+// itself). All time is read through internal/clock.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/wip"
+)
+
+var key = []byte("wipbench-pair-key-0123456789abcdef")
+
+func main() {
+	role := flag.String("role", "bench", "bench | receiver")
+	dir := flag.String("dir", "", "working directory (default: a new temp dir)")
+	listen := flag.String("listen", "", "receiver: its listen address")
+	peer := flag.String("peer", "", "receiver: the primary's address")
+	writers := flag.String("writers", "1,16,64", "writer counts")
+	dur := flag.Duration("duration", 5*time.Second, "measuring time per configuration")
+	valueSize := flag.Int("value", 1024, "value size in bytes")
+	resyncMB := flag.Int("resync-mb", 1024, "store size for the resync figures (0: skip)")
+	catchupMB := flag.Int("catchup-mb", 256, "data committed while the receiver is away")
+	flag.Parse()
+	if *role == "receiver" {
+		receiver(*dir, *listen, *peer)
+		return
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "wipbench")
+		check(err)
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	for _, w := range strings.Split(*writers, ",") {
+		n, err := strconv.Atoi(w)
+		check(err)
+		local := run(filepath.Join(*dir, fmt.Sprint("local-", n)), n, *dur, *valueSize, false)
+		syncr := run(filepath.Join(*dir, fmt.Sprint("sync-", n)), n, *dur, *valueSize, true)
+		fmt.Printf("wip-bench: writers=%d local_ops=%.0f sync_ops=%.0f ratio=%.2f local_p50_ms=%.2f local_p99_ms=%.2f sync_p50_ms=%.2f sync_p99_ms=%.2f\n",
+			n, local.ops, syncr.ops, syncr.ops/local.ops, local.p50, local.p99, syncr.p50, syncr.p99)
+	}
+	if *resyncMB > 0 {
+		resync(filepath.Join(*dir, "resync"), *resyncMB, *catchupMB)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wipbench:", err)
+		os.Exit(1)
+	}
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// receiver runs a secondary until its stdin closes.
+func receiver(dir, listen, peer string) {
+	// WIPBENCH_CPUPROFILE=prefix writes prefix.<pid> for each receiver.
+	if pre := os.Getenv("WIPBENCH_CPUPROFILE"); pre != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", pre, os.Getpid()))
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
+	s, err := wip.Open(dir, wip.Options{NodeID: 2, PairKey: key, ListenAddr: listen, PeerAddr: peer})
+	check(err)
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	check(s.Close())
+}
+
+type proc struct {
+	cmd   *exec.Cmd
+	stdin interface{ Close() error }
+}
+
+func startReceiver(dir, primary string) *proc {
+	self, err := os.Executable()
+	check(err)
+	cmd := exec.Command(self, "-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary)
+	in, err := cmd.StdinPipe()
+	check(err)
+	cmd.Stderr = os.Stderr
+	check(cmd.Start())
+	return &proc{cmd: cmd, stdin: in}
+}
+
+func (p *proc) stop() {
+	_ = p.stdin.Close()
+	_ = p.cmd.Wait()
+}
+
+type result struct{ ops, p50, p99 float64 }
+
+func waitUntil(cond func() bool) {
+	for !cond() {
+		_ = clock.Sleep(context.Background(), clock.Real(), 2*time.Millisecond)
+	}
+}
+
+func run(dir string, writers int, d time.Duration, valueSize int, replicated bool) result {
+	c := clock.Real()
+	o := wip.Options{NodeID: 1, PairKey: key, Mode: wip.Async}
+	var rcv *proc
+	if replicated {
+		o.Mode = wip.Sync
+		o.ListenAddr = freeAddr()
+		o.PeerAckTimeout = time.Minute
+	}
+	s, err := wip.Open(dir, o)
+	check(err)
+	check(s.Promote(context.Background(), 1))
+	if replicated {
+		rcv = startReceiver(dir+"-peer", o.ListenAddr)
+		waitUntil(func() bool { return s.Status().PeerState == wip.PeerInSync })
+	}
+	value := make([]byte, valueSize)
+	_, _ = rand.Read(value)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	start := c.Now()
+	deadline := start.Add(d)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for i := 0; c.Now().Before(deadline); i++ {
+				b := s.NewBatch()
+				b.Set([]byte(fmt.Sprintf("w%03d/%09d", w, i)), value)
+				t0 := c.Now()
+				_, err := s.Commit(context.Background(), b)
+				check(err)
+				mine = append(mine, c.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := c.Since(start)
+	if replicated && s.Status().PeerOutdated {
+		check(fmt.Errorf("peer degraded during the sync run"))
+	}
+	check(s.Close())
+	if rcv != nil {
+		rcv.stop()
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
+	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99)}
+}
+
+// fill commits mb MiB of 1 KiB values in 1 MiB batches (async: no peer).
+func fill(s *wip.Store, prefix string, mb int) {
+	value := make([]byte, 1024)
+	_, _ = rand.Read(value)
+	for i := 0; i < mb; i++ {
+		b := s.NewBatch()
+		for j := 0; j < 1024; j++ {
+			b.Set([]byte(fmt.Sprintf("%s/%06d/%04d", prefix, i, j)), value)
+		}
+		_, err := s.Commit(context.Background(), b)
+		check(err)
+	}
+}
+
+func resync(dir string, storeMB, catchupMB int) {
+	c := clock.Real()
+	o := wip.Options{NodeID: 1, PairKey: key, Mode: wip.Async, ListenAddr: freeAddr(),
+		RetainBytes: int64(catchupMB*5/4) << 20, RetainAge: 24 * time.Hour}
+	if storeMB <= catchupMB*5/4 {
+		check(fmt.Errorf("-resync-mb %d must exceed 1.25 x -catchup-mb %d so the peer needs a snapshot", storeMB, catchupMB))
+	}
+	s, err := wip.Open(dir, o)
+	check(err)
+	defer s.Close()
+	check(s.Promote(context.Background(), 1))
+	// The retained log holds 1.25 x catchupMB: filling storeMB pushes the
+	// start of the history out of it, so a new peer needs a snapshot.
+	fill(s, "base", storeMB)
+	lsn := s.Status().DurableLSN
+	t0 := c.Now()
+	rcv := startReceiver(dir+"-peer", o.ListenAddr)
+	waitUntil(func() bool { return s.Status().PeerAckedLSN >= lsn })
+	snap := c.Since(t0)
+	if s.Status().Counters.Snapshots == 0 {
+		check(fmt.Errorf("expected a snapshot, the peer streamed"))
+	}
+	rcv.stop()
+	fill(s, "more", catchupMB)
+	lsn = s.Status().DurableLSN
+	t0 = c.Now()
+	rcv = startReceiver(dir+"-peer", o.ListenAddr)
+	waitUntil(func() bool { return s.Status().PeerAckedLSN >= lsn })
+	cu := c.Since(t0)
+	rcv.stop()
+	fmt.Printf("wip-bench: resync snapshot_mb_s=%.0f catchup_mb_s=%.0f store_mb=%d catchup_mb=%d\n",
+		float64(storeMB)/snap.Seconds(), float64(catchupMB)/cu.Seconds(), storeMB, catchupMB)
+}
