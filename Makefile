@@ -19,7 +19,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services demo bench-failover soak bench-wip
+.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services demo bench-failover soak bench-wip chaos
 
 all: check
 
@@ -81,6 +81,11 @@ bench-failover: deps
 SOAK ?= 10m
 soak: deps
 	$(GO) run ./test/pairlab/cmd/failbench -soak $(SOAK)
+
+# Exactly-once under random failovers, real endpoints (root, ~8 min).
+CHAOS ?= 5m
+chaos: deps services
+	$(GO) run ./test/pairlab/cmd/chaos -duration $(CHAOS)
 
 # Remove leftovers of crashed lab runs (never touches live runs).
 lab-sweep:
