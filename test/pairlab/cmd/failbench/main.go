@@ -8,9 +8,9 @@
 //     links drop at the same instant. After the takeover the host "boots":
 //     links come back, `tandemd cleanup` runs as the boot would find clean
 //     interfaces, and tandemd starts again and rejoins as passive.
-//   - crash: only tandemd is killed -9; the supervisor (as a systemd unit
-//     with ExecStopPost would) runs `tandemd cleanup`, which removes the
-//     VIP the crashed run left, and restarts tandemd.
+//   - crash: only tandemd is killed -9; the supervisor (as the systemd unit
+//     does with ExecStopPost) runs `tandemd cleanup`, which removes the
+//     VIP the crashed run left, and restarts tandemd after RestartSec (1 s).
 //
 // For each failover it records the outage (failure to first answer of the
 // new active) and dup_vip (how long after the new active's claim the client
@@ -196,6 +196,7 @@ func (e *env) failover(ctx context.Context, kind string) (pairlab.Outage, error)
 	}
 	clock.Sleep(ctx, e.clk, 300*time.Millisecond) // a baseline of answers from the old active
 	var cut *lab.Fault
+	var restarted chan error
 	failAt := e.clk.Now()
 	switch kind {
 	case "power":
@@ -216,10 +217,12 @@ func (e *env) failover(ctx context.Context, kind string) (pairlab.Outage, error)
 			probe.Stop()
 			return pairlab.Outage{}, err
 		}
-		if err := old.Start(); err != nil {
-			probe.Stop()
-			return pairlab.Outage{}, err
-		}
+		// systemd restarts it after RestartSec=1 (image/tandemd.service).
+		restarted = make(chan error, 1)
+		go func() {
+			clock.Sleep(ctx, e.clk, time.Second)
+			restarted <- old.Start()
+		}()
 	}
 	st, err := nxt.Role(wctx, "active", "")
 	if err != nil {
@@ -234,6 +237,11 @@ func (e *env) failover(ctx context.Context, kind string) (pairlab.Outage, error)
 	o, err := pairlab.Analyze(probes, old.Name, failAt, st.RoleSince)
 	if err != nil {
 		return o, err
+	}
+	if restarted != nil {
+		if err := <-restarted; err != nil {
+			return o, err
+		}
 	}
 	if kind == "power" {
 		// The host comes back: clean interfaces, links up, tandemd starts.
