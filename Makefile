@@ -54,7 +54,7 @@ bench:
 
 # The runtime's jobs/s and checkpoints/s on real pebble (fsync per commit).
 bench-runtime:
-	$(GO) test -run '^$$' -bench BenchmarkRuntime -benchtime $${JOBS:-2000}x ./internal/engine/ | grep -E '^(runtime-bench|Benchmark)'
+	$(GO) test -run '^$$' -bench 'BenchmarkRuntime' -benchtime $${JOBS:-2000}x ./internal/engine/ | grep -E '^(runtime-bench|Benchmark)'
 
 # WIP store: local-only vs sync-replicated commits (receiver in another
 # process over loopback TCP) and resync rates; see docs/benchmarks.md.
