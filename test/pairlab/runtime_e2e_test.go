@@ -112,10 +112,20 @@ func startJobs(t *testing.T, e *e2e, orch string, n int) []string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequestWithContext(e.ctx, http.MethodPost, url, strings.NewReader("{}"))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", orch, i))
-			resp, err := c.Do(req)
+			// A client retries a trigger with the same Idempotency-Key
+			// (one job whatever the number of attempts) when the
+			// connection fails, as on a loaded machine it may.
+			var resp *http.Response
+			var err error
+			for attempt := 0; attempt < 20; attempt++ {
+				req, _ := http.NewRequestWithContext(e.ctx, http.MethodPost, url, strings.NewReader("{}"))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", orch, i))
+				if resp, err = c.Do(req); err == nil {
+					break
+				}
+				clock.Sleep(e.ctx, e.clk, 200*time.Millisecond)
+			}
 			if err != nil {
 				errs <- err
 				return
