@@ -250,6 +250,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	}()
 	go func() {
 		defer wg.Done()
+		var cf conflictFilter
 		for {
 			select {
 			case c, ok := <-vm.Conflicts():
@@ -257,7 +258,9 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 					return
 				}
 				d.ev.add(clk.Now(), "vip", fmt.Sprintf("%s also claimed by %s (%s)", c.VIP, c.MAC, c.Evidence))
-				d.post(pair.VIPConflict{MAC: c.MAC.String()})
+				if cf.persistent(c.MAC.String(), clk.Now()) {
+					d.post(pair.VIPConflict{MAC: c.MAC.String()})
+				}
 			case <-runCtx.Done():
 				return
 			}
@@ -388,4 +391,29 @@ func newVIP(cfg *config.Config, clk clock.Clock, log *zap.Logger) (*vip.Manager,
 		return nil, cfg.Wrap("vip", err)
 	}
 	return vm, nil
+}
+
+// conflictFilter passes a VIP conflict to the machine only once it has
+// outlived the VIP lease. A node whose daemon died or froze while its
+// kernel lives keeps answering ARP for the VIP until its address lease
+// runs out (vipLease, renewed only by a running daemon): that conflict
+// ends by itself, and acting on it would make the new active step down
+// (the machine's rule for two live owners keeps node 1). A conflict that
+// lasts longer than the lease comes from a live second owner: a real
+// split brain, for the machine to resolve.
+type conflictFilter struct {
+	mac         string
+	first, last time.Time
+}
+
+// conflictGap ends a conflict episode: the vip monitor reports a
+// persisting conflict about once a second.
+const conflictGap = 3 * time.Second
+
+func (f *conflictFilter) persistent(mac string, now time.Time) bool {
+	if mac != f.mac || now.Sub(f.last) > conflictGap {
+		f.mac, f.first = mac, now
+	}
+	f.last = now
+	return now.Sub(f.first) >= vipLease+time.Second
 }

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/pair"
@@ -149,5 +150,27 @@ func TestDataDirLockRefusesASecondDaemon(t *testing.T) {
 		t.Errorf("lock after unlock: %v", err)
 	} else {
 		u2()
+	}
+}
+
+// TestConflictFilterWaitsOutTheLease: a conflict from a dead or frozen
+// daemon's kernel ends with its address lease and never reaches the
+// machine; one that outlives the lease does; a pause starts a new episode.
+func TestConflictFilterWaitsOutTheLease(t *testing.T) {
+	var f conflictFilter
+	t0 := time.Unix(1000, 0)
+	for i := 0; i <= 3; i++ { // reported every second while the lease runs
+		if f.persistent("02:00:00:00:00:01", t0.Add(time.Duration(i)*time.Second)) {
+			t.Fatalf("conflict passed at %ds, inside the lease", i)
+		}
+	}
+	if !f.persistent("02:00:00:00:00:01", t0.Add(4*time.Second)) {
+		t.Error("a conflict lasting the lease plus a second was not passed")
+	}
+	if f.persistent("02:00:00:00:00:01", t0.Add(10*time.Second)) {
+		t.Error("a conflict after a 6 s pause counted as the same episode")
+	}
+	if f.persistent("02:00:00:00:00:02", t0.Add(11*time.Second)) {
+		t.Error("another MAC inherited the episode")
 	}
 }
