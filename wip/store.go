@@ -358,6 +358,9 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.peerState = PeerDisconnected
+	// What was loaded, logged below: read now, before the replication
+	// goroutines may change it.
+	epoch, lsn, inc, outd := s.epoch, s.lsn, s.inconsistent, s.outdated
 	s.wg.Add(2)
 	go s.committer()
 	go s.supervisor()
@@ -365,8 +368,8 @@ func Open(dir string, o Options) (*Store, error) {
 		_ = s.Close()
 		return nil, err
 	}
-	s.log.Info("wip store opened", zap.String("dir", dir), zap.Uint64("epoch", s.epoch),
-		zap.Uint64("lsn", s.lsn), zap.Bool("inconsistent", s.inconsistent), zap.Bool("outdated", s.outdated))
+	s.log.Info("wip store opened", zap.String("dir", dir), zap.Uint64("epoch", epoch),
+		zap.Uint64("lsn", lsn), zap.Bool("inconsistent", inc), zap.Bool("outdated", outd))
 	return s, nil
 }
 

@@ -169,8 +169,18 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 			// process (or its VM) was frozen. The machine sees the gap
 			// in the times it is given and steps down if it was active;
 			// the log says why.
+			// The machine needs to be told (ClockJump): everything it
+			// believes about the peer and the tie-breaker is stale, and
+			// the heartbeats queued during the freeze arrive oldest first.
+			// Runtime and store work never blocks this loop (see
+			// runtimeWorker), so lateness here is a freeze or starvation.
 			if late := now.Sub(expect); late > d.timing.Interval && late > 50*time.Millisecond {
 				d.log.Warn("the driver did not run on time (frozen or starved?)", zap.Duration("late", late))
+				if rd, err := d.m.Step(now, pair.ClockJump{Delta: late}); err == nil {
+					if d.apply(rd) {
+						return nil
+					}
+				}
 			}
 			if d.apply(d.m.Tick(now)) {
 				return nil
