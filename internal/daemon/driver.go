@@ -109,6 +109,7 @@ type driver struct {
 	counters  countersAtomic
 	persisted pair.Persisted
 	roleAt    atomic.Pointer[time.Time]
+	prev      pair.Status // machine status after the last Ready (noteRole)
 }
 
 type countersAtomic struct {
@@ -287,7 +288,6 @@ func (d *driver) fromHeartbeat(e heartbeat.Event) pair.Event {
 func (d *driver) apply(rd pair.Ready) bool {
 	for depth := 0; ; depth++ {
 		failed := false
-		before := d.m.Status()
 		for _, a := range rd.Actions {
 			if err := d.do(a); err != nil {
 				d.log.Error("action failed", zap.Stringer("action", a), zap.Error(err))
@@ -298,14 +298,14 @@ func (d *driver) apply(rd pair.Ready) bool {
 					break
 				}
 				d.publish(rd.Advert)
-				d.noteRole(before)
+				d.noteRole()
 				rd, failed = next, true
 				break
 			}
 		}
 		if !failed || depth > 8 {
 			d.publish(rd.Advert)
-			d.noteRole(before)
+			d.noteRole()
 			return rd.Stopped
 		}
 	}
@@ -321,8 +321,11 @@ func (d *driver) publish(a pair.Advert) {
 }
 
 // noteRole counts and logs role changes since before.
-func (d *driver) noteRole(before pair.Status) {
-	after := d.m.Status()
+// The machine has already changed when a Ready reaches apply, so the
+// comparison is with the status seen after the previous Ready (d.prev).
+func (d *driver) noteRole() {
+	before, after := d.prev, d.m.Status()
+	d.prev = after
 	if after.Role == before.Role && after.Substate == before.Substate {
 		return
 	}

@@ -223,6 +223,9 @@ func TestE2EFreezeThaw(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.role(e.pair.B, "active", "")
+	if st.RoleSince.IsZero() {
+		t.Fatal("b reports no role_since: the dup-VIP bound cannot be checked")
+	}
 	clock.Sleep(e.ctx, e.clk, time.Second)
 	if err := proc.Thaw(); err != nil {
 		t.Fatal(err)

@@ -229,6 +229,10 @@ func (e *env) failover(ctx context.Context, kind string) (pairlab.Outage, error)
 		probe.Stop()
 		return pairlab.Outage{}, err
 	}
+	if st.RoleSince.IsZero() {
+		probe.Stop()
+		return pairlab.Outage{}, fmt.Errorf("%s reports no role_since: dup_vip cannot be measured", nxt.Name)
+	}
 	clock.Sleep(ctx, e.clk, 1500*time.Millisecond) // after the claim: does the old node still answer?
 	probes, err := probe.Stop()
 	if err != nil {
