@@ -190,12 +190,14 @@ func TestLabPathLossAndPeerSilence(t *testing.T) {
 	}
 
 	// Every cable of a: silence at b.
+	// The cut takes effect somewhere inside CutAll: the lower bound below
+	// must count from before the call, not from its return.
 	var all *lab.Fault
+	cutAt = clock.Real().Now()
 	if all, err = l.CutAll(ctx, lab.NodeA); err != nil {
 		t.Fatal(err)
 	}
 	defer all.Clear()
-	cutAt = clock.Real().Now()
 	down := map[string]bool{}
 	e = b.until(t, "a silent at b", func(e Event) bool {
 		if e.Kind == PathDown {
