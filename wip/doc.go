@@ -22,9 +22,13 @@
 //   - Commit returns (I2) when the batch is durable locally and, in Sync mode
 //     while the peer is not Outdated, when the peer acked it durable. Async
 //     returns after the local fsync. In Sync mode, when the oldest waiting
-//     group has waited PeerAckTimeout: Degrade persists "peer outdated",
+//     group has waited PeerAckTimeout: Degrade asks the fence-peer hook
+//     (Options.MayGoAlone) and, if it agrees, persists "peer outdated",
 //     raises EventPeerOutdated, and then releases the waiters (commits go on
-//     alone); Block raises EventPeerAckTimeout and keeps them waiting. A peer
+//     alone); if it refuses, the commits keep waiting and it is asked again.
+//     Block raises EventPeerAckTimeout and keeps them waiting. The hook is
+//     what stops a primary that was frozen, and replaced meanwhile, from
+//     acknowledging a commit alone that its successor never saw. A peer
 //     that catches up again is told (InSync frame) the LSN that ends the part
 //     it missed, and clears its own Outdated flag once it holds it.
 //   - Replication: the secondary dials the peer's listener (PeerAddr) with

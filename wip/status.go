@@ -60,6 +60,7 @@ type Event struct {
 type Counters struct {
 	Commits, Groups  uint64
 	Degradations     uint64
+	GoAloneRefused   uint64 // Degrade mode: MayGoAlone said no (counted per new reason)
 	Sessions         uint64 // handshakes completed
 	RejectedFrames   uint64 // malformed, bad CRC, unexpected type: nothing applied
 	RejectedAuth     uint64 // wrong pair key

@@ -29,6 +29,14 @@ var (
 	ErrRejected      = errors.New("wip: peer rejected")
 	ErrAuth          = errors.New("wip: handshake authentication failed")
 	ErrCorrupt       = errors.New("wip: corrupt store")
+	// ErrUnacknowledged: the store was demoted while the commit, durable
+	// locally, still waited for the peer's ack. It was never acknowledged;
+	// whether the new primary holds it is unknown to this node.
+	ErrUnacknowledged = errors.New("wip: demoted before the peer acknowledged the commit")
+	// ErrFenced, wrapped in a MayGoAlone refusal, says this node is being
+	// demoted: the commits waiting for the peer are answered with
+	// ErrUnacknowledged at once instead of waiting for Demote.
+	ErrFenced = errors.New("wip: fenced")
 )
 
 // Mode selects when a commit is acknowledged.
@@ -82,6 +90,20 @@ type Options struct {
 	RetainBytes    int64         // retained log for catch-up; 0: 256 MiB
 	RetainAge      time.Duration // 0: 1 h
 	Events         func(Event)   // optional; called from store goroutines, must not block
+	// MayGoAlone is the fence-peer hook (DRBD's fence-peer handler): in
+	// Degrade mode the store calls it when the peer has not acked within
+	// PeerAckTimeout, before persisting that the peer is Outdated and
+	// acknowledging anything without it. nil allows; an error (naming the
+	// reason) keeps the commits waiting, as in Block, and the store asks
+	// again every GoAloneRetry. The daemon answers from the pair's verdict:
+	// only a current active may go on alone, never a node that was frozen
+	// and has not yet learnt whether it was replaced. A refusal that wraps
+	// ErrFenced fails the waiting commits with ErrUnacknowledged at once.
+	// nil hook: always allowed.
+	// It must not block for long and must not call into the store.
+	MayGoAlone func() error
+	// GoAloneRetry is how often a refused MayGoAlone is asked again; 0: 100 ms.
+	GoAloneRetry time.Duration
 	// MaxGroupBytes bounds one group commit; 0: 4 MiB.
 	MaxGroupBytes int
 	// PebbleOptions, when set, is used as the base of the pebble options
@@ -115,6 +137,9 @@ func (o *Options) fill() error {
 	if o.MaxGroupBytes == 0 {
 		o.MaxGroupBytes = 4 << 20
 	}
+	if o.GoAloneRetry == 0 {
+		o.GoAloneRetry = 100 * time.Millisecond
+	}
 	switch {
 	case o.Mode != Sync && o.Mode != Async:
 		return fmt.Errorf("%w: Mode %d", ErrOptions, o.Mode)
@@ -122,6 +147,8 @@ func (o *Options) fill() error {
 		return fmt.Errorf("%w: PeerLoss %d", ErrOptions, o.PeerLoss)
 	case o.PeerAckTimeout < 0:
 		return fmt.Errorf("%w: PeerAckTimeout %v is negative", ErrOptions, o.PeerAckTimeout)
+	case o.GoAloneRetry < 0:
+		return fmt.Errorf("%w: GoAloneRetry %v is negative", ErrOptions, o.GoAloneRetry)
 	case o.RetainBytes < 0:
 		return fmt.Errorf("%w: RetainBytes %d is negative", ErrOptions, o.RetainBytes)
 	case o.RetainAge < 0:
@@ -808,6 +835,7 @@ func (s *Store) supervisor() {
 	defer s.wg.Done()
 	var timer clock.Timer
 	blockedReported := false
+	refused := "" // the last MayGoAlone refusal reported
 	for {
 		var tc <-chan time.Time
 		s.mu.Lock()
@@ -816,13 +844,43 @@ func (s *Store) supervisor() {
 		if active {
 			wait = s.o.PeerAckTimeout - s.clk.Since(s.waiting[0].durable)
 		}
+		if active && wait <= 0 && s.role != Primary {
+			// Demoted while groups wait for a peer that does not ack:
+			// they are never acknowledged (not even alone), and Demote
+			// need not wait for them.
+			s.failWaitingLocked(ErrUnacknowledged)
+			s.mu.Unlock()
+			continue
+		}
 		s.mu.Unlock()
+		if wait <= 0 && active && s.o.PeerLoss == Degrade {
+			err := s.mayGoAlone()
+			if err == nil {
+				refused = ""
+				s.degrade()
+				continue
+			}
+			if errors.Is(err, ErrFenced) {
+				s.mu.Lock()
+				s.failWaitingLocked(ErrUnacknowledged)
+				s.mu.Unlock()
+			}
+			// Not allowed to go on alone (yet): keep the commits waiting
+			// and ask again shortly.
+			if err.Error() != refused {
+				refused = err.Error()
+				s.mu.Lock()
+				s.counters.GoAloneRefused++
+				s.mu.Unlock()
+				s.log.Warn("peer did not ack within peer-ack-timeout; not going on alone", zap.Error(err))
+				s.emit(Event{Kind: EventPeerAckTimeout, Detail: "commits wait for the peer: not going on alone: " + refused})
+			}
+			wait = s.o.GoAloneRetry
+		}
 		switch {
 		case !active:
 			blockedReported = false
-		case wait <= 0 && s.o.PeerLoss == Degrade:
-			s.degrade()
-			continue
+			refused = ""
 		case wait <= 0:
 			if !blockedReported {
 				blockedReported = true
@@ -846,6 +904,36 @@ func (s *Store) supervisor() {
 			return
 		}
 	}
+}
+
+// failWaitingLocked answers every group waiting for the peer with err.
+func (s *Store) failWaitingLocked(err error) {
+	n := 0
+	for _, g := range s.waiting {
+		for _, r := range g.reqs {
+			r.done <- err
+		}
+		n += len(g.reqs)
+	}
+	s.waiting = nil
+	s.inflight -= n
+	s.cond.Broadcast()
+	if n > 0 {
+		s.log.Warn("demoted with commits the peer never acknowledged; answered with an error", zap.Int("commits", n))
+	}
+}
+
+// mayGoAlone asks the fence-peer hook, turning a panic into a refusal.
+func (s *Store) mayGoAlone() (err error) {
+	if s.o.MayGoAlone == nil {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("MayGoAlone panicked: %v", r)
+		}
+	}()
+	return s.o.MayGoAlone()
 }
 
 // degrade marks the peer Outdated durably, then releases the waiters.
@@ -933,8 +1021,16 @@ type promoteCfg struct{ force, peerGone bool }
 // (silent on every heartbeat path, tie-breaker confirmed): a replication
 // session that still looks open (a frozen or powered-off primary sends no
 // FIN, and TCP notices only after its own timeouts) is closed instead of
-// vetoing the promotion. Every other I5 check still holds: an Outdated,
-// Inconsistent or behind store is refused unless Force is given too.
+// vetoing the promotion. Every other I5 check still holds: an Outdated or
+// Inconsistent store is refused unless Force is given too. A store that is
+// merely behind (the primary had LSNs this node had not applied yet) is
+// promotable with PeerGone in Sync mode: a sync primary acknowledges a commit
+// only once this node holds it durable, or after persisting that this node
+// is Outdated, which this node learns at its next handshake, before any
+// catching up. What it lacks was therefore never acknowledged; the old
+// primary quarantines it when it returns. In Async mode behind means lost
+// acknowledged commits, and the refusal stands. (Both nodes must run the
+// same mode, as docs/configuration.md says.)
 func PeerGone() PromoteOption { return func(c *promoteCfg) { c.peerGone = true } }
 
 // Force promotes even an Outdated, Inconsistent or behind store (the operator
@@ -969,7 +1065,7 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	if s.outdated {
 		why = append(why, fmt.Sprintf("outdated (local LSN %d, primary was at least at %d)", s.lsn, s.peerLSN))
 	}
-	if s.peerLSN > s.lsn && !s.outdated {
+	if s.peerLSN > s.lsn && !s.outdated && !(cfg.peerGone && s.o.Mode == Sync) {
 		why = append(why, fmt.Sprintf("behind (local LSN %d, primary at %d)", s.lsn, s.peerLSN))
 	}
 	stale := s.sess != nil && cfg.peerGone && len(why) == 0
@@ -1049,6 +1145,7 @@ func (s *Store) Demote(ctx context.Context) error {
 		return nil
 	}
 	s.role = Secondary
+	s.kickSupervisor() // groups past PeerAckTimeout are failed at once
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.cond.Broadcast()
