@@ -163,7 +163,10 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		log.Info("pair state recovered", zap.Stringer("state", persisted))
 	}
 
-	st, err := openStore(cfg, key, self, clk, log.Named("wip"))
+	// The driver ticks at most every 20 ms; four missed turns, or a
+	// freeze, and the machine's verdict is too old to act on alone.
+	gate := newGoAloneGate(clk, max(4*timing.Interval, 250*time.Millisecond))
+	st, err := openStore(cfg, key, self, clk, log.Named("wip"), gate)
 	if err != nil {
 		return err
 	}
@@ -220,7 +223,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		m: m, hb: hb, store: st, vip: vm, vips: addrs, gw: gw, wd: wd, rt: rt,
 		ev: evlog, runCtx: runCtx,
 		in: make(chan pair.Event, 64), admin: make(chan adminReq), rtOps: make(chan pair.Action, 64),
-		persisted: persisted,
+		persisted: persisted, gate: gate,
 	}
 	d.dp = &dataPlane{node: cfg.Node, port: cfg.DataPlane.Port, log: log.Named("dataplane"), epoch: &d.epoch}
 	d.dp.handler = rt.Handler()

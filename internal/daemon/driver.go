@@ -110,6 +110,7 @@ type driver struct {
 	persisted pair.Persisted
 	roleAt    atomic.Pointer[time.Time]
 	prev      pair.Status // machine status after the last Ready (noteRole)
+	gate      *goAloneGate
 }
 
 type countersAtomic struct {
@@ -186,6 +187,7 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 			if d.apply(d.m.Tick(now)) {
 				return nil
 			}
+			d.gate.ticked(now)
 			if r := d.replication(); r != nil {
 				ev = r
 			}
@@ -286,6 +288,10 @@ func (d *driver) fromHeartbeat(e heartbeat.Event) pair.Event {
 // apply carries out rd's actions in order, then publishes its advert. It
 // reports whether the machine has stopped.
 func (d *driver) apply(rd pair.Ready) bool {
+	// The machine has already moved: close (or open) the store's
+	// fence-peer gate before any action can block.
+	st := d.m.Status()
+	d.gate.set(st.Role == pair.RoleActive, st.Role.String()+"/"+st.Substate)
 	for depth := 0; ; depth++ {
 		failed := false
 		for _, a := range rd.Actions {

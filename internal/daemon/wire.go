@@ -28,13 +28,14 @@ type wipStore struct {
 	mode string
 }
 
-func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log *zap.Logger) (*wipStore, error) {
+func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log *zap.Logger, gate *goAloneGate) (*wipStore, error) {
 	o := wip.Options{
 		Clock: clk, Logger: log, NodeID: self, PairKey: key,
 		ListenAddr:     cfg.Replication.Listen.String(),
 		PeerAckTimeout: cfg.Replication.PeerAckTimeout.D(),
 		RetainBytes:    cfg.Replication.RetainBytes,
 		RetainAge:      cfg.Replication.RetainAge.D(),
+		MayGoAlone:     gate.check,
 	}
 	if len(cfg.Replication.Peers) > 0 {
 		// The store dials one address; the HA link 1 peer. (A second
