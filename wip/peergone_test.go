@@ -2,7 +2,9 @@ package wip
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +39,35 @@ func TestPeerGonePromotesOverAStaleSession(t *testing.T) {
 	}
 	if lsn := commitKV(t, b, "after", "x"); lsn != 21 {
 		t.Errorf("first commit of the new primary has LSN %d, want 21", lsn)
+	}
+}
+
+// A secondary still catching up when its sync primary dies lacks only
+// commits that were never acknowledged: PeerGone promotes it. In async mode
+// the same gap is lost acknowledged commits, and only Force promotes.
+func TestBehindPromotableWithPeerGoneOnlyInSyncMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode Mode
+		ok   bool
+	}{{Sync, true}, {Async, false}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			s := openT(t, t.TempDir(), Options{Mode: tc.mode})
+			defer s.Close()
+			s.mu.Lock()
+			s.peerLSN = 40 // the primary was at 40 when it died; this node holds 0
+			s.mu.Unlock()
+			err := s.Promote(context.Background(), 2, PeerGone())
+			if tc.ok && err != nil {
+				t.Fatalf("sync mode, behind, PeerGone: %v", err)
+			}
+			if !tc.ok {
+				if !errors.Is(err, ErrNotPromotable) || !strings.Contains(err.Error(), "behind") {
+					t.Fatalf("async mode, behind, PeerGone: %v, want a refusal naming 'behind'", err)
+				}
+				if err := s.Promote(context.Background(), 2, PeerGone(), Force()); err != nil {
+					t.Fatalf("forced: %v", err)
+				}
+			}
+		})
 	}
 }
