@@ -16,23 +16,12 @@ import (
 // its successor never saw).
 func TestDegradeAsksFencePeerHook(t *testing.T) {
 	var allow atomic.Bool
-	p := newPair(t, Options{PeerAckTimeout: 100 * time.Millisecond, GoAloneRetry: 20 * time.Millisecond})
-	a := p.open("a", func(o *Options) {
-		o.MayGoAlone = func() error {
-			if allow.Load() {
-				return nil
-			}
-			return errors.New("test: not the current active")
+	a := primaryLosingPeer(t, func() error {
+		if allow.Load() {
+			return nil
 		}
-	})
-	defer a.Close()
-	b := p.open("b", nil)
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "in sync", inSync(a))
-	commitKV(t, a, "one", "1")
-	b.kill()
+		return errors.New("test: not the current active")
+	}, func(a *Store) { commitKV(t, a, "one", "1") })
 
 	// Refused: the commit is not acknowledged.
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -56,17 +45,7 @@ func TestDegradeAsksFencePeerHook(t *testing.T) {
 }
 
 func TestDemoteFailsCommitsThePeerNeverAcked(t *testing.T) {
-	p := newPair(t, Options{PeerAckTimeout: 100 * time.Millisecond, GoAloneRetry: 20 * time.Millisecond})
-	a := p.open("a", func(o *Options) {
-		o.MayGoAlone = func() error { return errors.New("test: fenced") }
-	})
-	defer a.Close()
-	b := p.open("b", nil)
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "in sync", inSync(a))
-	b.kill()
+	a := primaryLosingPeer(t, func() error { return errors.New("test: fenced") }, nil)
 	done := make(chan error, 1)
 	go func() {
 		wb := a.NewBatch()
@@ -86,17 +65,7 @@ func TestDemoteFailsCommitsThePeerNeverAcked(t *testing.T) {
 }
 
 func TestFencedRefusalFailsWaitingCommits(t *testing.T) {
-	p := newPair(t, Options{PeerAckTimeout: 100 * time.Millisecond, GoAloneRetry: 20 * time.Millisecond})
-	a := p.open("a", func(o *Options) {
-		o.MayGoAlone = func() error { return fmt.Errorf("%w: test: passive now", ErrFenced) }
-	})
-	defer a.Close()
-	b := p.open("b", nil)
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "in sync", inSync(a))
-	b.kill()
+	a := primaryLosingPeer(t, func() error { return fmt.Errorf("%w: test: passive now", ErrFenced) }, nil)
 	wb := a.NewBatch()
 	wb.Set([]byte("k"), []byte("v"))
 	if _, err := a.Commit(context.Background(), wb); !errors.Is(err, ErrUnacknowledged) {
@@ -105,4 +74,23 @@ func TestFencedRefusalFailsWaitingCommits(t *testing.T) {
 	if st := a.Status(); st.PeerOutdated || st.Counters.Degradations != 0 {
 		t.Fatalf("fenced store went on alone: %+v", st)
 	}
+}
+
+// primaryLosingPeer returns a primary, its fence-peer hook set to hook,
+// whose in-sync secondary was then killed; before runs just before the kill.
+func primaryLosingPeer(t *testing.T, hook func() error, before func(a *Store)) *Store {
+	t.Helper()
+	p := newPair(t, Options{PeerAckTimeout: 100 * time.Millisecond, GoAloneRetry: 20 * time.Millisecond})
+	a := p.open("a", func(o *Options) { o.MayGoAlone = hook })
+	t.Cleanup(func() { a.Close() })
+	b := p.open("b", nil)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "in sync", inSync(a))
+	if before != nil {
+		before(a)
+	}
+	b.kill()
+	return a
 }
