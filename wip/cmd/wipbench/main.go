@@ -45,7 +45,14 @@ func main() {
 	valueSize := flag.Int("value", 1024, "value size in bytes")
 	resyncMB := flag.Int("resync-mb", 1024, "store size for the resync figures (0: skip)")
 	catchupMB := flag.Int("catchup-mb", 256, "data committed while the receiver is away")
+	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile here (receivers: WIPBENCH_CPUPROFILE)")
 	flag.Parse()
+	if *cpuProfile != "" && *role != "receiver" {
+		f, err := os.Create(*cpuProfile)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	if *role == "receiver" {
 		receiver(*dir, *listen, *peer)
 		return
