@@ -108,26 +108,6 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	}
 }
 
-// runtimeStore is the runtime's view of the WIP store (engine.Store).
-type runtimeStore struct{ s *wip.Store }
-
-func (r runtimeStore) Get(key []byte) ([]byte, bool, error) { return r.s.Get(key) }
-func (r runtimeStore) Scan(prefix []byte, fn func(k, v []byte) error) error {
-	return r.s.Scan(prefix, fn)
-}
-func (r runtimeStore) Commit(ctx context.Context, ops []engine.Op) error {
-	b := r.s.NewBatch()
-	for _, op := range ops {
-		if op.Delete {
-			b.Delete(op.Key)
-		} else {
-			b.Set(op.Key, op.Value)
-		}
-	}
-	_, err := r.s.Commit(ctx, b)
-	return err
-}
-
 // runtimeAdapter is the engine as the driver sees it.
 type runtimeAdapter struct{ *engine.Engine }
 
@@ -141,7 +121,7 @@ func openRuntime(cfg *config.Config, st *wipStore, clk clock.Clock, log *zap.Log
 	reg := &connectors.Registry{}
 	all.Register(reg)
 	e, err := engine.New(engine.Options{
-		Store: runtimeStore{st.Store}, Connectors: reg, Clock: clk, Logger: log, Node: cfg.Node,
+		Store: engine.OnWIP(st.Store), Connectors: reg, Clock: clk, Logger: log, Node: cfg.Node,
 		ForceStopAfter: cfg.Runtime.ForceStopAfter.D(), Events: events,
 	})
 	if err != nil {

@@ -70,25 +70,7 @@ func BenchmarkRuntimeReplicated(b *testing.B) {
 		}
 		clock.Sleep(context.Background(), clock.Real(), 10*time.Millisecond)
 	}
-	benchRuntime(b, wipStore{pa}, "wip-sync-replicated")
-}
-
-// wipStore is the engine's view of a wip.Store (as tandemd adapts it).
-type wipStore struct{ s *wip.Store }
-
-func (w wipStore) Get(k []byte) ([]byte, bool, error)              { return w.s.Get(k) }
-func (w wipStore) Scan(p []byte, fn func(k, v []byte) error) error { return w.s.Scan(p, fn) }
-func (w wipStore) Commit(ctx context.Context, ops []engine.Op) error {
-	bt := w.s.NewBatch()
-	for _, op := range ops {
-		if op.Delete {
-			bt.Delete(op.Key)
-		} else {
-			bt.Set(op.Key, op.Value)
-		}
-	}
-	_, err := w.s.Commit(ctx, bt)
-	return err
+	benchRuntime(b, engine.OnWIP(pa), "wip-sync-replicated")
 }
 
 func benchRuntime(b *testing.B, st engine.Store, mode string) {
