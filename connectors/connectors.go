@@ -13,7 +13,11 @@
 //
 // Starters (Starter, Trigger, StartFunc) turn endpoint events into jobs with
 // the same discipline: a trigger is acknowledged at its source only after
-// the job it started is committed.
+// the job it started is committed. A connector that can start jobs has a
+// method NewStarter(operation, params) (the runtime's
+// engine.StarterSource), which checks the orchestration's starter params
+// with StarterParams, without I/O, and names the operation and param in
+// its errors.
 //
 // Errors: a connector wraps errors the runtime must not retry with
 // Permanent; everything else is retried under the activity's retry policy.

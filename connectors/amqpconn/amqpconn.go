@@ -24,10 +24,22 @@
 //
 // # Starter
 //
-// Subscriber consumes the setting queue with manual acks and prefetch.
-// Trigger.Key = "<queue>:<message-id>" (a message without message-id is
-// keyed by the SHA-256 of its body: publishers should set message-id);
-// Ack after StartFunc returned nil, Nack with requeue otherwise.
+// NewStarter (the runtime's engine.StarterSource) has one operation, for
+// an orchestration's `starter: connector:` block:
+//
+//	consume  queue (string, default: setting queue; one of them is
+//	         required), prefetch (whole number >= 1, default: setting
+//	         prefetch)
+//
+//	starter: {connector: {connection: mq, operation: consume, params: {queue: orders}}}
+//
+// It is a Subscriber (Conn.Subscriber): it consumes the queue with manual
+// acks and prefetch. Trigger.Key = "<queue>:<message-id>" (a message
+// without message-id is keyed by the SHA-256 of its body: publishers
+// should set message-id), with the variables data (string), json (data
+// parsed, when it is JSON), message_id, routing_key, exchange, headers and
+// redelivered; Ack after StartFunc returned nil, Nack with requeue
+// otherwise.
 //
 // # Settings
 //
@@ -36,8 +48,8 @@
 //	vhost           default /
 //	dsn             full amqp:// URL instead of the parts (redacted)
 //	exchange, routing-key  publish defaults
-//	queue           Subscriber's queue
-//	prefetch        default 16
+//	queue           Subscriber's queue (the consume starter's default)
+//	prefetch        default 16 (the consume starter's default)
 //	timeout         dial and confirm timeout, default 10s
 //
 // # Goroutines
@@ -333,18 +345,49 @@ func (c *Conn) Invoke(ctx context.Context, r connectors.Request) (connectors.Res
 }
 
 // Subscriber is the AMQP starter. It implements connectors.Starter.
-type Subscriber struct{ c *Conn }
+type Subscriber struct {
+	c        *Conn
+	queue    string
+	prefetch int
+}
 
 var _ connectors.Starter = (*Subscriber)(nil)
 
 // Subscriber returns the starter consuming c's queue setting.
-func (c *Conn) Subscriber() *Subscriber { return &Subscriber{c: c} }
+func (c *Conn) Subscriber() *Subscriber {
+	return &Subscriber{c: c, queue: c.queue, prefetch: c.prefetch}
+}
+
+// OpConsume is the starter operation of NewStarter.
+const OpConsume = "consume"
+
+// NewStarter implements the runtime's StarterSource (engine.StarterSource)
+// for an orchestration's `starter: connector:` block: operation "consume"
+// is a Subscriber of param "queue" (default: setting queue; one of them is
+// required) with "prefetch" (default: setting prefetch). It checks the
+// params but does no I/O: a missing queue fails the subscriber's Run.
+func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.Starter, error) {
+	if operation != OpConsume {
+		return nil, connectors.UnknownStarter(Kind, operation, OpConsume)
+	}
+	s := c.Subscriber()
+	p := connectors.NewStarterParams("amqpconn: "+Kind, operation, params)
+	s.queue = p.String("queue", s.queue)
+	s.prefetch = p.Int("prefetch", s.prefetch, 1)
+	if _, ok := params["queue"]; !ok && s.queue == "" {
+		p.Fail("queue", "required (the connection has no queue setting)")
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
 // Run implements connectors.Starter. It returns nil when ctx ends and an
 // error when the connection or channel closes (the runtime restarts it).
 func (s *Subscriber) Run(ctx context.Context, start connectors.StartFunc) error {
 	c := s.c
-	if c.queue == "" {
+	if s.queue == "" {
 		return connectors.Permanent(fmt.Errorf("%w \"queue\": required by the subscriber", ErrSetting))
 	}
 	conn, err := c.dial()
@@ -356,12 +399,12 @@ func (s *Subscriber) Run(ctx context.Context, start connectors.StartFunc) error 
 	if err != nil {
 		return fmt.Errorf("amqpconn: channel: %w", err)
 	}
-	if err := ch.Qos(c.prefetch, 0, false); err != nil {
+	if err := ch.Qos(s.prefetch, 0, false); err != nil {
 		return fmt.Errorf("amqpconn: qos: %w", err)
 	}
-	deliveries, err := ch.ConsumeWithContext(ctx, c.queue, "", false, false, false, false, nil)
+	deliveries, err := ch.ConsumeWithContext(ctx, s.queue, "", false, false, false, false, nil)
 	if err != nil {
-		return fmt.Errorf("amqpconn: consume %q: %w", c.queue, err)
+		return fmt.Errorf("amqpconn: consume %q: %w", s.queue, err)
 	}
 	for {
 		select {
@@ -372,7 +415,7 @@ func (s *Subscriber) Run(ctx context.Context, start connectors.StartFunc) error 
 				if ctx.Err() != nil {
 					return nil
 				}
-				return fmt.Errorf("amqpconn: consumer of %q closed", c.queue)
+				return fmt.Errorf("amqpconn: consumer of %q closed", s.queue)
 			}
 			s.handle(ctx, d, start)
 		}
@@ -395,7 +438,7 @@ func (s *Subscriber) handle(ctx context.Context, d amqp.Delivery, start connecto
 		hdr[k] = fmt.Sprint(v)
 	}
 	in["headers"] = hdr
-	t := connectors.Trigger{Key: s.c.queue + ":" + id, Input: in}
+	t := connectors.Trigger{Key: s.queue + ":" + id, Input: in}
 	if err := start(ctx, t); err != nil {
 		s.c.log.Warn("start refused; message requeued", zap.String("key", t.Key), zap.Error(err))
 		if err := d.Nack(false, true); err != nil {

@@ -22,13 +22,24 @@
 //
 // # Starter
 //
-// Poller (Conn.Poller) lists the directory's regular files matching
-// pattern (hidden files and the connector's own temporaries excluded), in
-// name order, once they are settle old (by file time, so a producer still
-// writing is left alone). Trigger.Key = "<name>:<size>:<mtime ns>", so a
-// redelivered file has the same key and a new file reusing a name does
-// not. After StartFunc returned nil the file is moved into done-dir (the
-// acknowledgement); a crash before that move redelivers the same key.
+// NewStarter (the runtime's engine.StarterSource) has one operation, for
+// an orchestration's `starter: connector:` block; its params override the
+// settings of the same names:
+//
+//	poll  pattern (glob), done-dir (path), settle (duration string, >= 0),
+//	      interval (duration string, >= 1ms)
+//
+//	starter: {connector: {connection: inbox, operation: poll, params: {pattern: "*.csv"}}}
+//
+// It is a Poller (Conn.Poller): it lists the directory's regular files
+// matching pattern (hidden files and the connector's own temporaries
+// excluded), in name order, once they are settle old (by file time, so a
+// producer still writing is left alone). Trigger.Key =
+// "<name>:<size>:<mtime ns>", so a redelivered file has the same key and a
+// new file reusing a name does not; the variables are name, path, data
+// (string), json (data parsed, when it is JSON) and size. After StartFunc
+// returned nil the file is moved into done-dir (the acknowledgement); a
+// crash before that move redelivers the same key.
 //
 // # Settings
 //
@@ -322,24 +333,62 @@ func (c *Conn) put(name string, data []byte) (connectors.Result, error) {
 }
 
 // Poller is the directory-poll starter. It implements connectors.Starter.
-type Poller struct{ c *Conn }
+type Poller struct {
+	c        *Conn
+	glob     string
+	doneDir  string
+	settle   time.Duration
+	interval time.Duration
+}
 
 var _ connectors.Starter = (*Poller)(nil)
 
 // Poller returns the starter watching c's directory.
-func (c *Conn) Poller() *Poller { return &Poller{c: c} }
+func (c *Conn) Poller() *Poller {
+	return &Poller{c: c, glob: c.glob, doneDir: c.doneDir, settle: c.settle, interval: c.interval}
+}
+
+// OpPoll is the starter operation of NewStarter.
+const OpPoll = "poll"
+
+// NewStarter implements the runtime's StarterSource (engine.StarterSource)
+// for an orchestration's `starter: connector:` block: operation "poll" is
+// a Poller whose params "pattern", "done-dir", "settle" and "interval"
+// override the settings of the same names. It checks the params but does
+// no I/O.
+func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.Starter, error) {
+	if operation != OpPoll {
+		return nil, connectors.UnknownStarter(Kind, operation, OpPoll)
+	}
+	s := c.Poller()
+	p := connectors.NewStarterParams("fileconn: "+Kind, operation, params)
+	if g := p.String("pattern", ""); g != "" {
+		if _, err := filepath.Match(g, ""); err != nil {
+			p.Fail("pattern", "%q is not a glob: %v", g, err)
+		} else {
+			s.glob = g
+		}
+	}
+	s.doneDir = p.String("done-dir", s.doneDir)
+	s.settle = p.Duration("settle", s.settle, 0)
+	s.interval = p.Duration("interval", s.interval, time.Millisecond)
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
 // Run implements connectors.Starter.
 func (p *Poller) Run(ctx context.Context, start connectors.StartFunc) error {
 	c := p.c
-	if err := os.MkdirAll(c.doneDir, 0o755); err != nil {
+	if err := os.MkdirAll(p.doneDir, 0o755); err != nil {
 		return connectors.Permanent(fmt.Errorf("fileconn: done-dir: %w", err))
 	}
 	for {
 		if err := p.scan(ctx, start); err != nil {
 			return err
 		}
-		if err := clock.Sleep(ctx, c.clk, c.interval); err != nil {
+		if err := clock.Sleep(ctx, c.clk, p.interval); err != nil {
 			return nil
 		}
 	}
@@ -356,7 +405,7 @@ func (p *Poller) scan(ctx context.Context, start connectors.StartFunc) error {
 		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		if ok, _ := filepath.Match(c.glob, e.Name()); ok {
+		if ok, _ := filepath.Match(p.glob, e.Name()); ok {
 			names = append(names, e.Name())
 		}
 	}
@@ -370,7 +419,7 @@ func (p *Poller) scan(ctx context.Context, start connectors.StartFunc) error {
 		if err != nil {
 			continue // taken by another poller, or removed
 		}
-		if c.clk.Since(st.ModTime()) < c.settle {
+		if c.clk.Since(st.ModTime()) < p.settle {
 			continue
 		}
 		data, err := os.ReadFile(path)
@@ -390,8 +439,8 @@ func (p *Poller) scan(ctx context.Context, start connectors.StartFunc) error {
 			c.log.Warn("start refused; the file stays", zap.String("key", t.Key), zap.Error(err))
 			continue
 		}
-		if err := os.Rename(path, filepath.Join(c.doneDir, name)); err != nil {
-			return fmt.Errorf("fileconn: move %s to %s: %w", path, c.doneDir, err)
+		if err := os.Rename(path, filepath.Join(p.doneDir, name)); err != nil {
+			return fmt.Errorf("fileconn: move %s to %s: %w", path, p.doneDir, err)
 		}
 	}
 	return nil

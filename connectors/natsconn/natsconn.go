@@ -21,12 +21,24 @@
 //
 // # Starter
 //
-// Subscriber (Conn.Subscriber) pulls from a durable consumer with explicit
-// acks. Each message becomes Trigger{Key: "<stream>:<stream sequence>"}
-// (a redelivery has the same sequence, so the same key); it is acked
-// (double-acked: the server confirms) only after StartFunc returned nil,
-// and nak'ed otherwise, so a message the runtime did not commit is
-// delivered again.
+// NewStarter (the runtime's engine.StarterSource) has one operation, for
+// an orchestration's `starter: connector:` block:
+//
+//	subscribe  consumer (string, default: setting consumer), filter-subject
+//	           (string, default: setting filter-subject), batch (whole
+//	           number >= 1, default 16: messages per fetch)
+//
+//	starter: {connector: {connection: events, operation: subscribe, params: {consumer: billing}}}
+//
+// It is a Subscriber (Conn.Subscriber): it pulls from the durable consumer
+// (created, or updated to the filter, on first Run) with explicit acks.
+// Each message becomes Trigger{Key: "<stream>:<stream sequence>"} (a
+// redelivery has the same sequence, so the same key) with the variables
+// subject, data (string), json (data parsed, when it is JSON), headers and
+// sequence; it is acked (double-acked: the server confirms) only after
+// StartFunc returned nil, and nak'ed otherwise, so a message the runtime
+// did not commit is delivered again. Two orchestrations reading the same
+// stream need two consumer names: a consumer shares its messages out.
 //
 // # Settings
 //
@@ -53,6 +65,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -276,24 +289,55 @@ func (c *Conn) Invoke(ctx context.Context, r connectors.Request) (connectors.Res
 
 // Subscriber is the JetStream starter. It implements connectors.Starter.
 type Subscriber struct {
-	c     *Conn
-	batch int
-	wait  time.Duration
+	c        *Conn
+	consumer string
+	filter   string
+	batch    int
+	wait     time.Duration
 }
 
 var _ connectors.Starter = (*Subscriber)(nil)
 
 // Subscriber returns the starter reading c's stream through its durable
 // consumer (created on first Run if missing).
-func (c *Conn) Subscriber() *Subscriber { return &Subscriber{c: c, batch: 16, wait: time.Second} }
+func (c *Conn) Subscriber() *Subscriber {
+	return &Subscriber{c: c, consumer: c.consumer, filter: c.filter, batch: 16, wait: time.Second}
+}
+
+// OpSubscribe is the starter operation of NewStarter.
+const OpSubscribe = "subscribe"
+
+// NewStarter implements the runtime's StarterSource (engine.StarterSource)
+// for an orchestration's `starter: connector:` block: operation
+// "subscribe" is a Subscriber whose params "consumer", "filter-subject"
+// and "batch" override the settings consumer and filter-subject and the
+// default batch of 16. It checks the params but does no I/O.
+func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.Starter, error) {
+	if operation != OpSubscribe {
+		return nil, connectors.UnknownStarter(Kind, operation, OpSubscribe)
+	}
+	s := c.Subscriber()
+	p := connectors.NewStarterParams("natsconn: "+Kind, operation, params)
+	s.consumer = p.String("consumer", s.consumer)
+	s.filter = p.String("filter-subject", s.filter)
+	s.batch = p.Int("batch", s.batch, 1)
+	// Durable names become subjects of the JetStream API.
+	if _, ok := params["consumer"]; ok && strings.ContainsAny(s.consumer, ".*> \t\r\n/\\") {
+		p.Fail("consumer", "%q is not a consumer name (no . * > / \\ or white space)", s.consumer)
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
 // Run implements connectors.Starter.
 func (s *Subscriber) Run(ctx context.Context, start connectors.StartFunc) error {
 	c := s.c
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
-		Durable:       c.consumer,
+		Durable:       s.consumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		FilterSubject: c.filter,
+		FilterSubject: s.filter,
 		// The runtime commits a job in milliseconds; an unacked message is
 		// redelivered after AckWait and recognised by its key.
 		AckWait: 30 * time.Second,
@@ -302,7 +346,7 @@ func (s *Subscriber) Run(ctx context.Context, start connectors.StartFunc) error 
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("natsconn: consumer %q on %q: %w", c.consumer, c.stream, err)
+		return fmt.Errorf("natsconn: consumer %q on %q: %w", s.consumer, c.stream, err)
 	}
 	for ctx.Err() == nil {
 		b, err := cons.Fetch(s.batch, jetstream.FetchMaxWait(s.wait))

@@ -219,6 +219,33 @@ type BufferPoller struct {
 
 var _ connectors.Starter = (*BufferPoller)(nil)
 
+// OpBuffer is the starter operation polling a buffer table (NewStarter).
+const OpBuffer = "buffer"
+
+// NewStarter implements the runtime's StarterSource (engine.StarterSource)
+// for an orchestration's `starter: connector:` block. Operation "buffer"
+// is the BufferPoller of params "table" (required: the source table, whose
+// buffer InstallBuffer or `tandemctl connector buffer` created) every
+// "interval" (default "1s") when the buffer is empty. It checks the params
+// but does no I/O: a missing buffer table fails the poller's Run.
+func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.Starter, error) {
+	if operation != OpBuffer {
+		return nil, connectors.UnknownStarter(string(c.d), operation, OpBuffer)
+	}
+	p := connectors.NewStarterParams("sqlconn: "+string(c.d), operation, params)
+	table := p.RequiredString("table")
+	interval := p.Duration("interval", time.Second, time.Millisecond)
+	if table != "" {
+		if _, err := quoteIdent(c.d, BufferTable(table)); err != nil {
+			p.Fail("table", "%q is not a table name (letters, digits and _, optionally schema.name)", table)
+		}
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return c.BufferStarter(table, PollerOptions{Interval: interval, Clock: c.clk, Logger: c.log})
+}
+
 // BufferStarter returns the poller of source's buffer table.
 func (c *Conn) BufferStarter(source string, o PollerOptions) (*BufferPoller, error) {
 	buf, err := quoteIdent(c.d, BufferTable(source))

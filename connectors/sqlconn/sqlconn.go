@@ -49,6 +49,28 @@
 // after "purge-after" (default 168h): keep it longer than any job can
 // stay in retry, or a very late retry would run again.
 //
+// # Starter
+//
+// NewStarter (the runtime's engine.StarterSource) has one operation, for
+// an orchestration's `starter: connector:` block:
+//
+//	buffer  table (string, required: the source table),
+//	        interval (duration string, default "1s": the wait after
+//	        finding the buffer empty or a start refused)
+//
+//	starter: {connector: {connection: erp, operation: buffer, params: {table: orders}}}
+//
+// It is the BufferPoller (Conn.BufferStarter; buffer.go), Cast Iron's "get
+// inserted/updated/deleted rows": triggers on the source table copy each
+// changed row into <table>_tandem_buf (InstallBuffer, `tandemctl
+// connector buffer`), and each buffer row starts one job with
+// Trigger.Key "<table>:<id>" and the variables op ("insert", "update",
+// "delete"), row (the row as an object; the old row for a delete),
+// buffer_id and table. The row is locked, the job committed, then the row
+// marked done and the endpoint transaction committed: a crash in between
+// leaves the row pending, and its redelivery has the same key, so it
+// starts no second job.
+//
 // # Settings
 //
 //	dsn              full driver DSN (overrides the parts below)
@@ -171,7 +193,7 @@ func Register(r *connectors.Registry) {
 type Options struct {
 	Name   string      // the connection's name, for logs
 	Logger *zap.Logger // nil: no logging
-	Clock  clock.Clock // nil: clock.Real(); paces purging
+	Clock  clock.Clock // nil: clock.Real(); paces purging and buffer polls
 	// Dial, if set, opens the connections to the server (lab tests pass a
 	// dialer whose sockets live in a network namespace).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -184,6 +206,7 @@ type Conn struct {
 	control    string // quoted control table name
 	exactly    bool
 	purgeAfter time.Duration
+	clk        clock.Clock
 	log        *zap.Logger
 
 	ctx    context.Context // ends at Close: stops purgeLoop and its query
@@ -303,16 +326,16 @@ func Open(d Dialect, s connectors.Settings, o Options) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	clk := o.Clock
+	if clk == nil {
+		clk = clock.Real()
+	}
 	c := &Conn{
-		d: d, db: db, control: ctl, exactly: exactly, purgeAfter: purgeAfter,
+		d: d, db: db, control: ctl, exactly: exactly, purgeAfter: purgeAfter, clk: clk,
 		log: log.Named("sqlconn").With(zap.String("connection", o.Name), zap.String("kind", string(d))),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if exactly && purgeAfter > 0 && purgeEvery > 0 {
-		clk := o.Clock
-		if clk == nil {
-			clk = clock.Real()
-		}
 		c.wg.Add(1)
 		go c.purgeLoop(clk, purgeEvery)
 	}

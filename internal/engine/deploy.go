@@ -80,6 +80,24 @@ func (e *Engine) build(files map[string]string, version int, deployed time.Time)
 	return d, nil
 }
 
+// checkStarters asks each connector starter's connection for its Starter
+// once, so that an unknown operation or a bad param refuses the
+// deployment instead of failing (and being retried) at run time. Only
+// Deploy checks: a stored version loads even if a newer connector would
+// refuse its params, or its unfinished jobs could not resume.
+func (d *deployment) checkStarters() error {
+	for _, name := range slices.Sorted(maps.Keys(d.prj.Orchestrations)) {
+		o := d.prj.Orchestrations[name]
+		if o.Starter.Kind != orch.StartConnector {
+			continue
+		}
+		if _, err := d.conns[o.Starter.Connection].(StarterSource).NewStarter(o.Starter.Operation, o.Starter.Params); err != nil {
+			return fmt.Errorf("%w: %s:%d: orchestration %s: starter.connector: %w", orch.ErrInvalid, o.File, o.Line, o.Name, err)
+		}
+	}
+	return nil
+}
+
 func (e *Engine) loadVersion(project string, version int) (*deployment, error) {
 	v, ok, err := e.o.Store.Get(depvKey(project, version))
 	if err != nil {
@@ -132,6 +150,10 @@ func (e *Engine) Deploy(ctx context.Context, files map[string]string) (api.Proje
 	}
 	d, err := e.build(files, 0, e.clk.Now().UTC())
 	if err != nil {
+		return api.ProjectInfo{}, err
+	}
+	if err := d.checkStarters(); err != nil {
+		d.close(e.log)
 		return api.ProjectInfo{}, err
 	}
 	head := depHead{V: FormatVersion, Version: 1, Deployed: d.deployed}

@@ -100,7 +100,12 @@ type Op struct {
 
 // StarterSource is implemented by connectors that can start jobs (buffer
 // table polls, queue subscriptions): the engine asks for a Starter for an
-// orchestration's `starter: connector:` block.
+// orchestration's `starter: connector:` block. NewStarter checks the
+// operation and params (connectors.StarterParams) without I/O or holding
+// resources before Run: Deploy calls it once to refuse a bad starter, and
+// the runtime again each time it (re)starts the starter. The connectors
+// that implement it: sqlconn ("buffer"), natsconn ("subscribe"), amqpconn
+// ("consume"), fileconn ("poll"), testconn ("subscribe").
 type StarterSource interface {
 	NewStarter(operation string, params map[string]any) (connectors.Starter, error)
 }

@@ -1,13 +1,16 @@
 package engine_test
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tandem-ha/tandem/connectors"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/engine"
+	"github.com/tandem-ha/tandem/internal/orch"
 )
 
 // A connector starter acknowledges a trigger only after its job is
@@ -42,5 +45,27 @@ orchestrations:
 	}
 	if jobs, _ := r.e.Jobs("", "q"); len(jobs) != 2 {
 		t.Fatalf("%d jobs, want 2", len(jobs))
+	}
+}
+
+// A starter its connection refuses (here an unknown operation) refuses
+// the deployment, naming the orchestration; nothing is stored.
+func TestDeployRefusesBadConnectorStarter(t *testing.T) {
+	r := newRig(t, clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), nil)
+	r.start(r.e)
+	_, err := r.e.Deploy(ctxT(t), map[string]string{"p.yaml": `project: q
+connections: {t: {kind: test}}
+orchestrations:
+  - name: consume
+    starter: {connector: {connection: t, operation: consume}}
+    steps:
+      - {id: a, assign: {x: "1"}}
+`})
+	if !errors.Is(err, orch.ErrInvalid) || !errors.Is(err, connectors.ErrUnknownOperation) ||
+		!strings.Contains(err.Error(), "p.yaml:4: orchestration consume: starter.connector:") || !strings.Contains(err.Error(), `"consume"`) {
+		t.Fatalf("Deploy = %v", err)
+	}
+	if ps, err := r.e.Projects(); err != nil || len(ps) != 0 {
+		t.Fatalf("projects after a refused deploy: %v %v", ps, err)
 	}
 }
