@@ -389,11 +389,20 @@ func (e *Engine) fire(ctx context.Context, log *zap.Logger, d *deployment, o *or
 }
 
 func (e *Engine) runConnectorStarter(ctx context.Context, d *deployment, o *orch.Orchestration) {
-	log := e.log.With(zap.String("orch", d.name+"/"+o.Name))
+	name := d.name + "/" + o.Name
+	log := e.log.With(zap.String("orch", name))
 	src := d.conns[o.Starter.Connection].(StarterSource)
 	backoff := time.Second
 	for ctx.Err() == nil {
 		st, err := src.NewStarter(o.Starter.Operation, o.Starter.Params)
+		if err != nil && connectors.IsPermanent(err) {
+			// Bad params in a stored version (Deploy refuses them now):
+			// retrying cannot help. Say so once; redeploying fixes it.
+			log.Error("starter cannot run; redeploy the project with a valid starter", zap.Error(err))
+			e.event(fmt.Sprintf("starter of %s cannot run: %v", name, err))
+			return
+		}
+		began := e.clk.Now()
 		if err == nil {
 			err = st.Run(ctx, func(sctx context.Context, t connectors.Trigger) error {
 				_, _, _, err := e.startJob(sctx, d.name, o.Name, "connector/"+t.Key, t.Input)
@@ -402,6 +411,9 @@ func (e *Engine) runConnectorStarter(ctx context.Context, d *deployment, o *orch
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if e.clk.Since(began) > time.Minute {
+			backoff = time.Second // it ran well for a while: a fresh failure
 		}
 		log.Error("starter failed, restarting", zap.Duration("in", backoff), zap.Error(err))
 		if clock.Sleep(ctx, e.clk, backoff) != nil {

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tandem-ha/tandem/connectors"
+	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/engine"
 	"github.com/tandem-ha/tandem/internal/orch"
@@ -67,5 +69,60 @@ orchestrations:
 	}
 	if ps, err := r.e.Projects(); err != nil || len(ps) != 0 {
 		t.Fatalf("projects after a refused deploy: %v %v", ps, err)
+	}
+}
+
+// A stored version whose starter the connection now refuses for good
+// (Permanent) is reported once and not retried every backoff; the rest of
+// the runtime runs.
+func TestPermanentStarterRefusalIsReportedOnce(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	var mu sync.Mutex
+	var events []string
+	r := newRig(t, clk, func(o *engine.Options) {
+		o.Events = func(e api.Event) { mu.Lock(); events = append(events, e.Text); mu.Unlock() }
+	})
+	r.start(r.e)
+	r.deploy(r.e, `project: q
+connections: {t: {kind: test}}
+orchestrations:
+  - name: consume
+    starter: {connector: {connection: t, operation: subscribe}}
+    steps:
+      - {id: a, assign: {x: "1"}}
+`)
+	if err := r.e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r.ep.RefuseStarters(connectors.Permanent(errors.New("test: starter param gone")))
+	calls := r.ep.StarterCalls()
+	e2 := r.newEngine(r.store, func(o *engine.Options) {
+		o.Events = func(e api.Event) { mu.Lock(); events = append(events, e.Text); mu.Unlock() }
+	})
+	r.start(e2)
+	reported := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, e := range events {
+			if strings.Contains(e, "starter of q/consume cannot run") && strings.Contains(e, "test: starter param gone") {
+				n++
+			}
+		}
+		return n
+	}
+	for ctx := ctxT(t); reported() == 0; {
+		if ctx.Err() != nil {
+			t.Fatalf("no event; events: %v", events)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Well past every backoff: still one call and one report.
+	for i := 0; i < 10; i++ {
+		clk.Advance(time.Minute)
+		time.Sleep(2 * time.Millisecond)
+	}
+	if got := r.ep.StarterCalls() - calls; got != 1 || reported() != 1 {
+		t.Fatalf("after a permanent refusal: %d NewStarter calls, %d reports; want 1 and 1", got, reported())
 	}
 }

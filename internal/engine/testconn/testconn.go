@@ -54,6 +54,23 @@ type Endpoint struct {
 	queue   chan connectors.Trigger
 	acked   []string
 	ackCh   chan struct{} // closed and replaced on every ack
+	refuse  error         // NewStarter fails with it (RefuseStarters)
+	starts  int           // NewStarter calls
+}
+
+// RefuseStarters makes NewStarter fail with err from now on (nil: accept
+// again), as a stored version's starter the connector no longer accepts.
+func (e *Endpoint) RefuseStarters(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.refuse = err
+}
+
+// StarterCalls returns how often NewStarter was called.
+func (e *Endpoint) StarterCalls() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.starts
 }
 
 // NewEndpoint returns an endpoint with the gate open.
@@ -278,10 +295,14 @@ func (c *Conn) NewStarter(operation string, _ map[string]any) (connectors.Starte
 		return nil, connectors.Permanent(fmt.Errorf("%w: starter %q", connectors.ErrUnknownOperation, operation))
 	}
 	c.ep.mu.Lock()
+	defer c.ep.mu.Unlock()
+	c.ep.starts++
+	if c.ep.refuse != nil {
+		return nil, c.ep.refuse
+	}
 	if c.ep.queue == nil {
 		c.ep.queue = make(chan connectors.Trigger, 1024)
 	}
-	c.ep.mu.Unlock()
 	return starter{c.ep}, nil
 }
 
