@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"strings"
 
 	"github.com/tandem-ha/tandem/heartbeat"
 	"github.com/tandem-ha/tandem/internal/pair"
@@ -57,8 +56,4 @@ func advertFromPayload(p heartbeat.Payload) pair.Advert {
 		DataKnown:   h&flagDataKnown != 0,
 		MaintGen:    p.Generation,
 	}
-}
-
-func containsFold(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }

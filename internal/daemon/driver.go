@@ -445,10 +445,10 @@ func (d *driver) do(a pair.Action) error {
 	case pair.ActNotice:
 		d.log.Info("notice", zap.String("text", a.Text))
 		d.ev.add(d.clk.Now(), "notice", a.Text)
-		if containsFold(a.Text, "fence") {
+		switch a.Tally {
+		case pair.TallyFence:
 			d.counters.fences.Add(1)
-		}
-		if containsFold(a.Text, "handed over") || containsFold(a.Text, "switchover complete") {
+		case pair.TallyHandover:
 			d.counters.switchovers.Add(1)
 		}
 	default:

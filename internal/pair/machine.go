@@ -168,6 +168,10 @@ func (m *Machine) notice(f string, a ...any) {
 	m.emit(Action{Kind: ActNotice, Text: fmt.Sprintf(f, a...)})
 }
 
+func (m *Machine) tally(t Tally, f string, a ...any) {
+	m.emit(Action{Kind: ActNotice, Text: fmt.Sprintf(f, a...), Tally: t})
+}
+
 func (m *Machine) raise(id, text string) {
 	if m.alarms[id] == text {
 		return
@@ -600,7 +604,7 @@ func (m *Machine) handOver() {
 	m.emit(Action{Kind: ActSetReplication, Epoch: m.epoch})
 	m.handover, m.handoverAt = true, m.now
 	m.reason = "handed over: " + m.hoReason
-	m.notice("handing over to the peer (%s)", m.hoReason)
+	m.tally(TallyHandover, "handing over to the peer (%s)", m.hoReason)
 	if m.stopAfterHO {
 		m.finishStop()
 	}
@@ -731,7 +735,7 @@ func (m *Machine) demote(why string, fence bool) {
 	m.persist()
 	m.emit(Action{Kind: ActSetReplication, Epoch: m.epoch})
 	if fence {
-		m.notice("self-fenced: %s", why)
+		m.tally(TallyFence, "self-fenced: %s", why)
 	} else {
 		m.notice("demoted: %s", why)
 	}

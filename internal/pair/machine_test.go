@@ -234,7 +234,7 @@ func TestWatchdogKickedOnlyWhileLeaseHolds(t *testing.T) {
 	}
 	// The peer goes silent: kicks stop, and the fence disarms.
 	kicks = 0
-	disarmed := false
+	disarmed, tallied := false, 0
 	last := now
 	for m.role == RoleActive {
 		rd := m.Tick(now)
@@ -243,11 +243,17 @@ func TestWatchdogKickedOnlyWhileLeaseHolds(t *testing.T) {
 			if a.Kind == ActDisarmWatchdog {
 				disarmed = true
 			}
+			if a.Kind == ActNotice && a.Tally == TallyFence {
+				tallied++
+			}
 		}
 		now = rd.Wake
 	}
 	if !disarmed {
 		t.Error("fenced without disarming the watchdog")
+	}
+	if tallied != 1 {
+		t.Errorf("the fence was tallied %d times, want once (the daemon's self_fences counter)", tallied)
 	}
 	if kicks > int(cfg.Timing.FenceAfter/cfg.Timing.Interval)+1 {
 		t.Errorf("%d kicks after the peer went silent at %v", kicks, last)

@@ -159,7 +159,18 @@ type Action struct {
 	Seq      uint64    // ActProbeGateway, ActQueryWitness
 	Alarm    string    // ActRaiseAlarm, ActClearAlarm
 	Text     string    // ActRaiseAlarm, ActNotice
+	Tally    Tally     // ActNotice: what the daemon's counters count it as
 }
+
+// Tally classifies a notice for the daemon's counters, so they never
+// depend on the wording of the text.
+type Tally uint8
+
+const (
+	TallyNone     Tally = iota
+	TallyFence          // the active stepped down on its own (self-fence)
+	TallyHandover       // the active handed over to the peer (switchover)
+)
 
 func (a Action) String() string {
 	switch a.Kind {
@@ -189,6 +200,12 @@ func (a Action) String() string {
 	case ActClearAlarm:
 		return "clear-alarm " + a.Alarm
 	case ActNotice:
+		switch a.Tally {
+		case TallyFence:
+			return "notice (fence): " + a.Text
+		case TallyHandover:
+			return "notice (handover): " + a.Text
+		}
 		return "notice: " + a.Text
 	}
 	return a.Kind.String()

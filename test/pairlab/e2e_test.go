@@ -311,6 +311,13 @@ func TestE2ESwitchover(t *testing.T) {
 	if err != nil || !strings.Contains(out, "active") {
 		t.Errorf("tandemctl status on b: %v\n%s", err, out)
 	}
+	sa, err := e.pair.A.Status(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := sa.Counters; c.Switchovers != 1 || c.SelfFences != 0 || c.Demotions != 1 {
+		t.Errorf("a's counters after one switchover: %+v (want switchovers 1, self_fences 0, demotions 1)", c)
+	}
 }
 
 // TestE2EMaintenanceBlocksFailover: with maintenance on, killing the active
