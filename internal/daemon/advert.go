@@ -1,7 +1,6 @@
 package daemon
 
 import (
-
 	"github.com/tandem-ha/tandem/heartbeat"
 	"github.com/tandem-ha/tandem/internal/pair"
 )
