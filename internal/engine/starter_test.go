@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -115,12 +116,12 @@ orchestrations:
 		if ctx.Err() != nil {
 			t.Fatalf("no event; events: %v", events)
 		}
-		time.Sleep(5 * time.Millisecond)
+		clock.Sleep(ctx, clock.Real(), 5*time.Millisecond)
 	}
 	// Well past every backoff: still one call and one report.
 	for i := 0; i < 10; i++ {
 		clk.Advance(time.Minute)
-		time.Sleep(2 * time.Millisecond)
+		clock.Sleep(context.Background(), clock.Real(), 2*time.Millisecond)
 	}
 	if got := r.ep.StarterCalls() - calls; got != 1 || reported() != 1 {
 		t.Fatalf("after a permanent refusal: %d NewStarter calls, %d reports; want 1 and 1", got, reported())
