@@ -10,6 +10,13 @@
 //
 // With -role receiver it is the receiving process (started by the bench
 // itself). All time is read through internal/clock.
+//
+// -pin CPUS:CPUS (e.g. 0:1) models two nodes on one machine: the bench
+// process (the primary, and the local-only store) runs on the first CPU set
+// and the receiver on the second, through taskset(1); Go sizes GOMAXPROCS
+// from the affinity. Without it both processes share every CPU, so the
+// replicated run also pays for the peer's CPU work, which a real pair
+// does on the other host.
 package main
 
 import (
@@ -22,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -46,7 +54,23 @@ func main() {
 	resyncMB := flag.Int("resync-mb", 1024, "store size for the resync figures (0: skip)")
 	catchupMB := flag.Int("catchup-mb", 256, "data committed while the receiver is away")
 	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile here (receivers: WIPBENCH_CPUPROFILE)")
+	pin := flag.String("pin", "", "PRIMARY_CPUS:RECEIVER_CPUS, e.g. 0:1 (taskset lists); empty: no pinning")
 	flag.Parse()
+	if *pin != "" && *role != "receiver" && os.Getenv("WIPBENCH_PINNED") == "" {
+		pc, rc, ok := strings.Cut(*pin, ":")
+		if !ok || pc == "" || rc == "" {
+			check(fmt.Errorf("-pin %q: want PRIMARY_CPUS:RECEIVER_CPUS", *pin))
+		}
+		self, err := os.Executable()
+		check(err)
+		cmd := exec.Command("taskset", append([]string{"-c", pc, self}, os.Args[1:]...)...)
+		cmd.Env = append(os.Environ(), "WIPBENCH_PINNED=1", "WIPBENCH_RECEIVER_CPUS="+rc)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			check(fmt.Errorf("pinned run: %w", err))
+		}
+		return
+	}
 	if *cpuProfile != "" && *role != "receiver" {
 		f, err := os.Create(*cpuProfile)
 		check(err)
@@ -57,6 +81,8 @@ func main() {
 		receiver(*dir, *listen, *peer)
 		return
 	}
+	fmt.Printf("wip-bench: config gomaxprocs=%d receiver_cpus=%q value=%d duration=%v\n",
+		runtime.GOMAXPROCS(0), os.Getenv("WIPBENCH_RECEIVER_CPUS"), *valueSize, *dur)
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "wipbench")
 		check(err)
@@ -113,7 +139,11 @@ type proc struct {
 func startReceiver(dir, primary string) *proc {
 	self, err := os.Executable()
 	check(err)
-	cmd := exec.Command(self, "-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary)
+	args := []string{"-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary}
+	cmd := exec.Command(self, args...)
+	if cpus := os.Getenv("WIPBENCH_RECEIVER_CPUS"); cpus != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
+	}
 	in, err := cmd.StdinPipe()
 	check(err)
 	cmd.Stderr = os.Stderr
