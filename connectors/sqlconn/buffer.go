@@ -34,6 +34,26 @@ var ErrNoColumns = errors.New("sqlconn: source table has no columns")
 // BufferTable is the buffer table's name for source.
 func BufferTable(source string) string { return source + "_tandem_buf" }
 
+// bufferSuffixes are appended to the source's name (dots made _) for the
+// objects BufferDDL creates.
+var bufferSuffixes = []string{"_tandem_buf_todo", "_tandem_del", "_tandem_fn", "_tandem_ins", "_tandem_trg", "_tandem_upd"}
+
+// checkBufferNames refuses a source whose derived object names the server
+// would not keep whole (see maxIdent), naming the longest one.
+func checkBufferNames(d Dialect, source string) error {
+	base := strings.ReplaceAll(source, ".", "_")
+	names := []string{BufferTable(source)}
+	for _, sfx := range bufferSuffixes {
+		names = append(names, base+sfx)
+	}
+	for _, n := range names {
+		if _, err := quoteIdent(d, n); err != nil {
+			return fmt.Errorf("%w source table %q: the buffer objects' names would be too long: %w", ErrParam, source, err)
+		}
+	}
+	return nil
+}
+
 // BufferDDL returns the statements creating source's buffer table and its
 // triggers; they are idempotent (re-running replaces the triggers).
 // columns lists source's columns and is needed for mysql only, whose
@@ -42,6 +62,9 @@ func BufferDDL(d Dialect, source string, columns []string) ([]string, error) {
 	src, err := quoteIdent(d, source)
 	if err != nil {
 		return nil, fmt.Errorf("%w source table: %w", ErrParam, err)
+	}
+	if err := checkBufferNames(d, source); err != nil {
+		return nil, err
 	}
 	base := strings.ReplaceAll(source, ".", "_")
 	buf, _ := quoteIdent(d, BufferTable(source))
@@ -116,6 +139,9 @@ func BufferDropDDL(d Dialect, source string) ([]string, error) {
 	src, err := quoteIdent(d, source)
 	if err != nil {
 		return nil, fmt.Errorf("%w source table: %w", ErrParam, err)
+	}
+	if err := checkBufferNames(d, source); err != nil {
+		return nil, err
 	}
 	base := strings.ReplaceAll(source, ".", "_")
 	buf, _ := quoteIdent(d, BufferTable(source))
@@ -236,8 +262,10 @@ func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.S
 	table := p.RequiredString("table")
 	interval := p.Duration("interval", time.Second, time.Millisecond)
 	if table != "" {
-		if _, err := quoteIdent(c.d, BufferTable(table)); err != nil {
+		if _, err := quoteIdent(c.d, table); err != nil {
 			p.Fail("table", "%q is not a table name (letters, digits and _, optionally schema.name)", table)
+		} else if err := checkBufferNames(c.d, table); err != nil {
+			p.Fail("table", "%q is too long for its buffer objects' names (%d bytes at most per name on %s)", table, maxIdent(c.d), c.d)
 		}
 	}
 	if err := p.Err(); err != nil {

@@ -3,6 +3,7 @@ package sqlconn
 import (
 	"context"
 	"errors"
+	"strings"
 	"fmt"
 	"sync"
 	"testing"
@@ -229,5 +230,31 @@ func TestBufferDDLRejectsBadNames(t *testing.T) {
 	}
 	if _, err := BufferDDL(MySQL, "t", []string{"ok", "bad col"}); err == nil {
 		t.Error("bad column accepted")
+	}
+}
+
+// PostgreSQL truncates identifiers beyond 63 bytes, so two long source
+// tables could share a trigger; such names are refused, naming the limit.
+func TestBufferNamesWithinTheServersLimit(t *testing.T) {
+	ok := strings.Repeat("a", 63-len("_tandem_buf_todo"))
+	if _, err := BufferDDL(Postgres, ok, nil); err != nil {
+		t.Errorf("longest accepted source (%d bytes): %v", len(ok), err)
+	}
+	long := ok + "b"
+	if _, err := BufferDDL(Postgres, long, nil); !errors.Is(err, ErrParam) || !strings.Contains(err.Error(), "63-byte limit") {
+		t.Errorf("%d-byte source: %v, want a refusal naming the 63-byte limit", len(long), err)
+	}
+	if _, err := BufferDropDDL(Postgres, long); err == nil {
+		t.Error("drop DDL for a too-long source accepted")
+	}
+	if _, err := quoteIdent(MySQL, strings.Repeat("m", 64)); err != nil {
+		t.Errorf("mysql 64-byte identifier: %v", err)
+	}
+	if _, err := quoteIdent(MySQL, strings.Repeat("m", 65)); err == nil {
+		t.Error("mysql 65-byte identifier accepted")
+	}
+	c := &Conn{d: Postgres}
+	if _, err := c.NewStarter(OpBuffer, map[string]any{"table": long}); err == nil || !strings.Contains(err.Error(), `param "table"`) {
+		t.Errorf("starter with a too-long table: %v", err)
 	}
 }

@@ -575,10 +575,25 @@ type stmt struct {
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
 
+// maxIdent is the longest identifier (each part of schema.name) the
+// server keeps whole: PostgreSQL truncates beyond NAMEDATALEN-1 = 63 bytes,
+// which would make two long names collide silently; MySQL refuses > 64.
+func maxIdent(d Dialect) int {
+	if d == MySQL {
+		return 64
+	}
+	return 63
+}
+
 // quoteIdent validates and quotes a possibly schema-qualified identifier.
 func quoteIdent(d Dialect, name string) (string, error) {
-	if !identRe.MatchString(name) || len(name) > 128 {
+	if !identRe.MatchString(name) {
 		return "", fmt.Errorf("%w: %q (letters, digits and _, optionally schema.name)", ErrIdent, name)
+	}
+	for _, part := range strings.Split(name, ".") {
+		if len(part) > maxIdent(d) {
+			return "", fmt.Errorf("%w: %q: %q is longer than %s's %d-byte limit", ErrIdent, name, part, d, maxIdent(d))
+		}
 	}
 	q := `"`
 	if d == MySQL {
