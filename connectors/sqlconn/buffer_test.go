@@ -3,8 +3,8 @@ package sqlconn
 import (
 	"context"
 	"errors"
-	"strings"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
