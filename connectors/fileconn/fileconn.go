@@ -47,7 +47,8 @@
 //	name-pattern   default "{key}.out"
 //	mode           octal file mode, default 0644
 //	pattern        Poller's glob, default "*"
-//	done-dir       where Poller moves started files, default <dir>/.done
+//	done-dir       where Poller moves started files, default <dir>/.done;
+//	               a relative path is taken under dir, not the daemon's cwd
 //	settle         Poller's minimum file age, default 2s
 //	interval       Poller's listing period, default 1s
 //
@@ -145,7 +146,7 @@ func Open(s connectors.Settings, o Options) (*Conn, error) {
 		}
 		c.glob = v
 	}
-	c.doneDir = s["done-dir"]
+	c.doneDir = underDir(dir, s["done-dir"])
 	if c.doneDir == "" {
 		c.doneDir = filepath.Join(dir, ".done")
 	}
@@ -369,7 +370,7 @@ func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.S
 			s.glob = g
 		}
 	}
-	s.doneDir = p.String("done-dir", s.doneDir)
+	s.doneDir = underDir(s.c.dir, p.String("done-dir", s.doneDir))
 	s.settle = p.Duration("settle", s.settle, 0)
 	s.interval = p.Duration("interval", s.interval, time.Millisecond)
 	if err := p.Err(); err != nil {
@@ -444,4 +445,13 @@ func (p *Poller) scan(ctx context.Context, start connectors.StartFunc) error {
 		}
 	}
 	return nil
+}
+
+// underDir resolves a relative path p under dir (tandemd's working
+// directory means nothing to an operator); "" stays "".
+func underDir(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
 }

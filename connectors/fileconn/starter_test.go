@@ -99,3 +99,22 @@ func TestNewStarterPollUsesParams(t *testing.T) {
 		t.Fatalf("extra trigger %s", <-got)
 	}
 }
+
+// A relative done-dir, as a setting or a starter param, lies under dir.
+func TestRelativeDoneDirIsUnderDir(t *testing.T) {
+	c, dir := open(t, connectors.Settings{"done-dir": "started"}, clock.Real())
+	if want := filepath.Join(dir, "started"); c.doneDir != want {
+		t.Errorf("setting: done-dir %q, want %q", c.doneDir, want)
+	}
+	st, err := c.NewStarter(OpPoll, map[string]any{"done-dir": "picked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "picked"); st.(*Poller).doneDir != want {
+		t.Errorf("param: done-dir %q, want %q", st.(*Poller).doneDir, want)
+	}
+	st, err = c.NewStarter(OpPoll, map[string]any{"done-dir": "/var/tmp/abs"})
+	if err != nil || st.(*Poller).doneDir != "/var/tmp/abs" {
+		t.Errorf("absolute param: %v %v", st, err)
+	}
+}
