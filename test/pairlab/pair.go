@@ -329,6 +329,32 @@ func (n *Node) Log() string {
 	return string(b)
 }
 
+// Active returns the node that reports itself active and the other one.
+func (p *Pair) Active(ctx context.Context) (active, other *Node, err error) {
+	for _, n := range []*Node{p.A, p.B} {
+		if st, err := n.Status(ctx); err == nil && st.Role == "active" {
+			return n, p.Other(n), nil
+		}
+	}
+	return nil, nil, fmt.Errorf("no active node: %s", p.Describe(ctx))
+}
+
+// WaitWhole waits until one node is active and the other passive in sync,
+// and returns the active one.
+func (p *Pair) WaitWhole(ctx context.Context) (*Node, error) {
+	for {
+		if a, o, err := p.Active(ctx); err == nil {
+			if st, err := o.Status(ctx); err == nil && st.Role == "passive" && st.SubState == "in-sync" {
+				return a, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("pair not whole again: %s", p.Describe(context.Background()))
+		}
+		clock.Sleep(ctx, clock.Real(), 100*time.Millisecond)
+	}
+}
+
 // Close stops both daemons (SIGTERM, then SIGKILL after grace).
 func (p *Pair) Close() {
 	var wg sync.WaitGroup

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,60 +15,17 @@ import (
 	"github.com/tandem-ha/tandem/test/lab"
 )
 
-// sink is an HTTP endpoint in the client namespace that records every
-// call by its Idempotency-Key; the body is how long to take (ms).
-type sink struct {
-	mu    sync.Mutex
-	calls map[string]int
-	srv   *http.Server
-}
-
 const sinkPort = 9000
 
-func startSink(t *testing.T, h *lab.Host) *sink {
+// startSink starts a Sink on h counting calls by Idempotency-Key.
+func startSink(t *testing.T, h *lab.Host) *Sink {
 	t.Helper()
-	s := &sink{calls: map[string]int{}}
-	var ln net.Listener
-	if err := h.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", h.LAN4, sinkPort))
-		return err
-	}); err != nil {
+	s, err := StartSink(h, sinkPort, ByIdempotencyKey)
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		key := r.Header.Get("Idempotency-Key")
-		s.mu.Lock()
-		s.calls[key]++
-		s.mu.Unlock()
-		if ms, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && ms > 0 {
-			clock.Sleep(r.Context(), clock.Real(), time.Duration(ms)*time.Millisecond)
-		}
-		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, `{"ok":true}`)
-	})}
-	go s.srv.Serve(ln)
-	t.Cleanup(func() { s.srv.Close() })
+	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-func (s *sink) snapshot() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.calls))
-	for k, v := range s.calls {
-		out[k] = v
-	}
-	return out
-}
-
-func (s *sink) total() int {
-	n := 0
-	for _, v := range s.snapshot() {
-		n += v
-	}
-	return n
 }
 
 func runtimeProject(client fmt.Stringer) string {
@@ -194,16 +149,16 @@ func TestE2ERuntimeJobsSurviveKill(t *testing.T) {
 		t.Fatalf("deploy: %v", err)
 	}
 	ids := startJobs(t, e, "five", 200)
-	for sk.total() < 300 && e.ctx.Err() == nil { // about 30 % of the 1000 calls
+	for sk.Total() < 300 && e.ctx.Err() == nil { // about 30 % of the 1000 calls
 		clock.Sleep(e.ctx, e.clk, 10*time.Millisecond)
 	}
-	calledBefore := sk.total()
+	calledBefore := sk.Total()
 	if err := e.pair.A.Crash(e.ctx); err != nil {
 		t.Fatal(err)
 	}
 	e.role(e.pair.B, "active", "")
 	jobs := waitJobs(t, e, e.pair.B, ids, 3*time.Minute)
-	calls := sk.snapshot()
+	calls := sk.Snapshot()
 	resumed, repeatedKeys := 0, 0
 	for _, id := range ids {
 		j := jobs[id]
@@ -245,7 +200,7 @@ func TestE2EPauseSwitchover(t *testing.T) {
 		t.Fatalf("deploy: %v", err)
 	}
 	ids := startJobs(t, e, "slow", 4)
-	for sk.total() < 4 && e.ctx.Err() == nil {
+	for sk.Total() < 4 && e.ctx.Err() == nil {
 		clock.Sleep(e.ctx, e.clk, 10*time.Millisecond)
 	}
 	start := e.clk.Now()

@@ -25,9 +25,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -162,11 +160,11 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 	if _, err := nc.JetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "CHAOS", Subjects: []string{"chaos.>"}, Duplicates: 10 * time.Minute, Storage: jetstream.FileStorage}); err != nil {
 		return false, err
 	}
-	sk, err := startSink(cli)
+	sk, err := pairlab.StartSink(cli, 9000, pairlab.ByBody)
 	if err != nil {
 		return false, err
 	}
-	defer sk.srv.Close()
+	defer sk.Close()
 
 	// The pair.
 	p, err := pairlab.New(pairlab.Options{Lab: l, Bins: bins, Dir: dir, Timing: "default", ForceStopAfter: "5s",
@@ -259,7 +257,7 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 			break
 		}
 		clock.Sleep(ctx, clk, at.Sub(clk.Now()))
-		act, oth, err := active(ctx, p)
+		act, oth, err := p.Active(ctx)
 		if err != nil {
 			logf("no active before fault %d: %v", faults+1, err)
 			continue
@@ -302,13 +300,13 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 		}
 		if err == nil {
 			// The pair whole again before the next fault.
-			_, err = waitWhole(fctx, p)
+			_, err = p.WaitWhole(fctx)
 		}
 		fcancel()
 		if err != nil {
 			return false, fmt.Errorf("fault %d (%s): %w\npair: %s", faults, kind, err, p.Describe(ctx))
 		}
-		if na, _, err := active(ctx, p); err == nil {
+		if na, _, err := p.Active(ctx); err == nil {
 			if st1, err := na.Status(ctx); err == nil && st1.Epoch != st0.Epoch {
 				failovers++
 			}
@@ -325,7 +323,7 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 	fmt.Printf("  load over: %d triggers sent, %d accepted; waiting for the jobs\n", sent.Load(), acc)
 
 	// Every accepted job completes.
-	act, _, err := active(ctx, p)
+	act, _, err := p.Active(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -440,7 +438,7 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 			natsDup += n - 1
 		}
 	}
-	seen := sk.snapshot()
+	seen := sk.Snapshot()
 	httpSeen, httpDup := 0, 0
 	for id := range ids {
 		if n := seen[id]; n > 0 {
@@ -451,65 +449,4 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 	fmt.Printf("chaos: accepted=%d pg_rows=%d pg_dup=%d pg_lost=%d maria_dup=%d maria_lost=%d nats_dup=%d nats_lost=%d http_seen=%d http_dup=%d failovers=%d faults=%d\n",
 		acc, pgRows, pgDup, pgLost, mariaDup, mariaLost, natsDup, natsLost, httpSeen, httpDup, failovers, faults)
 	return pgDup+pgLost+mariaDup+mariaLost+natsDup+natsLost == 0, nil
-}
-
-func active(ctx context.Context, p *pairlab.Pair) (*pairlab.Node, *pairlab.Node, error) {
-	for _, n := range []*pairlab.Node{p.A, p.B} {
-		if st, err := n.Status(ctx); err == nil && st.Role == "active" {
-			return n, p.Other(n), nil
-		}
-	}
-	return nil, nil, fmt.Errorf("no active node: %s", p.Describe(ctx))
-}
-
-// waitWhole waits for one active and the other passive in sync.
-func waitWhole(ctx context.Context, p *pairlab.Pair) (*pairlab.Node, error) {
-	for {
-		if a, o, err := active(ctx, p); err == nil {
-			if st, err := o.Status(ctx); err == nil && st.Role == "passive" && st.SubState == "in-sync" {
-				return a, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("pair not whole again: %s", p.Describe(context.Background()))
-		}
-		clock.Sleep(ctx, clock.Real(), 100*time.Millisecond)
-	}
-}
-
-type sink struct {
-	mu   sync.Mutex
-	seen map[string]int
-	srv  *http.Server
-}
-
-func startSink(h *lab.Host) (*sink, error) {
-	s := &sink{seen: map[string]int{}}
-	var ln net.Listener
-	if err := h.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", h.LAN4.String()+":9000")
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.seen[strings.Trim(strings.TrimSpace(string(b)), `"`)]++
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusOK)
-	})}
-	go s.srv.Serve(ln)
-	return s, nil
-}
-
-func (s *sink) snapshot() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.seen))
-	for k, v := range s.seen {
-		out[k] = v
-	}
-	return out
 }

@@ -125,17 +125,6 @@ func setup(ctx context.Context, prof string, rt int) (*env, func(), error) {
 	return e, done, nil
 }
 
-// active returns the active node and the other one.
-func (e *env) active(ctx context.Context) (*pairlab.Node, *pairlab.Node, error) {
-	for _, n := range []*pairlab.Node{e.pair.A, e.pair.B} {
-		st, err := n.Status(ctx)
-		if err == nil && st.Role == "active" {
-			return n, e.pair.Other(n), nil
-		}
-	}
-	return nil, nil, fmt.Errorf("no active node: %s", e.pair.Describe(ctx))
-}
-
 func runBench(ctx context.Context, prof string, kinds []string, n, rt int, verbose bool) error {
 	for _, kind := range kinds {
 		if kind != "power" && kind != "crash" {
@@ -183,7 +172,7 @@ func maxD(ds []time.Duration) time.Duration {
 func (e *env) failover(ctx context.Context, kind string) (pairlab.Outage, error) {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	old, nxt, err := e.active(wctx)
+	old, nxt, err := e.pair.Active(wctx)
 	if err != nil {
 		return pairlab.Outage{}, err
 	}
@@ -285,7 +274,7 @@ func runSoak(ctx context.Context, prof string, d time.Duration, rt int) error {
 			return err
 		}
 	}
-	first, _, err := e.active(ctx)
+	first, _, err := e.pair.Active(ctx)
 	if err != nil {
 		return err
 	}
