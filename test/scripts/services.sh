@@ -74,7 +74,12 @@ if ! port_open 3306; then
     mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
   fi
   log "starting mariadb"
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql --bind-address=127.0.0.1
+  # --skip-name-resolve: otherwise a TCP client from 127.0.0.1 is named
+  # "localhost" (reverse lookup through /etc/hosts) and matches Debian's
+  # root@localhost, which only accepts unix_socket, instead of the
+  # root@127.0.0.1 without password created below.
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
+    --user=mysql --bind-address=127.0.0.1 --skip-name-resolve
 fi
 wait_for mariadb mariadb-admin --protocol=socket -uroot ping
 # root over TCP from 127.0.0.1 without password (Debian's root uses the unix socket).
