@@ -74,7 +74,16 @@ if ! port_open 3306; then
     mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
   fi
   log "starting mariadb"
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql --bind-address=127.0.0.1
+  # --skip-name-resolve: otherwise a TCP client from 127.0.0.1 is named
+  # "localhost" (reverse lookup through /etc/hosts) and matches Debian's
+  # root@localhost, which only accepts unix_socket, instead of the
+  # root@127.0.0.1 without password created below.
+  # --pidfile: with --exec alone, start-stop-daemon takes any mariadbd it can
+  # see in /proc for ours (e.g. the host's, when this runs in a network
+  # namespace) and starts nothing.
+  start-stop-daemon --start --oknodo --background --pidfile /run/mysqld/mysqld.pid \
+    --exec /usr/sbin/mariadbd -- \
+    --user=mysql --bind-address=127.0.0.1 --skip-name-resolve --pid-file=/run/mysqld/mysqld.pid
 fi
 wait_for mariadb mariadb-admin --protocol=socket -uroot ping
 # root over TCP from 127.0.0.1 without password (Debian's root uses the unix socket).
@@ -89,7 +98,8 @@ wait_for "mariadb over tcp" mariadb -h 127.0.0.1 -P 3306 -uroot test -e 'SELECT 
 if ! port_open 4222; then
   install -d /var/lib/nats-server
   log "starting nats-server"
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+  start-stop-daemon --start --oknodo --background --make-pidfile --pidfile /run/nats-server.pid \
+    --exec /usr/sbin/nats-server -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
 fi
 wait_for nats-server port_open 4222
