@@ -22,16 +22,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -192,58 +187,11 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 	}
 	fmt.Printf("chaos: %d jobs/s for %v, a fault every %v\n", rate, dur, every)
 
-	// The load.
-	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	// The load: clients retry a trigger for up to 2 minutes.
 	url := fmt.Sprintf("http://%s:8080/v1/run/chaos/order", lab.VIP4)
-	var (
-		mu       sync.Mutex
-		accepted = map[string]string{} // trigger id -> job id
-		sent     atomic.Int64
-		wg       sync.WaitGroup
-	)
-	loadCtx, endLoad := context.WithCancel(ctx)
-	defer endLoad()
 	deadline := clk.Now().Add(dur)
-	giveUp, cancelGiveUp := context.WithTimeout(ctx, dur+2*time.Minute)
-	defer cancelGiveUp()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := clk.NewTicker(time.Second / time.Duration(rate))
-		defer t.Stop()
-		for {
-			select {
-			case <-loadCtx.Done():
-				return
-			case <-t.C():
-			}
-			id := fmt.Sprintf("o%06d", sent.Add(1))
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for giveUp.Err() == nil {
-					req, _ := http.NewRequestWithContext(giveUp, http.MethodPost, url, strings.NewReader(`{"id":"`+id+`"}`))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Idempotency-Key", id)
-					resp, err := hc.Do(req)
-					if err == nil {
-						var b struct {
-							JobID string `json:"job_id"`
-						}
-						json.NewDecoder(resp.Body).Decode(&b)
-						resp.Body.Close()
-						if resp.StatusCode == http.StatusAccepted && b.JobID != "" {
-							mu.Lock()
-							accepted[id] = b.JobID
-							mu.Unlock()
-							return
-						}
-					}
-					clock.Sleep(giveUp, clk, 100*time.Millisecond)
-				}
-			}()
-		}
-	}()
+	load := pairlab.StartLoad(cli, url, rate, 2*time.Minute, func(id string) string { return `{"id":"` + id + `"}` })
+	defer load.Abort()
 
 	// The faults.
 	faults, failovers := 0, 0
@@ -315,60 +263,24 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 	for clk.Now().Before(deadline) && ctx.Err() == nil {
 		clock.Sleep(ctx, clk, 100*time.Millisecond)
 	}
-	endLoad()
-	wg.Wait()
-	mu.Lock()
+	sent := load.Stop()
+	accepted := load.Accepted()
 	acc := len(accepted)
-	mu.Unlock()
-	fmt.Printf("  load over: %d triggers sent, %d accepted; waiting for the jobs\n", sent.Load(), acc)
+	fmt.Printf("  load over: %d triggers sent, %d accepted; waiting for the jobs\n", sent, acc)
 
-	// Every accepted job completes.
+	// Every accepted job ends; what does not shows as lost below.
 	act, _, err := p.Active(ctx)
 	if err != nil {
 		return false, err
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer ccancel()
-	for {
-		jobs, err := act.API.Jobs(cctx, "", "chaos")
-		done, failed := 0, 0
-		if err == nil {
-			for _, j := range jobs {
-				switch j.Status {
-				case "completed":
-					done++
-				case "failed":
-					failed++
-				}
-			}
-		}
-		if err == nil && done+failed >= acc {
-			if failed > 0 {
-				fmt.Printf("  %d jobs failed (see tandemctl jobs --status failed)\n", failed)
-			}
-			break
-		}
-		if cctx.Err() != nil {
-			// Go on to the checker: what is missing shows as lost.
-			fmt.Printf("  only %d of %d accepted jobs ended after the load (last error %v)\n", done+failed, acc, err)
-			if err == nil {
-				have := map[string]bool{}
-				for _, j := range jobs {
-					have[j.ID] = true
-				}
-				var miss []string
-				mu.Lock()
-				for trig, job := range accepted {
-					if !have[job] && len(miss) < 20 {
-						miss = append(miss, trig+"="+job)
-					}
-				}
-				mu.Unlock()
-				fmt.Printf("  accepted but unknown to the active (up to 20): %v\n", miss)
-			}
-			break
-		}
-		clock.Sleep(ctx, clk, time.Second)
+	jo, err := pairlab.WaitJobs(cctx, act, "chaos", accepted)
+	if err != nil {
+		fmt.Printf("  %v; unknown to the active (up to 20): %v\n", err, jo.Missing[:min(20, len(jo.Missing))])
+	}
+	if jo.Failed > 0 {
+		fmt.Printf("  %d jobs failed (see tandemctl jobs --status failed)\n", jo.Failed)
 	}
 
 	// The checker.

@@ -1,8 +1,12 @@
 // Command demo is `make demo`: it builds tandemd, brings up the lab pair in
-// network namespaces, starts both daemons, shows `tandemctl status`, runs a
-// client loop against the VIP, kills the active with SIGKILL, prints the
-// outage the client saw and the new status, restarts the old active (it
-// rejoins as passive and catches up), and tears everything down. It needs
+// network namespaces, starts both daemons, shows `tandemctl status`,
+// deploys a small integration project (each job makes three HTTP calls to
+// a service in the client namespace, 150 ms each), starts 20 jobs/s through
+// the VIP while a client probes the VIP every 10 ms, kills the active with
+// SIGKILL, and prints the outage the client saw, what became of every job
+// the pair accepted (completed on the new active, resumed from its last WIP
+// checkpoint, lost) and the new status; then it restarts the old active (it
+// rejoins as passive and catches up) and tears everything down. It needs
 // root. Everything it makes is named with a fresh lab prefix and removed
 // at the end, also when interrupted.
 package main
@@ -89,12 +93,28 @@ func run(ctx context.Context, timing string, keep bool) error {
 		fmt.Printf("\n$ tandemctl status   # on %s\n%s", n.Name, out)
 	}
 
-	step("client %s probes http://%s:8080/v1/ping every 10 ms", l.Host(lab.Client).LAN4, lab.VIP4)
+	cli := l.Host(lab.Client)
+	step("deploying project \"demo\": orchestration order = three calls to http://%s:%d, 150 ms each", cli.LAN4, sinkPort)
+	sink, err := pairlab.StartSink(cli, sinkPort, pairlab.ByIdempotencyKey)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	if _, err := p.A.API.Deploy(wctx, map[string]string{"demo.yaml": fmt.Sprintf(project, cli.LAN4, sinkPort)}); err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	out, _ := p.A.Ctl(ctx, "projects")
+	fmt.Printf("\n$ tandemctl projects   # on a\n%s", out)
+
+	step("client %s probes http://%s:8080/v1/ping every 10 ms and starts 20 jobs/s (POST /v1/run/demo/order)", cli.LAN4, lab.VIP4)
 	probe, err := p.StartProbe("demo", 10*time.Millisecond)
 	if err != nil {
 		return err
 	}
-	clock.Sleep(ctx, clk, 2*time.Second)
+	load := pairlab.StartLoad(cli, fmt.Sprintf("http://%s:8080/v1/run/demo/order", lab.VIP4), 20, 30*time.Second,
+		func(id string) string { return `{"id":"` + id + `"}` })
+	defer load.Abort()
+	clock.Sleep(ctx, clk, 3*time.Second)
 
 	step("kill -9 the active (a): no release, no handover; then its unit's ExecStopPost (tandemd cleanup)")
 	failAt := clk.Now()
@@ -105,11 +125,16 @@ func run(ctx context.Context, timing string, keep bool) error {
 	if err != nil {
 		return fmt.Errorf("%w\n--- b's log:\n%s", err, tail(p.B.Log()))
 	}
-	clock.Sleep(ctx, clk, 2*time.Second)
+	clock.Sleep(ctx, clk, 3*time.Second)
+	sent := load.Stop()
 	probes, err := probe.Stop()
 	if err != nil {
 		return err
 	}
+	accepted := load.Accepted()
+	jctx, jcancel := context.WithTimeout(ctx, 90*time.Second)
+	jo, jerr := pairlab.WaitJobs(jctx, p.B, "demo", accepted)
+	jcancel()
 	o, err := pairlab.Analyze(probes, lab.NodeA, failAt, st.RoleSince)
 	if err != nil {
 		return err
@@ -117,7 +142,15 @@ func run(ctx context.Context, timing string, keep bool) error {
 	step("outcome")
 	fmt.Printf("  b took over in epoch %d; the client's outage was %v (%d probes in all)\n", o.NewEpoch, o.Outage.Round(time.Millisecond), len(probes))
 	fmt.Printf("  answers from the old active after b's claim: %d\n", o.OldAfter)
-	out, _ := p.B.Ctl(ctx, "status")
+	fmt.Printf("  jobs: %d triggers sent, %d accepted (202); on b: %d completed, %d failed, %d lost; %d resumed from their last WIP checkpoint\n",
+		sent, len(accepted), jo.Completed, jo.Failed, len(jo.Missing), jo.Resumed)
+	calls, keys := sink.Total(), len(sink.Snapshot())
+	fmt.Printf("  HTTP calls the service received: %d for %d distinct steps (%d repeated: HTTP is at-least-once, a step resumed after the kill may call again)\n",
+		calls, keys, calls-keys)
+	if jerr != nil {
+		fmt.Printf("  NOT ALL ACCEPTED JOBS ENDED: %v\n", jerr)
+	}
+	out, _ = p.B.Ctl(ctx, "status")
 	fmt.Printf("\n$ tandemctl status   # on b\n%s", out)
 
 	step("restarting tandemd on a (systemd's Restart=always): it rejoins as passive and catches up")
@@ -132,6 +165,22 @@ func run(ctx context.Context, timing string, keep bool) error {
 	step("tearing down")
 	return nil
 }
+
+const sinkPort = 9000
+
+// project is the demo's integration: each job posts three times to a
+// service in the client namespace; a body of 150 makes the call take 150 ms.
+const project = `project: demo
+connections:
+  svc: {kind: http, settings: {url: "http://%s:%d", timeout: 10s}}
+orchestrations:
+  - name: order
+    starter: {http: {mode: async}}
+    steps:
+      - {id: reserve, call: {connection: svc, operation: post, params: {path: "'/reserve'", body: "'150'"}, retry: {max-attempts: 20, backoff: 200ms, max-backoff: 1s}}}
+      - {id: charge, call: {connection: svc, operation: post, params: {path: "'/charge'", body: "'150'"}, retry: {max-attempts: 20, backoff: 200ms, max-backoff: 1s}}}
+      - {id: ship, call: {connection: svc, operation: post, params: {path: "'/ship'", body: "'150'"}, retry: {max-attempts: 20, backoff: 200ms, max-backoff: 1s}}}
+`
 
 func tail(s string) string {
 	const n = 4000
