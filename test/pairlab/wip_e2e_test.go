@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/test/lab"
+	"github.com/tandem-ha/tandem/test/services"
 )
 
 const ingestProject = `project: load
@@ -30,18 +30,7 @@ orchestrations:
 // clientHTTP is an HTTP client whose connections are made inside the
 // client host's namespace.
 func clientHTTP(h *lab.Host) *http.Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := h.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-		DisableKeepAlives: true,
-	}
+	tr := &http.Transport{DialContext: services.Dialer(h), DisableKeepAlives: true}
 	return &http.Client{Transport: tr, Timeout: 3 * time.Second}
 }
 
