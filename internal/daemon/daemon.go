@@ -166,7 +166,8 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	// The driver ticks at most every 20 ms; four missed turns, or a
 	// freeze, and the machine's verdict is too old to act on alone.
 	gate := newGoAloneGate(clk, max(4*timing.Interval, 250*time.Millisecond))
-	st, err := openStore(cfg, key, self, clk, log.Named("wip"), gate)
+	evlog := newEventLog(1000)
+	st, err := openStore(cfg, key, self, clk, log.Named("wip"), gate, storeEvents(evlog, clk))
 	if err != nil {
 		return err
 	}
@@ -205,7 +206,6 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		wd = w
 	}
 
-	evlog := newEventLog(1000)
 	rt, err := openRuntime(cfg, st, clk, log.Named("runtime"), func(e api.Event) { evlog.add(e.Time, "runtime", e.Text) })
 	if err != nil {
 		return err

@@ -28,7 +28,7 @@ type wipStore struct {
 	mode string
 }
 
-func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log *zap.Logger, gate *goAloneGate) (*wipStore, error) {
+func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log *zap.Logger, gate *goAloneGate, events func(wip.Event)) (*wipStore, error) {
 	o := wip.Options{
 		Clock: clk, Logger: log, NodeID: self, PairKey: key,
 		ListenAddr:     cfg.Replication.Listen.String(),
@@ -36,6 +36,7 @@ func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log 
 		RetainBytes:    cfg.Replication.RetainBytes,
 		RetainAge:      cfg.Replication.RetainAge.D(),
 		MayGoAlone:     gate.check,
+		Events:         events,
 	}
 	if len(cfg.Replication.Peers) > 0 {
 		// The store dials one address; the HA link 1 peer. (A second
