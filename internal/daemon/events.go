@@ -9,7 +9,8 @@ import (
 )
 
 // eventLog keeps the most recent events and the active alarms for the API.
-// It is written by the driver and read by API handlers.
+// It is written by the driver, the runtime and the WIP store (under mu,
+// never blocking) and read by API handlers.
 type eventLog struct {
 	mu     sync.Mutex
 	seq    uint64
