@@ -54,6 +54,7 @@ func main() {
 	resyncMB := flag.Int("resync-mb", 1024, "store size for the resync figures (0: skip)")
 	catchupMB := flag.Int("catchup-mb", 256, "data committed while the receiver is away")
 	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile here (receivers: WIPBENCH_CPUPROFILE)")
+	peerRoot := flag.String("peer-root", "", "directory for the receivers' stores (default: beside the primary's); a second device, to measure without fsync contention")
 	pin := flag.String("pin", "", "PRIMARY_CPUS:RECEIVER_CPUS, e.g. 0:1 (taskset lists); empty: no pinning")
 	flag.Parse()
 	if *pin != "" && *role != "receiver" && os.Getenv("WIPBENCH_PINNED") == "" {
@@ -81,6 +82,7 @@ func main() {
 		receiver(*dir, *listen, *peer)
 		return
 	}
+	peerRootDir = *peerRoot
 	fmt.Printf("wip-bench: config gomaxprocs=%d receiver_cpus=%q value=%d duration=%v\n",
 		runtime.GOMAXPROCS(0), os.Getenv("WIPBENCH_RECEIVER_CPUS"), *valueSize, *dur)
 	if *dir == "" {
@@ -100,6 +102,16 @@ func main() {
 	if *resyncMB > 0 {
 		resync(filepath.Join(*dir, "resync"), *resyncMB, *catchupMB)
 	}
+}
+
+var peerRootDir string
+
+// peerDir is where the receiver of the store in dir keeps its data.
+func peerDir(dir string) string {
+	if peerRootDir == "" {
+		return dir + "-peer"
+	}
+	return filepath.Join(peerRootDir, filepath.Base(dir)+"-peer")
 }
 
 func check(err error) {
@@ -156,6 +168,15 @@ func (p *proc) stop() {
 	_ = p.cmd.Wait()
 }
 
+// removePeer removes the receiver's store of the primary in dir when it
+// lives under -peer-root (otherwise it is inside the temp dir removed at
+// exit).
+func removePeer(dir string) {
+	if peerRootDir != "" {
+		_ = os.RemoveAll(peerDir(dir))
+	}
+}
+
 type result struct{ ops, p50, p99 float64 }
 
 func waitUntil(cond func() bool) {
@@ -177,7 +198,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	check(err)
 	check(s.Promote(context.Background(), 1))
 	if replicated {
-		rcv = startReceiver(dir+"-peer", o.ListenAddr)
+		rcv = startReceiver(peerDir(dir), o.ListenAddr)
 		waitUntil(func() bool { return s.Status().PeerState == wip.PeerInSync })
 	}
 	value := make([]byte, valueSize)
@@ -213,6 +234,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	check(s.Close())
 	if rcv != nil {
 		rcv.stop()
+		removePeer(dir)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
@@ -249,7 +271,7 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "base", storeMB)
 	lsn := s.Status().DurableLSN
 	t0 := c.Now()
-	rcv := startReceiver(dir+"-peer", o.ListenAddr)
+	rcv := startReceiver(peerDir(dir), o.ListenAddr)
 	waitUntil(func() bool { return s.Status().PeerAckedLSN >= lsn })
 	snap := c.Since(t0)
 	if s.Status().Counters.Snapshots == 0 {
@@ -259,10 +281,11 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "more", catchupMB)
 	lsn = s.Status().DurableLSN
 	t0 = c.Now()
-	rcv = startReceiver(dir+"-peer", o.ListenAddr)
+	rcv = startReceiver(peerDir(dir), o.ListenAddr)
 	waitUntil(func() bool { return s.Status().PeerAckedLSN >= lsn })
 	cu := c.Since(t0)
 	rcv.stop()
+	removePeer(dir)
 	fmt.Printf("wip-bench: resync snapshot_mb_s=%.0f catchup_mb_s=%.0f store_mb=%d catchup_mb=%d\n",
 		float64(storeMB)/snap.Seconds(), float64(catchupMB)/cu.Seconds(), storeMB, catchupMB)
 }
