@@ -941,7 +941,7 @@ func (s *Store) failWaitingLocked(err error) {
 	s.inflight -= n
 	s.cond.Broadcast()
 	if n > 0 {
-		s.log.Warn("demoted with commits the peer never acknowledged; answered with an error", zap.Int("commits", n))
+		s.log.Warn("commits the peer never acknowledged answered with an error (fenced or demoted)", zap.Int("commits", n), zap.Error(err))
 	}
 }
 

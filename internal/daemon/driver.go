@@ -111,6 +111,7 @@ type driver struct {
 	roleAt    atomic.Pointer[time.Time]
 	prev      pair.Status // machine status after the last Ready (noteRole)
 	gate      *goAloneGate
+	gateFrom  *pair.Status // the status the gate was last set from (syncGate)
 }
 
 type countersAtomic struct {
@@ -288,11 +289,11 @@ func (d *driver) fromHeartbeat(e heartbeat.Event) pair.Event {
 // apply carries out rd's actions in order, then publishes its advert. It
 // reports whether the machine has stopped.
 func (d *driver) apply(rd pair.Ready) bool {
-	// The machine has already moved: close (or open) the store's
-	// fence-peer gate before any action can block.
-	st := d.m.Status()
-	d.gate.set(st.Role == pair.RoleActive, st.Role.String()+"/"+st.Substate)
 	for depth := 0; ; depth++ {
+		// The machine has already moved (also after an ActionFailed step):
+		// close or open the store's fence-peer gate before any action can
+		// block.
+		d.syncGate()
 		failed := false
 		for _, a := range rd.Actions {
 			if err := d.do(a); err != nil {
@@ -315,6 +316,17 @@ func (d *driver) apply(rd pair.Ready) bool {
 			return rd.Stopped
 		}
 	}
+}
+
+// syncGate sets the store's fence-peer gate from the machine's role; most
+// Readys (heartbeats) leave the role alone and cost a comparison only.
+func (d *driver) syncGate() {
+	st := d.m.Status()
+	if d.gateFrom != nil && st.Role == d.gateFrom.Role && st.Substate == d.gateFrom.Substate {
+		return
+	}
+	d.gateFrom = &st
+	d.gate.set(st.Role == pair.RoleActive, st.Role.String()+"/"+st.Substate)
 }
 
 // publish puts the advert on the heartbeats and refreshes the status the

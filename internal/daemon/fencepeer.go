@@ -57,28 +57,3 @@ func (g *goAloneGate) check() error {
 	}
 	return nil
 }
-
-// storeEvents turns the WIP store's events into the operator's event log
-// (tandemctl status, the console) and raises the I4 alarm when a losing
-// suffix was quarantined: the alarm names the file and stays until the
-// daemon restarts, after the operator has dealt with it (the file holds
-// a header line and one JSON line per lost batch, for replay by hand).
-// Rejected frames are counted in the status, not logged here: a peer or
-// an attacker sending garbage must not flood the event log.
-func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
-	return func(e wip.Event) {
-		now := clk.Now()
-		text := e.Kind.String()
-		if e.Detail != "" {
-			text += ": " + e.Detail
-		}
-		switch e.Kind {
-		case wip.EventRejected:
-			return
-		case wip.EventDiverged:
-			ev.raise(now, "wip-quarantine", "critical", fmt.Sprintf("histories diverged (%s); this node's losing commits are in %s", e.Detail, e.File))
-			text += "; quarantined to " + e.File
-		}
-		ev.add(now, "replication", text)
-	}
-}

@@ -80,9 +80,10 @@ func TestPermanentStarterRefusalIsReportedOnce(t *testing.T) {
 	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var mu sync.Mutex
 	var events []string
-	r := newRig(t, clk, func(o *engine.Options) {
+	recordEvents := func(o *engine.Options) {
 		o.Events = func(e api.Event) { mu.Lock(); events = append(events, e.Text); mu.Unlock() }
-	})
+	}
+	r := newRig(t, clk, recordEvents)
 	r.start(r.e)
 	r.deploy(r.e, `project: q
 connections: {t: {kind: test}}
@@ -97,9 +98,7 @@ orchestrations:
 	}
 	r.ep.RefuseStarters(connectors.Permanent(errors.New("test: starter param gone")))
 	calls := r.ep.StarterCalls()
-	e2 := r.newEngine(r.store, func(o *engine.Options) {
-		o.Events = func(e api.Event) { mu.Lock(); events = append(events, e.Text); mu.Unlock() }
-	})
+	e2 := r.newEngine(r.store, recordEvents)
 	r.start(e2)
 	reported := func() int {
 		mu.Lock()

@@ -164,10 +164,9 @@ func (m *Machine) nextEpoch() uint64 {
 
 func (m *Machine) emit(a Action) { m.out = append(m.out, a) }
 
-func (m *Machine) notice(f string, a ...any) {
-	m.emit(Action{Kind: ActNotice, Text: fmt.Sprintf(f, a...)})
-}
+func (m *Machine) notice(f string, a ...any) { m.tally(TallyNone, f, a...) }
 
+// tally emits a notice the daemon's counters count as t.
 func (m *Machine) tally(t Tally, f string, a ...any) {
 	m.emit(Action{Kind: ActNotice, Text: fmt.Sprintf(f, a...), Tally: t})
 }

@@ -1,0 +1,30 @@
+package daemon
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/wip"
+)
+
+func TestStoreEventsRaiseQuarantineAlarm(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC))
+	ev := newEventLog(10)
+	f := storeEvents(ev, clk)
+	f(wip.Event{Kind: wip.EventRejected, Detail: "bad crc"})
+	if n := len(ev.last(10)); n != 0 {
+		t.Fatalf("a rejected frame reached the event log (%d events)", n)
+	}
+	f(wip.Event{Kind: wip.EventPeerOutdated, Detail: "peer did not ack"})
+	f(wip.Event{Kind: wip.EventDiverged, Detail: "epochs [2] vs [3]", File: "/var/lib/tandem/wip/quarantine/q-1.jsonl"})
+	evs := ev.last(10)
+	if len(evs) != 2 || !strings.Contains(evs[0].Text, "peer-outdated: peer did not ack") || !strings.Contains(evs[1].Text, "q-1.jsonl") {
+		t.Fatalf("events: %+v", evs)
+	}
+	al := ev.activeAlarms()
+	if len(al) != 1 || al[0].ID != "wip-quarantine" || al[0].Severity != "critical" || !strings.Contains(al[0].Text, "q-1.jsonl") {
+		t.Fatalf("alarms: %+v", al)
+	}
+}
