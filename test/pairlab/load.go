@@ -44,6 +44,10 @@ func StartLoad(h *lab.Host, url string, rate int, retryFor time.Duration, body f
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
+		// Triggers are due by elapsed time, not by tick: a ticker drops
+		// ticks when this goroutine runs late (a loaded lab host), and the
+		// load would fall short of its rate.
+		start := l.clk.Now()
 		t := l.clk.NewTicker(time.Second / time.Duration(rate))
 		defer t.Stop()
 		for {
@@ -52,25 +56,34 @@ func StartLoad(h *lab.Host, url string, rate int, retryFor time.Duration, body f
 				return
 			case <-t.C():
 			}
-			id := fmt.Sprintf("o%06d", l.sent.Add(1))
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				ctx, cancel := context.WithTimeout(retryCtx, retryFor)
-				defer cancel()
-				for ctx.Err() == nil {
-					if job := l.try(ctx, hc, url, id, body(id)); job != "" {
-						l.mu.Lock()
-						l.accepted[id] = job
-						l.mu.Unlock()
-						return
-					}
-					clock.Sleep(ctx, l.clk, 100*time.Millisecond)
-				}
-			}()
+			due := int64(l.clk.Since(start).Seconds() * float64(rate))
+			for l.sent.Load() < due {
+				l.trigger(retryCtx, hc, url, retryFor, body)
+			}
 		}
 	}()
 	return l
+}
+
+// trigger sends the next trigger and retries it until it is accepted or
+// retryFor has passed.
+func (l *Load) trigger(retryCtx context.Context, hc *http.Client, url string, retryFor time.Duration, body func(string) string) {
+	id := fmt.Sprintf("o%06d", l.sent.Add(1))
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		ctx, cancel := context.WithTimeout(retryCtx, retryFor)
+		defer cancel()
+		for ctx.Err() == nil {
+			if job := l.try(ctx, hc, url, id, body(id)); job != "" {
+				l.mu.Lock()
+				l.accepted[id] = job
+				l.mu.Unlock()
+				return
+			}
+			clock.Sleep(ctx, l.clk, 100*time.Millisecond)
+		}
+	}()
 }
 
 func (l *Load) try(ctx context.Context, hc *http.Client, url, id, body string) string {
