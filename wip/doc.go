@@ -50,9 +50,13 @@
 //     pair and clears the flag with the marker after the last, so an
 //     interrupted snapshot leaves an Inconsistent store that starts the
 //     snapshot again at the next session.
-//   - The log is retained by size (RetainBytes) and age (RetainAge); pruning
-//     happens in the commit batches, and the last pruned (epoch, LSN,
-//     checksum) is kept so the window's edge still compares.
+//   - The log is retained by size (RetainBytes) and age (RetainAge): it never
+//     holds more than RetainBytes or entries older than RetainAge once a
+//     commit has seen them. Pruning happens in the commit batches, in chunks
+//     (the window is cut back to 7/8 of the limit, so a range deletion is
+//     written once per eighth of the window, not in every group), and the
+//     last pruned (epoch, LSN, checksum) is kept so the window's edge still
+//     compares.
 //   - Every rejected frame or handshake is logged with its reason, counted
 //     (Status.Counters) and reported as EventRejected; nothing of it is
 //     applied. A data frame whose checksum chain breaks ends the session.
