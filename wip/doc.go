@@ -99,8 +99,9 @@
 // format and never change meaning:
 //
 //	1 Hello     S->P  node u8 | min ver u8 | max ver u8 | nonce [32] | lineage
-//	2 Welcome   P->S  node u8 | ver u8 | ver u8 | nonce [32] | lineage | mac [32]
-//	3 Auth      S->P  mac [32]
+//	2 Welcome   P->S  node u8 | ver u8 | ver u8 | nonce [32] | lineage |
+//	                  [mode u8, version 2 on] | mac [32]
+//	3 Auth      S->P  [mode u8, version 2 on] | mac [32]
 //	4 Plan      P->S  kind u8 (1 stream, 2 snapshot, 3 diverged) | from u64 |
 //	                  primary lsn u64 | peer outdated u8 | detail (u32 len + text)
 //	5 Data      P->S  first lsn u64 | count u32 | count x (epoch u64 | csum u64 |
@@ -117,10 +118,19 @@
 //
 // Handshake: Welcome's mac is HMAC-SHA256(pair key, "tandem-wip welcome",
 // Hello body, Welcome body without mac) and Auth's is HMAC-SHA256(pair key,
-// "tandem-wip auth", Hello body, whole Welcome body), each part prefixed by
-// its u32 length. Both sides contribute a random nonce, so neither message
-// can be replayed into another session. A peer without the key is rejected
-// with ErrAuth before any lineage is acted on.
+// "tandem-wip auth", Hello body, whole Welcome body[, Auth's mode byte from
+// version 2 on]), each part prefixed by its u32 length. Both sides
+// contribute a random nonce, so neither message can be replayed into
+// another session. A peer without the key is rejected with ErrAuth before
+// any lineage is acted on.
+//
+// Mode (version 2 on; 1 sync, 2 async): each side sends its replication
+// mode, and a session between nodes of different modes is refused on both
+// sides (ErrModeMismatch, EventModeMismatch, Counters.RejectedMode): a
+// secondary's promotion rules assume the primary's mode (a sync secondary
+// that is behind may promote, as nothing it lacks was acknowledged; under an
+// async primary that would drop acknowledged commits). The secondary sends
+// Auth before it refuses, so the primary learns the mode and reports too.
 //
 // Versions: Hello is always framed as version 1 and carries the range the
 // secondary speaks; the primary picks min(both maxima) if it is not below
@@ -128,9 +138,10 @@
 // the chosen version. A decoder accepts header versions up to its own N+1 so
 // that a version N+1 peer's Hello is read and answered at N: versions N and
 // N+1 interoperate (rolling upgrade). A version may add frame types and
-// append fields at the end of a body; a version-N decoder rejects frame
-// types it does not know, so new types are only sent when both sides speak
-// the version that defines them.
+// append fields to a body; a version-N decoder rejects frame types it does
+// not know and a body with trailing bytes, so new types and fields are only
+// sent in frames of the version that defines them (Hello, framed before the
+// version is chosen, never changes).
 //
 // # Goroutines
 //

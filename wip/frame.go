@@ -14,7 +14,11 @@ const (
 	maxFrameBody   = 64 << 20 // bytes after the header; larger frames are rejected
 	// ProtocolVersion is the newest frame layout this build speaks. A build
 	// speaking N accepts peers speaking N-1..N+1 and agrees on min(maxes).
-	ProtocolVersion = 1
+	//
+	// Version 2 adds the replication mode to Welcome and Auth (see the
+	// package doc); version 1 peers still pair with a version 2 build, with
+	// no mode check.
+	ProtocolVersion = 2
 	// minProtocolVersion is the oldest layout this build still speaks.
 	minProtocolVersion = 1
 	// maxAcceptedVersion: headers with a version up to N+1 are decoded (the
@@ -264,6 +268,7 @@ type hello struct {
 	minVer, maxVer byte
 	nonce          [32]byte
 	lin            lineage
+	mode           byte   // Welcome from version 2 on: the primary's mode (0: absent)
 	mac            []byte // Welcome only
 }
 
@@ -271,13 +276,19 @@ func appendHello(b []byte, h hello) []byte {
 	b = append(b, h.nodeID, h.minVer, h.maxVer)
 	b = append(b, h.nonce[:]...)
 	b = appendLineage(b, h.lin)
+	if h.mode != 0 {
+		b = append(b, h.mode)
+	}
 	if h.mac != nil {
 		b = append(b, h.mac...)
 	}
 	return b
 }
 
-func decodeHello(body []byte, withMAC bool) (hello, error) {
+// decodeHello decodes a Hello (welcomeVer 0) or a Welcome framed at
+// welcomeVer: from version 2 on a Welcome carries the primary's mode before
+// its MAC.
+func decodeHello(body []byte, welcomeVer byte) (hello, error) {
 	r := &reader{b: body}
 	var h hello
 	h.nodeID = r.u8("hello.node")
@@ -285,7 +296,13 @@ func decodeHello(body []byte, withMAC bool) (hello, error) {
 	h.maxVer = r.u8("hello.max_version")
 	copy(h.nonce[:], r.bytes("hello.nonce", 32))
 	h.lin = r.lineage()
-	if withMAC {
+	if welcomeVer >= 2 {
+		h.mode = r.u8("welcome.mode")
+		if h.mode != wireSync && h.mode != wireAsync {
+			return h, fmt.Errorf("%w: welcome.mode %d: want 1 (sync) or 2 (async)", ErrFrameMalformed, h.mode)
+		}
+	}
+	if welcomeVer >= 1 {
 		h.mac = r.bytes("welcome.mac", 32)
 	}
 	if err := r.done("hello"); err != nil {
@@ -295,6 +312,40 @@ func decodeHello(body []byte, withMAC bool) (hello, error) {
 		return h, fmt.Errorf("%w: hello.min_version %d > max_version %d", ErrFrameMalformed, h.minVer, h.maxVer)
 	}
 	return h, nil
+}
+
+// Replication modes on the wire (Welcome and Auth, version 2 on).
+const (
+	wireSync  byte = 1
+	wireAsync byte = 2
+)
+
+func wireMode(m Mode) byte {
+	if m == Async {
+		return wireAsync
+	}
+	return wireSync
+}
+
+func modeName(b byte) string {
+	if b == wireAsync {
+		return "async"
+	}
+	return "sync"
+}
+
+// decodeAuth decodes an Auth body framed at ver: mac [32] (version 1), or
+// mode u8 | mac [32] (version 2 on).
+func decodeAuth(body []byte, ver byte) (mode byte, mac []byte, err error) {
+	r := &reader{b: body}
+	if ver >= 2 {
+		mode = r.u8("auth.mode")
+		if r.err == nil && mode != wireSync && mode != wireAsync {
+			return 0, nil, fmt.Errorf("%w: auth.mode %d: want 1 (sync) or 2 (async)", ErrFrameMalformed, mode)
+		}
+	}
+	mac = r.bytes("auth.mac", 32)
+	return mode, mac, r.done("auth")
 }
 
 // Plan kinds.

@@ -27,6 +27,9 @@ func seedFrames() [][]byte {
 		appendFrame(nil, 1, frameAck, putU64(nil, 8)),
 		appendFrame(nil, 2, frameInSync, putU64(nil, 8)),
 		appendFrame(nil, 1, frameReject, []byte("not primary")),
+		// Version 2: Welcome and Auth carry the replication mode.
+		appendFrame(nil, 2, frameWelcome, append(appendHello(nil, hello{nodeID: 1, minVer: 2, maxVer: 2, lin: lin, mode: wireAsync}), make([]byte, 32)...)),
+		appendFrame(nil, 2, frameAuth, append([]byte{wireSync}, make([]byte, 32)...)),
 	}
 }
 
@@ -38,9 +41,11 @@ func decodeAny(b []byte) error {
 	}
 	switch f.typ {
 	case frameHello:
-		_, err = decodeHello(f.body, false)
+		_, err = decodeHello(f.body, 0)
 	case frameWelcome:
-		_, err = decodeHello(f.body, true)
+		_, err = decodeHello(f.body, f.version)
+	case frameAuth:
+		_, _, err = decodeAuth(f.body, f.version)
 	case framePlan:
 		_, err = decodePlan(f.body)
 	case frameData:
@@ -91,6 +96,8 @@ func TestDecodeFrameRejectsWithReason(t *testing.T) {
 	badType := appendFrame(nil, 1, 99, nil)
 	shortBody := appendFrame(nil, 1, frameData, []byte{0, 0, 0})
 	huge := []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 1}
+	badMode := appendFrame(nil, 2, frameAuth, append([]byte{7}, make([]byte, 32)...))
+	v1Auth := appendFrame(nil, 2, frameAuth, make([]byte, 32)) // no mode byte in a version 2 frame
 	for _, c := range []struct {
 		name string
 		b    []byte
@@ -103,6 +110,8 @@ func TestDecodeFrameRejectsWithReason(t *testing.T) {
 		{"type", badType, ErrFrameType},
 		{"malformed", shortBody, ErrFrameMalformed},
 		{"too large", huge, ErrFrameTooLarge},
+		{"mode", badMode, ErrFrameMalformed},
+		{"auth without mode", v1Auth, ErrFrameMalformed},
 	} {
 		if err := decodeAny(c.b); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)

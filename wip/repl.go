@@ -195,12 +195,18 @@ func (s *Store) reject(kind string, err error) {
 		s.counters.RejectedAuth++
 	case "version":
 		s.counters.RejectedVersion++
+	case "mode":
+		s.counters.RejectedMode++
 	default:
 		s.counters.RejectedFrames++
 	}
 	s.lastErr = err
 	s.mu.Unlock()
 	s.log.Warn("replication frame rejected", zap.String("kind", kind), zap.Error(err))
+	if kind == "mode" {
+		s.emit(Event{Kind: EventModeMismatch, Detail: err.Error(), Err: err})
+		return
+	}
 	s.emit(Event{Kind: EventRejected, Detail: kind, Err: err})
 }
 
@@ -291,7 +297,7 @@ func (s *Store) servePeer(c net.Conn) {
 		return
 	}
 	helloBody := append([]byte(nil), f.body...)
-	h, err := decodeHello(helloBody, false)
+	h, err := decodeHello(helloBody, 0)
 	if err != nil {
 		wd.Stop()
 		s.reject("frame", fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err))
@@ -319,6 +325,9 @@ func (s *Store) servePeer(c net.Conn) {
 	my := s.lineageLocked()
 	s.mu.Unlock()
 	w := hello{nodeID: s.o.NodeID, minVer: ver, maxVer: ver, lin: my}
+	if ver >= 2 {
+		w.mode = wireMode(s.o.Mode)
+	}
 	_, _ = rand.Read(w.nonce[:])
 	wb := appendHello(nil, w)
 	wb = append(wb, s.mac("tandem-wip welcome", helloBody, wb)...)
@@ -337,11 +346,32 @@ func (s *Store) servePeer(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	if !hmac.Equal(f.body, s.mac("tandem-wip auth", helloBody, wb)) {
+	peerMode, authMAC, err := decodeAuth(f.body, ver)
+	if err != nil {
+		wd.Stop()
+		s.reject("frame", fmt.Errorf("auth from %s: %w", c.RemoteAddr(), err))
+		sendReject(c, ver, err.Error())
+		_ = c.Close()
+		return
+	}
+	wantMAC := s.mac("tandem-wip auth", helloBody, wb)
+	if ver >= 2 {
+		wantMAC = s.mac("tandem-wip auth", helloBody, wb, []byte{peerMode})
+	}
+	if !hmac.Equal(authMAC, wantMAC) {
 		wd.Stop()
 		err := fmt.Errorf("%w: peer %s (node %d) does not hold the pair key", ErrAuth, c.RemoteAddr(), h.nodeID)
 		s.reject("auth", err)
 		sendReject(c, ver, "authentication failed")
+		_ = c.Close()
+		return
+	}
+	if ver >= 2 && peerMode != wireMode(s.o.Mode) {
+		wd.Stop()
+		err := fmt.Errorf("%w: this primary runs %s, the secondary %s (node %d) runs %s; set the same replication mode on both nodes",
+			ErrModeMismatch, s.o.Mode, c.RemoteAddr(), h.nodeID, modeName(peerMode))
+		s.reject("mode", err)
+		sendReject(c, ver, err.Error())
 		_ = c.Close()
 		return
 	}
@@ -374,6 +404,7 @@ func (s *Store) servePeer(c net.Conn) {
 	}
 	s.log.Info("peer connected", zap.Uint8("peer", h.nodeID), zap.Uint64("peer_lsn", h.lin.lsn),
 		zap.Uint8("plan", p.kind), zap.String("detail", p.detail))
+	s.emit(Event{Kind: EventSessionStarted, Detail: fmt.Sprintf("secondary node %d at LSN %d, protocol version %d", h.nodeID, h.lin.lsn, ver)})
 	err = s.runPrimarySession(ss, ver, br, p)
 	ss.close(err)
 	s.mu.Lock()
@@ -811,8 +842,17 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 		s.reject("frame", err)
 		return false, err
 	}
+	ver := f.version
+	if ver < minProtocolVersion || ver > ProtocolVersion {
+		err := fmt.Errorf("%w: primary chose %d, this build speaks %d..%d", ErrFrameVersion, ver, minProtocolVersion, ProtocolVersion)
+		s.reject("version", err)
+		return false, err
+	}
 	wbFull := append([]byte(nil), f.body...)
-	w, err := decodeHello(wbFull, true)
+	w, err := decodeHello(wbFull, ver)
+	if err == nil && (w.minVer != ver || w.maxVer != ver) {
+		err = fmt.Errorf("%w: welcome names version %d..%d in a version %d frame", ErrFrameMalformed, w.minVer, w.maxVer, ver)
+	}
 	if err != nil {
 		s.reject("frame", fmt.Errorf("welcome from %s: %w", c.RemoteAddr(), err))
 		return false, err
@@ -823,13 +863,20 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 		s.reject("auth", err)
 		return false, err
 	}
-	ver := w.maxVer
-	if ver < minProtocolVersion || ver > ProtocolVersion {
-		err := fmt.Errorf("%w: primary chose %d, this build speaks %d..%d", ErrFrameVersion, ver, minProtocolVersion, ProtocolVersion)
-		s.reject("version", err)
+	// Auth goes out even when the modes differ, so that the primary sees
+	// the secondary's mode and reports the mismatch on its side too.
+	mode := wireMode(s.o.Mode)
+	auth := s.mac("tandem-wip auth", hb, wbFull)
+	if ver >= 2 {
+		auth = append([]byte{mode}, s.mac("tandem-wip auth", hb, wbFull, []byte{mode})...)
+	}
+	if _, err := c.Write(appendFrame(nil, ver, frameAuth, auth)); err != nil {
 		return false, err
 	}
-	if _, err := c.Write(appendFrame(nil, ver, frameAuth, s.mac("tandem-wip auth", hb, wbFull))); err != nil {
+	if ver >= 2 && w.mode != mode {
+		err := fmt.Errorf("%w: the primary %s (node %d) runs %s, this secondary runs %s; set the same replication mode on both nodes",
+			ErrModeMismatch, c.RemoteAddr(), w.nodeID, modeName(w.mode), s.o.Mode)
+		s.reject("mode", err)
 		return false, err
 	}
 	f, _, err = readFrame(br, nil)
@@ -850,6 +897,7 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 	if !wd.Stop() {
 		return false, errors.New("wip: handshake timed out")
 	}
+	s.emit(Event{Kind: EventSessionStarted, Detail: fmt.Sprintf("primary node %d at LSN %d, protocol version %d", w.nodeID, p.primaryLSN, ver)})
 	ss := &session{s: s, conn: c, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.role != Secondary || s.closed {

@@ -418,6 +418,7 @@ func TestI4DivergenceLandsInQuarantine(t *testing.T) {
 	var mu sync.Mutex
 	var div *Event
 	b = p.open("b", func(o *Options) {
+		o.Mode = Async // as ao: a pair runs one mode (ErrModeMismatch)
 		o.Events = func(e Event) {
 			if e.Kind == EventDiverged {
 				mu.Lock()
@@ -503,6 +504,113 @@ func TestBadHandshakesRejectedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pair whose nodes run different replication modes does not replicate:
+// the promotion rules of the secondary would not match what the primary
+// acknowledges (a "behind" sync secondary may promote, an async one may
+// not). Both nodes report it, name the modes and count it; once the
+// secondary runs the primary's mode the pair syncs.
+func TestModeMismatchRefusedOnBothSides(t *testing.T) {
+	p := newPair(t, Options{PeerAckTimeout: 100 * time.Millisecond})
+	type seen struct {
+		mu       sync.Mutex
+		mismatch []string
+		started  int
+	}
+	record := func(r *seen) func(*Options) {
+		return func(o *Options) {
+			o.Events = func(e Event) {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				switch e.Kind {
+				case EventModeMismatch:
+					r.mismatch = append(r.mismatch, e.Detail)
+				case EventSessionStarted:
+					r.started++
+				}
+			}
+		}
+	}
+	var ra, rb seen
+	a := p.open("a", record(&ra))
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	b := p.open("b", func(o *Options) { record(&rb)(o); o.Mode = Async })
+	has := func(r *seen) bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.mismatch) > 0 }
+	waitFor(t, "both sides report the mismatch", func() bool { return has(&ra) && has(&rb) })
+	for _, c := range []struct {
+		name string
+		r    *seen
+		s    *Store
+	}{{"primary", &ra, a}, {"secondary", &rb, b}} {
+		c.r.mu.Lock()
+		d, started := c.r.mismatch[0], c.r.started
+		c.r.mu.Unlock()
+		if !contains(d, "async") || !contains(d, "sync") || !contains(d, "same replication mode") {
+			t.Errorf("%s: mismatch reported as %q", c.name, d)
+		}
+		st := c.s.Status()
+		if started != 0 || st.Counters.Sessions != 0 || st.Counters.RejectedMode == 0 {
+			t.Errorf("%s: %d sessions started, counters %+v", c.name, started, st.Counters)
+		}
+		if !contains(st.LastError, ErrModeMismatch.Error()) {
+			t.Errorf("%s: last error %v, want ErrModeMismatch", c.name, st.LastError)
+		}
+	}
+	commitKV(t, a, "k", "v") // degrades after PeerAckTimeout: nothing reached b
+	if st := b.Status(); st.DurableLSN != 0 {
+		t.Fatalf("the async secondary applied LSN %d across a refused session", st.DurableLSN)
+	}
+	b.Close()
+	b = p.open("b", record(&rb))
+	defer b.Close()
+	waitFor(t, "b catches up in the primary's mode", func() bool { return b.Status().DurableLSN == 1 })
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if rb.started == 0 {
+		t.Fatal("no EventSessionStarted on the secondary")
+	}
+}
+
+// A version 1 secondary (no mode in Auth) still pairs with this build: the
+// primary answers at version 1, and the session goes on to its plan.
+func TestVersion1SecondaryPairs(t *testing.T) {
+	p := newPair(t, Options{})
+	a := p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.addrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hb := appendHello(nil, hello{nodeID: 2, minVer: 1, maxVer: 1})
+	if _, err := c.Write(appendFrame(nil, 1, frameHello, hb)); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := readFrame(c, nil)
+	if err != nil || f.typ != frameWelcome || f.version != 1 {
+		t.Fatalf("welcome to a version 1 hello: %v, type %d version %d", err, f.typ, f.version)
+	}
+	w, err := decodeHello(f.body, 1)
+	if err != nil || w.maxVer != 1 || w.mode != 0 {
+		t.Fatalf("version 1 welcome: %+v, %v", w, err)
+	}
+	if _, err := c.Write(appendFrame(nil, 1, frameAuth, a.mac("tandem-wip auth", hb, f.body))); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err = readFrame(c, nil)
+	if err != nil || f.typ != framePlan {
+		t.Fatalf("after a version 1 auth: %v, type %d %q", err, f.typ, f.body)
+	}
+	if _, err := decodePlan(f.body); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -41,11 +41,16 @@ const (
 	EventSnapshotDone
 	EventDiverged // secondary: the losing suffix went to a quarantine file (alarm)
 	EventRejected // a frame or handshake was rejected; Detail names the reason
+	// EventModeMismatch: the peer runs the other replication mode (protocol
+	// version 2 on); no session until one node's mode is changed (alarm).
+	EventModeMismatch
+	// EventSessionStarted: a replication session passed its handshake.
+	EventSessionStarted
 )
 
 func (k EventKind) String() string {
 	return [...]string{"?", "peer-outdated", "peer-ack-timeout", "peer-in-sync", "outdated",
-		"snapshot-started", "snapshot-done", "diverged", "rejected"}[k]
+		"snapshot-started", "snapshot-done", "diverged", "rejected", "mode-mismatch", "session-started"}[k]
 }
 
 // Event is one state change.
@@ -65,6 +70,7 @@ type Counters struct {
 	RejectedFrames   uint64 // malformed, bad CRC, unexpected type: nothing applied
 	RejectedAuth     uint64 // wrong pair key
 	RejectedVersion  uint64 // no common protocol version
+	RejectedMode     uint64 // the peer runs the other replication mode
 	Snapshots        uint64 // snapshots received (secondary) or sent (primary)
 	Divergences      uint64
 	EntriesSent      uint64

@@ -28,6 +28,7 @@ var (
 	ErrOptions       = errors.New("wip: bad options")
 	ErrRejected      = errors.New("wip: peer rejected")
 	ErrAuth          = errors.New("wip: handshake authentication failed")
+	ErrModeMismatch  = errors.New("wip: replication modes differ")
 	ErrCorrupt       = errors.New("wip: corrupt store")
 	// ErrUnacknowledged: the store was demoted while the commit, durable
 	// locally, still waited for the peer's ack. It was never acknowledged;

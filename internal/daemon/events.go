@@ -118,6 +118,14 @@ func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
 		case wip.EventDiverged:
 			ev.raise(now, "wip-quarantine", "critical", fmt.Sprintf("histories diverged (%s); this node's losing commits are in %s", e.Detail, e.File))
 			text += "; quarantined to " + e.File
+		case wip.EventModeMismatch:
+			// Refused at every reconnect (every 2 s at most): one event
+			// while the alarm stands, not one per attempt.
+			if !ev.raise(now, "wip-mode-mismatch", "critical", "no replication: "+e.Detail) {
+				return
+			}
+		case wip.EventSessionStarted:
+			ev.clear("wip-mode-mismatch")
 		}
 		ev.add(now, "replication", text)
 	}

@@ -28,3 +28,30 @@ func TestStoreEventsRaiseQuarantineAlarm(t *testing.T) {
 		t.Fatalf("alarms: %+v", al)
 	}
 }
+
+// A mode mismatch, refused at every reconnect, is one critical alarm and
+// one event; the next session that starts clears it.
+func TestStoreEventsModeMismatchAlarm(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC))
+	ev := newEventLog(10)
+	f := storeEvents(ev, clk)
+	detail := "wip: replication modes differ: this primary runs sync, the secondary 192.0.2.2:7402 (node 2) runs async; set the same replication mode on both nodes"
+	for i := 0; i < 3; i++ {
+		f(wip.Event{Kind: wip.EventModeMismatch, Detail: detail})
+	}
+	evs := ev.last(10)
+	if len(evs) != 1 || !strings.Contains(evs[0].Text, "mode-mismatch") || !strings.Contains(evs[0].Text, "runs async") {
+		t.Fatalf("events after three refusals: %+v", evs)
+	}
+	al := ev.activeAlarms()
+	if len(al) != 1 || al[0].ID != "wip-mode-mismatch" || al[0].Severity != "critical" || !strings.Contains(al[0].Text, "same replication mode") {
+		t.Fatalf("alarms: %+v", al)
+	}
+	f(wip.Event{Kind: wip.EventSessionStarted, Detail: "secondary node 2 at LSN 7, protocol version 2"})
+	if al := ev.activeAlarms(); len(al) != 0 {
+		t.Fatalf("alarms after a session started: %+v", al)
+	}
+	if evs := ev.last(10); len(evs) != 2 || !strings.Contains(evs[1].Text, "session-started") {
+		t.Fatalf("events: %+v", evs)
+	}
+}

@@ -105,7 +105,7 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		LagBatches:   s.LagBatches,
 		LagBytes:     uint64(max(s.LagBytes, 0)),
 		LagTime:      time.Duration(s.LagSeconds * float64(time.Second)),
-		Rejected:     s.Counters.RejectedFrames + s.Counters.RejectedAuth + s.Counters.RejectedVersion,
+		Rejected:     s.Counters.RejectedFrames + s.Counters.RejectedAuth + s.Counters.RejectedVersion + s.Counters.RejectedMode,
 	}
 }
 
