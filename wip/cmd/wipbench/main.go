@@ -65,6 +65,7 @@ func main() {
 	flag.IntVar(&prefillMB, "prefill-mb", 288, "MiB committed (replicated in the sync run) before each timed run")
 	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile here (receivers: WIPBENCH_CPUPROFILE)")
 	peerRoot := flag.String("peer-root", "", "directory for the receivers' stores (default: beside the primary's); a second device, to measure without fsync contention")
+	mode := flag.String("mode", "sync", "receiver: its replication mode (sync | async), the primary's")
 	pin := flag.String("pin", "", "PRIMARY_CPUS:RECEIVER_CPUS, e.g. 0:1 (taskset lists); empty: no pinning")
 	flag.Parse()
 	if *pin != "" && *role != "receiver" && os.Getenv("WIPBENCH_PINNED") == "" {
@@ -89,7 +90,11 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	if *role == "receiver" {
-		receiver(*dir, *listen, *peer)
+		m := wip.Sync
+		if *mode == "async" {
+			m = wip.Async
+		}
+		receiver(*dir, *listen, *peer, m)
 		return
 	}
 	peerRootDir = *peerRoot
@@ -142,7 +147,7 @@ func freeAddr() string {
 }
 
 // receiver runs a secondary until its stdin closes.
-func receiver(dir, listen, peer string) {
+func receiver(dir, listen, peer string, mode wip.Mode) {
 	// WIPBENCH_CPUPROFILE=prefix writes prefix.<pid> for each receiver.
 	if pre := os.Getenv("WIPBENCH_CPUPROFILE"); pre != "" {
 		f, err := os.Create(fmt.Sprintf("%s.%d", pre, os.Getpid()))
@@ -150,7 +155,7 @@ func receiver(dir, listen, peer string) {
 		check(pprof.StartCPUProfile(f))
 		defer pprof.StopCPUProfile()
 	}
-	s, err := wip.Open(dir, wip.Options{NodeID: 2, PairKey: key, ListenAddr: listen, PeerAddr: peer})
+	s, err := wip.Open(dir, wip.Options{NodeID: 2, PairKey: key, ListenAddr: listen, PeerAddr: peer, Mode: mode})
 	check(err)
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	check(s.Close())
@@ -161,10 +166,10 @@ type proc struct {
 	stdin interface{ Close() error }
 }
 
-func startReceiver(dir, primary string) *proc {
+func startReceiver(dir, primary string, mode wip.Mode) *proc {
 	self, err := os.Executable()
 	check(err)
-	args := []string{"-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary}
+	args := []string{"-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary, "-mode", mode.String()}
 	cmd := exec.Command(self, args...)
 	if cpus := os.Getenv("WIPBENCH_RECEIVER_CPUS"); cpus != "" {
 		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
@@ -192,9 +197,21 @@ func removePeer(dir string) {
 
 type result struct{ ops, p50, p99 float64 }
 
-func waitUntil(cond func() bool) {
+// waitUntil waits for cond on the primary s; it fails the bench if s
+// refuses a session (wrong key, version or mode: it would wait forever) or
+// after 10 minutes.
+func waitUntil(s *wip.Store, what string, cond func() bool) {
+	c := clock.Real()
+	start := c.Now()
 	for !cond() {
-		_ = clock.Sleep(context.Background(), clock.Real(), 2*time.Millisecond)
+		st := s.Status()
+		if n := st.Counters.RejectedAuth + st.Counters.RejectedVersion + st.Counters.RejectedMode; n > 0 {
+			check(fmt.Errorf("waiting for %s: the primary refused the receiver: %s", what, st.LastError))
+		}
+		if c.Since(start) > 10*time.Minute {
+			check(fmt.Errorf("waiting for %s: 10 minutes passed", what))
+		}
+		_ = clock.Sleep(context.Background(), c, 2*time.Millisecond)
 	}
 }
 
@@ -211,8 +228,8 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	check(err)
 	check(s.Promote(context.Background(), 1))
 	if replicated {
-		rcv = startReceiver(peerDir(dir), o.ListenAddr)
-		waitUntil(func() bool { return s.Status().PeerState == wip.PeerInSync })
+		rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode)
+		waitUntil(s, "the receiver in sync", func() bool { return s.Status().PeerState == wip.PeerInSync })
 	}
 	prefill(s, prefillMB)
 	value := make([]byte, valueSize)
@@ -309,8 +326,8 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "base", storeMB)
 	lsn := s.Status().DurableLSN
 	t0 := c.Now()
-	rcv := startReceiver(peerDir(dir), o.ListenAddr)
-	waitUntil(func() bool { return s.Status().PeerAckedLSN >= lsn })
+	rcv := startReceiver(peerDir(dir), o.ListenAddr, o.Mode)
+	waitUntil(s, "the snapshot", func() bool { return s.Status().PeerAckedLSN >= lsn })
 	snap := c.Since(t0)
 	if s.Status().Counters.Snapshots == 0 {
 		check(fmt.Errorf("expected a snapshot, the peer streamed"))
@@ -319,8 +336,8 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "more", catchupMB)
 	lsn = s.Status().DurableLSN
 	t0 = c.Now()
-	rcv = startReceiver(peerDir(dir), o.ListenAddr)
-	waitUntil(func() bool { return s.Status().PeerAckedLSN >= lsn })
+	rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode)
+	waitUntil(s, "the catch-up", func() bool { return s.Status().PeerAckedLSN >= lsn })
 	cu := c.Since(t0)
 	rcv.stop()
 	removePeer(dir)
