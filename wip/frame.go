@@ -327,11 +327,25 @@ func wireMode(m Mode) byte {
 	return wireSync
 }
 
-func modeName(b byte) string {
-	if b == wireAsync {
-		return "async"
+// authParts are the parts Auth's MAC covers at version ver: the Hello and
+// whole Welcome bodies, and from version 2 on the mode byte Auth carries.
+func authParts(ver byte, hello, welcome []byte, mode byte) [][]byte {
+	if ver >= 2 {
+		return [][]byte{hello, welcome, {mode}}
 	}
-	return "sync"
+	return [][]byte{hello, welcome}
+}
+
+// errModeMismatch names both nodes' modes; peer describes the other node.
+func errModeMismatch(primary, secondary byte, peer string) error {
+	mode := func(b byte) Mode {
+		if b == wireAsync {
+			return Async
+		}
+		return Sync
+	}
+	return fmt.Errorf("%w: the primary runs %s, the secondary runs %s (peer %s); set the same replication mode on both nodes",
+		ErrModeMismatch, mode(primary), mode(secondary), peer)
 }
 
 // decodeAuth decodes an Auth body framed at ver: mac [32] (version 1), or

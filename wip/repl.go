@@ -354,11 +354,7 @@ func (s *Store) servePeer(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	wantMAC := s.mac("tandem-wip auth", helloBody, wb)
-	if ver >= 2 {
-		wantMAC = s.mac("tandem-wip auth", helloBody, wb, []byte{peerMode})
-	}
-	if !hmac.Equal(authMAC, wantMAC) {
+	if !hmac.Equal(authMAC, s.mac("tandem-wip auth", authParts(ver, helloBody, wb, peerMode)...)) {
 		wd.Stop()
 		err := fmt.Errorf("%w: peer %s (node %d) does not hold the pair key", ErrAuth, c.RemoteAddr(), h.nodeID)
 		s.reject("auth", err)
@@ -368,8 +364,7 @@ func (s *Store) servePeer(c net.Conn) {
 	}
 	if ver >= 2 && peerMode != wireMode(s.o.Mode) {
 		wd.Stop()
-		err := fmt.Errorf("%w: this primary runs %s, the secondary %s (node %d) runs %s; set the same replication mode on both nodes",
-			ErrModeMismatch, s.o.Mode, c.RemoteAddr(), h.nodeID, modeName(peerMode))
+		err := errModeMismatch(wireMode(s.o.Mode), peerMode, fmt.Sprintf("%s, node %d", c.RemoteAddr(), h.nodeID))
 		s.reject("mode", err)
 		sendReject(c, ver, err.Error())
 		_ = c.Close()
@@ -866,16 +861,15 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 	// Auth goes out even when the modes differ, so that the primary sees
 	// the secondary's mode and reports the mismatch on its side too.
 	mode := wireMode(s.o.Mode)
-	auth := s.mac("tandem-wip auth", hb, wbFull)
+	auth := s.mac("tandem-wip auth", authParts(ver, hb, wbFull, mode)...)
 	if ver >= 2 {
-		auth = append([]byte{mode}, s.mac("tandem-wip auth", hb, wbFull, []byte{mode})...)
+		auth = append([]byte{mode}, auth...)
 	}
 	if _, err := c.Write(appendFrame(nil, ver, frameAuth, auth)); err != nil {
 		return false, err
 	}
 	if ver >= 2 && w.mode != mode {
-		err := fmt.Errorf("%w: the primary %s (node %d) runs %s, this secondary runs %s; set the same replication mode on both nodes",
-			ErrModeMismatch, c.RemoteAddr(), w.nodeID, modeName(w.mode), s.o.Mode)
+		err := errModeMismatch(w.mode, mode, fmt.Sprintf("%s, node %d", c.RemoteAddr(), w.nodeID))
 		s.reject("mode", err)
 		return false, err
 	}
