@@ -45,11 +45,17 @@
 //     records from the fork on) to dir/quarantine/q-<time>-lsn<a>-<b>.jsonl,
 //     reports ErrDiverged naming the epochs and LSN ranges (EventDiverged),
 //     marks itself Inconsistent and resyncs by snapshot (I4).
-//   - A snapshot is a pebble snapshot of the user keys at a marker LSN. The
-//     receiver persists Inconsistent and wipes its data before the first
-//     pair and clears the flag with the marker after the last, so an
-//     interrupted snapshot leaves an Inconsistent store that starts the
-//     snapshot again at the next session.
+//   - A snapshot is a pebble snapshot of the user keys at a marker LSN, sent
+//     in key order. The receiver persists Inconsistent and wipes its data
+//     before the first pair; it writes the pairs into sstables in
+//     dir/snapshot.tmp (each synced when full), ingests them after the last
+//     pair with one IngestAndExcise of the user key span, and then clears
+//     the flag with the marker. An interrupted snapshot leaves an
+//     Inconsistent store, whose leftover tables are removed at Open and at
+//     the next snapshot, which starts again. A stream whose keys do not
+//     ascend is rejected (ErrFrameMalformed). Stores run pebble format
+//     FormatVirtualSSTables or later (excising needs it); opening an older
+//     store ratchets it up, irreversibly.
 //   - The log is retained by size (RetainBytes) and age (RetainAge): it never
 //     holds more than RetainBytes or entries older than RetainAge once a
 //     commit has seen them. Pruning happens in the commit batches, in chunks

@@ -2,13 +2,16 @@ package wip
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 
-	"fmt"
-
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 )
 
@@ -55,6 +58,11 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	s.mu.Unlock()
 	s.emit(Event{Kind: EventSnapshotStarted, Detail: fmt.Sprintf("snapshot of LSN %d, about %d bytes", l.lsn, total)})
 	s.log.Info("snapshot started", zap.Uint64("lsn", l.lsn), zap.Uint64("bytes", total))
+	si, err := s.newSnapIngest()
+	if err != nil {
+		return fmt.Errorf("wip: snapshot: %w", err)
+	}
+	defer si.abort()
 	var pairs uint64
 	var chunks int
 	for {
@@ -65,23 +73,21 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 		}
 		switch f.typ {
 		case frameSnapChunk:
-			pb := s.db.NewBatch()
 			var werr error
 			n, err := decodeSnapChunk(f.body, func(k, v []byte) {
 				if werr == nil {
-					werr = pb.Set(userKey(k), v, nil)
+					werr = si.add(k, v)
 				}
 			})
-			if err == nil {
+			if err == nil && errors.Is(werr, ErrFrameMalformed) {
 				err = werr
 			}
-			if err == nil {
-				err = commitWith(pb, pebble.NoSync)
-			}
-			_ = pb.Close()
 			if err != nil {
 				s.reject("frame", fmt.Errorf("snapshot chunk: %w", err))
 				return err
+			}
+			if werr != nil { // the receiver's own I/O, not the peer's frame
+				return fmt.Errorf("wip: snapshot: writing tables: %w", werr)
 			}
 			pairs += uint64(n)
 			chunks++
@@ -100,6 +106,9 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 				s.reject("frame", err)
 				return err
 			}
+			if err := si.ingest(); err != nil {
+				return fmt.Errorf("wip: snapshot: %w", err)
+			}
 			return s.finishSnapshot(l, pairs)
 		case frameReject:
 			return fmt.Errorf("%w: %s", ErrRejected, f.body)
@@ -109,6 +118,129 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 			return err
 		}
 	}
+}
+
+// snapTmpDir, inside the store's directory, holds a snapshot's sstables
+// until they are ingested.
+const snapTmpDir = "snapshot.tmp"
+
+// snapTableBytes cuts the snapshot's sstables (a variable for tests).
+var snapTableBytes uint64 = 64 << 20
+
+// snapIngest writes the snapshot's pairs, which arrive in key order, into
+// sstables for the bottom level and ingests them in one IngestAndExcise of
+// the user key span: each byte is written once, with no WAL, memtable or
+// compaction, as CockroachDB applies its Raft snapshots.
+type snapIngest struct {
+	s     *Store
+	dir   string
+	w     *sstable.Writer
+	paths []string
+	last  []byte // the previous key: the stream must ascend
+	key   []byte // reused: the writer copies what it keeps
+}
+
+func (s *Store) newSnapIngest() (*snapIngest, error) {
+	fs := s.po.FS
+	dir := fs.PathJoin(s.dir, snapTmpDir)
+	if err := fs.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &snapIngest{s: s, dir: dir}, nil
+}
+
+func (si *snapIngest) add(k, v []byte) error {
+	si.key = append(append(si.key[:0], userPrefix...), k...)
+	if si.last != nil && bytes.Compare(si.key, si.last) <= 0 {
+		return fmt.Errorf("%w: snapshot key %q does not follow %q", ErrFrameMalformed, si.key, si.last)
+	}
+	if si.w == nil {
+		fs := si.s.po.FS
+		path := fs.PathJoin(si.dir, fmt.Sprintf("%06d.sst", len(si.paths)))
+		f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			return err
+		}
+		si.paths = append(si.paths, path)
+		wo := si.s.po.MakeWriterOptions(len(si.s.po.Levels)-1, si.s.db.TableFormat())
+		si.w = sstable.NewWriter(newSnapWritable(f), wo)
+	}
+	if err := si.w.Set(si.key, v); err != nil {
+		return err
+	}
+	si.last = append(si.last[:0], si.key...)
+	if si.w.Raw().EstimatedSize() >= snapTableBytes {
+		return si.finishTable()
+	}
+	return nil
+}
+
+// snapWritable is objstorageprovider.NewFileWritable with a 1 MiB buffer
+// instead of 4 KiB: a snapshot table is written in 256 times fewer
+// system calls (measured: writes took 40 % of the receiver's CPU).
+type snapWritable struct {
+	f  vfs.File
+	bw *bufio.Writer
+}
+
+func newSnapWritable(f vfs.File) *snapWritable {
+	return &snapWritable{f: f, bw: bufio.NewWriterSize(f, 1<<20)}
+}
+
+func (w *snapWritable) Write(p []byte) error {
+	_, err := w.bw.Write(p)
+	return err
+}
+
+func (w *snapWritable) Finish() error {
+	err := w.bw.Flush()
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (w *snapWritable) Abort() { _ = w.f.Close() }
+
+// finishTable closes (and syncs) the table being written.
+func (si *snapIngest) finishTable() error {
+	if si.w == nil {
+		return nil
+	}
+	err := si.w.Close()
+	si.w = nil
+	return err
+}
+
+// ingest makes the snapshot's pairs the store's user keys, atomically:
+// whatever the span still held is excised.
+func (si *snapIngest) ingest() error {
+	if err := si.finishTable(); err != nil {
+		return err
+	}
+	if len(si.paths) > 0 {
+		if _, err := si.s.db.IngestAndExcise(context.Background(), si.paths, nil, nil,
+			pebble.KeyRange{Start: userPrefix, End: userPrefixEnd}); err != nil {
+			return fmt.Errorf("ingesting %d sstables: %w", len(si.paths), err)
+		}
+	}
+	return nil
+}
+
+// abort drops the tables, whether unfinished or already ingested (pebble
+// holds its own links to those) and their directory.
+func (si *snapIngest) abort() {
+	if si.w != nil {
+		_ = si.w.Close()
+		si.w = nil
+	}
+	_ = si.s.po.FS.RemoveAll(si.dir)
 }
 
 func (s *Store) finishSnapshot(l lineage, pairs uint64) error {

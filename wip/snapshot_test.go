@@ -5,9 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/cockroachdb/errors/oserror"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // fillAlone commits n entries of size bytes on an async primary without a peer.
@@ -111,3 +118,124 @@ func TestI5SnapshotInterruptedRestartsCleanly(t *testing.T) {
 func removeAll(dir string) error { return osRemoveAll(dir) }
 
 var osRemoveAll = os.RemoveAll
+
+// TestSnapshotCrashAndIOErrors puts the receiving side of a snapshot on a
+// crashable in-memory file system that fails the i-th write to the
+// snapshot's sstables, and cuts the power in the middle of the snapshot
+// (CrashClone keeping unsynced data at random) and at the moment it reports
+// completion (only synced data kept). A store reopened after a mid-snapshot cut is Inconsistent and
+// not promotable; one cut at completion holds every pair, because the
+// tables are synced before they are ingested; both resync when the peer is
+// back, and no sstable of the snapshot is left behind.
+func TestSnapshotCrashAndIOErrors(t *testing.T) {
+	defer func(c int, b uint64) { snapChunkBytes, snapTableBytes = c, b }(snapChunkBytes, snapTableBytes)
+	snapChunkBytes, snapTableBytes = 16<<10, 4<<10 // ~13 chunks; the values compress: ~50 tables
+	p := newPair(t, Options{Mode: Async, RetainBytes: 32 << 10})
+	a := p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 200, 1 << 10
+	fillAlone(t, a, n, size)
+	injected := 0
+	for trial := 0; trial < 8; trial++ {
+		t.Run(fmt.Sprint(trial), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(trial), 7))
+			mem := vfs.NewCrashableMem()
+			failAt := int32(trial * 31) // a snapshot makes ~250 write operations
+			var writes, hits atomic.Int32
+			efs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, snapTmpDir) && strings.HasSuffix(op.Path, ".sst") && writes.Add(1)-1 == failAt {
+					hits.Add(1)
+					return errorfs.ErrInjected
+				}
+				return nil
+			}))
+			cutAt := 1 + rng.IntN(12)
+			var mu sync.Mutex
+			var midCut, doneCut *vfs.MemFS
+			b := p.open("b", func(o *Options) {
+				o.FS = efs
+				o.testSnapChunk = func(c int) error {
+					mu.Lock()
+					defer mu.Unlock()
+					if c == cutAt && midCut == nil {
+						midCut = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rand.New(rand.NewPCG(uint64(trial), 1))})
+					}
+					return nil
+				}
+				o.Events = func(e Event) {
+					if e.Kind == EventSnapshotDone {
+						mu.Lock()
+						doneCut = mem.CrashClone(vfs.CrashCloneCfg{}) // only what was synced
+						mu.Unlock()
+					}
+				}
+			})
+			waitFor(t, "b resynced", func() bool { st := b.Status(); return st.DurableLSN == n && !st.Inconsistent })
+			checkFill(t, b, n, size)
+			b.Close()
+			injected += int(hits.Load())
+			mu.Lock()
+			defer mu.Unlock()
+			if midCut == nil || doneCut == nil {
+				t.Fatalf("cuts not taken: mid %v, done %v", midCut != nil, doneCut != nil)
+			}
+			// Cut mid-snapshot: Inconsistent, unpromotable, then resyncs.
+			s := p.open("b", func(o *Options) { o.FS = midCut; o.PeerAddr = "" })
+			if st := s.Status(); !st.Inconsistent {
+				t.Fatalf("cut after chunk %d: not Inconsistent: %+v", cutAt, st)
+			}
+			if err := s.Promote(context.Background(), 9); !errors.Is(err, ErrNotPromotable) {
+				t.Fatalf("promote after a cut snapshot: %v", err)
+			}
+			s.Close()
+			s = p.open("b", func(o *Options) { o.FS = midCut })
+			waitFor(t, "resync after the cut", func() bool { st := s.Status(); return st.DurableLSN == n && !st.Inconsistent })
+			checkFill(t, s, n, size)
+			s.Close()
+			// Cut as completion is reported: everything is there.
+			s = p.open("b", func(o *Options) { o.FS = doneCut; o.PeerAddr = "" })
+			if st := s.Status(); st.Inconsistent || st.DurableLSN != n {
+				t.Fatalf("cut at completion: %+v", st)
+			}
+			checkFill(t, s, n, size)
+			s.Close()
+			for _, fs := range []vfs.FS{mem, midCut, doneCut} {
+				if _, err := fs.Stat(fs.PathJoin(p.dirB, snapTmpDir)); !oserror.IsNotExist(err) {
+					t.Fatalf("%s left behind: %v", snapTmpDir, err)
+				}
+			}
+		})
+	}
+	t.Logf("%d injected write errors in the snapshot's sstables", injected)
+	if injected == 0 {
+		t.Fatal("no injected error hit the snapshot: the sweep tests nothing")
+	}
+}
+
+// TestSnapshotKeysOutOfOrderRejected: the receiver writes pairs straight
+// into sstables, so a stream whose keys do not ascend is refused, naming
+// both keys, and nothing reaches the store.
+func TestSnapshotKeysOutOfOrderRejected(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	defer s.Close()
+	si, err := s.newSnapIngest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer si.abort()
+	if err := si.add([]byte("b"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"b", "a"} {
+		err := si.add([]byte(k), []byte("2"))
+		if !errors.Is(err, ErrFrameMalformed) || !contains(err.Error(), `"u/b"`) {
+			t.Fatalf("key %q after %q: %v", k, "b", err)
+		}
+	}
+	if _, ok, _ := s.Get([]byte("b")); ok {
+		t.Fatal("a refused snapshot reached the store")
+	}
+}

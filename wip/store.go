@@ -295,6 +295,7 @@ type Store struct {
 	clk clock.Clock
 	dir string
 	db  *pebble.DB
+	po  *pebble.Options // as opened, defaults filled; for snapshot sstables
 
 	queue   chan *commitReq
 	closing chan struct{}
@@ -370,6 +371,10 @@ type retainedEntry struct {
 // Larger memtables let most state die in memory, and a larger Lbase keeps
 // the LSM shallow. Memory bound: MemTableSize x MemTableStopWritesThreshold
 // = 256 MiB per store at most.
+// minFormat is the oldest pebble format a store runs with: the first that
+// has virtual sstables, which excising a snapshot's span needs.
+const minFormat = pebble.FormatVirtualSSTables
+
 func defaultPebbleOptions() *pebble.Options {
 	po := &pebble.Options{
 		MemTableSize:                64 << 20,
@@ -393,14 +398,27 @@ func Open(dir string, o Options) (*Store, error) {
 		po = o.PebbleOptions.Clone()
 	}
 	po.FS = o.FS
+	if po.FormatMajorVersion < minFormat {
+		// Snapshots are ingested with IngestAndExcise (recv.go), which
+		// needs virtual sstables. Opening an older store ratchets it up.
+		po.FormatMajorVersion = minFormat
+	}
 	if po.Logger == nil {
 		po.Logger = pebbleLogger{o.Logger.Named("pebble").Sugar()}
 	}
+	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("wip: open %s: %w", dir, err)
 	}
-	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db,
+	// An interrupted snapshot's unfinished sstables: the store is still
+	// Inconsistent and the next snapshot writes them again. Removing them
+	// is tidying: the next snapshot clears the directory again and fails,
+	// with the error, if it cannot.
+	if err := po.FS.RemoveAll(po.FS.PathJoin(dir, snapTmpDir)); err != nil {
+		o.Logger.Warn("leftover snapshot tables not removed", zap.String("dir", dir), zap.Error(err))
+	}
+	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po,
 		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
