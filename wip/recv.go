@@ -359,6 +359,9 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			}
 			// While more is queued, one later cumulative ack covers this.
 			if toAck > acked && len(pch) == 0 {
+				if s.o.testBeforeAck != nil {
+					s.o.testBeforeAck(toAck)
+				}
 				if writeFrame(bw, ver, frameAck, putU64(nil, toAck)) != nil || bw.Flush() != nil {
 					ss.close(errors.New("wip: writing ack"))
 				}
