@@ -6,6 +6,7 @@
 // It prints one line per configuration:
 //
 //	wip-bench: writers=64 local_ops=N sync_ops=N ratio=R local_p50_ms=.. local_p99_ms=X sync_p50_ms=.. sync_p99_ms=Y
+//	wip-bench-detail: writers=64 local_group=G sync_group=G   (mean commits per group commit)
 //	wip-bench: resync snapshot_mb_s=N catchup_mb_s=N store_mb=S
 //
 // Each configuration starts from a store that already holds -prefill-mb of
@@ -113,6 +114,7 @@ func main() {
 		syncr := run(filepath.Join(*dir, fmt.Sprint("sync-", n)), n, *dur, *valueSize, true)
 		fmt.Printf("wip-bench: writers=%d local_ops=%.0f sync_ops=%.0f ratio=%.2f local_p50_ms=%.2f local_p99_ms=%.2f sync_p50_ms=%.2f sync_p99_ms=%.2f\n",
 			n, local.ops, syncr.ops, syncr.ops/local.ops, local.p50, local.p99, syncr.p50, syncr.p99)
+		fmt.Printf("wip-bench-detail: writers=%d local_group=%.1f sync_group=%.1f\n", n, local.group, syncr.group)
 	}
 	if *resyncMB > 0 {
 		resync(filepath.Join(*dir, "resync"), *resyncMB, *catchupMB)
@@ -195,7 +197,8 @@ func removePeer(dir string) {
 	}
 }
 
-type result struct{ ops, p50, p99 float64 }
+// result of one timed run; group is the mean commits per group commit.
+type result struct{ ops, p50, p99, group float64 }
 
 // waitUntil waits for cond on the primary s; it fails the bench if s
 // refuses a session (wrong key, version or mode: it would wait forever) or
@@ -237,6 +240,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	var mu sync.Mutex
 	var lat []time.Duration
 	var wg sync.WaitGroup
+	c0 := s.Status().Counters
 	start := c.Now()
 	deadline := start.Add(d)
 	for w := 0; w < writers; w++ {
@@ -259,6 +263,8 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	}
 	wg.Wait()
 	el := c.Since(start)
+	c1 := s.Status().Counters
+	group := float64(c1.Commits-c0.Commits) / float64(max(1, c1.Groups-c0.Groups))
 	if replicated && s.Status().PeerOutdated {
 		check(fmt.Errorf("peer degraded during the sync run"))
 	}
@@ -269,7 +275,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
-	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99)}
+	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99), group: group}
 }
 
 // prefill commits mb MiB as 1 KiB entries, one per commit, from 256
