@@ -2,6 +2,7 @@ package wip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -91,4 +92,74 @@ func TestMaxUnackedGroupsValidated(t *testing.T) {
 	if err == nil || !contains(err.Error(), "MaxUnackedGroups") {
 		t.Fatalf("MaxUnackedGroups -1: %v", err)
 	}
+}
+
+// TestDemoteFailsCommitsHeldByThePipeline: with the peer's acks held, one
+// group waits for the peer and the next commit is held in the queue;
+// Demote fails the held commit with ErrNotPrimary at once, while it still
+// waits (until its context ends) for the commit the peer has not acked.
+func TestDemoteFailsCommitsHeldByThePipeline(t *testing.T) {
+	p := newPair(t, Options{PeerAckTimeout: time.Minute, MaxUnackedGroups: 1})
+	var gate atomic.Bool
+	release := make(chan struct{})
+	a := p.open("a", nil)
+	defer a.Close()
+	b := p.open("b", func(o *Options) {
+		o.testBeforeAck = func(uint64) {
+			if gate.Load() {
+				<-release
+			}
+		}
+	})
+	defer b.Close()
+	defer close(release)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "in sync", inSync(a))
+	base := commitKV(t, a, "before", "x")
+	gate.Store(true)
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func(i int) {
+			bt := a.NewBatch()
+			bt.Set([]byte(fmt.Sprint("held", i)), []byte("v"))
+			_, err := a.Commit(context.Background(), bt)
+			errs <- err
+		}(i)
+		if i == 0 {
+			waitFor(t, "first commit locally durable", func() bool { return a.Status().DurableLSN == base+1 })
+		}
+	}
+	waitFor(t, "the second commit queued", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.inflight == 2
+	})
+	time.Sleep(50 * time.Millisecond) // and taken by the held committer, or still in the queue: both are held
+	if got := a.Status().DurableLSN; got != base+1 {
+		t.Fatalf("second commit not held: durable LSN %d", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	demoted := make(chan struct{})
+	go func() { _ = a.Demote(ctx); close(demoted) }()
+	var got error
+	waitFor(t, "the held commit to fail", func() bool {
+		select {
+		case got = <-errs:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(got, ErrNotPrimary) {
+		t.Fatalf("held commit after Demote: %v, want ErrNotPrimary", got)
+	}
+	select {
+	case <-demoted:
+		t.Fatal("the held commit failed only once Demote gave up waiting for the peer")
+	default: // Demote still waits for the commit the peer has not acked
+	}
+	t.Logf("held commit: %v", got)
 }

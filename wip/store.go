@@ -1230,6 +1230,7 @@ func (s *Store) Demote(ctx context.Context) error {
 		return nil
 	}
 	s.role = Secondary
+	s.cond.Broadcast() // a committer held by the pipeline bound fails the queue at once
 	s.kickSupervisor() // groups past PeerAckTimeout are failed at once
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
