@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // TestPipelineHoldsGroupsBeyondMaxUnacked holds the secondary's acks and
@@ -64,7 +66,7 @@ func TestPipelineHoldsGroupsBeyondMaxUnacked(t *testing.T) {
 				// The last commit must stay queued. A wait cannot prove a
 				// negative; 300 ms is far beyond a local fsync here, and
 				// a broken hold fails this check, never a working one.
-				time.Sleep(300 * time.Millisecond)
+				clock.Sleep(context.Background(), clock.Real(), 300*time.Millisecond)
 				if got := a.Status().DurableLSN; got != base+uint64(tc.depth) {
 					t.Fatalf("with %d groups unacked, durable LSN %d, want %d (held)", tc.depth, got, base+uint64(tc.depth))
 				}
@@ -136,7 +138,7 @@ func TestDemoteFailsCommitsHeldByThePipeline(t *testing.T) {
 		defer a.mu.Unlock()
 		return a.inflight == 2
 	})
-	time.Sleep(50 * time.Millisecond) // and taken by the held committer, or still in the queue: both are held
+	clock.Sleep(context.Background(), clock.Real(), 50*time.Millisecond) // and taken by the held committer, or still in the queue: both are held
 	if got := a.Status().DurableLSN; got != base+1 {
 		t.Fatalf("second commit not held: durable LSN %d", got)
 	}
