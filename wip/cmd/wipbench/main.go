@@ -17,6 +17,12 @@
 // only that measured the warm-up, and hid a pruning defect (see
 // docs/benchmarks.md). -prefill-mb 0 measures the fresh store.
 //
+// -keys N makes every commit (prefill and timed) overwrite one of N keys,
+// chosen at random, as a WIP store overwrites checkpoints; the default, 0,
+// writes a new key per commit, so the store grows without end and the LSM
+// keeps compacting old values (docs/benchmarks.md: that flatters changes
+// that cut such compactions).
+//
 // With -role receiver it is the receiving process (started by the bench
 // itself). All time is read through internal/clock.
 //
@@ -34,6 +40,7 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -64,6 +71,7 @@ func main() {
 	resyncMB := flag.Int("resync-mb", 1024, "store size for the resync figures (0: skip)")
 	catchupMB := flag.Int("catchup-mb", 256, "data committed while the receiver is away")
 	flag.IntVar(&prefillMB, "prefill-mb", 288, "MiB committed (replicated in the sync run) before each timed run")
+	flag.IntVar(&keySpace, "keys", 0, "overwrite keys chosen at random among this many (0: a new key per commit)")
 	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile here (receivers: WIPBENCH_CPUPROFILE)")
 	peerRoot := flag.String("peer-root", "", "directory for the receivers' stores (default: beside the primary's); a second device, to measure without fsync contention")
 	mode := flag.String("mode", "sync", "receiver: its replication mode (sync | async), the primary's")
@@ -99,8 +107,11 @@ func main() {
 		return
 	}
 	peerRootDir = *peerRoot
-	fmt.Printf("wip-bench: config gomaxprocs=%d receiver_cpus=%q value=%d duration=%v prefill_mb=%d\n",
-		runtime.GOMAXPROCS(0), os.Getenv("WIPBENCH_RECEIVER_CPUS"), *valueSize, *dur, prefillMB)
+	if keySpace < 0 {
+		check(fmt.Errorf("-keys %d is negative", keySpace))
+	}
+	fmt.Printf("wip-bench: config gomaxprocs=%d receiver_cpus=%q value=%d duration=%v prefill_mb=%d keys=%d\n",
+		runtime.GOMAXPROCS(0), os.Getenv("WIPBENCH_RECEIVER_CPUS"), *valueSize, *dur, prefillMB, keySpace)
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "wipbench")
 		check(err)
@@ -124,6 +135,7 @@ func main() {
 var (
 	peerRootDir string
 	prefillMB   int
+	keySpace    int
 )
 
 // peerDir is where the receiver of the store in dir keeps its data.
@@ -250,7 +262,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 			var mine []time.Duration
 			for i := 0; c.Now().Before(deadline); i++ {
 				b := s.NewBatch()
-				b.Set([]byte(fmt.Sprintf("w%03d/%09d", w, i)), value)
+				b.Set(benchKey(w, i), value)
 				t0 := c.Now()
 				_, err := s.Commit(context.Background(), b)
 				check(err)
@@ -278,6 +290,15 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99), group: group}
 }
 
+// benchKey is the key of writer w's i-th commit: new each time, or with
+// -keys one of keySpace keys at random.
+func benchKey(w, i int) []byte {
+	if keySpace > 0 {
+		return []byte(fmt.Sprintf("k/%09d", mrand.IntN(keySpace)))
+	}
+	return []byte(fmt.Sprintf("w%03d/%09d", w, i))
+}
+
 // prefill commits mb MiB as 1 KiB entries, one per commit, from 256
 // writers: the log window then holds entries of the size the timed run
 // writes, so pruning in the timed run works as it does in service (a window
@@ -293,7 +314,11 @@ func prefill(s *wip.Store, mb int) {
 			defer wg.Done()
 			for i := next.Add(1); i <= int64(mb)<<10; i = next.Add(1) {
 				b := s.NewBatch()
-				b.Set([]byte(fmt.Sprintf("prefill/%09d", i)), value)
+				k := []byte(fmt.Sprintf("prefill/%09d", i))
+				if keySpace > 0 {
+					k = benchKey(0, int(i))
+				}
+				b.Set(k, value)
 				_, err := s.Commit(context.Background(), b)
 				check(err)
 			}
