@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,45 +24,9 @@ func TestPipelineHoldsGroupsBeyondMaxUnacked(t *testing.T) {
 		timeout time.Duration
 	}{{1, time.Minute}, {2, time.Minute}, {1, 300 * time.Millisecond}} {
 		t.Run(fmt.Sprintf("depth=%d,ack-timeout=%v", tc.depth, tc.timeout), func(t *testing.T) {
-			p := newPair(t, Options{PeerAckTimeout: tc.timeout, MaxUnackedGroups: tc.depth})
-			var gate atomic.Bool
-			release := make(chan struct{})
-			a := p.open("a", nil)
-			defer a.Close()
-			b := p.open("b", func(o *Options) {
-				o.testBeforeAck = func(uint64) {
-					if gate.Load() {
-						<-release
-					}
-				}
-			})
-			defer b.Close()
-			defer func() {
-				select {
-				case <-release:
-				default:
-					close(release)
-				}
-			}()
-			if err := a.Promote(context.Background(), 1); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "in sync", inSync(a))
-			base := commitKV(t, a, "before", "x")
-			gate.Store(true)
+			a, base, release := heldAckPair(t, Options{PeerAckTimeout: tc.timeout, MaxUnackedGroups: tc.depth})
 			n := tc.depth + 1
-			errs := make(chan error, n)
-			for i := 0; i < n; i++ {
-				go func(i int) {
-					bt := a.NewBatch()
-					bt.Set([]byte(fmt.Sprint("held", i)), []byte("v"))
-					_, err := a.Commit(context.Background(), bt)
-					errs <- err
-				}(i)
-				if i < tc.depth {
-					waitFor(t, fmt.Sprint("commit ", i, " locally durable"), func() bool { return a.Status().DurableLSN == base+uint64(i)+1 })
-				}
-			}
+			errs := commitOneByOne(t, a, base, n, tc.depth)
 			if tc.timeout == time.Minute {
 				// The last commit must stay queued. A wait cannot prove a
 				// negative; 300 ms is far beyond a local fsync here, and
@@ -70,7 +35,7 @@ func TestPipelineHoldsGroupsBeyondMaxUnacked(t *testing.T) {
 				if got := a.Status().DurableLSN; got != base+uint64(tc.depth) {
 					t.Fatalf("with %d groups unacked, durable LSN %d, want %d (held)", tc.depth, got, base+uint64(tc.depth))
 				}
-				close(release)
+				release()
 			}
 			for i := 0; i < n; i++ {
 				if err := <-errs; err != nil {
@@ -101,38 +66,8 @@ func TestMaxUnackedGroupsValidated(t *testing.T) {
 // Demote fails the held commit with ErrNotPrimary at once, while it still
 // waits (until its context ends) for the commit the peer has not acked.
 func TestDemoteFailsCommitsHeldByThePipeline(t *testing.T) {
-	p := newPair(t, Options{PeerAckTimeout: time.Minute, MaxUnackedGroups: 1})
-	var gate atomic.Bool
-	release := make(chan struct{})
-	a := p.open("a", nil)
-	defer a.Close()
-	b := p.open("b", func(o *Options) {
-		o.testBeforeAck = func(uint64) {
-			if gate.Load() {
-				<-release
-			}
-		}
-	})
-	defer b.Close()
-	defer close(release)
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "in sync", inSync(a))
-	base := commitKV(t, a, "before", "x")
-	gate.Store(true)
-	errs := make(chan error, 2)
-	for i := 0; i < 2; i++ {
-		go func(i int) {
-			bt := a.NewBatch()
-			bt.Set([]byte(fmt.Sprint("held", i)), []byte("v"))
-			_, err := a.Commit(context.Background(), bt)
-			errs <- err
-		}(i)
-		if i == 0 {
-			waitFor(t, "first commit locally durable", func() bool { return a.Status().DurableLSN == base+1 })
-		}
-	}
+	a, base, _ := heldAckPair(t, Options{PeerAckTimeout: time.Minute, MaxUnackedGroups: 1})
+	errs := commitOneByOne(t, a, base, 2, 1)
 	waitFor(t, "the second commit queued", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -164,4 +99,53 @@ func TestDemoteFailsCommitsHeldByThePipeline(t *testing.T) {
 	default: // Demote still waits for the commit the peer has not acked
 	}
 	t.Logf("held commit: %v", got)
+}
+
+// heldAckPair opens a pair with o, promotes a, commits one batch in sync,
+// and then holds every ack of b until release is called (once at most;
+// the test's cleanup calls it too, before the stores close). It returns a
+// and the LSN of that batch.
+func heldAckPair(t *testing.T, o Options) (a *Store, base uint64, release func()) {
+	t.Helper()
+	p := newPair(t, o)
+	var gate atomic.Bool
+	held := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	a = p.open("a", nil)
+	b := p.open("b", func(o *Options) {
+		o.testBeforeAck = func(uint64) {
+			if gate.Load() {
+				<-held
+			}
+		}
+	})
+	t.Cleanup(func() { release(); b.Close(); a.Close() })
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "in sync", inSync(a))
+	base = commitKV(t, a, "before", "x")
+	gate.Store(true)
+	return a, base, release
+}
+
+// commitOneByOne starts n commits on a, one after the other, and waits for
+// each of the first durable ones to be locally durable (LSN base+i+1)
+// before starting the next. Each commit's result arrives on the channel.
+func commitOneByOne(t *testing.T, a *Store, base uint64, n, durable int) <-chan error {
+	t.Helper()
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			bt := a.NewBatch()
+			bt.Set([]byte(fmt.Sprint("held", i)), []byte("v"))
+			_, err := a.Commit(context.Background(), bt)
+			errs <- err
+		}(i)
+		if i < durable {
+			waitFor(t, fmt.Sprint("commit ", i, " locally durable"), func() bool { return a.Status().DurableLSN == base+uint64(i)+1 })
+		}
+	}
+	return errs
 }
