@@ -79,15 +79,15 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 					werr = si.add(k, v)
 				}
 			})
-			if err == nil && errors.Is(werr, ErrFrameMalformed) {
+			if err == nil {
 				err = werr
 			}
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrFrameMalformed): // the peer's frame or key order
 				s.reject("frame", fmt.Errorf("snapshot chunk: %w", err))
 				return err
-			}
-			if werr != nil { // the receiver's own I/O, not the peer's frame
-				return fmt.Errorf("wip: snapshot: writing tables: %w", werr)
+			case err != nil: // the receiver's own I/O
+				return fmt.Errorf("wip: snapshot: writing tables: %w", err)
 			}
 			pairs += uint64(n)
 			chunks++
@@ -133,7 +133,9 @@ var snapTableBytes uint64 = 64 << 20
 // compaction, as CockroachDB applies its Raft snapshots.
 type snapIngest struct {
 	s     *Store
+	fs    vfs.FS
 	dir   string
+	wo    sstable.WriterOptions
 	w     *sstable.Writer
 	paths []string
 	last  []byte // the previous key: the stream must ascend
@@ -149,7 +151,8 @@ func (s *Store) newSnapIngest() (*snapIngest, error) {
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &snapIngest{s: s, dir: dir}, nil
+	wo := s.po.MakeWriterOptions(len(s.po.Levels)-1, s.db.TableFormat())
+	return &snapIngest{s: s, fs: fs, dir: dir, wo: wo}, nil
 }
 
 func (si *snapIngest) add(k, v []byte) error {
@@ -158,15 +161,13 @@ func (si *snapIngest) add(k, v []byte) error {
 		return fmt.Errorf("%w: snapshot key %q does not follow %q", ErrFrameMalformed, si.key, si.last)
 	}
 	if si.w == nil {
-		fs := si.s.po.FS
-		path := fs.PathJoin(si.dir, fmt.Sprintf("%06d.sst", len(si.paths)))
-		f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+		path := si.fs.PathJoin(si.dir, fmt.Sprintf("%06d.sst", len(si.paths)))
+		f, err := si.fs.Create(path, vfs.WriteCategoryUnspecified)
 		if err != nil {
 			return err
 		}
 		si.paths = append(si.paths, path)
-		wo := si.s.po.MakeWriterOptions(len(si.s.po.Levels)-1, si.s.db.TableFormat())
-		si.w = sstable.NewWriter(newSnapWritable(f), wo)
+		si.w = sstable.NewWriter(newSnapWritable(f), si.wo)
 	}
 	if err := si.w.Set(si.key, v); err != nil {
 		return err
@@ -240,7 +241,7 @@ func (si *snapIngest) abort() {
 		_ = si.w.Close()
 		si.w = nil
 	}
-	_ = si.s.po.FS.RemoveAll(si.dir)
+	_ = si.fs.RemoveAll(si.dir)
 }
 
 func (s *Store) finishSnapshot(l lineage, pairs uint64) error {

@@ -377,6 +377,10 @@ type retainedEntry struct {
 	csum  uint64
 }
 
+// minFormat is the oldest pebble format a store runs with: the first that
+// has virtual sstables, which excising a snapshot's span needs.
+const minFormat = pebble.FormatVirtualSSTables
+
 // defaultPebbleOptions tunes pebble for the WIP store's load: small values
 // written once and soon overwritten or deleted (job state, checkpoints), and
 // the retained log, a FIFO window trimmed with range deletions. Pebble's
@@ -387,10 +391,6 @@ type retainedEntry struct {
 // Larger memtables let most state die in memory, and a larger Lbase keeps
 // the LSM shallow. Memory bound: MemTableSize x MemTableStopWritesThreshold
 // = 256 MiB per store at most.
-// minFormat is the oldest pebble format a store runs with: the first that
-// has virtual sstables, which excising a snapshot's span needs.
-const minFormat = pebble.FormatVirtualSSTables
-
 func defaultPebbleOptions() *pebble.Options {
 	po := &pebble.Options{
 		MemTableSize:                64 << 20,
@@ -653,8 +653,8 @@ func (s *Store) committer() {
 // holdPipeline waits while MaxUnackedGroups groups wait for the peer's ack
 // (sync mode, peer in sync). Every change that may end the wait (an ack,
 // degrade, fencing, demotion, a session ending, a failure, Close)
-// broadcasts s.cond. Measured at 64 writers on one disk: groups of ~3x
-// the size, one fsync on each node per group (docs/benchmarks.md).
+// broadcasts s.cond. Measured at 64 writers on one disk: sync groups of
+// twice the size, so half the fsyncs on each node (docs/benchmarks.md).
 func (s *Store) holdPipeline() {
 	s.mu.Lock()
 	for len(s.waiting) >= s.o.MaxUnackedGroups && s.failed == nil && !s.closed &&
