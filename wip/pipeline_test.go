@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // TestPipelineHoldsGroupsBeyondMaxUnacked holds the secondary's acks and
@@ -24,14 +22,14 @@ func TestPipelineHoldsGroupsBeyondMaxUnacked(t *testing.T) {
 		timeout time.Duration
 	}{{1, time.Minute}, {2, time.Minute}, {1, 300 * time.Millisecond}} {
 		t.Run(fmt.Sprintf("depth=%d,ack-timeout=%v", tc.depth, tc.timeout), func(t *testing.T) {
-			a, base, release := heldAckPair(t, Options{PeerAckTimeout: tc.timeout, MaxUnackedGroups: tc.depth})
+			a, base, release, holding := heldAckPair(t, Options{PeerAckTimeout: tc.timeout, MaxUnackedGroups: tc.depth})
 			n := tc.depth + 1
 			errs := commitOneByOne(t, a, base, n, tc.depth)
 			if tc.timeout == time.Minute {
-				// The last commit must stay queued. A wait cannot prove a
-				// negative; 300 ms is far beyond a local fsync here, and
-				// a broken hold fails this check, never a working one.
-				clock.Sleep(context.Background(), clock.Real(), 300*time.Millisecond)
+				// The committer reports that it holds with depth groups
+				// unacked, and the last commit is queued: while it holds,
+				// that commit cannot be written.
+				waitHeld(t, a, holding, tc.depth, n)
 				if got := a.Status().DurableLSN; got != base+uint64(tc.depth) {
 					t.Fatalf("with %d groups unacked, durable LSN %d, want %d (held)", tc.depth, got, base+uint64(tc.depth))
 				}
@@ -66,14 +64,9 @@ func TestMaxUnackedGroupsValidated(t *testing.T) {
 // Demote fails the held commit with ErrNotPrimary at once, while it still
 // waits (until its context ends) for the commit the peer has not acked.
 func TestDemoteFailsCommitsHeldByThePipeline(t *testing.T) {
-	a, base, _ := heldAckPair(t, Options{PeerAckTimeout: time.Minute, MaxUnackedGroups: 1})
+	a, base, _, holding := heldAckPair(t, Options{PeerAckTimeout: time.Minute, MaxUnackedGroups: 1})
 	errs := commitOneByOne(t, a, base, 2, 1)
-	waitFor(t, "the second commit queued", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.inflight == 2
-	})
-	clock.Sleep(context.Background(), clock.Real(), 50*time.Millisecond) // and taken by the held committer, or still in the queue: both are held
+	waitHeld(t, a, holding, 1, 2)
 	if got := a.Status().DurableLSN; got != base+1 {
 		t.Fatalf("second commit not held: durable LSN %d", got)
 	}
@@ -103,16 +96,26 @@ func TestDemoteFailsCommitsHeldByThePipeline(t *testing.T) {
 
 // heldAckPair opens a pair with o, promotes a, commits one batch in sync,
 // and then holds every ack of b until release is called (once at most;
-// the test's cleanup calls it too, before the stores close). It returns a
-// and the LSN of that batch.
-func heldAckPair(t *testing.T, o Options) (a *Store, base uint64, release func()) {
+// the test's cleanup calls it too, before the stores close). It returns a,
+// the LSN of that batch, release, and a channel that receives the number
+// of unacked groups each time a's committer starts to hold its pipeline
+// (values that find the channel full are dropped).
+func heldAckPair(t *testing.T, o Options) (a *Store, base uint64, release func(), holding <-chan int) {
 	t.Helper()
 	p := newPair(t, o)
 	var gate atomic.Bool
 	held := make(chan struct{})
 	var once sync.Once
 	release = func() { once.Do(func() { close(held) }) }
-	a = p.open("a", nil)
+	hc := make(chan int, 16)
+	a = p.open("a", func(o *Options) {
+		o.testHolding = func(unacked int) {
+			select {
+			case hc <- unacked:
+			default:
+			}
+		}
+	})
 	b := p.open("b", func(o *Options) {
 		o.testBeforeAck = func(uint64) {
 			if gate.Load() {
@@ -127,7 +130,32 @@ func heldAckPair(t *testing.T, o Options) (a *Store, base uint64, release func()
 	waitFor(t, "in sync", inSync(a))
 	base = commitKV(t, a, "before", "x")
 	gate.Store(true)
-	return a, base, release
+	return a, base, release, hc
+}
+
+// waitHeld waits until a's committer reports that it holds with unacked
+// groups waiting for the peer and a has queued commits in flight in all.
+// Both are events, so a working hold passes at once and a broken one (the
+// committer never holds) fails here.
+func waitHeld(t *testing.T, a *Store, holding <-chan int, unacked, queued int) {
+	t.Helper()
+	waitFor(t, fmt.Sprint("the committer holding with ", unacked, " groups unacked"), func() bool {
+		for {
+			select {
+			case got := <-holding:
+				if got == unacked {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+	waitFor(t, fmt.Sprint(queued, " commits in flight"), func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.inflight == queued
+	})
 }
 
 // commitOneByOne starts n commits on a, one after the other, and waits for

@@ -125,6 +125,10 @@ type Options struct {
 	// testBeforeAck, when set, is called by a secondary before it acks lsn;
 	// it may block, holding the ack back.
 	testBeforeAck func(lsn uint64)
+	// testHolding, when set, is called (with the store's mutex held; it
+	// must not block) each time the primary's committer starts to wait in
+	// holdPipeline, with the number of groups waiting for the peer.
+	testHolding func(unacked int)
 }
 
 func (o *Options) fill() error {
@@ -659,6 +663,9 @@ func (s *Store) holdPipeline() {
 	s.mu.Lock()
 	for len(s.waiting) >= s.o.MaxUnackedGroups && s.failed == nil && !s.closed &&
 		s.role == Primary && s.peerState == PeerInSync && s.needPeerLocked() {
+		if s.o.testHolding != nil {
+			s.o.testHolding(len(s.waiting))
+		}
 		s.cond.Wait()
 	}
 	s.mu.Unlock()
