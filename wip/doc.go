@@ -39,7 +39,15 @@
 //     it missed, and clears its own Outdated flag once it holds it.
 //   - Replication: the secondary dials the peer's listener (PeerAddr) with
 //     exponential backoff (20 ms .. 2 s); the primary accepts on ListenAddr
-//     and serves one session at a time (a new one replaces the old). The
+//     and serves one session at a time (a new one replaces the old). With
+//     one address per HA link (ExtraListenAddrs, ExtraPeerAddrs) the
+//     secondary moves to the next address whenever a session ends or a
+//     dial fails, and backs off only when every address has failed in a
+//     row. A cut cable sends no FIN: the secondary's connections carry
+//     TCP_USER_TIMEOUT and keepalive probes set from DeadSessionAfter, and
+//     an idle secondary repeats its last ack every DeadSessionAfter/4, so
+//     its TCP notices a dead link within about DeadSessionAfter (acks are
+//     cumulative: a repeated one changes nothing, for any version). The
 //     dialing side is the secondary because it is the one that needs data;
 //     a primary never dials, so two primaries never replicate to each other.
 //     After the handshake the primary compares lineages and sends a plan:
@@ -161,11 +169,13 @@
 // connection, then waiting on a WaitGroup):
 //   - committer: forms and writes groups; stops on Close.
 //   - supervisor: enforces PeerAckTimeout; stops on Close.
-//   - acceptLoop (ListenAddr set): accepts connections; each runs servePeer
+//   - acceptLoop, one per listener (ListenAddr, ExtraListenAddrs): accepts
+//     connections; each runs servePeer
 //     (handshake, then the sender loop) and a readAcks goroutine; they stop
 //     when the connection is closed (Close, Demote, replacement, degrade).
 //   - dialLoop (PeerAddr set): while Secondary, runSecondary per session: a
-//     frame reader goroutine and the applier; stop on connection close.
+//     frame reader goroutine, the applier and the acker (which also repeats
+//     the last ack while idle); stop on connection close.
 //   - a short-lived goroutine persisting "peer no longer outdated".
 //   - ctx watcher: cancels the store's context on Close.
 //

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
@@ -326,7 +327,31 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		var haveInSync bool
 		failed := false
 		var toAck, acked uint64
-		for p := range pch {
+		// While the stream is idle, the last ack is sent again every
+		// quarter of DeadSessionAfter: an ack the primary's TCP does not
+		// acknowledge is how this side finds a cut link (TCP_USER_TIMEOUT,
+		// see dialer) in time to move to another one. Acks are cumulative,
+		// so a repeated one changes nothing on the primary, of any version.
+		reack := s.clk.NewTicker(max(s.o.DeadSessionAfter/4, 10*time.Millisecond))
+		defer reack.Stop()
+		wrote := false
+		for {
+			var p pending
+			select {
+			case q, ok := <-pch:
+				if !ok {
+					return
+				}
+				p = q
+			case <-reack.C():
+				if acked > 0 && !wrote && !failed {
+					if writeFrame(bw, ver, frameAck, putU64(nil, acked)) != nil || bw.Flush() != nil {
+						ss.close(errors.New("wip: writing ack"))
+					}
+				}
+				wrote = false
+				continue
+			}
 			if failed {
 				if p.pb != nil {
 					_ = p.pb.Close()
@@ -366,7 +391,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				if writeFrame(bw, ver, frameAck, putU64(nil, toAck)) != nil || bw.Flush() != nil {
 					ss.close(errors.New("wip: writing ack"))
 				}
-				acked = toAck
+				acked, wrote = toAck, true
 			}
 			if haveInSync {
 				s.mu.Lock()

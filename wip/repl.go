@@ -14,10 +14,12 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/tandem-ha/tandem/internal/clock"
 )
@@ -67,13 +69,25 @@ func (ss *session) closed() bool {
 }
 
 func (s *Store) startRepl() error {
+	var lns []net.Listener
 	if s.o.ListenAddr != "" {
-		ln, err := net.Listen("tcp", s.o.ListenAddr)
-		if err != nil {
-			return fmt.Errorf("wip: replication listener on %s: %w", s.o.ListenAddr, err)
+		for _, a := range append([]string{s.o.ListenAddr}, s.o.ExtraListenAddrs...) {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				for _, c := range s.lnClosers {
+					_ = c()
+				}
+				s.lnClosers = nil
+				return fmt.Errorf("wip: replication listener on %s: %w", a, err)
+			}
+			lns = append(lns, ln)
+			s.lnClosers = append(s.lnClosers, ln.Close)
+			s.listenAddrs = append(s.listenAddrs, ln.Addr().String())
 		}
-		s.lnCloser = ln.Close
-		s.listenAddr = ln.Addr().String()
+	}
+	// Started only once every listener is open: a failed Open leaves no
+	// goroutine behind.
+	for _, ln := range lns {
 		s.wg.Add(1)
 		go s.acceptLoop(ln)
 	}
@@ -84,9 +98,18 @@ func (s *Store) startRepl() error {
 	return nil
 }
 
-// ListenAddr returns the replication listener's address ("" if none); useful
-// with port 0.
-func (s *Store) ListenAddr() string { return s.listenAddr }
+// ListenAddr returns the first replication listener's address ("" if
+// none); useful with port 0.
+func (s *Store) ListenAddr() string {
+	if len(s.listenAddrs) == 0 {
+		return ""
+	}
+	return s.listenAddrs[0]
+}
+
+// ListenAddrs returns every replication listener's address, ListenAddr's
+// first.
+func (s *Store) ListenAddrs() []string { return append([]string(nil), s.listenAddrs...) }
 
 func (s *Store) acceptLoop(ln net.Listener) {
 	defer s.wg.Done()
@@ -149,11 +172,16 @@ func (s *Store) ctx() context.Context {
 }
 
 // dialLoop is the secondary's side: while secondary, it keeps one session to
-// the peer's listener, reconnecting with exponential backoff.
+// the peer's listener, reconnecting with exponential backoff. With several
+// peer addresses (one per HA link) it moves to the next address whenever a
+// session ends or a dial fails, and backs off only once every address has
+// failed in a row: a cut link costs one dial timeout at most.
 func (s *Store) dialLoop() {
 	defer s.wg.Done()
+	addrs := append([]string{s.o.PeerAddr}, s.o.ExtraPeerAddrs...)
 	backoff := backoffMin
-	var d net.Dialer
+	d := s.dialer()
+	next, failed := 0, 0
 	for {
 		s.mu.Lock()
 		// A failed store stops replicating: its disk is not trustworthy.
@@ -165,26 +193,70 @@ func (s *Store) dialLoop() {
 		if closed {
 			return
 		}
-		c, err := d.DialContext(s.ctx(), "tcp", s.o.PeerAddr)
+		addr := addrs[next]
+		next = (next + 1) % len(addrs)
+		c, err := d.DialContext(s.ctx(), "tcp", addr)
 		if err == nil && !s.track(c) {
 			_ = c.Close()
 			return
 		}
+		var ran bool
 		if err == nil {
-			var ran bool
 			ran, err = s.runSecondary(c)
 			s.untrack(c)
-			if ran {
-				backoff = backoffMin
-			}
+		}
+		if ran {
+			backoff, failed = backoffMin, 0
+		} else {
+			failed++
 		}
 		if err != nil {
-			s.log.Debug("replication session ended", zap.Error(err))
+			lvl := zap.DebugLevel
+			if len(addrs) > 1 && (ran || failed == 1) {
+				lvl = zap.InfoLevel // the operator sees the move to the other link
+			}
+			s.log.Log(lvl, "replication session ended", zap.String("peer", addr), zap.Bool("ran", ran),
+				zap.String("next", addrs[next]), zap.Error(err))
+		}
+		if !ran && failed < len(addrs) {
+			continue // another address has not been tried since the last session
 		}
 		if clock.Sleep(s.ctx(), s.clk, backoff) != nil {
 			return
 		}
-		backoff = min(backoff*2, backoffMax)
+		if !ran {
+			backoff = min(backoff*2, backoffMax)
+			failed = 0
+		}
+	}
+}
+
+// dialer makes the secondary's connections. A cut cable sends no FIN, so
+// the kernel must find a dead peer by itself: the dial gives up after
+// DeadSessionAfter; while the secondary's acks (or, idle, its re-acks and
+// keepalive probes) go unacknowledged for DeadSessionAfter,
+// TCP_USER_TIMEOUT fails the connection. Only the secondary's side sets
+// it: its sends are small and never fill a window, so the timer measures
+// the link, never a slow disk on the other side.
+func (s *Store) dialer() *net.Dialer {
+	dead := s.o.DeadSessionAfter
+	probe := max(dead/2, time.Second) // Linux counts keepalive times in seconds
+	return &net.Dialer{
+		Timeout:         dead,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 3},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(dead/time.Millisecond))
+			})
+			if err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("TCP_USER_TIMEOUT: %w", serr)
+			}
+			return nil
+		},
 	}
 }
 

@@ -78,19 +78,33 @@ func (p PeerLoss) String() string {
 
 // Options configure a Store. Zero values take the defaults noted.
 type Options struct {
-	FS             vfs.FS      // nil: vfs.Default
-	Clock          clock.Clock // nil: clock.Real()
-	Logger         *zap.Logger // nil: zap.NewNop()
-	NodeID         uint8
-	PairKey        []byte        // HMAC-SHA256 key for the replication handshake (>= 16 bytes when replicating)
-	ListenAddr     string        // replication listener (HA link address:port); "" = none
-	PeerAddr       string        // peer's replication listener; "" = never dial
-	Mode           Mode          // Sync (default) | Async
-	PeerLoss       PeerLoss      // Degrade (default) | Block
-	PeerAckTimeout time.Duration // 0: 5 s
-	RetainBytes    int64         // retained log for catch-up; 0: 256 MiB
-	RetainAge      time.Duration // 0: 1 h
-	Events         func(Event)   // optional; called from store goroutines, must not block
+	FS         vfs.FS      // nil: vfs.Default
+	Clock      clock.Clock // nil: clock.Real()
+	Logger     *zap.Logger // nil: zap.NewNop()
+	NodeID     uint8
+	PairKey    []byte // HMAC-SHA256 key for the replication handshake (>= 16 bytes when replicating)
+	ListenAddr string // replication listener (HA link address:port); "" = none
+	PeerAddr   string // peer's replication listener; "" = never dial
+	// ExtraListenAddrs are further replication listeners, one per further
+	// HA link; ExtraPeerAddrs the peer's, in the same order. A secondary
+	// dials the peer's addresses in turn (PeerAddr first): after a session
+	// ends, or a dial fails, it tries the next one, so a cut HA link costs
+	// one failed session, not the pair's protection.
+	ExtraListenAddrs []string
+	ExtraPeerAddrs   []string
+	// DeadSessionAfter is how long a replication connection may go without
+	// a sign of life from the peer's TCP stack before it is dropped (TCP
+	// keepalive probes while idle, TCP_USER_TIMEOUT while data is
+	// unacknowledged): a cut cable sends no FIN. 0: 1 s. Keep it below
+	// PeerAckTimeout, so that a secondary moves to another HA link before
+	// the primary degrades.
+	DeadSessionAfter time.Duration
+	Mode             Mode          // Sync (default) | Async
+	PeerLoss         PeerLoss      // Degrade (default) | Block
+	PeerAckTimeout   time.Duration // 0: 5 s
+	RetainBytes      int64         // retained log for catch-up; 0: 256 MiB
+	RetainAge        time.Duration // 0: 1 h
+	Events           func(Event)   // optional; called from store goroutines, must not block
 	// MayGoAlone is the fence-peer hook (DRBD's fence-peer handler): in
 	// Degrade mode the store calls it when the peer has not acked within
 	// PeerAckTimeout, before persisting that the peer is Outdated and
@@ -159,6 +173,9 @@ func (o *Options) fill() error {
 	if o.MaxUnackedGroups == 0 {
 		o.MaxUnackedGroups = 2
 	}
+	if o.DeadSessionAfter == 0 {
+		o.DeadSessionAfter = time.Second
+	}
 	switch {
 	case o.Mode != Sync && o.Mode != Async:
 		return fmt.Errorf("%w: Mode %d", ErrOptions, o.Mode)
@@ -174,6 +191,12 @@ func (o *Options) fill() error {
 		return fmt.Errorf("%w: RetainAge %v is negative", ErrOptions, o.RetainAge)
 	case o.MaxUnackedGroups < 0:
 		return fmt.Errorf("%w: MaxUnackedGroups %d is negative", ErrOptions, o.MaxUnackedGroups)
+	case o.DeadSessionAfter < 0:
+		return fmt.Errorf("%w: DeadSessionAfter %v is negative", ErrOptions, o.DeadSessionAfter)
+	case o.ListenAddr == "" && len(o.ExtraListenAddrs) > 0:
+		return fmt.Errorf("%w: ExtraListenAddrs without ListenAddr", ErrOptions)
+	case o.PeerAddr == "" && len(o.ExtraPeerAddrs) > 0:
+		return fmt.Errorf("%w: ExtraPeerAddrs without PeerAddr", ErrOptions)
 	case (o.ListenAddr != "" || o.PeerAddr != "") && len(o.PairKey) < 16:
 		return fmt.Errorf("%w: PairKey has %d bytes, replication needs at least 16", ErrOptions, len(o.PairKey))
 	}
@@ -357,11 +380,11 @@ type Store struct {
 	retained []retainedEntry
 	retBytes int64
 
-	lnCloser   func() error
-	conns      map[net.Conn]struct{} // replication connections, closed by Close
-	listenAddr string
-	ctxOnce    sync.Once
-	ctxv       context.Context
+	lnClosers   []func() error
+	conns       map[net.Conn]struct{} // replication connections, closed by Close
+	listenAddrs []string
+	ctxOnce     sync.Once
+	ctxv        context.Context
 }
 
 // waitSessionGone waits until no replication session is registered.
@@ -558,8 +581,8 @@ func (s *Store) Close() error {
 	}
 	s.cond.Broadcast()
 	s.mu.Unlock()
-	if s.lnCloser != nil {
-		_ = s.lnCloser()
+	for _, c := range s.lnClosers {
+		_ = c()
 	}
 	if sess != nil {
 		sess.close(ErrClosed)
