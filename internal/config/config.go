@@ -92,9 +92,9 @@ type Path struct {
 
 // Replication configures the WIP stream between the nodes.
 type Replication struct {
-	Listen         AddrPort   `yaml:"listen"`
-	Peers          []AddrPort `yaml:"peers"` // tried in order (HA link 1, then 2)
-	Mode           string     `yaml:"mode"`  // sync (default), async
+	Listen         AddrPorts  `yaml:"listen"` // one per HA link, in link order
+	Peers          []AddrPort `yaml:"peers"`  // the peer's listeners, tried in turn (HA link 1, then 2)
+	Mode           string     `yaml:"mode"`   // sync (default), async
 	OnPeerLoss     string     `yaml:"on-peer-loss"`
 	PeerAckTimeout Duration   `yaml:"peer-ack-timeout"`
 	RetainBytes    int64      `yaml:"retain-bytes"`
@@ -299,11 +299,23 @@ func (c *Config) check() error {
 	}
 
 	r := c.Replication
-	if !r.Listen.IsValid() {
-		p.add("replication.listen", "required (this node's address:port on the HA link)")
+	if len(r.Listen) == 0 {
+		p.add("replication.listen", "required (this node's address:port on each HA link)")
 	}
 	if len(r.Peers) == 0 {
 		p.add("replication.peers", "required (the peer's replication address:port, one per HA link)")
+	}
+	for _, l := range []struct {
+		name  string
+		addrs []AddrPort
+	}{{"replication.listen", r.Listen}, {"replication.peers", r.Peers}} {
+		seen := map[netip.AddrPort]bool{}
+		for i, a := range l.addrs {
+			if seen[a.AddrPort] {
+				p.add(fmt.Sprintf("%s[%d]", l.name, i), "%s listed twice", a)
+			}
+			seen[a.AddrPort] = true
+		}
 	}
 	switch r.Mode {
 	case "sync", "async":

@@ -41,6 +41,13 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if c.Paths[0].Port != DefaultHeartbeatPort || c.DataPlane.Port != DefaultDataPlanePort || c.Management.Socket != DefaultSocket {
 		t.Errorf("port/socket defaults not applied: %+v", c)
 	}
+	if len(c.Replication.Listen) != 1 || c.Replication.Listen[0].String() != "198.51.100.1:7101" {
+		t.Errorf("a scalar listen = %v, want the one address", c.Replication.Listen)
+	}
+	two := strings.Replace(good, "listen: 198.51.100.1:7101", "listen: [198.51.100.1:7101, 198.51.100.5:7101]", 1)
+	if c2, err := Parse("two.yaml", []byte(two)); err != nil || len(c2.Replication.Listen) != 2 || c2.Replication.Listen[1].String() != "198.51.100.5:7101" {
+		t.Errorf("a listen list: %v, %v", err, c2)
+	}
 	if got := c.Line("vip.addresses[1]"); got != 15 {
 		t.Errorf("Line(vip.addresses[1]) = %d, want 15", got)
 	}
@@ -77,6 +84,10 @@ func TestBadInputsNameFieldAndLine(t *testing.T) {
 		{"duplicate vip", "[192.0.2.10/24, 2001:db8:0:1::10/64]", "[192.0.2.10/24, 192.0.2.10/24]", []string{"vip.addresses[1]: 192.0.2.10 listed twice"}},
 		{"family mismatch", "peer: 198.51.100.2}", "peer: 2001:db8::2}", []string{"bad.yaml:8: paths[0].peer: address family differs"}},
 		{"no gateways", "tie-breaker:\n  gateways: [192.0.2.1]\n", "", []string{"tie-breaker.gateways: at least one gateway"}},
+		{"duplicate listen", "listen: 198.51.100.1:7101", "listen: [198.51.100.1:7101, 198.51.100.1:7101]", []string{"replication.listen[1]: 198.51.100.1:7101 listed twice"}},
+		{"duplicate peer", "peers: [198.51.100.2:7101]", "peers: [198.51.100.2:7101, 198.51.100.2:7101]", []string{"replication.peers[1]: 198.51.100.2:7101 listed twice"}},
+		{"bad listen in a list", "listen: 198.51.100.1:7101", "listen: [198.51.100.1:7101, 198.51.100.5]", []string{"bad.yaml:11:", "\"198.51.100.5\" is not address:port"}},
+		{"empty listen list", "listen: 198.51.100.1:7101", "listen: []", []string{"replication.listen: required"}},
 		{"bad profile", "timing: fast", "timing: turbo", []string{"bad.yaml:6: timing.profile: \"turbo\": want default or fast"}},
 		{"yaml syntax", "vip:\n", "vip: [\n", []string{"bad.yaml:"}},
 		{"several at once", "node: a\npeer: b", "node: A\npeer: b b", []string{"bad.yaml:1: node:", "bad.yaml:2: peer:"}},

@@ -216,6 +216,27 @@ func (a *AddrPort) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// AddrPorts is one address:port or a list of them.
+type AddrPorts []AddrPort
+
+// UnmarshalYAML accepts a scalar (one address) or a sequence.
+func (a *AddrPorts) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var one AddrPort
+		if err := one.UnmarshalYAML(n); err != nil {
+			return err
+		}
+		*a = AddrPorts{one}
+		return nil
+	}
+	var many []AddrPort
+	if err := n.Decode(&many); err != nil {
+		return err
+	}
+	*a = many
+	return nil
+}
+
 // MAC is a hardware address, "02:74:64:00:00:10".
 type MAC struct{ net.HardwareAddr }
 

@@ -31,17 +31,28 @@ type wipStore struct {
 func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log *zap.Logger, gate *goAloneGate, events func(wip.Event)) (*wipStore, error) {
 	o := wip.Options{
 		Clock: clk, Logger: log, NodeID: self, PairKey: key,
-		ListenAddr:     cfg.Replication.Listen.String(),
+		ListenAddr:     cfg.Replication.Listen[0].String(),
 		PeerAckTimeout: cfg.Replication.PeerAckTimeout.D(),
 		RetainBytes:    cfg.Replication.RetainBytes,
 		RetainAge:      cfg.Replication.RetainAge.D(),
 		MayGoAlone:     gate.check,
 		Events:         events,
 	}
+	if ack := o.PeerAckTimeout; ack > 0 && ack < 2*time.Second {
+		// A secondary must find a dead HA link and move to the next one
+		// before the primary gives up waiting for it.
+		o.DeadSessionAfter = max(ack/2, 100*time.Millisecond)
+	}
+	for _, a := range cfg.Replication.Listen[1:] {
+		o.ExtraListenAddrs = append(o.ExtraListenAddrs, a.String())
+	}
 	if len(cfg.Replication.Peers) > 0 {
-		// The store dials one address; the HA link 1 peer. (A second
-		// replication path is future work: see the closing note.)
+		// HA link 1 first; the store moves to the next link's address
+		// when a session ends or a dial fails.
 		o.PeerAddr = cfg.Replication.Peers[0].String()
+		for _, a := range cfg.Replication.Peers[1:] {
+			o.ExtraPeerAddrs = append(o.ExtraPeerAddrs, a.String())
+		}
 	}
 	if cfg.Replication.Mode == "async" {
 		o.Mode = wip.Async

@@ -129,7 +129,7 @@ paths:
 {{- end}}
   - {name: lan, interface: {{.LANIf}}, local: {{.LAN}}, peer: {{.PeerLAN}}}
 replication:
-  listen: {{.HA1}}:7101
+  listen: [{{.HA1}}:7101{{if .HA2}}, {{.HA2}}:7101{{end}}]
   peers: [{{.PeerHA1}}:7101{{if .HA2}}, {{.PeerHA2}}:7101{{end}}]
   peer-ack-timeout: 1s
 vip:
