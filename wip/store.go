@@ -95,9 +95,11 @@ type Options struct {
 	// DeadSessionAfter is how long a replication connection may go without
 	// a sign of life from the peer's TCP stack before it is dropped (TCP
 	// keepalive probes while idle, TCP_USER_TIMEOUT while data is
-	// unacknowledged): a cut cable sends no FIN. 0: 1 s. Keep it below
-	// PeerAckTimeout, so that a secondary moves to another HA link before
-	// the primary degrades.
+	// unacknowledged): a cut cable sends no FIN. 0: 1 s. Finding a dead
+	// link takes up to about twice this (the repeated ack's interval, then
+	// the kernel's retransmission steps), so keep it near a third of the
+	// primary's PeerAckTimeout: the secondary then moves to another HA link
+	// before the primary degrades.
 	DeadSessionAfter time.Duration
 	Mode             Mode          // Sync (default) | Async
 	PeerLoss         PeerLoss      // Degrade (default) | Block

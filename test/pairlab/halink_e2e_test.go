@@ -56,7 +56,7 @@ func TestE2EOneHALinkCutKeepsThePairProtected(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ev := range evs {
-		t.Logf("a event: %s %s", ev.Kind, ev.Text)
+		t.Logf("a event at cut+%v: %s %s", ev.Time.Sub(cut).Round(time.Millisecond), ev.Kind, ev.Text)
 		if ev.Kind == "replication" && strings.HasPrefix(ev.Text, "peer-outdated") {
 			t.Errorf("a went on alone after HA link 1 was cut (%s): the passive did not move to HA link 2 in time", ev.Text)
 		}
