@@ -45,91 +45,117 @@ func TestE2EWIPSurvivesKill(t *testing.T) {
 		t.Fatalf("deploy: %v", err)
 	}
 	const total, workers = 3000, 16
-	c := clientHTTP(e.lab.Host(lab.Client))
-	url := fmt.Sprintf("http://%s:8080/v1/run/load/ingest", lab.VIP4)
-	var (
-		mu       sync.Mutex
-		acked    = map[string]string{} // key -> job id
-		accepted atomic.Int64
-		next     atomic.Int64
-		wg       sync.WaitGroup
-	)
-	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
-	defer cancel()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= total {
-					return
-				}
-				key := fmt.Sprintf("k%05d", i)
-				// Retry the same trigger until some node accepts it, as a
-				// client of an HA service does.
-				for ctx.Err() == nil {
-					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"i":1}`))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Idempotency-Key", key)
-					resp, err := c.Do(req)
-					if err != nil {
-						clock.Sleep(ctx, clock.Real(), 20*time.Millisecond)
-						continue
-					}
-					var body struct {
-						JobID string `json:"job_id"`
-					}
-					json.NewDecoder(resp.Body).Decode(&body)
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusAccepted && body.JobID != "" {
-						mu.Lock()
-						if prev, ok := acked[key]; ok && prev != body.JobID {
-							t.Errorf("trigger %s acknowledged as job %s and as job %s", key, prev, body.JobID)
-						}
-						acked[key] = body.JobID
-						mu.Unlock()
-						accepted.Add(1)
-						break
-					}
-					clock.Sleep(ctx, clock.Real(), 20*time.Millisecond)
-				}
-			}
-		}()
-	}
+	load := startIngestLoad(t, e, "k", total, workers, 2*time.Minute)
 	// Kill the active once a third of the jobs are in.
-	for accepted.Load() < total/3 && ctx.Err() == nil {
-		clock.Sleep(ctx, clock.Real(), 5*time.Millisecond)
+	for load.accepted.Load() < total/3 && load.ctx.Err() == nil {
+		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
 	}
-	mu.Lock()
-	before := len(acked)
-	mu.Unlock()
+	before := load.accepted.Load()
 	if err := e.pair.A.Crash(e.ctx); err != nil {
 		t.Fatal(err)
 	}
 	e.role(e.pair.B, "active", "")
-	wg.Wait()
-	if ctx.Err() != nil {
-		t.Fatalf("load did not finish: %d of %d accepted", accepted.Load(), total)
-	}
+	acked := load.wait(t)
 	t.Logf("%d jobs acknowledged before the kill, %d in all", before, len(acked))
-	missing := 0
-	for key, id := range acked {
-		if _, err := e.pair.B.API.Job(e.ctx, id); err != nil {
-			missing++
-			if missing <= 5 {
-				t.Errorf("job %s (trigger %s) acknowledged but absent on the new active: %v", id, key, err)
-			}
-		}
-	}
-	if missing > 0 {
-		t.Errorf("%d of %d acknowledged jobs lost", missing, len(acked))
-	}
+	checkJobsOn(t, e, e.pair.B, acked)
 	jobs, err := e.pair.B.API.Jobs(e.ctx, "", "load")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(jobs) != total {
 		t.Errorf("the new active lists %d jobs for %d distinct triggers", len(jobs), total)
+	}
+}
+
+// jobLoad is clients starting jobs through the VIP, each trigger retried
+// with its Idempotency-Key until some node accepts it, as a client of an
+// HA service does.
+type jobLoad struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	total    int
+	accepted atomic.Int64
+	mu       sync.Mutex
+	acked    map[string]string // trigger key -> job id
+	wg       sync.WaitGroup
+}
+
+// startIngestLoad starts total jobs (keys prefix%05d) from workers clients in
+// the client namespace; the load gives up after limit.
+func startIngestLoad(t *testing.T, e *e2e, prefix string, total, workers int, limit time.Duration) *jobLoad {
+	t.Helper()
+	l := &jobLoad{total: total, acked: map[string]string{}}
+	l.ctx, l.cancel = context.WithTimeout(e.ctx, limit)
+	t.Cleanup(l.cancel)
+	c := clientHTTP(e.lab.Host(lab.Client))
+	url := fmt.Sprintf("http://%s:8080/v1/run/load/ingest", lab.VIP4)
+	var next atomic.Int64
+	for w := 0; w < workers; w++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := next.Add(1) - 1; i < int64(total); i = next.Add(1) - 1 {
+				l.submit(t, c, url, fmt.Sprintf("%s%05d", prefix, i))
+			}
+		}()
+	}
+	return l
+}
+
+// submit retries one trigger until a node accepts it or the load's time
+// is up; a trigger acknowledged as two different jobs fails the test.
+func (l *jobLoad) submit(t *testing.T, c *http.Client, url, key string) {
+	for l.ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(l.ctx, http.MethodPost, url, strings.NewReader(`{"i":1}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := c.Do(req)
+		if err == nil {
+			var body struct {
+				JobID string `json:"job_id"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusAccepted && body.JobID != "" {
+				l.mu.Lock()
+				if prev, ok := l.acked[key]; ok && prev != body.JobID {
+					t.Errorf("trigger %s acknowledged as job %s and as job %s", key, prev, body.JobID)
+				}
+				l.acked[key] = body.JobID
+				l.mu.Unlock()
+				l.accepted.Add(1)
+				return
+			}
+		}
+		clock.Sleep(l.ctx, clock.Real(), 20*time.Millisecond)
+	}
+}
+
+// wait waits for every worker and returns trigger key -> job id; it fails
+// the test if the load did not finish in its time.
+func (l *jobLoad) wait(t *testing.T) map[string]string {
+	t.Helper()
+	l.wg.Wait()
+	if l.ctx.Err() != nil {
+		t.Fatalf("load did not finish: %d of %d accepted", l.accepted.Load(), l.total)
+	}
+	return l.acked
+}
+
+// checkJobsOn fails the test for every acknowledged job (trigger key ->
+// job id) that n does not hold.
+func checkJobsOn(t *testing.T, e *e2e, n *Node, acked map[string]string) {
+	t.Helper()
+	missing := 0
+	for key, id := range acked {
+		if _, err := n.API.Job(e.ctx, id); err != nil {
+			missing++
+			if missing <= 5 {
+				t.Errorf("job %s (trigger %s) acknowledged but absent on %s: %v", id, key, n.Name, err)
+			}
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d acknowledged jobs lost", missing, len(acked))
 	}
 }
