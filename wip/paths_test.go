@@ -111,6 +111,9 @@ func linkPair(t *testing.T, o Options) (a, b *Store, link1 *relay) {
 	if link1.sessions.Load() == 0 {
 		t.Fatal("b is in sync but not through HA link 1 (its first address)")
 	}
+	if got := b.Status().SessionPeer; got != link1.addr() {
+		t.Fatalf("b's status shows its session to %q, want HA link 1's %s", got, link1.addr())
+	}
 	return a, b, link1
 }
 
@@ -137,6 +140,12 @@ func TestSecondaryMovesToTheNextHALink(t *testing.T) {
 	st := a.Status()
 	if st.PeerOutdated || st.PeerState != PeerInSync {
 		t.Fatalf("after the move to link 2: peer state %v, outdated %v; want in sync, not outdated", st.PeerState, st.PeerOutdated)
+	}
+	if got, want := a.Status().SessionLocal, a.ListenAddrs()[1]; got != want {
+		t.Errorf("a's status shows its session on %q, want HA link 2's listener %s", got, want)
+	}
+	if got, want := b.Status().SessionPeer, a.ListenAddrs()[1]; got != want {
+		t.Errorf("b's status shows its session to %q, want %s", got, want)
 	}
 	waitFor(t, "b holding every commit", func() bool { return b.Status().DurableLSN == st.CommittedLSN })
 	mustGet(t, b, "after19", "v")

@@ -103,8 +103,11 @@ type Status struct {
 	RetainedFirst   uint64
 	RetainedLast    uint64
 	RetainedBytes   int64
-	LastError       string
-	Counters        Counters
+	// SessionLocal and SessionPeer are the current replication session's
+	// addresses ("" without a session): which HA link carries it.
+	SessionLocal, SessionPeer string
+	LastError                 string
+	Counters                  Counters
 }
 
 // Status returns the current status.
@@ -118,6 +121,9 @@ func (s *Store) Status() Status {
 		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, Counters: s.counters}
 	if s.peerState == PeerDisconnected && s.peerOutdated {
 		st.PeerState = PeerOutdated
+	}
+	if s.sess != nil {
+		st.SessionLocal, st.SessionPeer = s.sess.conn.LocalAddr().String(), s.sess.conn.RemoteAddr().String()
 	}
 	if s.snapTotal > 0 && s.inconsistent {
 		st.SnapshotPercent = 100 * float64(s.snapDone) / float64(s.snapTotal)

@@ -81,6 +81,9 @@ type ReplicationStatus struct {
 	LagBytes     uint64        `json:"lag_bytes"`
 	LagTime      time.Duration `json:"lag_ns"`
 	Rejected     uint64        `json:"rejected_frames"`
+	// Session is the replication session's "local -> peer" addresses
+	// (which HA link carries it); empty without a session.
+	Session string `json:"session,omitempty"`
 }
 
 // VIPStatus is the virtual address group.

@@ -266,6 +266,9 @@ func PrintStatus(w io.Writer, st api.Status) {
 	fmt.Fprintf(w, "replication: %s, %s, data %s, peer %s\n", orDash(r.Role), orDash(r.Mode), orDash(r.DataState), orDash(r.PeerState))
 	fmt.Fprintf(w, "  committed LSN %d, peer acked %d, lag %d batches / %d bytes / %s\n",
 		r.CommittedLSN, r.PeerAckedLSN, r.LagBatches, r.LagBytes, r.LagTime.Round(time.Millisecond))
+	if r.Session != "" {
+		fmt.Fprintf(w, "  session %s\n", r.Session)
+	}
 	owner := "not here"
 	if st.VIP.Owned {
 		owner = "owned here since " + ago(st.VIP.Since)

@@ -110,7 +110,12 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	if s.PeerOutdated && s.Role == wip.Primary && s.PeerState != wip.PeerInSync {
 		peer = "outdated"
 	}
+	session := ""
+	if s.SessionLocal != "" {
+		session = s.SessionLocal + " -> " + s.SessionPeer
+	}
 	return r, api.ReplicationStatus{
+		Session:      session,
 		Role:         s.Role.String(),
 		Mode:         w.mode,
 		DataState:    data,

@@ -45,6 +45,9 @@ func TestE2EOneHALinkCutKeepsThePairProtected(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d jobs acknowledged over HA link 2 in %v; a: %+v", len(acked), time.Since(cut).Round(time.Millisecond), st.Replication)
+	if ha2 := e.lab.Host(lab.NodeA).HA[1].String() + ":"; !strings.HasPrefix(st.Replication.Session, ha2) {
+		t.Errorf("a's status shows the session %q, want it on HA link 2 (%s...)", st.Replication.Session, ha2)
+	}
 	evs, err = e.pair.A.API.Events(e.ctx, seq)
 	if err != nil {
 		t.Fatal(err)
