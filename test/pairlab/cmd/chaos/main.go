@@ -8,8 +8,9 @@
 // stream's duplicate window) and an HTTP invoke of the sink (at-least-once),
 // and starts -rate jobs/s through the VIP for -duration while injecting a
 // random fault every -fault-every: kill -9 of the active (its unit's
-// cleanup, then a restart), freeze/thaw of the active, an HA link cut, or
-// a cut of the active's LAN port. Clients retry a trigger with the same
+// cleanup, then a restart), freeze/thaw of the active, a cut of both its
+// HA links (ha-cut) or of HA link 1 only (ha1-cut: replication must move to
+// HA link 2), or a cut of the active's LAN port. Clients retry a trigger with the same
 // Idempotency-Key until a node accepts it (202). When the load ends and
 // every accepted job has completed, a checker compares what clients were
 // told was accepted with what the endpoints hold and prints
@@ -211,7 +212,8 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 			continue
 		}
 		st0, _ := act.Status(ctx)
-		kind := []string{"kill", "freeze", "ha-cut", "lan-cut"}[rng.IntN(4)]
+		kinds := []string{"kill", "freeze", "ha-cut", "ha1-cut", "lan-cut"}
+		kind := kinds[rng.IntN(len(kinds))]
 		faults++
 		fmt.Printf("  fault %d at %s: %s of %s\n", faults, clk.Now().Format("15:04:05"), kind, act.Name)
 		fctx, fcancel := context.WithTimeout(ctx, 90*time.Second)
@@ -238,6 +240,12 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 					f2.Clear()
 				}
 				f1.Clear()
+			}
+		case "ha1-cut":
+			var f *lab.Fault
+			if f, err = l.CutLink(fctx, act.Name, "ha1"); err == nil {
+				clock.Sleep(ctx, clk, 3*time.Second)
+				err = f.Clear()
 			}
 		case "lan-cut":
 			var f *lab.Fault
