@@ -47,6 +47,13 @@ func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log 
 		// was on HA link 2 0.60-0.62 s after the cut (half: 0.94 s).
 		o.DeadSessionAfter = max(ack/3, 100*time.Millisecond)
 	}
+	if nl, np := len(cfg.Replication.Listen), len(cfg.Replication.Peers); nl != np {
+		// Not an error: a configuration written before listen took a list
+		// still starts. But the peer's further addresses are only of use
+		// if the peer listens there, and it dials ours.
+		log.Warn("replication.listen and replication.peers list different numbers of addresses; give one of each per HA link, in the same order, or replication cannot move to another HA link when one is cut",
+			zap.Int("listen", nl), zap.Int("peers", np))
+	}
 	for _, a := range cfg.Replication.Listen[1:] {
 		o.ExtraListenAddrs = append(o.ExtraListenAddrs, a.String())
 	}
