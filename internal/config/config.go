@@ -169,7 +169,7 @@ func Load(path string) (*Config, error) {
 func Parse(name string, b []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, decodeErrors(name, err)
+		return nil, decodeErrors(name, err, nil)
 	}
 	if len(root.Content) == 0 {
 		return nil, Errors{{File: name, Field: "(document)", Msg: "the file is empty"}}
@@ -179,7 +179,9 @@ func Parse(name string, b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		return nil, decodeErrors(name, err)
+		byLine := map[int][]scalar{}
+		scalarsByLine(&root, "", byLine)
+		return nil, decodeErrors(name, err, byLine)
 	}
 	c.applyDefaults()
 	if err := c.check(); err != nil {

@@ -82,6 +82,50 @@ func indexNode(n *yaml.Node, path string, pos positions) {
 	}
 }
 
+// scalar is one scalar value of the file and the field that holds it.
+type scalar struct{ path, value string }
+
+// scalarsByLine indexes the file's scalar values by line, so that a
+// decoding error, which yaml reports by line only, can name its field.
+func scalarsByLine(n *yaml.Node, path string, out map[int][]scalar) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			scalarsByLine(c, path, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if path != "" {
+				p = path + "." + p
+			}
+			scalarsByLine(n.Content[i+1], p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			scalarsByLine(c, fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	case yaml.ScalarNode:
+		out[n.Line] = append(out[n.Line], scalar{path, n.Value})
+	}
+}
+
+// fieldAt names the field of a decoding error at line whose message is
+// msg: the scalar on that line whose value the message quotes, or the only
+// scalar on that line; "" if neither.
+func fieldAt(byLine map[int][]scalar, line int, msg string) string {
+	cands := byLine[line]
+	for _, c := range cands {
+		if strings.Contains(msg, strconv.Quote(c.value)) {
+			return c.path
+		}
+	}
+	if len(cands) == 1 {
+		return cands[0].path
+	}
+	return ""
+}
+
 // line returns the line of field, or of its nearest ancestor present in the
 // file.
 func (p positions) line(field string) int {
@@ -126,7 +170,16 @@ func (p *problems) err() error {
 // yamlLineErr turns yaml's "line N: msg" decoding errors into FieldErrors.
 var reYAMLLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-func decodeErrors(file string, err error) error {
+// byLine, when not nil, names the field of an error that yaml reports by
+// line only (an invalid value).
+func decodeErrors(file string, err error, byLine map[int][]scalar) error {
+	name := func(fe *FieldError, fallback string) {
+		if f := fieldAt(byLine, fe.Line, fe.Msg); f != "" {
+			fe.Field = f
+		} else {
+			fe.Field = fallback
+		}
+	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		var out Errors
@@ -135,7 +188,11 @@ func decodeErrors(file string, err error) error {
 			if sm := reYAMLLine.FindStringSubmatch(m); sm != nil {
 				fe.Line, _ = strconv.Atoi(sm[1])
 				fe.Msg = sm[2]
-				fe.Field = fieldFromMsg(sm[2])
+				if f := fieldFromMsg(sm[2]); f != "(value)" {
+					fe.Field = f
+				} else {
+					name(fe, f)
+				}
 			}
 			out = append(out, fe)
 		}
@@ -146,6 +203,7 @@ func decodeErrors(file string, err error) error {
 	if sm := reYAMLLine.FindStringSubmatch(fe.Msg); sm != nil {
 		fe.Line, _ = strconv.Atoi(sm[1])
 		fe.Msg = sm[2]
+		name(fe, "(document)")
 	}
 	return Errors{fe}
 }
