@@ -53,6 +53,18 @@ var (
 	ErrFrameMalformed = errors.New("wip: malformed frame body")
 )
 
+// isFrameErr tells a frame the peer got wrong (rejected and counted) from
+// the connection failing under it (a reset, a timeout, a cut link: the
+// session ends, and no frame was rejected).
+func isFrameErr(err error) bool {
+	for _, e := range []error{ErrFrameTruncated, ErrFrameTooLarge, ErrFrameChecksum, ErrFrameVersion, ErrFrameType, ErrFrameMalformed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // frame is one decoded frame: the header fields and the raw body.
 type frame struct {
 	version byte

@@ -3,6 +3,10 @@ package wip
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"testing"
 )
 
@@ -115,6 +119,26 @@ func TestDecodeFrameRejectsWithReason(t *testing.T) {
 	} {
 		if err := decodeAny(c.b); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
+// TestIsFrameErr: a frame the peer got wrong is a rejection; a connection
+// failing under the session (reset, timeout, a clean close) is not.
+func TestIsFrameErr(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("from peer: %w", ErrFrameChecksum), true},
+		{fmt.Errorf("%w: header: unexpected EOF", ErrFrameTruncated), true},
+		{ErrFrameMalformed, true},
+		{io.EOF, false},
+		{&net.OpError{Op: "read", Net: "tcp", Err: syscall.ETIMEDOUT}, false},
+		{&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, false},
+	} {
+		if got := isFrameErr(tc.err); got != tc.want {
+			t.Errorf("isFrameErr(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }

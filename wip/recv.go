@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -461,7 +460,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		for _, it := range items {
 			if it.err != nil {
 				ferr = it.err
-				if !ss.closed() && !errors.Is(it.err, io.EOF) {
+				if !ss.closed() && isFrameErr(it.err) {
 					s.reject("frame", fmt.Errorf("from primary: %w", it.err))
 				}
 				break

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sort"
 	"sync"
@@ -619,7 +618,7 @@ func (s *Store) readAcks(ss *session, br *bufio.Reader) error {
 	for {
 		f, _, err := readFrame(br, nil)
 		if err != nil {
-			if !ss.closed() && !errors.Is(err, io.EOF) {
+			if !ss.closed() && isFrameErr(err) {
 				s.reject("frame", fmt.Errorf("from peer: %w", err))
 			}
 			return err
