@@ -126,6 +126,13 @@ func (s *Store) acceptLoop(ln net.Listener) {
 			}
 			continue
 		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			// A dead secondary host leaves an idle session open until
+			// probed; the status would show it in sync meanwhile. No
+			// TCP_USER_TIMEOUT here: a slow secondary that fills the
+			// window must not lose its session for it (see dialer).
+			_ = tc.SetKeepAliveConfig(s.keepAlive())
+		}
 		if !s.track(c) {
 			_ = c.Close()
 			return
@@ -230,6 +237,14 @@ func (s *Store) dialLoop() {
 	}
 }
 
+// keepAlive is both sides' TCP keepalive: probes after DeadSessionAfter/2
+// idle, every DeadSessionAfter/2, 3 unanswered end the connection (Linux
+// counts these times in whole seconds, so at least 1 s each).
+func (s *Store) keepAlive() net.KeepAliveConfig {
+	probe := max(s.o.DeadSessionAfter/2, time.Second)
+	return net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 3}
+}
+
 // dialer makes the secondary's connections. A cut cable sends no FIN, so
 // the kernel must find a dead peer by itself: the dial gives up after
 // DeadSessionAfter; while the secondary's acks (or, idle, its re-acks and
@@ -239,10 +254,9 @@ func (s *Store) dialLoop() {
 // the link, never a slow disk on the other side.
 func (s *Store) dialer() *net.Dialer {
 	dead := s.o.DeadSessionAfter
-	probe := max(dead/2, time.Second) // Linux counts keepalive times in seconds
 	return &net.Dialer{
 		Timeout:         dead,
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 3},
+		KeepAliveConfig: s.keepAlive(),
 		Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {

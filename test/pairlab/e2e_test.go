@@ -270,6 +270,21 @@ func TestE2EHALinkCutNoFailover(t *testing.T) {
 		}
 		t.Logf("%s alarms: %+v", n.Name, st.Alarms)
 	}
+	// Nothing is committed, so only TCP keepalive can tell a that its
+	// replication session died with the HA links: its status must not
+	// show the peer in sync for long (Go's default probing took 2.5 min).
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	if st, err := e.pair.A.WaitFor(ctx, "a's replication peer no longer in sync", func(st api.Status) bool {
+		return st.Replication.PeerState != "in-sync"
+	}); err != nil {
+		t.Errorf("a still shows its peer in sync with both HA links cut: %v", err)
+	} else {
+		t.Logf("a's replication after the cut: %+v", st.Replication)
+		if st.Replication.Rejected != 0 {
+			t.Errorf("a counts %d rejected frames: a dead link is not a frame the peer got wrong", st.Replication.Rejected)
+		}
+	}
 }
 
 // TestE2EIsolatedActiveFences: every heartbeat path between the nodes cut,
