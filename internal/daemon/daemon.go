@@ -182,7 +182,15 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 			Device: p.Interface,
 		})
 	}
+	bootID, warning, err := nextBootID(cfg.DataDir, clk.Now())
+	if err != nil {
+		return err
+	}
+	if warning != "" {
+		log.Warn("heartbeat boot id: " + warning)
+	}
 	hb, err := heartbeat.New(heartbeat.Config{
+		BootID: bootID,
 		PairID: uint32(cfg.PairID), NodeID: self, Key: key, Paths: paths,
 		Interval: timing.Interval, DeadAfter: timing.DeadAfter,
 		Clock: clk, Logger: log.Named("heartbeat"),

@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // The node's pair state (epoch, maintenance, last role) is one small JSON
@@ -22,34 +25,76 @@ func saveState(dir string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, stateFile+".tmp*")
-	if err != nil {
+	if err := replaceFile(dir, stateFile, append(b, '\n')); err != nil {
 		return fmt.Errorf("persist pair state: %w", err)
 	}
+	return nil
+}
+
+// replaceFile makes b durable as dir/name: a temporary file, fsynced,
+// renamed over the old one, and the directory fsynced.
+func replaceFile(dir, name string, b []byte) error {
+	tmp, err := os.CreateTemp(dir, name+".tmp*")
+	if err != nil {
+		return err
+	}
 	defer os.Remove(tmp.Name()) // after a successful rename: already gone
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
+	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("persist pair state: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("persist pair state: fsync: %w", err)
+		return fmt.Errorf("fsync: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("persist pair state: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
-		return fmt.Errorf("persist pair state: %w", err)
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return err
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("persist pair state: %w", err)
+		return err
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("persist pair state: fsync %s: %w", dir, err)
+		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// bootIDFile holds the last heartbeat boot id this node used.
+const bootIDFile = "boot-id"
+
+// nextBootID returns this run's heartbeat boot id and makes it durable
+// before any heartbeat carries it. The peer refuses a boot id smaller than
+// the last it saw (a replay), so it must grow from run to run: the wall
+// clock's nanoseconds, but at least one more than the last run's, so that
+// a clock stepped back across a restart (an appliance without a battery-
+// backed clock, booting before NTP) cannot silence the node. An unreadable
+// file is reported (warning) and replaced: the clock alone is the old
+// behaviour. err: the new id could not be made durable.
+func nextBootID(dir string, now time.Time) (id uint64, warning string, err error) {
+	id = uint64(now.UnixNano())
+	path := filepath.Join(dir, bootIDFile)
+	b, rerr := os.ReadFile(path)
+	switch {
+	case errors.Is(rerr, fs.ErrNotExist):
+	case rerr != nil:
+		warning = fmt.Sprintf("read %s: %v; using the clock", path, rerr)
+	default:
+		last, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if perr != nil {
+			warning = fmt.Sprintf("%s is corrupt (%v); using the clock", path, perr)
+		} else {
+			id = max(id, last+1)
+		}
+	}
+	if err := replaceFile(dir, bootIDFile, []byte(strconv.FormatUint(id, 10)+"\n")); err != nil {
+		return 0, warning, fmt.Errorf("persist boot id in %s: %w", path, err)
+	}
+	return id, warning, nil
 }
 
 // loadState reads dir/pair-state.json into v; a missing file leaves v
