@@ -31,7 +31,6 @@ type wipStore struct {
 func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log *zap.Logger, gate *goAloneGate, events func(wip.Event)) (*wipStore, error) {
 	o := wip.Options{
 		Clock: clk, Logger: log, NodeID: self, PairKey: key,
-		ListenAddr:     cfg.Replication.Listen[0].String(),
 		PeerAckTimeout: cfg.Replication.PeerAckTimeout.D(),
 		RetainBytes:    cfg.Replication.RetainBytes,
 		RetainAge:      cfg.Replication.RetainAge.D(),
@@ -54,8 +53,12 @@ func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log 
 		log.Warn("replication.listen and replication.peers list different numbers of addresses; give one of each per HA link, in the same order, or replication cannot move to another HA link when one is cut",
 			zap.Int("listen", nl), zap.Int("peers", np))
 	}
-	for _, a := range cfg.Replication.Listen[1:] {
-		o.ExtraListenAddrs = append(o.ExtraListenAddrs, a.String())
+	for i, a := range cfg.Replication.Listen { // config.check requires one
+		if i == 0 {
+			o.ListenAddr = a.String()
+		} else {
+			o.ExtraListenAddrs = append(o.ExtraListenAddrs, a.String())
+		}
 	}
 	if len(cfg.Replication.Peers) > 0 {
 		// HA link 1 first; the store moves to the next link's address
