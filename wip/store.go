@@ -95,11 +95,9 @@ type Options struct {
 	// DeadSessionAfter is how long a replication connection may go without
 	// a sign of life from the peer's TCP stack before it is dropped (TCP
 	// keepalive probes while idle, TCP_USER_TIMEOUT while data is
-	// unacknowledged): a cut cable sends no FIN. 0: 1 s. Finding a dead
-	// link takes up to about twice this (the repeated ack's interval, then
-	// the kernel's retransmission steps), so keep it near a third of the
-	// primary's PeerAckTimeout: the secondary then moves to another HA link
-	// before the primary degrades.
+	// unacknowledged): a cut cable sends no FIN. 0: a third of
+	// PeerAckTimeout, within 100 ms..1 s, so that the secondary moves to
+	// another HA link before the primary degrades.
 	DeadSessionAfter time.Duration
 	Mode             Mode          // Sync (default) | Async
 	PeerLoss         PeerLoss      // Degrade (default) | Block
@@ -176,7 +174,12 @@ func (o *Options) fill() error {
 		o.MaxUnackedGroups = 2
 	}
 	if o.DeadSessionAfter == 0 {
-		o.DeadSessionAfter = time.Second
+		// Finding a dead link takes up to about twice this (a repeated
+		// ack's interval, then the kernel's retransmission steps, 200 ms
+		// at least), and must end before the primary degrades: measured in
+		// the lab with a 1 s PeerAckTimeout, the session was on HA link 2
+		// 0.60-0.62 s after the cut with a third (0.94 s with a half).
+		o.DeadSessionAfter = min(time.Second, max(o.PeerAckTimeout/3, 100*time.Millisecond))
 	}
 	switch {
 	case o.Mode != Sync && o.Mode != Async:

@@ -175,13 +175,12 @@ func Parse(name string, b []byte) (*Config, error) {
 		return nil, Errors{{File: name, Field: "(document)", Msg: "the file is empty"}}
 	}
 	c := &Config{file: name, pos: positions{}}
-	indexNode(&root, "", c.pos)
+	scalars := map[int][]scalar{}
+	indexNode(&root, "", c.pos, scalars)
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		byLine := map[int][]scalar{}
-		scalarsByLine(&root, "", byLine)
-		return nil, decodeErrors(name, err, byLine)
+		return nil, decodeErrors(name, err, scalars)
 	}
 	c.applyDefaults()
 	if err := c.check(); err != nil {

@@ -52,11 +52,17 @@ func (es Errors) Unwrap() error { return ErrInvalid }
 // positions maps dotted field paths to their line in the YAML source.
 type positions map[string]int
 
-func indexNode(n *yaml.Node, path string, pos positions) {
+// scalar is one scalar value of the file and the field that holds it.
+type scalar struct{ path, value string }
+
+// indexNode records the line of every field under n in pos and, by line,
+// every scalar value in scalars, so that a decoding error, which yaml
+// reports by line only, can name its field (fieldAt).
+func indexNode(n *yaml.Node, path string, pos positions, scalars map[int][]scalar) {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			indexNode(c, path, pos)
+			indexNode(c, path, pos, scalars)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -66,47 +72,21 @@ func indexNode(n *yaml.Node, path string, pos positions) {
 				p = path + "." + k.Value
 			}
 			pos[p] = k.Line
-			indexNode(v, p, pos)
+			indexNode(v, p, pos, scalars)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			pos[p] = c.Line
-			indexNode(c, p, pos)
+			indexNode(c, p, pos, scalars)
 		}
+	case yaml.ScalarNode:
+		scalars[n.Line] = append(scalars[n.Line], scalar{path, n.Value})
 	}
 	if path != "" {
 		if _, ok := pos[path]; !ok {
 			pos[path] = n.Line
 		}
-	}
-}
-
-// scalar is one scalar value of the file and the field that holds it.
-type scalar struct{ path, value string }
-
-// scalarsByLine indexes the file's scalar values by line, so that a
-// decoding error, which yaml reports by line only, can name its field.
-func scalarsByLine(n *yaml.Node, path string, out map[int][]scalar) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			scalarsByLine(c, path, out)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			p := n.Content[i].Value
-			if path != "" {
-				p = path + "." + p
-			}
-			scalarsByLine(n.Content[i+1], p, out)
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			scalarsByLine(c, fmt.Sprintf("%s[%d]", path, i), out)
-		}
-	case yaml.ScalarNode:
-		out[n.Line] = append(out[n.Line], scalar{path, n.Value})
 	}
 }
 

@@ -37,15 +37,6 @@ func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log 
 		MayGoAlone:     gate.check,
 		Events:         events,
 	}
-	if ack := o.PeerAckTimeout; ack > 0 && ack < 3*time.Second {
-		// A secondary must find a dead HA link and move to the next one
-		// before the primary gives up waiting for it. Finding it takes up
-		// to about twice DeadSessionAfter (a repeated ack's interval, then
-		// the kernel's retransmission schedule, 200 ms steps at least), so
-		// a third of the timeout: measured in the lab with 1 s, the session
-		// was on HA link 2 0.60-0.62 s after the cut (half: 0.94 s).
-		o.DeadSessionAfter = max(ack/3, 100*time.Millisecond)
-	}
 	if nl, np := len(cfg.Replication.Listen), len(cfg.Replication.Peers); nl != np {
 		// Not an error: a configuration written before listen took a list
 		// still starts. But the peer's further addresses are only of use
