@@ -98,15 +98,17 @@ func linkPair(t *testing.T, o Options) (a, b *Store, link1 *relay) {
 	if got := len(a.ListenAddrs()); got != 2 {
 		t.Fatalf("a listens on %d addresses, want 2", got)
 	}
+	// a is primary before b dials: a secondary that reaches a node not yet
+	// primary is refused and moves on to the next address.
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
 	link1 = newRelay(t, a.ListenAddrs()[0])
 	b = p.open("b", func(o *Options) {
 		o.PeerAddr = link1.addr()
 		o.ExtraPeerAddrs = []string{a.ListenAddrs()[1]}
 	})
 	t.Cleanup(func() { b.Close(); a.Close() })
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
 	waitFor(t, "in sync", inSync(a))
 	if link1.sessions.Load() == 0 {
 		t.Fatal("b is in sync but not through HA link 1 (its first address)")
