@@ -63,6 +63,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -86,6 +87,8 @@ import (
 // Store is the narrow view of the WIP store the engine needs.
 type Store interface {
 	Get(key []byte) (value []byte, ok bool, err error)
+	// Scan calls fn for each key with prefix, in key order. key and value
+	// are valid only during the call: fn copies what it keeps.
 	Scan(prefix []byte, fn func(key, value []byte) error) error
 	// Commit applies ops atomically; it returns once they are durable
 	// (and replicated, in sync mode).
@@ -710,7 +713,7 @@ func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
 	err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
 		j, err := decodeJob(v)
 		if err == nil && finished(j.Status) && j.Updated.Before(before) {
-			keys = append(keys, k)
+			keys = append(keys, bytes.Clone(k)) // k is valid only during the call
 		}
 		return nil
 	})

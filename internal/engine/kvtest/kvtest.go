@@ -67,13 +67,28 @@ func (s *Store) Scan(prefix []byte, fn func(k, v []byte) error) error {
 	if err != nil {
 		return err
 	}
+	// The slices fn gets are valid only during the call, as with the WIP
+	// store (a pebble iterator's): they are one buffer, overwritten with
+	// 0xEE after each call, so a caller that keeps them fails here too.
+	var kb, vb []byte
+	poison := func() {
+		for i := range kb {
+			kb[i] = 0xEE
+		}
+		for i := range vb {
+			vb[i] = 0xEE
+		}
+	}
 	for ok := it.First(); ok; ok = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
 			return err
 		}
-		if err := fn(append([]byte(nil), it.Key()...), append([]byte(nil), v...)); err != nil {
+		kb, vb = append(kb[:0], it.Key()...), append(vb[:0], v...)
+		err = fn(kb, vb)
+		poison()
+		if err != nil {
 			it.Close()
 			return err
 		}
