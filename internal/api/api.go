@@ -106,6 +106,9 @@ type TieBreakerStatus struct {
 type RuntimeStatus struct {
 	State   string `json:"state"` // stopped, running, pausing
 	Running int    `json:"running_jobs"`
+	// Purged counts the finished jobs the retention purge deleted since
+	// the daemon started.
+	Purged uint64 `json:"purged_jobs"`
 }
 
 // Counters only ever grow while the daemon runs (Prometheus counters).

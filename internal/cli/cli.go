@@ -286,7 +286,7 @@ func PrintStatus(w io.Writer, st api.Status) {
 		tb += ", witness " + st.TieBreaker.Witness
 	}
 	fmt.Fprintf(w, "tie-breaker: %s (checked %s)\n", tb, ago(st.TieBreaker.Checked))
-	fmt.Fprintf(w, "runtime: %s, %d jobs running\n", orDash(st.Runtime.State), st.Runtime.Running)
+	fmt.Fprintf(w, "runtime: %s, %d jobs running, %d finished jobs purged\n", orDash(st.Runtime.State), st.Runtime.Running, st.Runtime.Purged)
 	if len(st.Alarms) == 0 {
 		fmt.Fprintln(w, "alarms: none")
 	} else {

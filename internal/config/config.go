@@ -23,6 +23,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -147,6 +148,10 @@ type DataPlane struct {
 // Runtime configures the orchestration runtime.
 type Runtime struct {
 	ForceStopAfter Duration `yaml:"force-stop-after"` // 0: wait for jobs indefinitely when pausing
+	// JobRetention is how long finished jobs are kept after their last
+	// update (default 168h); 0 keeps them all.
+	JobRetention *Duration `yaml:"job-retention"`
+	PurgeEvery   Duration  `yaml:"purge-every"` // default 10m
 }
 
 // Log configures zap.
@@ -195,6 +200,8 @@ const (
 	DefaultDataPlanePort = 8080
 	DefaultSocket        = "/run/tandem/tandemd.sock"
 	DefaultGARPRepeats   = 5
+	DefaultJobRetention  = Duration(168 * time.Hour)
+	DefaultPurgeEvery    = Duration(10 * time.Minute)
 )
 
 func (c *Config) applyDefaults() {
@@ -224,6 +231,13 @@ func (c *Config) applyDefaults() {
 	}
 	if c.DataPlane.Port == 0 {
 		c.DataPlane.Port = DefaultDataPlanePort
+	}
+	if c.Runtime.JobRetention == nil {
+		d := DefaultJobRetention
+		c.Runtime.JobRetention = &d
+	}
+	if c.Runtime.PurgeEvery == 0 {
+		c.Runtime.PurgeEvery = DefaultPurgeEvery
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -387,6 +401,12 @@ func (c *Config) check() error {
 	}
 	if c.Runtime.ForceStopAfter < 0 {
 		p.add("runtime.force-stop-after", "must not be negative")
+	}
+	if *c.Runtime.JobRetention < 0 {
+		p.add("runtime.job-retention", "must not be negative (0 keeps every finished job)")
+	}
+	if c.Runtime.PurgeEvery < 0 {
+		p.add("runtime.purge-every", "must not be negative")
 	}
 	if c.RealtimePriority < 0 || c.RealtimePriority > 99 {
 		p.add("realtime-priority", "%d: want 0 (off) or 1-99", c.RealtimePriority)

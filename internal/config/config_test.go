@@ -48,6 +48,13 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if c2, err := Parse("two.yaml", []byte(two)); err != nil || len(c2.Replication.Listen) != 2 || c2.Replication.Listen[1].String() != "198.51.100.5:7101" {
 		t.Errorf("a listen list: %v, %v", err, c2)
 	}
+	if *c.Runtime.JobRetention != DefaultJobRetention || c.Runtime.PurgeEvery != DefaultPurgeEvery {
+		t.Errorf("job-retention/purge-every defaults = %v/%v", *c.Runtime.JobRetention, c.Runtime.PurgeEvery)
+	}
+	keep := good + "runtime: {job-retention: 0s}\n"
+	if c3, err := Parse("keep.yaml", []byte(keep)); err != nil || *c3.Runtime.JobRetention != 0 {
+		t.Errorf("job-retention 0 (keep every job): %v, %+v", err, c3)
+	}
 	if got := c.Line("vip.addresses[1]"); got != 15 {
 		t.Errorf("Line(vip.addresses[1]) = %d, want 15", got)
 	}
@@ -91,6 +98,8 @@ func TestBadInputsNameFieldAndLine(t *testing.T) {
 		{"bad number", "pair-id: 42", "pair-id: x", []string{"bad.yaml:3: pair-id: cannot unmarshal"}},
 		{"bad profile", "timing: fast", "timing: turbo", []string{"bad.yaml:6: timing.profile: \"turbo\": want default or fast"}},
 		{"yaml syntax", "vip:\n", "vip: [\n", []string{"bad.yaml:"}},
+		{"negative retention", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nruntime:\n  job-retention: -1h\n", []string{"bad.yaml:19: runtime.job-retention: must not be negative"}},
+		{"bad purge period", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nruntime:\n  purge-every: often\n", []string{"bad.yaml:19: runtime.purge-every:", `"often" is not a duration`}},
 		{"several at once", "node: a\npeer: b", "node: A\npeer: b b", []string{"bad.yaml:1: node:", "bad.yaml:2: peer:"}},
 	}
 	for _, tc := range cases {

@@ -145,6 +145,7 @@ func openRuntime(cfg *config.Config, st *wipStore, clk clock.Clock, log *zap.Log
 	e, err := engine.New(engine.Options{
 		Store: engine.OnWIP(st.Store), Connectors: reg, Clock: clk, Logger: log, Node: cfg.Node,
 		ForceStopAfter: cfg.Runtime.ForceStopAfter.D(), Events: events,
+		JobRetention: cfg.Runtime.JobRetention.D(), PurgeEvery: cfg.Runtime.PurgeEvery.D(),
 	})
 	if err != nil {
 		return nil, cfg.Wrap("runtime", err)

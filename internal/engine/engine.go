@@ -55,6 +55,10 @@
 //   - one per scheduled/connector starter, owned by its deployment: ended by
 //     cancelling the deployment's starter context (Pause, Stop, undeploy,
 //     redeploy), waited for by the same call.
+//   - with Options.JobRetention, one purge goroutine (purgeLoop) per Start,
+//     owned by the Engine: it ends with the job context (Pause, Stop) and
+//     shutdown waits for it. Finished jobs older than the retention are
+//     deleted; unfinished ones never are.
 //   - during Pause, one goroutine waiting for the job goroutines (jobWG):
 //     it ends when they have, which Pause ensures before it returns.
 //   - HTTP handlers run on the caller's server goroutines; a synchronous
@@ -141,6 +145,17 @@ type Options struct {
 	// Events receives status events (pause reports, resumptions). Called
 	// synchronously; must not block.
 	Events func(api.Event)
+	// JobRetention is how long a finished (completed or failed) job is
+	// kept after its last update; while running, the engine purges older
+	// ones every PurgeEvery. 0 keeps every job (the store then grows
+	// without bound, and so does the scan each promotion makes). A job id
+	// derives from its trigger key, so a trigger redelivered after its job
+	// was purged starts the job again: keep jobs longer than any starter
+	// can redeliver.
+	JobRetention time.Duration
+	// PurgeEvery is the purge period (default 10m; used only with
+	// JobRetention).
+	PurgeEvery time.Duration
 }
 
 // Engine states.
@@ -170,6 +185,8 @@ type Engine struct {
 	jobCtx   context.Context
 	jobStop  context.CancelFunc
 	jobWG    sync.WaitGroup
+	purgeWG  sync.WaitGroup // purgeLoop, ended by jobStop
+	purged   atomic.Uint64  // jobs deleted by the retention purge, since New
 }
 
 type liveJob struct {
@@ -233,6 +250,15 @@ func New(o Options) (*Engine, error) {
 	}
 	if o.ForceStopAfter < 0 {
 		return nil, fmt.Errorf("engine: Options.ForceStopAfter %s is negative", o.ForceStopAfter)
+	}
+	if o.JobRetention < 0 {
+		return nil, fmt.Errorf("engine: Options.JobRetention %s is negative", o.JobRetention)
+	}
+	if o.PurgeEvery < 0 {
+		return nil, fmt.Errorf("engine: Options.PurgeEvery %s is negative", o.PurgeEvery)
+	}
+	if o.PurgeEvery == 0 {
+		o.PurgeEvery = 10 * time.Minute
 	}
 	e := &Engine{
 		o: o, clk: o.Clock, log: o.Logger.Named("engine"),
@@ -323,7 +349,12 @@ func (e *Engine) Start(ctx context.Context) error {
 	for _, d := range e.deps {
 		e.startStarters(d)
 	}
+	jobCtx := e.jobCtx
 	e.mu.Unlock()
+	if e.o.JobRetention > 0 {
+		e.purgeWG.Add(1)
+		go e.purgeLoop(jobCtx)
+	}
 	e.event(fmt.Sprintf("runtime started on %s: %d projects, %d jobs resumed", e.o.Node, len(heads), len(resume)))
 	return nil
 }
@@ -672,6 +703,7 @@ func (e *Engine) shutdown() {
 		stop()
 	}
 	e.jobWG.Wait()
+	e.purgeWG.Wait()
 	e.stopStarters()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -688,13 +720,45 @@ func (e *Engine) shutdown() {
 func (e *Engine) Status() api.RuntimeStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return api.RuntimeStatus{State: e.state, Running: len(e.jobs)}
+	return api.RuntimeStatus{State: e.state, Running: len(e.jobs), Purged: e.purged.Load()}
+}
+
+// purgeLoop deletes the jobs that finished more than JobRetention ago,
+// first a minute after Start (or PurgeEvery, if shorter: a promotion's
+// resumptions go first) and then every PurgeEvery, until ctx (the
+// engine's job context) ends. A failed purge is reported and retried at
+// the next turn: what it could not delete is only kept longer.
+func (e *Engine) purgeLoop(ctx context.Context) {
+	defer e.purgeWG.Done()
+	t := e.clk.NewTimer(min(time.Minute, e.o.PurgeEvery))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		cutoff := e.clk.Now().Add(-e.o.JobRetention)
+		n, err := e.Purge(ctx, cutoff)
+		e.purged.Add(uint64(n))
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			e.log.Warn("job purge failed; retried next period", zap.Int("purged", n), zap.Error(err))
+			e.event(fmt.Sprintf("job purge failed after %d jobs (retried in %s): %v", n, e.o.PurgeEvery, err))
+		case n > 0:
+			e.event(fmt.Sprintf("purged %d finished jobs last updated before %s (job-retention %s)",
+				n, cutoff.UTC().Format(time.RFC3339), e.o.JobRetention))
+		}
+		t.Reset(e.o.PurgeEvery)
+	}
 }
 
 // Purge deletes finished (completed or failed) jobs last updated before
 // before, in commits of at most 256 records, and returns how many it
-// deleted. Unfinished jobs are never purged. The daemon calls it on a
-// retention schedule while active.
+// deleted. Unfinished jobs are never purged. While running with
+// Options.JobRetention, the engine calls it every Options.PurgeEvery.
 func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
 	var ops []Op
 	n := 0

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tandem-ha/tandem/connectors"
+	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/engine"
 	"github.com/tandem-ha/tandem/internal/engine/testconn"
@@ -475,5 +477,89 @@ orchestrations:
 	}
 	if len(ids) != 2 || !slices.Contains(ids, running) || !slices.Contains(ids, recent) {
 		t.Fatalf("left %v, want the running and the recent job", ids)
+	}
+}
+
+// TestRetentionPurgesWhileRunning drives the purge loop with the manual
+// clock: nothing goes before the retention, finished jobs go after it, a
+// job still running never does, and Stop ends the loop.
+func TestRetentionPurgesWhileRunning(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clk := clock.NewManual(t0)
+	var mu sync.Mutex
+	var events []string
+	r := newRig(t, clk, func(o *engine.Options) {
+		o.JobRetention = time.Hour
+		o.PurgeEvery = 10 * time.Minute
+		o.Events = func(e api.Event) { mu.Lock(); events = append(events, e.Text); mu.Unlock() }
+	})
+	r.start(r.e)
+	r.deploy(r.e, `project: p
+connections: {t: {kind: test}}
+orchestrations:
+  - {name: ok, steps: [{id: a, assign: {x: "1"}}]}
+  - {name: slow, steps: [{id: a, call: {connection: t, operation: sleep}}]}
+`)
+	// turn waits until the purge loop is back in its select, then moves
+	// the clock by d, firing its timer at most once.
+	turn := func(d time.Duration) {
+		t.Helper()
+		if err := clk.WaitForTimers(ctxT(t), 1); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(d)
+		if err := clk.WaitForTimers(ctxT(t), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		id, err := r.e.StartJob(ctxT(t), "p", "ok", fmt.Sprint(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.wait(r.e, id)
+	}
+	entered := make(chan string, 1)
+	r.ep.Block(entered)
+	defer r.ep.Release()
+	running, _ := r.e.StartJob(ctxT(t), "p", "slow", "s", nil)
+	<-entered
+
+	turn(time.Minute) // first purge, one minute after Start: all too young
+	turn(29 * time.Minute)
+	if st := r.e.Status(); st.Purged != 0 {
+		t.Fatalf("purged %d jobs before the retention", st.Purged)
+	}
+	recent, _ := r.e.StartJob(ctxT(t), "p", "ok", "recent", nil)
+	r.wait(r.e, recent)
+	turn(40 * time.Minute) // now t0+70m: the first 20 are 70 min old
+	if st := r.e.Status(); st.Purged != 20 {
+		t.Fatalf("purged %d jobs, want the 20 finished before the retention", st.Purged)
+	}
+	jobs, err := r.e.Jobs("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	if len(ids) != 2 || !slices.Contains(ids, running) || !slices.Contains(ids, recent) {
+		t.Fatalf("left %v, want the running and the recent job", ids)
+	}
+	mu.Lock()
+	found := slices.ContainsFunc(events, func(s string) bool {
+		return strings.HasPrefix(s, "purged 20 finished jobs last updated before 2026-01-01T00:10:00Z")
+	})
+	mu.Unlock()
+	if !found {
+		t.Fatalf("no purge event in %q", events)
+	}
+	r.ep.Release()
+	if err := r.e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := clk.Pending(); n != 0 {
+		t.Fatalf("%d timers armed after Stop: the purge loop did not end", n)
 	}
 }

@@ -24,6 +24,7 @@
 //	gateway_reachable                   tie-breaker verdict
 //	alarms_active{severity}             alarms raised and not cleared
 //	runtime_running_jobs                jobs in flight
+//	runtime_purged_jobs_total           finished jobs deleted after runtime.job-retention
 //	promotions_total, demotions_total, self_fences_total, switchovers_total
 package metrics
 
@@ -71,6 +72,7 @@ func NewCollector(fn func(context.Context) (api.Status, error)) *Collector {
 		"gateway":       d("gateway_reachable", "1 while the tie-breaker reaches a gateway."),
 		"alarms":        d("alarms_active", "Alarms raised and not cleared.", "severity"),
 		"running_jobs":  d("runtime_running_jobs", "Jobs in flight."),
+		"purged_jobs":   d("runtime_purged_jobs_total", "Finished jobs deleted after the job retention."),
 		"promotions":    d("promotions_total", "Times this node became active."),
 		"demotions":     d("demotions_total", "Times this node stopped being active."),
 		"self_fences":   d("self_fences_total", "Times this node fenced itself."),
@@ -132,6 +134,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		g("alarms", float64(n), s)
 	}
 	g("running_jobs", float64(st.Runtime.Running))
+	cnt("purged_jobs", float64(st.Runtime.Purged))
 	cnt("promotions", float64(st.Counters.Promotions))
 	cnt("demotions", float64(st.Counters.Demotions))
 	cnt("self_fences", float64(st.Counters.SelfFences))

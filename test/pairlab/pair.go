@@ -88,6 +88,9 @@ type Options struct {
 	VirtualMAC bool
 	// ForceStopAfter is the runtime's pause bound ("" = 0).
 	ForceStopAfter string
+	// JobRetention and PurgeEvery set the runtime's job purge ("": the
+	// daemon's defaults).
+	JobRetention, PurgeEvery string
 	// Extra is appended to each node's configuration file (YAML).
 	Extra string
 	Logf  func(format string, args ...any)
@@ -147,6 +150,12 @@ data-plane:
   port: 8080
 runtime:
   force-stop-after: {{.ForceStop}}
+{{- if .JobRetention}}
+  job-retention: {{.JobRetention}}
+{{- end}}
+{{- if .PurgeEvery}}
+  purge-every: {{.PurgeEvery}}
+{{- end}}
 log:
   level: debug
   format: json
@@ -185,6 +194,7 @@ func New(o Options) (*Pair, error) {
 			"HA1If": "ha1", "HA1": h.HA[0], "PeerHA1": peer.HA[0],
 			"LANIf": lab.LANIf, "LAN": h.LAN4, "PeerLAN": peer.LAN4,
 			"VIP4": lab.VIP4, "VIP6": lab.VIP6, "GW": gw.LAN4, "ForceStop": o.ForceStopAfter, "Extra": o.Extra,
+			"JobRetention": o.JobRetention, "PurgeEvery": o.PurgeEvery,
 		}
 		if len(h.HA) > 1 {
 			v["HA2If"], v["HA2"], v["PeerHA2"] = "ha2", h.HA[1], peer.HA[1]

@@ -231,3 +231,47 @@ func TestE2EPauseSwitchover(t *testing.T) {
 		t.Error("no runtime event on a records what was handed over")
 	}
 }
+
+// TestE2EFinishedJobsPurgedOnBothNodes: with job-retention 3s the active
+// deletes finished jobs by itself, the deletion reaches the passive's
+// store through replication, and an unfinished job stays.
+func TestE2EFinishedJobsPurgedOnBothNodes(t *testing.T) {
+	e := newE2EWith(t, Options{JobRetention: "3s", PurgeEvery: "1s"})
+	sk := startSink(t, e.lab.Host(lab.Client))
+	if _, err := e.pair.A.API.Deploy(e.ctx, map[string]string{"rt.yaml": runtimeProject(e.lab.Host(lab.Client).LAN4)}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	ids := startJobs(t, e, "five", 20)
+	waitJobs(t, e, e.pair.A, ids, time.Minute)
+	slow := startJobs(t, e, "slow", 1)
+	st, err := e.pair.A.WaitFor(e.ctx, "the 20 finished jobs purged", func(s api.Status) bool { return s.Runtime.Purged >= 20 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Runtime.Purged != 20 {
+		t.Errorf("a purged %d jobs, want the 20 finished ones", st.Runtime.Purged)
+	}
+	for _, n := range []*Node{e.pair.A, e.pair.B} {
+		jobs, err := n.API.Jobs(e.ctx, "", "rt")
+		if err != nil {
+			t.Fatalf("jobs on %s: %v", n.Name, err)
+		}
+		if len(jobs) != 1 || jobs[0].ID != slow[0] {
+			t.Errorf("%s holds %d jobs %v, want only the unfinished %s", n.Name, len(jobs), jobs, slow[0])
+		}
+	}
+	sb, err := e.pair.B.Status(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Role != "passive" || sb.Runtime.Purged != 0 {
+		t.Errorf("b is %s with %d jobs purged by itself; want a passive that purged nothing", sb.Role, sb.Runtime.Purged)
+	}
+	evs, _ := e.pair.A.API.Events(e.ctx, 0)
+	for _, ev := range evs {
+		if ev.Kind == "runtime" && strings.HasPrefix(ev.Text, "purged ") {
+			t.Logf("a's event: %s", ev.Text)
+		}
+	}
+	t.Logf("sink saw %d calls", sk.Total())
+}
