@@ -157,3 +157,27 @@ func (s *Store) Status() Status {
 	}
 	return st
 }
+
+// Term is one promotion in the store's epoch history (the generation
+// identifiers): its epoch and the LSNs committed under it, First..Last
+// (Last < First when it committed nothing).
+type Term struct{ Epoch, First, Last uint64 }
+
+// Terms returns the store's epoch history, oldest first. The history
+// travels with the data (handshake lineage, snapshots), so nodes holding
+// the same LSNs agree on who wrote them. Callers use it to tell whether a
+// term they do not trust wrote since a point they remember (the runtime's
+// index of unfinished jobs).
+func (s *Store) Terms() []Term {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Term, len(s.history))
+	for i, h := range s.history {
+		last := s.lsn
+		if i+1 < len(s.history) {
+			last = s.history[i+1].first - 1
+		}
+		out[i] = Term{Epoch: h.epoch, First: h.first, Last: last}
+	}
+	return out
+}

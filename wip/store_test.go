@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +101,16 @@ func TestLocalCommitGetScanReopen(t *testing.T) {
 	}
 	if lsn := commitKV(t, s, "after", "1"); lsn != 12 {
 		t.Fatalf("lsn after reopen %d", lsn)
+	}
+	if err := s.Demote(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	want := []Term{{1, 1, 11}, {2, 12, 12}, {4, 13, 12}} // epoch 4 has written nothing yet
+	if got := s.Terms(); !slices.Equal(got, want) {
+		t.Fatalf("Terms() = %v, want %v", got, want)
 	}
 }
 

@@ -124,3 +124,78 @@ func benchRuntime(b *testing.B, st engine.Store, mode string) {
 		fmt.Printf("runtime-bench: jobs_s=%.0f checkpoints_s=%.0f p99_checkpoint_ms=%.2f (jobs=%d store=%s)\n", float64(b.N)/secs, cps, float64(p99.Microseconds())/1000, b.N, mode)
 	}
 }
+
+// BenchmarkStartWithHistory times Start (a promotion's runtime start: load
+// the deployments, find and resume the unfinished jobs) on a store that
+// holds n finished jobs and none unfinished: what a pair's job history
+// costs each failover. The records are copies of one real finished job of
+// benchFlow under n ids.
+//
+// index=kept is the usual promotion (the index of unfinished jobs is
+// trusted); index=rebuilt drops its mark before each Start, as after a
+// term of an older tandemd that did not keep it.
+func BenchmarkStartWithHistory(b *testing.B) {
+	for _, c := range []struct {
+		n       int
+		rebuild bool
+	}{{0, false}, {10_000, false}, {100_000, false}, {100_000, true}} {
+		n := c.n
+		b.Run(fmt.Sprintf("finished=%d/index=%s", n, map[bool]string{false: "kept", true: "rebuilt"}[c.rebuild]), func(b *testing.B) {
+			st, err := kvtest.Open(b.TempDir(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			reg := &connectors.Registry{}
+			testconn.Register(reg, testconn.NewEndpoint())
+			e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			if err := e.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.Deploy(ctx, map[string]string{"b.yaml": benchFlow}); err != nil {
+				b.Fatal(err)
+			}
+			id, err := e.StartJob(ctx, "bench", "five", "model", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.Wait(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+			e.Stop()
+			rec, ok, err := st.Get([]byte("rt/job/" + id))
+			if err != nil || !ok {
+				b.Fatalf("model job record: %v %v", ok, err)
+			}
+			var ops []engine.Op
+			for i := 0; i < n; i++ {
+				ops = append(ops, engine.Op{Key: fmt.Appendf(nil, "rt/job/h%023x", i), Value: rec})
+				if len(ops) == 1000 || i == n-1 {
+					if err := st.Commit(ctx, ops); err != nil {
+						b.Fatal(err)
+					}
+					ops = ops[:0]
+				}
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := e.Start(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				e.Stop()
+				if c.rebuild {
+					if err := st.Commit(ctx, []engine.Op{{Key: []byte("rt/meta/run-index"), Delete: true}}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(len(rec)), "record_bytes")
+		})
+	}
+}

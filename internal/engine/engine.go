@@ -20,7 +20,7 @@
 //     path is the enclosing loops with their iteration and the step id, e.g.
 //     "j3f0.../each#2/send": never time, never the attempt number.
 //   - Start resumes every unfinished job (its resumption count grows by
-//     one). Pause (seed 001) stops the starters, answers HTTP starters with
+//     one), found through the index of unfinished jobs (see Store layout). Pause (seed 001) stops the starters, answers HTTP starters with
 //     503 and Retry-After, waits for running jobs up to ForceStopAfter (0:
 //     forever) and then hands the rest over: their goroutines stop without
 //     a further commit, the last checkpoint stands.
@@ -43,6 +43,16 @@
 //	     "pending":  {"step","key","params","attempt"}: a call whose outcome is
 //	                 not recorded (present between the before and after checkpoints),
 //	     "resumptions","checkpoints","node","created","updated","output"}
+//	rt/run/<job id>                    empty; present while the job is unfinished, set and
+//	                                   deleted in the same commits as the job record
+//	rt/meta/run-index                  {"v","epoch"}: the term whose Start last checked rt/run/
+//
+// Start finds the jobs to resume through rt/run/, so a promotion costs the
+// jobs in flight, not the job history (BenchmarkStartWithHistory). It
+// trusts that index only if its mark exists and the store's epoch history
+// (TermStore) shows no term but the current one writing since the mark's
+// term: a term of an older tandemd, which writes jobs without entries,
+// makes the next Start scan every record and rebuild the index.
 //
 // Job ids are "j" + 24 hex digits of SHA-256(project NUL orchestration NUL
 // trigger key). decodeJob is fuzzed (FuzzDecodeJob).
@@ -71,6 +81,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -87,6 +98,15 @@ import (
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/orch"
 )
+
+// TermStore is implemented by a store that knows the pair's terms (the
+// WIP store, through OnWIP). Start uses it to tell whether a term that
+// may not keep the index of unfinished jobs wrote the store.
+type TermStore interface {
+	// Terms returns the current epoch and the epochs of the terms that
+	// committed anything, oldest first.
+	Terms() (current uint64, writers []uint64)
+}
 
 // Store is the narrow view of the WIP store the engine needs.
 type Store interface {
@@ -313,18 +333,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.deps[name] = d
 		e.mu.Unlock()
 	}
-	var resume []*jobRecord
-	err = e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
-		j, err := decodeJob(v)
-		if err != nil {
-			e.log.Error("unreadable job left alone", zap.ByteString("key", k), zap.Error(err))
-			return nil
-		}
-		if !finished(j.Status) {
-			resume = append(resume, j)
-		}
-		return nil
-	})
+	resume, err := e.unfinishedJobs(ctx)
 	if err != nil {
 		return e.abortStart(fmt.Errorf("engine: loading jobs: %w", err))
 	}
@@ -340,7 +349,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		// The resumption is counted durably before the job runs again, so
 		// the count survives a crash right after the restart.
 		j.Updated = e.clk.Now().UTC()
-		if err := e.o.Store.Commit(ctx, []Op{{Key: jobKey(j.ID), Value: j.encode()}}); err != nil {
+		if err := e.o.Store.Commit(ctx, j.ops()); err != nil {
 			return e.abortStart(fmt.Errorf("%w: resuming job %s: %v", ErrStore, j.ID, err))
 		}
 		e.launch(j)
@@ -357,6 +366,135 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.event(fmt.Sprintf("runtime started on %s: %d projects, %d jobs resumed", e.o.Node, len(heads), len(resume)))
 	return nil
+}
+
+// unfinishedJobs returns the jobs Start resumes. It reads them through
+// the index of unfinished jobs (rt/run/), so a promotion costs what is in
+// flight, not the pair's whole job history, when the index can be
+// trusted: its mark exists and no term wrote the store since the mark's
+// epoch but the current one (a TermStore tells; a node running an older
+// tandemd writes jobs without indexing them). Otherwise it scans every
+// job record and rebuilds the index. Either way it leaves the mark at the
+// current epoch.
+func (e *Engine) unfinishedJobs(ctx context.Context) ([]*jobRecord, error) {
+	epoch, why := e.indexDistrust()
+	var resume []*jobRecord
+	var ops []Op
+	if why == "" {
+		var ids []string
+		err := e.o.Store.Scan([]byte(runPrefix), func(k, _ []byte) error {
+			ids = append(ids, string(k[len(runPrefix):]))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			v, ok, err := e.o.Store.Get(jobKey(id))
+			if err != nil {
+				return nil, err
+			}
+			var j *jobRecord
+			if ok {
+				if j, err = decodeJob(v); err != nil {
+					e.log.Error("unreadable job left alone", zap.String("job", id), zap.Error(err))
+					continue
+				}
+			}
+			if !ok || finished(j.Status) {
+				// Cannot happen while every writer keeps the index; the
+				// entry only costs a lookup, but say so and drop it.
+				e.log.Warn("index of unfinished jobs named a finished or missing job; entry removed", zap.String("job", id), zap.Bool("record", ok))
+				ops = append(ops, Op{Key: runKey(id), Delete: true})
+				continue
+			}
+			resume = append(resume, j)
+		}
+	} else {
+		start := e.clk.Now()
+		indexed := map[string]bool{}
+		err := e.o.Store.Scan([]byte(runPrefix), func(k, _ []byte) error {
+			indexed[string(k[len(runPrefix):])] = true
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		all := 0
+		err = e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
+			all++
+			id := string(k[len(jobPrefix):])
+			j, err := decodeJob(v)
+			if err != nil {
+				e.log.Error("unreadable job left alone", zap.String("job", id), zap.Error(err))
+				delete(indexed, id) // as it was: neither added nor removed
+				return nil
+			}
+			switch {
+			case !finished(j.Status):
+				resume = append(resume, j)
+				if !indexed[id] {
+					ops = append(ops, Op{Key: runKey(id), Value: []byte{}})
+				}
+			case indexed[id]:
+				ops = append(ops, Op{Key: runKey(id), Delete: true})
+			}
+			delete(indexed, id)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for id := range indexed { // entries without a record
+			ops = append(ops, Op{Key: runKey(id), Delete: true})
+		}
+		e.log.Info("index of unfinished jobs rebuilt", zap.String("why", why), zap.Int("jobs", all),
+			zap.Int("unfinished", len(resume)), zap.Int("entries_changed", len(ops)), zap.Duration("took", e.clk.Since(start)))
+	}
+	// The mark goes in the last commit: a crash before it leaves the old
+	// mark, and the next Start checks again.
+	for len(ops) > 256 {
+		if err := e.o.Store.Commit(ctx, ops[:256]); err != nil {
+			return nil, fmt.Errorf("%w: updating the index of unfinished jobs: %v", ErrStore, err)
+		}
+		ops = ops[256:]
+	}
+	mark, _ := json.Marshal(runIndexMark{V: FormatVersion, Epoch: epoch})
+	if err := e.o.Store.Commit(ctx, append(ops, Op{Key: []byte(runIndexKey), Value: mark})); err != nil {
+		return nil, fmt.Errorf("%w: updating the index of unfinished jobs: %v", ErrStore, err)
+	}
+	return resume, nil
+}
+
+// indexDistrust returns the current epoch (0 for a store without terms)
+// and why the index of unfinished jobs cannot be trusted ("" if it can).
+func (e *Engine) indexDistrust() (uint64, string) {
+	var cur uint64
+	var writers []uint64
+	ts, hasTerms := e.o.Store.(TermStore)
+	if hasTerms {
+		cur, writers = ts.Terms()
+	}
+	v, ok, err := e.o.Store.Get([]byte(runIndexKey))
+	switch {
+	case err != nil:
+		return cur, fmt.Sprintf("reading its mark: %v", err)
+	case !ok:
+		return cur, "no index yet (first start of this tandemd version on this store)"
+	}
+	var m runIndexMark
+	if err := decodeStrict(v, &m); err != nil || m.V != FormatVersion {
+		return cur, fmt.Sprintf("unreadable mark %q", v)
+	}
+	for _, w := range writers {
+		if w > m.Epoch && w != cur {
+			return cur, fmt.Sprintf("term %d wrote the store after the index was last checked in term %d", w, m.Epoch)
+		}
+	}
+	if m.Epoch > cur && hasTerms {
+		return cur, fmt.Sprintf("mark of term %d is ahead of the current term %d", m.Epoch, cur)
+	}
+	return cur, ""
 }
 
 func (e *Engine) abortStart(err error) error {
@@ -428,7 +566,7 @@ func (e *Engine) runJob(ctx context.Context, j *jobRecord) {
 		log.Error("job cannot run", zap.Error(err))
 		j.Status, j.Reason, j.Stack, j.Pending = StatusFailed, err.Error(), nil, nil
 		j.Updated = e.clk.Now().UTC()
-		if cerr := e.o.Store.Commit(context.WithoutCancel(ctx), []Op{{Key: jobKey(j.ID), Value: j.encode()}}); cerr != nil {
+		if cerr := e.o.Store.Commit(context.WithoutCancel(ctx), j.ops()); cerr != nil {
 			log.Error("recording the failure", zap.Error(cerr))
 		}
 		e.publish(j)
@@ -507,7 +645,7 @@ func (e *Engine) startJob(ctx context.Context, project, name, trigger string, in
 	now := e.clk.Now().UTC()
 	j := &jobRecord{V: FormatVersion, ID: id, Project: project, Version: d.version, Orch: name, Trigger: trigger,
 		Status: StatusRunning, Vars: nv.(map[string]any), Node: e.o.Node, Created: now, Updated: now}
-	if err := e.o.Store.Commit(ctx, []Op{{Key: jobKey(id), Value: j.encode()}}); err != nil {
+	if err := e.o.Store.Commit(ctx, j.ops()); err != nil {
 		return "", nil, false, fmt.Errorf("%w: creating job: %v", ErrStore, err)
 	}
 	return id, e.launch(j), true, nil
@@ -769,7 +907,7 @@ func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
 		if err := e.o.Store.Commit(ctx, ops); err != nil {
 			return fmt.Errorf("%w: purging jobs: %v", ErrStore, err)
 		}
-		n += len(ops)
+		n += len(ops) / 2 // a record and its index entry per job
 		ops = ops[:0]
 		return nil
 	}
@@ -786,8 +924,10 @@ func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
 	}
 	// Deleting after the scan: a store may not allow commits inside Scan.
 	for _, k := range keys {
-		ops = append(ops, Op{Key: k, Delete: true})
-		if len(ops) == 256 {
+		// The index entry too, should a writer that does not keep the
+		// index have left one.
+		ops = append(ops, Op{Key: k, Delete: true}, Op{Key: runKey(string(k[len(jobPrefix):])), Delete: true})
+		if len(ops) >= 256 {
 			if err := flush(); err != nil {
 				return n, err
 			}

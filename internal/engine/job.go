@@ -380,7 +380,7 @@ func (r *runner) checkpoint(ctx context.Context) error {
 	r.rec.Updated = r.e.clk.Now().UTC()
 	r.rec.Node = r.e.o.Node
 	start := r.e.clk.Now()
-	err := r.e.o.Store.Commit(context.WithoutCancel(ctx), []Op{{Key: jobKey(r.rec.ID), Value: r.rec.encode()}})
+	err := r.e.o.Store.Commit(context.WithoutCancel(ctx), r.rec.ops())
 	if err != nil {
 		return fmt.Errorf("%w: checkpoint of job %s: %v", ErrStore, r.rec.ID, err)
 	}

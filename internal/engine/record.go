@@ -13,6 +13,8 @@ import (
 //	rt/dep/<project>                  depHead: the deployed version
 //	rt/depv/<project>/<version:%010d> depVersion: the project's source files
 //	rt/job/<job id>                   jobRecord: status, variables, cursor, pending call
+//	rt/run/<job id>                   empty: present while the job is unfinished
+//	rt/meta/run-index                 runIndexMark: the epoch whose Start last checked rt/run/
 //
 // Values are JSON objects carrying "v": FormatVersion; a reader refuses a
 // higher version (a node running an older tandemd after a rolling upgrade
@@ -22,6 +24,8 @@ const (
 	depPrefix     = Prefix + "dep/"
 	depvPrefix    = Prefix + "depv/"
 	jobPrefix     = Prefix + "job/"
+	runPrefix     = Prefix + "run/"
+	runIndexKey   = Prefix + "meta/run-index"
 	FormatVersion = 1
 )
 
@@ -30,6 +34,24 @@ func depvKey(project string, v int) []byte {
 	return fmt.Appendf(nil, "%s%s/%010d", depvPrefix, project, v)
 }
 func jobKey(id string) []byte { return []byte(jobPrefix + id) }
+func runKey(id string) []byte { return []byte(runPrefix + id) }
+
+// ops is the commit of j's record: the record, and its entry in the index
+// of unfinished jobs (set while unfinished, deleted in the commit that
+// finishes it). Every write of a job record goes through it, so the index
+// changes atomically with the records it indexes.
+func (j *jobRecord) ops() []Op {
+	return []Op{{Key: jobKey(j.ID), Value: j.encode()}, {Key: runKey(j.ID), Value: []byte{}, Delete: finished(j.Status)}}
+}
+
+// runIndexMark records that the index of unfinished jobs was complete when
+// the runtime started in Epoch: every term since then that wrote jobs ran
+// an engine that keeps the index, unless the store's history shows another
+// writer (see Engine.unfinishedJobs).
+type runIndexMark struct {
+	V     int    `json:"v"`
+	Epoch uint64 `json:"epoch"`
+}
 
 // Job statuses.
 const (

@@ -27,3 +27,16 @@ func (w wipStore) Commit(ctx context.Context, ops []Op) error {
 	_, err := w.s.Commit(ctx, b)
 	return err
 }
+
+// Terms implements TermStore from the store's epoch history.
+func (w wipStore) Terms() (uint64, []uint64) {
+	var writers []uint64
+	for _, t := range w.s.Terms() {
+		if t.Last >= t.First {
+			writers = append(writers, t.Epoch)
+		}
+	}
+	return w.s.Status().Epoch, writers
+}
+
+var _ TermStore = wipStore{}

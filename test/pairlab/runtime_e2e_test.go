@@ -189,6 +189,14 @@ func TestE2ERuntimeJobsSurviveKill(t *testing.T) {
 	if resumed == 0 {
 		t.Errorf("no job was resumed: the kill did not hit the workload")
 	}
+	// b found them through the index of unfinished jobs: a's term kept it
+	// and the epoch history shows no other writer, so no full scan.
+	if strings.Contains(e.pair.B.Log(), "index of unfinished jobs rebuilt") {
+		t.Errorf("b rebuilt the index of unfinished jobs at its promotion; a's term should have left it trusted")
+	}
+	if !strings.Contains(e.pair.A.Log(), "index of unfinished jobs rebuilt") {
+		t.Errorf("a's first start did not build the index (no \"index of unfinished jobs rebuilt\" in its log)")
+	}
 }
 
 // TestE2EPauseSwitchover: with force-stop-after 2s and jobs that take 10 s,

@@ -1,0 +1,193 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/engine"
+	"github.com/tandem-ha/tandem/wip"
+)
+
+const indexFlow = `project: p
+connections: {t: {kind: test}}
+orchestrations:
+  - name: s
+    steps:
+      - {id: one, call: {connection: t, operation: sleep}}
+      - {id: two, call: {connection: t, operation: do}}
+`
+
+// handedOver starts a job of indexFlow on e, stops e while the job waits
+// in its first call and returns the job's id: an unfinished job, indexed.
+func (r *rig) handedOver(e *engine.Engine, key string) string {
+	r.t.Helper()
+	entered := make(chan string, 1)
+	r.ep.Block(entered)
+	id, err := e.StartJob(ctxT(r.t), "p", "s", key, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	<-entered
+	if err := e.Stop(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.ep.Release()
+	return id
+}
+
+// unindex makes id's job look written by a tandemd that does not keep the
+// index: the record stays, its entry goes.
+func unindex(t *testing.T, st engine.Store, id string) {
+	t.Helper()
+	if err := st.Commit(context.Background(), []engine.Op{{Key: []byte("rt/run/" + id), Delete: true}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hasKey(t *testing.T, st engine.Store, k string) bool {
+	t.Helper()
+	_, ok, err := st.Get([]byte(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// TestIndexOfUnfinishedJobs: Start resumes through the index; a job
+// finishing removes its entry in the same commit; a store without the
+// index's mark (first start of this version, or a writer that did not
+// keep it) is scanned whole and the index rebuilt, stale entries dropped.
+func TestIndexOfUnfinishedJobs(t *testing.T) {
+	r := newRig(t, clock.Real(), nil)
+	r.start(r.e)
+	r.deploy(r.e, indexFlow)
+	id := r.handedOver(r.e, "a")
+	if !hasKey(t, r.store, "rt/run/"+id) || !hasKey(t, r.store, "rt/meta/run-index") {
+		t.Fatal("an unfinished job has no index entry, or Start left no mark")
+	}
+
+	// Written without the index, mark present: not resumed (the index is
+	// trusted; kvtest has no terms to say otherwise).
+	unindex(t, r.store, id)
+	e2 := r.newEngine(r.store, nil)
+	r.start(e2)
+	if st := e2.Status(); st.Running != 0 {
+		t.Fatalf("%d jobs resumed from a trusted index without entries", st.Running)
+	}
+	if err := e2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Mark gone: Start scans every record, resumes the job, re-indexes it,
+	// and drops an entry that names no record.
+	if err := r.store.Commit(ctxT(t), []engine.Op{
+		{Key: []byte("rt/meta/run-index"), Delete: true},
+		{Key: []byte("rt/run/jnosuchjob"), Value: []byte{}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e3 := r.newEngine(r.store, nil)
+	r.start(e3)
+	j := r.wait(e3, id)
+	if j.Status != engine.StatusCompleted || j.Resumptions != 1 {
+		t.Fatalf("after the rebuild: %+v, want completed after one resumption", j)
+	}
+	if hasKey(t, r.store, "rt/run/"+id) {
+		t.Error("a finished job kept its index entry")
+	}
+	if hasKey(t, r.store, "rt/run/jnosuchjob") {
+		t.Error("the rebuild kept an entry without a record")
+	}
+}
+
+// termStore is a kvtest store that reports the pair's terms as a WIP store
+// does.
+type termStore struct {
+	engine.Store
+	cur     uint64
+	writers []uint64
+}
+
+func (s *termStore) Terms() (uint64, []uint64) { return s.cur, s.writers }
+
+// TestIndexDistrustedAfterAnotherWriter: the index is trusted only when no
+// term but the current one wrote since the mark's term. A term in between
+// may have run a tandemd that does not keep it (a rolling upgrade rolled
+// back), so its jobs are found by a full scan.
+func TestIndexDistrustedAfterAnotherWriter(t *testing.T) {
+	r := newRig(t, clock.Real(), nil)
+	ts := &termStore{Store: r.store, cur: 1, writers: []uint64{1}}
+	e1 := r.newEngine(ts, nil)
+	r.start(e1) // mark: epoch 1
+	r.deploy(e1, indexFlow)
+	id := r.handedOver(e1, "a")
+	unindex(t, r.store, id)
+
+	ts.cur, ts.writers = 3, []uint64{1, 3} // term 2 wrote nothing
+	e2 := r.newEngine(ts, nil)
+	r.start(e2) // trusted: mark now at 3
+	if st := e2.Status(); st.Running != 0 {
+		t.Fatalf("%d jobs resumed; the index was trusted and has no entry", st.Running)
+	}
+	if err := e2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	ts.cur, ts.writers = 5, []uint64{1, 3, 4, 5} // term 4 wrote
+	e3 := r.newEngine(ts, nil)
+	r.start(e3)
+	if j := r.wait(e3, id); j.Status != engine.StatusCompleted {
+		t.Fatalf("job after term 4 wrote: %+v, want found by the full scan and completed", j)
+	}
+}
+
+// TestIndexOnTheWIPStoreTerms runs the same check on the real WIP store's
+// epoch history: a term that commits a job record without its entry (as
+// an older tandemd would) makes the next promotion scan everything.
+func TestIndexOnTheWIPStoreTerms(t *testing.T) {
+	ctx := ctxT(t)
+	ws, err := wip.Open(t.TempDir(), wip.Options{Mode: wip.Async, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	st := engine.OnWIP(ws)
+	r := newRig(t, clock.Real(), nil)
+	if err := ws.Promote(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	e1 := r.newEngine(st, nil)
+	r.start(e1)
+	r.deploy(e1, indexFlow)
+	id := r.handedOver(e1, "a")
+	rec, ok, err := st.Get([]byte("rt/job/" + id))
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+
+	// Term 2: an older tandemd rewrites the record and drops the entry.
+	// (It never wrote entries; dropping the one term 1 wrote stands for a
+	// job it created itself.)
+	promote := func(epoch uint64) {
+		t.Helper()
+		if err := ws.Demote(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := ws.Promote(ctx, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	promote(2)
+	if err := st.Commit(ctx, []engine.Op{{Key: []byte("rt/job/" + id), Value: rec}, {Key: []byte("rt/run/" + id), Delete: true}}); err != nil {
+		t.Fatal(err)
+	}
+	promote(3)
+	e2 := r.newEngine(st, nil)
+	r.start(e2)
+	if j := r.wait(e2, id); j.Status != engine.StatusCompleted || j.Resumptions != 1 {
+		t.Fatalf("job written in term 2 without its entry: %+v, want resumed by the full scan", j)
+	}
+}
