@@ -199,3 +199,60 @@ func BenchmarkStartWithHistory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPurgeWithHistory times one retention pass over a store holding
+// n finished jobs, none of them due: what the purge costs every
+// purge-every while nothing needs deleting. Each record has its rt/done/
+// entry, as the engine writes them.
+func BenchmarkPurgeWithHistory(b *testing.B) {
+	const n = 100_000
+	st, err := kvtest.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	reg := &connectors.Registry{}
+	testconn.Register(reg, testconn.NewEndpoint())
+	e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := e.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer e.Stop()
+	if _, err := e.Deploy(ctx, map[string]string{"b.yaml": benchFlow}); err != nil {
+		b.Fatal(err)
+	}
+	id, err := e.StartJob(ctx, "bench", "five", "model", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.Wait(ctx, id); err != nil {
+		b.Fatal(err)
+	}
+	rec, _, err := st.Get([]byte("rt/job/" + id))
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	var ops []engine.Op
+	for i := 0; i < n; i++ {
+		jid := fmt.Sprintf("h%023x", i)
+		ops = append(ops, engine.Op{Key: []byte("rt/job/" + jid), Value: rec},
+			engine.Op{Key: fmt.Appendf(nil, "rt/done/%020d/%s", now.UnixNano(), jid), Value: []byte{}})
+		if len(ops) == 1000 || i == n-1 {
+			if err := st.Commit(ctx, ops); err != nil {
+				b.Fatal(err)
+			}
+			ops = ops[:0]
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if d, err := e.Purge(ctx, now.Add(-time.Hour)); err != nil || d != 0 {
+			b.Fatalf("purged %d, %v; want none due", d, err)
+		}
+	}
+}

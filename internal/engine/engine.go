@@ -45,14 +45,17 @@
 //	     "resumptions","checkpoints","node","created","updated","output"}
 //	rt/run/<job id>                    empty; present while the job is unfinished, set and
 //	                                   deleted in the same commits as the job record
-//	rt/meta/run-index                  {"v","epoch"}: the term whose Start last checked rt/run/
+//	rt/done/<updated ns %020d>/<job id> empty; a finished job, written by the commit that
+//	                                   finishes it: Purge reads this range up to its cut
+//	rt/meta/run-index                  {"v","epoch"}: the term whose Start last checked the
+//	                                   rt/run/ and rt/done/ indexes
 //
 // Start finds the jobs to resume through rt/run/, so a promotion costs the
 // jobs in flight, not the job history (BenchmarkStartWithHistory). It
 // trusts that index only if its mark exists and the store's epoch history
 // (TermStore) shows no term but the current one writing since the mark's
 // term: a term of an older tandemd, which writes jobs without entries,
-// makes the next Start scan every record and rebuild the index.
+// makes the next Start scan every record and rebuild both indexes.
 //
 // Job ids are "j" + 24 hex digits of SHA-256(project NUL orchestration NUL
 // trigger key). decodeJob is fuzzed (FuzzDecodeJob).
@@ -412,11 +415,17 @@ func (e *Engine) unfinishedJobs(ctx context.Context) ([]*jobRecord, error) {
 		}
 	} else {
 		start := e.clk.Now()
-		indexed := map[string]bool{}
+		indexed, done := map[string]bool{}, map[string]bool{}
 		err := e.o.Store.Scan([]byte(runPrefix), func(k, _ []byte) error {
 			indexed[string(k[len(runPrefix):])] = true
 			return nil
 		})
+		if err == nil {
+			err = e.o.Store.Scan([]byte(donePrefix), func(k, _ []byte) error {
+				done[doneID(k)] = true
+				return nil
+			})
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -436,8 +445,13 @@ func (e *Engine) unfinishedJobs(ctx context.Context) ([]*jobRecord, error) {
 				if !indexed[id] {
 					ops = append(ops, Op{Key: runKey(id), Value: []byte{}})
 				}
-			case indexed[id]:
-				ops = append(ops, Op{Key: runKey(id), Delete: true})
+			default:
+				if indexed[id] {
+					ops = append(ops, Op{Key: runKey(id), Delete: true})
+				}
+				if !done[id] {
+					ops = append(ops, Op{Key: doneKey(j), Value: []byte{}})
+				}
 			}
 			delete(indexed, id)
 			return nil
@@ -895,11 +909,27 @@ func (e *Engine) purgeLoop(ctx context.Context) {
 
 // Purge deletes finished (completed or failed) jobs last updated before
 // before, in commits of at most 256 records, and returns how many it
-// deleted. Unfinished jobs are never purged. While running with
+// deleted. It reads the index of finished jobs (rt/done/, in the order
+// they finished) up to before, so it costs what it deletes, not the job
+// history. Unfinished jobs are never purged. While running with
 // Options.JobRetention, the engine calls it every Options.PurgeEvery.
 func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
+	cut := fmt.Appendf(nil, "%s%020d/", donePrefix, max(before.UnixNano(), 0))
+	var due [][]byte
+	errCut := errors.New("past the cut")
+	err := e.o.Store.Scan([]byte(donePrefix), func(k, _ []byte) error {
+		if bytes.Compare(k, cut) >= 0 {
+			return errCut
+		}
+		due = append(due, bytes.Clone(k)) // k is valid only during the call
+		return nil
+	})
+	if err != nil && !errors.Is(err, errCut) {
+		return 0, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	// Deleting after the scan: a store may not allow commits inside Scan.
 	var ops []Op
-	n := 0
+	n, pending := 0, 0
 	flush := func() error {
 		if len(ops) == 0 {
 			return nil
@@ -907,26 +937,23 @@ func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
 		if err := e.o.Store.Commit(ctx, ops); err != nil {
 			return fmt.Errorf("%w: purging jobs: %v", ErrStore, err)
 		}
-		n += len(ops) / 2 // a record and its index entry per job
-		ops = ops[:0]
+		n += pending
+		ops, pending = ops[:0], 0
 		return nil
 	}
-	var keys [][]byte
-	err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
-		j, err := decodeJob(v)
-		if err == nil && finished(j.Status) && j.Updated.Before(before) {
-			keys = append(keys, bytes.Clone(k)) // k is valid only during the call
+	for _, k := range due {
+		id := doneID(k)
+		ops = append(ops, Op{Key: k, Delete: true})
+		v, ok, err := e.o.Store.Get(jobKey(id))
+		if err != nil {
+			return n, fmt.Errorf("%w: %v", ErrStore, err)
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrStore, err)
-	}
-	// Deleting after the scan: a store may not allow commits inside Scan.
-	for _, k := range keys {
-		// The index entry too, should a writer that does not keep the
-		// index have left one.
-		ops = append(ops, Op{Key: k, Delete: true}, Op{Key: runKey(string(k[len(jobPrefix):])), Delete: true})
+		if j, derr := decodeJob(v); ok && derr == nil && finished(j.Status) {
+			// The run entry too, should a writer that does not keep the
+			// indexes have left one.
+			ops = append(ops, Op{Key: jobKey(id), Delete: true}, Op{Key: runKey(id), Delete: true})
+			pending++
+		}
 		if len(ops) >= 256 {
 			if err := flush(); err != nil {
 				return n, err

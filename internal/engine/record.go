@@ -14,6 +14,7 @@ import (
 //	rt/depv/<project>/<version:%010d> depVersion: the project's source files
 //	rt/job/<job id>                   jobRecord: status, variables, cursor, pending call
 //	rt/run/<job id>                   empty: present while the job is unfinished
+//	rt/done/<updated ns %020d>/<job id> empty: a finished job, by when it finished (purge order)
 //	rt/meta/run-index                 runIndexMark: the epoch whose Start last checked rt/run/
 //
 // Values are JSON objects carrying "v": FormatVersion; a reader refuses a
@@ -25,6 +26,7 @@ const (
 	depvPrefix    = Prefix + "depv/"
 	jobPrefix     = Prefix + "job/"
 	runPrefix     = Prefix + "run/"
+	donePrefix    = Prefix + "done/"
 	runIndexKey   = Prefix + "meta/run-index"
 	FormatVersion = 1
 )
@@ -36,12 +38,24 @@ func depvKey(project string, v int) []byte {
 func jobKey(id string) []byte { return []byte(jobPrefix + id) }
 func runKey(id string) []byte { return []byte(runPrefix + id) }
 
-// ops is the commit of j's record: the record, and its entry in the index
-// of unfinished jobs (set while unfinished, deleted in the commit that
-// finishes it). Every write of a job record goes through it, so the index
-// changes atomically with the records it indexes.
+// doneKey is j's entry in the index of finished jobs, ordered by the time
+// it finished.
+func doneKey(j *jobRecord) []byte {
+	return fmt.Appendf(nil, "%s%020d/%s", donePrefix, max(j.Updated.UnixNano(), 0), j.ID)
+}
+
+// doneID returns the job id of an rt/done/ key.
+func doneID(k []byte) string { return string(k[bytes.LastIndexByte(k, '/')+1:]) }
+
+// ops is the commit of j's record: the record and its index entries, in
+// rt/run/ while it is unfinished, in rt/done/ once it finished (the
+// commit that finishes it moves it). Every write of a job record goes
+// through it, so the indexes change atomically with the records.
 func (j *jobRecord) ops() []Op {
-	return []Op{{Key: jobKey(j.ID), Value: j.encode()}, {Key: runKey(j.ID), Value: []byte{}, Delete: finished(j.Status)}}
+	if finished(j.Status) {
+		return []Op{{Key: jobKey(j.ID), Value: j.encode()}, {Key: runKey(j.ID), Delete: true}, {Key: doneKey(j), Value: []byte{}}}
+	}
+	return []Op{{Key: jobKey(j.ID), Value: j.encode()}, {Key: runKey(j.ID), Value: []byte{}}}
 }
 
 // runIndexMark records that the index of unfinished jobs was complete when

@@ -2,7 +2,10 @@ package engine_test
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
@@ -189,5 +192,62 @@ func TestIndexOnTheWIPStoreTerms(t *testing.T) {
 	r.start(e2)
 	if j := r.wait(e2, id); j.Status != engine.StatusCompleted || j.Resumptions != 1 {
 		t.Fatalf("job written in term 2 without its entry: %+v, want resumed by the full scan", j)
+	}
+}
+
+func doneKeys(t *testing.T, st engine.Store) []string {
+	t.Helper()
+	var ks []string
+	if err := st.Scan([]byte("rt/done/"), func(k, _ []byte) error { ks = append(ks, string(k)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+// TestDoneIndexDrivesPurge: a finishing commit moves the job from rt/run/
+// to rt/done/; a rebuild restores a missing rt/done/ entry; Purge reads
+// rt/done/ up to its cut, deletes the finished jobs there and only drops
+// an entry whose job is not finished.
+func TestDoneIndexDrivesPurge(t *testing.T) {
+	r := newRig(t, clock.Real(), nil)
+	r.start(r.e)
+	r.deploy(r.e, indexFlow)
+	fin, err := r.e.StartJob(ctxT(t), "p", "s", "finished", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.wait(r.e, fin)
+	ks := doneKeys(t, r.store)
+	if len(ks) != 1 || !strings.HasSuffix(ks[0], "/"+fin) || hasKey(t, r.store, "rt/run/"+fin) {
+		t.Fatalf("after finishing: rt/done/ %v, rt/run/ entry %v", ks, hasKey(t, r.store, "rt/run/"+fin))
+	}
+	unf := r.handedOver(r.e, "unfinished")
+
+	// As if an older tandemd had finished it: no rt/done/ entry, no mark.
+	// A bogus rt/done/ entry names the unfinished job.
+	if err := r.store.Commit(ctxT(t), []engine.Op{
+		{Key: []byte(ks[0]), Delete: true},
+		{Key: []byte("rt/meta/run-index"), Delete: true},
+		{Key: []byte("rt/done/00000000000000000001/" + unf), Value: []byte{}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.ep.Block(make(chan string, 1)) // the resumed job waits in its call
+	defer r.ep.Release()
+	e2 := r.newEngine(r.store, nil)
+	r.start(e2)
+	if ks := doneKeys(t, r.store); len(ks) != 2 || !slices.ContainsFunc(ks, func(k string) bool { return strings.HasSuffix(k, "/"+fin) }) {
+		t.Fatalf("after the rebuild rt/done/ holds %v, want the finished job's entry restored beside the bogus one", ks)
+	}
+	n, err := e2.Purge(ctxT(t), time.Now().Add(time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("Purge = %d, %v; want the one finished job", n, err)
+	}
+	if hasKey(t, r.store, "rt/job/"+fin) || !hasKey(t, r.store, "rt/job/"+unf) {
+		t.Fatalf("after Purge: finished record present %v, unfinished record present %v",
+			hasKey(t, r.store, "rt/job/"+fin), hasKey(t, r.store, "rt/job/"+unf))
+	}
+	if ks := doneKeys(t, r.store); len(ks) != 0 {
+		t.Fatalf("rt/done/ after Purge: %v", ks)
 	}
 }
