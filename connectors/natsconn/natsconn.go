@@ -150,6 +150,9 @@ func Open(s connectors.Settings, o Options) (*Conn, error) {
 	if c.consumer == "" {
 		c.consumer = "tandem"
 	}
+	if !consumerName(c.consumer) {
+		return nil, fmt.Errorf("%w %q: %q is not a consumer name (no . * > / \\ or white space)", ErrSetting, "consumer", c.consumer)
+	}
 	if c.timeout, err = duration(s, "timeout", 10*time.Second); err != nil {
 		return nil, err
 	}
@@ -307,6 +310,10 @@ func (c *Conn) Subscriber() *Subscriber {
 // OpSubscribe is the starter operation of NewStarter.
 const OpSubscribe = "subscribe"
 
+// consumerName reports whether name can be a durable consumer's name:
+// durable names become subjects of the JetStream API.
+func consumerName(name string) bool { return !strings.ContainsAny(name, ".*> \t\r\n/\\") }
+
 // NewStarter implements the runtime's StarterSource (engine.StarterSource)
 // for an orchestration's `starter: connector:` block: operation
 // "subscribe" is a Subscriber whose params "consumer", "filter-subject"
@@ -321,8 +328,7 @@ func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.S
 	s.consumer = p.String("consumer", s.consumer)
 	s.filter = p.String("filter-subject", s.filter)
 	s.batch = p.Int("batch", s.batch, 1)
-	// Durable names become subjects of the JetStream API.
-	if _, ok := params["consumer"]; ok && strings.ContainsAny(s.consumer, ".*> \t\r\n/\\") {
+	if _, ok := params["consumer"]; ok && !consumerName(s.consumer) {
 		p.Fail("consumer", "%q is not a consumer name (no . * > / \\ or white space)", s.consumer)
 	}
 	if err := p.Err(); err != nil {

@@ -208,6 +208,7 @@ func TestBadSettings(t *testing.T) {
 		{connectors.Settings{}, `"stream"`},
 		{connectors.Settings{"stream": "S", "timeout": "x"}, `"timeout"`},
 		{connectors.Settings{"stream": "S", "require-duplicate-window": "-1s"}, `"require-duplicate-window"`},
+		{connectors.Settings{"stream": "S", "consumer": "billing.eu"}, `"consumer": "billing.eu" is not a consumer name`},
 	} {
 		if _, err := Open(tc.s, Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Open(%v) = %v", tc.s, err)
