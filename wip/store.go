@@ -1105,14 +1105,28 @@ func (s *Store) Get(key []byte) ([]byte, bool, error) {
 }
 
 // Scan calls fn for every user key with the prefix, in key order. The slices
-// are valid only during the call.
+// are valid only during the call. An error from fn ends the scan and is
+// returned.
 func (s *Store) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	return s.scan(prefix, false, fn)
+}
+
+// ScanReverse is Scan in descending key order.
+func (s *Store) ScanReverse(prefix []byte, fn func(key, value []byte) error) error {
+	return s.scan(prefix, true, fn)
+}
+
+func (s *Store) scan(prefix []byte, reverse bool, fn func(key, value []byte) error) error {
 	lo := userKey(prefix)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
 		return err
 	}
-	for it.First(); it.Valid(); it.Next() {
+	first, next := it.First, it.Next
+	if reverse {
+		first, next = it.Last, it.Prev
+	}
+	for first(); it.Valid(); next() {
 		if err := fn(it.Key()[len(userPrefix):], it.Value()); err != nil {
 			_ = it.Close()
 			return err

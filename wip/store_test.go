@@ -76,6 +76,14 @@ func TestLocalCommitGetScanReopen(t *testing.T) {
 	if len(keys) != 9 || keys[0] != "k/01" || keys[8] != "k/10" {
 		t.Fatalf("scan: %v", keys)
 	}
+	var rev []string
+	if err := s.ScanReverse([]byte("k/"), func(k, v []byte) error { rev = append(rev, string(k)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(rev)
+	if !slices.Equal(rev, keys) {
+		t.Fatalf("reverse scan, reversed: %v; want %v", rev, keys)
+	}
 	st := s.Status()
 	if st.Role != Primary || st.Epoch != 1 || st.DurableLSN != 11 || st.RetainedFirst != 1 || st.RetainedLast != 11 {
 		t.Fatalf("status %+v", st)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -85,7 +86,16 @@ func (c *Client) Projects(ctx context.Context) ([]ProjectInfo, error) {
 
 // Jobs lists jobs, filtered by status and project when not empty.
 func (c *Client) Jobs(ctx context.Context, status, project string) ([]JobInfo, error) {
+	return c.JobsLimit(ctx, status, project, 0)
+}
+
+// JobsLimit is Jobs with, of the finished jobs, only the limit most
+// recently finished (0: all). Unfinished jobs are always all listed.
+func (c *Client) JobsLimit(ctx context.Context, status, project string, limit int) ([]JobInfo, error) {
 	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
 	if status != "" {
 		q.Set("status", status)
 	}

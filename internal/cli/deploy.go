@@ -129,9 +129,10 @@ func projectsCmd(o *options) *cobra.Command {
 
 func jobsCmd(o *options) *cobra.Command {
 	var status, project string
+	var limit int
 	cmd := &cobra.Command{
 		Use:   "jobs",
-		Short: "List jobs (running, retry-wait, completed, failed)",
+		Short: "List jobs: every unfinished one and the most recently finished",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			switch status {
@@ -139,9 +140,12 @@ func jobsCmd(o *options) *cobra.Command {
 			default:
 				return usageError{fmt.Sprintf("--status %q: one of running, retry-wait, completed, failed", status)}
 			}
+			if limit < 0 {
+				return usageError{fmt.Sprintf("--limit %d: want 0 (all) or more", limit)}
+			}
 			c, ctx, cancel := o.client()
 			defer cancel()
-			js, err := c.Jobs(ctx, status, project)
+			js, err := c.JobsLimit(ctx, status, project, limit)
 			if err != nil {
 				return err
 			}
@@ -149,11 +153,21 @@ func jobsCmd(o *options) *cobra.Command {
 				return o.printJSON(js)
 			}
 			printJobs(o, js)
+			done := 0
+			for _, j := range js {
+				if j.Status == "completed" || j.Status == "failed" {
+					done++
+				}
+			}
+			if limit > 0 && done == limit {
+				fmt.Fprintf(o.out, "(the %d most recently finished jobs; --limit 0 lists them all)\n", limit)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only jobs with this status")
 	cmd.Flags().StringVar(&project, "project", "", "only jobs of this project")
+	cmd.Flags().IntVar(&limit, "limit", 100, "finished jobs to list, the most recent first (0: all)")
 	return cmd
 }
 

@@ -84,6 +84,21 @@ func TestDeployProjectsJobs(t *testing.T) {
 	if code, _, _ = run("--socket", sock, "jobs", "--status", "weird"); code != ExitUsage {
 		t.Fatalf("bad --status: exit %d", code)
 	}
+	id2, err := e.StartJob(context.Background(), "billing", "sync", "k2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Wait(context.Background(), id2)
+	code, out, _ = run("--socket", sock, "jobs", "--limit", "1")
+	if code != ExitOK || strings.Contains(out, id+" ") || !strings.Contains(out, id2) || !strings.Contains(out, "the 1 most recently finished jobs; --limit 0 lists them all") {
+		t.Fatalf("jobs --limit 1: %d %q; want only %s, and the note", code, out, id2)
+	}
+	if code, out, _ = run("--socket", sock, "jobs", "--limit", "0"); code != ExitOK || !strings.Contains(out, id) || !strings.Contains(out, id2) || strings.Contains(out, "most recently") {
+		t.Fatalf("jobs --limit 0: %d %q", code, out)
+	}
+	if code, _, _ = run("--socket", sock, "jobs", "--limit", "-1"); code != ExitUsage {
+		t.Fatalf("--limit -1: exit %d", code)
+	}
 	if code, out, _ = run("--socket", sock, "undeploy", "billing"); code != ExitOK || !strings.Contains(out, "undeployed billing") {
 		t.Fatalf("undeploy: %d %q", code, out)
 	}

@@ -201,16 +201,45 @@ func BenchmarkStartWithHistory(b *testing.B) {
 }
 
 // BenchmarkPurgeWithHistory times one retention pass over a store holding
-// n finished jobs, none of them due: what the purge costs every
-// purge-every while nothing needs deleting. Each record has its rt/done/
-// entry, as the engine writes them.
+// 100,000 finished jobs, none of them due: what the purge costs every
+// purge-every while nothing needs deleting.
 func BenchmarkPurgeWithHistory(b *testing.B) {
-	const n = 100_000
+	e, now := withHistory(b, 100_000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if d, err := e.Purge(context.Background(), now.Add(-time.Hour)); err != nil || d != 0 {
+			b.Fatalf("purged %d, %v; want none due", d, err)
+		}
+	}
+}
+
+// BenchmarkListJobsWithHistory times the job listing (GET /v1/jobs) over
+// 100,000 finished jobs: all of them (limit 0, every record read) and the
+// 100 most recent (tandemctl jobs' default, through rt/done/).
+func BenchmarkListJobsWithHistory(b *testing.B) {
+	e, _ := withHistory(b, 100_000)
+	for _, limit := range []int{0, 100} {
+		b.Run(fmt.Sprintf("limit=%d", limit), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				js, _, err := e.ListJobs("", "", limit)
+				if err != nil || (limit > 0 && len(js) != limit) {
+					b.Fatalf("%d jobs, %v", len(js), err)
+				}
+			}
+		})
+	}
+}
+
+// withHistory returns a running engine on a store holding n finished jobs
+// (copies of one real record of benchFlow) with their rt/done/ entries,
+// as the engine writes them, finished at the returned time.
+func withHistory(b *testing.B, n int) (*engine.Engine, time.Time) {
+	b.Helper()
 	st, err := kvtest.Open(b.TempDir(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
+	b.Cleanup(func() { st.Close() })
 	reg := &connectors.Registry{}
 	testconn.Register(reg, testconn.NewEndpoint())
 	e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
@@ -221,7 +250,7 @@ func BenchmarkPurgeWithHistory(b *testing.B) {
 	if err := e.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
-	defer e.Stop()
+	b.Cleanup(func() { e.Stop() })
 	if _, err := e.Deploy(ctx, map[string]string{"b.yaml": benchFlow}); err != nil {
 		b.Fatal(err)
 	}
@@ -241,7 +270,7 @@ func BenchmarkPurgeWithHistory(b *testing.B) {
 	for i := 0; i < n; i++ {
 		jid := fmt.Sprintf("h%023x", i)
 		ops = append(ops, engine.Op{Key: []byte("rt/job/" + jid), Value: rec},
-			engine.Op{Key: fmt.Appendf(nil, "rt/done/%020d/%s", now.UnixNano(), jid), Value: []byte{}})
+			engine.Op{Key: fmt.Appendf(nil, "rt/done/%020d/%s", now.UnixNano()+int64(i), jid), Value: []byte{}})
 		if len(ops) == 1000 || i == n-1 {
 			if err := st.Commit(ctx, ops); err != nil {
 				b.Fatal(err)
@@ -249,10 +278,5 @@ func BenchmarkPurgeWithHistory(b *testing.B) {
 			ops = ops[:0]
 		}
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if d, err := e.Purge(ctx, now.Add(-time.Hour)); err != nil || d != 0 {
-			b.Fatalf("purged %d, %v; want none due", d, err)
-		}
-	}
+	return e, now
 }

@@ -203,20 +203,18 @@ func (e *Engine) Undeploy(ctx context.Context, project string) error {
 		return fmt.Errorf("%w: project %q", ErrNotFound, project)
 	}
 	var unfinished int
-	jobs, err := e.Jobs("", project)
-	if err != nil {
-		return err
-	}
-	for _, j := range jobs {
-		if !finished(j.Status) {
-			unfinished++
+	for _, st := range []string{StatusRunning, StatusRetryWait} { // through rt/run/, not every record
+		jobs, err := e.Jobs(st, project)
+		if err != nil {
+			return err
 		}
+		unfinished += len(jobs)
 	}
 	if unfinished > 0 {
 		return fmt.Errorf("%w: project %s has %d unfinished jobs", ErrState, project, unfinished)
 	}
 	ops := []Op{{Key: depKey(project), Delete: true}}
-	err = e.o.Store.Scan(fmt.Appendf(nil, "%s%s/", depvPrefix, project), func(k, _ []byte) error {
+	err := e.o.Store.Scan(fmt.Appendf(nil, "%s%s/", depvPrefix, project), func(k, _ []byte) error {
 		ops = append(ops, Op{Key: bytes.Clone(k), Delete: true})
 		return nil
 	})

@@ -117,6 +117,8 @@ type Store interface {
 	// Scan calls fn for each key with prefix, in key order. key and value
 	// are valid only during the call: fn copies what it keeps.
 	Scan(prefix []byte, fn func(key, value []byte) error) error
+	// ScanReverse is Scan in descending key order.
+	ScanReverse(prefix []byte, fn func(key, value []byte) error) error
 	// Commit applies ops atomically; it returns once they are durable
 	// (and replicated, in sync mode).
 	Commit(ctx context.Context, ops []Op) error
@@ -380,7 +382,7 @@ func (e *Engine) Start(ctx context.Context) error {
 // job record and rebuilds the index. Either way it leaves the mark at the
 // current epoch.
 func (e *Engine) unfinishedJobs(ctx context.Context) ([]*jobRecord, error) {
-	epoch, why := e.indexDistrust()
+	epoch, why := e.indexDistrust(true)
 	var resume []*jobRecord
 	var ops []Op
 	if why == "" {
@@ -481,8 +483,10 @@ func (e *Engine) unfinishedJobs(ctx context.Context) ([]*jobRecord, error) {
 }
 
 // indexDistrust returns the current epoch (0 for a store without terms)
-// and why the index of unfinished jobs cannot be trusted ("" if it can).
-func (e *Engine) indexDistrust() (uint64, string) {
+// and why the indexes of jobs cannot be trusted ("" if they can). self
+// says the current term's writes are this engine's (Start, and while
+// running); otherwise a write of the current term counts like any other.
+func (e *Engine) indexDistrust(self bool) (uint64, string) {
 	var cur uint64
 	var writers []uint64
 	ts, hasTerms := e.o.Store.(TermStore)
@@ -501,7 +505,7 @@ func (e *Engine) indexDistrust() (uint64, string) {
 		return cur, fmt.Sprintf("unreadable mark %q", v)
 	}
 	for _, w := range writers {
-		if w > m.Epoch && w != cur {
+		if w > m.Epoch && (w != cur || !self) {
 			return cur, fmt.Sprintf("term %d wrote the store after the index was last checked in term %d", w, m.Epoch)
 		}
 	}
@@ -712,36 +716,130 @@ func (e *Engine) Job(id string) (api.JobInfo, error) {
 }
 
 // Jobs lists jobs, optionally only those with the given status and/or of
-// one project, oldest first.
+// one project, oldest first. It is ListJobs without a limit.
 func (e *Engine) Jobs(status, project string) ([]api.JobInfo, error) {
-	var out []api.JobInfo
+	js, _, err := e.ListJobs(status, project, 0)
+	return js, err
+}
+
+// ListJobs lists the jobs with the given status and/or of one project
+// (empty: any), oldest first: every unfinished one, and of the finished
+// ones the limit most recently finished (limit 0: all). more reports
+// that the limit left finished jobs out. With the indexes trusted (see
+// Store layout) the unfinished jobs come from rt/run/ and a limited
+// listing of finished ones walks rt/done/ from the newest, so it costs
+// what it returns; otherwise, or with limit 0, every record is read.
+func (e *Engine) ListJobs(status, project string, limit int) (out []api.JobInfo, more bool, err error) {
 	e.mu.Lock()
 	live := map[string]api.JobInfo{}
 	for id, lj := range e.jobs {
 		live[id] = jobInfo(&lj.snap)
 	}
+	// The current term's writes are this engine's only while it runs;
+	// a passive lists what the active wrote.
+	self := e.state == StateRunning
 	e.mu.Unlock()
-	err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
-		id := string(k[len(jobPrefix):])
-		info, ok := live[id]
-		if !ok {
-			j, err := decodeJob(v)
-			if err != nil {
-				info = api.JobInfo{ID: id, Status: "corrupt", Reason: err.Error()}
-			} else {
-				info = jobInfo(j)
+	match := func(info api.JobInfo) bool {
+		return (status == "" || info.Status == status) && (project == "" || info.Project == project)
+	}
+	info := func(id string, v []byte) api.JobInfo {
+		if info, ok := live[id]; ok {
+			return info
+		}
+		j, err := decodeJob(v)
+		if err != nil {
+			return api.JobInfo{ID: id, Status: "corrupt", Reason: err.Error()}
+		}
+		return jobInfo(j)
+	}
+	wantDone := status == "" || finished(status)
+	wantRun := status == "" || !finished(status)
+	_, why := e.indexDistrust(self)
+	if why != "" || (limit == 0 && wantDone) {
+		err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
+			if i := info(string(k[len(jobPrefix):]), v); match(i) {
+				out = append(out, i)
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %v", ErrStore, err)
 		}
-		if (status == "" || info.Status == status) && (project == "" || info.Project == project) {
-			out = append(out, info)
+		if limit > 0 {
+			out, more = newestFinished(out, limit)
 		}
-		return nil
-	})
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+		return out, more, nil
+	}
+	get := func(id string) (api.JobInfo, bool, error) {
+		v, ok, err := e.o.Store.Get(jobKey(id))
+		if err != nil || !ok {
+			return api.JobInfo{}, false, err
+		}
+		return info(id, v), true, nil
+	}
+	seen := map[string]bool{} // a job finishing during the listing is in both indexes
+	var ids []string
+	if wantRun {
+		err = e.o.Store.Scan([]byte(runPrefix), func(k, _ []byte) error {
+			ids = append(ids, string(k[len(runPrefix):]))
+			return nil
+		})
+	}
+	for _, id := range ids {
+		if err != nil {
+			break
+		}
+		var i api.JobInfo
+		var ok bool
+		if i, ok, err = get(id); ok && match(i) && !finished(i.Status) {
+			out = append(out, i)
+			seen[id] = true
+		}
+	}
+	if wantDone && err == nil {
+		n := 0
+		stop := errors.New("limit reached")
+		err = e.o.Store.ScanReverse([]byte(donePrefix), func(k, _ []byte) error {
+			i, ok, err := get(doneID(k))
+			if err != nil || !ok || !match(i) || !finished(i.Status) || seen[i.ID] {
+				return err
+			}
+			if n == limit {
+				more = true
+				return stop
+			}
+			out = append(out, i)
+			n++
+			return nil
+		})
+		if errors.Is(err, stop) {
+			err = nil
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStore, err)
+		return nil, false, fmt.Errorf("%w: %v", ErrStore, err)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
-	return out, nil
+	return out, more, nil
+}
+
+// newestFinished keeps the unfinished jobs of js and its limit most
+// recently updated finished ones.
+func newestFinished(js []api.JobInfo, limit int) ([]api.JobInfo, bool) {
+	var run, done []api.JobInfo
+	for _, j := range js {
+		if finished(j.Status) {
+			done = append(done, j)
+		} else {
+			run = append(run, j)
+		}
+	}
+	if len(done) <= limit {
+		return js, false
+	}
+	sort.SliceStable(done, func(i, j int) bool { return done[i].Updated.After(done[j].Updated) })
+	return append(run, done[:limit]...), true
 }
 
 func jobInfo(j *jobRecord) api.JobInfo {

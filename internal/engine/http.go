@@ -216,7 +216,16 @@ func (e *Engine) RegisterAPI(s *api.Server) {
 			s.Reply(w, r, nil, fmt.Errorf("%w: status=%q: one of running, retry-wait, completed, failed", api.ErrBadRequest, status))
 			return
 		}
-		j, err := e.Jobs(status, r.URL.Query().Get("project"))
+		limit := 0
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				s.Reply(w, r, nil, fmt.Errorf("%w: limit=%q: want a whole number, 0 for no limit", api.ErrBadRequest, v))
+				return
+			}
+			limit = n
+		}
+		j, _, err := e.ListJobs(status, r.URL.Query().Get("project"), limit)
 		if j == nil {
 			j = []api.JobInfo{}
 		}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/engine"
 	"github.com/tandem-ha/tandem/wip"
@@ -249,5 +251,72 @@ func TestDoneIndexDrivesPurge(t *testing.T) {
 	}
 	if ks := doneKeys(t, r.store); len(ks) != 0 {
 		t.Fatalf("rt/done/ after Purge: %v", ks)
+	}
+}
+
+func ids(js []api.JobInfo) []string {
+	var out []string
+	for _, j := range js {
+		out = append(out, j.ID)
+	}
+	return out
+}
+
+// TestListJobsThroughTheIndexes: a limited listing holds every unfinished
+// job and the most recently finished ones, oldest first, and says what it
+// left out; filters apply; a passive (engine not running) whose store a
+// term wrote after the mark reads every record instead of the indexes.
+func TestListJobsThroughTheIndexes(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	ts := &termStore{Store: r.store, cur: 1, writers: []uint64{1}}
+	e := r.newEngine(ts, nil)
+	r.start(e)
+	r.deploy(e, indexFlow)
+	var fin []string
+	for i := range 5 {
+		id, err := e.StartJob(ctxT(t), "p", "s", fmt.Sprint(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.wait(e, id)
+		fin = append(fin, id)
+		clk.Advance(time.Minute)
+	}
+	entered := make(chan string, 1)
+	r.ep.Block(entered)
+	defer r.ep.Release()
+	run, _ := e.StartJob(ctxT(t), "p", "s", "unfinished", nil)
+	<-entered
+
+	js, more, err := e.ListJobs("", "", 2)
+	if want := []string{fin[3], fin[4], run}; err != nil || !more || !slices.Equal(ids(js), want) {
+		t.Fatalf("ListJobs(limit 2) = %v, more=%v, %v; want %v, more", ids(js), more, err, want)
+	}
+	if js, more, _ := e.ListJobs("completed", "", 10); more || !slices.Equal(ids(js), fin) {
+		t.Fatalf("ListJobs(completed, limit 10) = %v, more=%v; want all 5", ids(js), more)
+	}
+	if js, _, _ := e.ListJobs("running", "", 1); !slices.Equal(ids(js), []string{run}) {
+		t.Fatalf("ListJobs(running) = %v", ids(js))
+	}
+	if js, _, _ := e.ListJobs("", "other", 0); len(js) != 0 {
+		t.Fatalf("ListJobs(project other) = %v", ids(js))
+	}
+	if err := e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Passive: term 2 (another node) wrote a finished job without entries.
+	rec, _, _ := r.store.Get([]byte("rt/job/" + fin[0]))
+	if err := r.store.Commit(ctxT(t), []engine.Op{{Key: []byte("rt/job/jfromterm2"), Value: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	ts.cur, ts.writers = 2, []uint64{1, 2}
+	js, _, err = e.ListJobs("completed", "", 0)
+	if err != nil || len(js) != 6 {
+		t.Fatalf("passive listing after term 2 wrote: %d jobs %v, %v; want the 6 records", len(js), ids(js), err)
+	}
+	if js, _, _ := e.ListJobs("completed", "", 10); len(js) != 6 {
+		t.Fatalf("passive limited listing after term 2 wrote: %v; want the 6 records (indexes not trusted)", ids(js))
 	}
 }

@@ -15,6 +15,9 @@ type wipStore struct{ s *wip.Store }
 
 func (w wipStore) Get(k []byte) ([]byte, bool, error)              { return w.s.Get(k) }
 func (w wipStore) Scan(p []byte, fn func(k, v []byte) error) error { return w.s.Scan(p, fn) }
+func (w wipStore) ScanReverse(p []byte, fn func(k, v []byte) error) error {
+	return w.s.ScanReverse(p, fn)
+}
 func (w wipStore) Commit(ctx context.Context, ops []Op) error {
 	b := w.s.NewBatch()
 	for _, op := range ops {

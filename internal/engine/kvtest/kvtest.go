@@ -63,9 +63,22 @@ func (s *Store) Get(key []byte) ([]byte, bool, error) {
 
 // Scan implements engine.Store.
 func (s *Store) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	return s.scan(prefix, false, fn)
+}
+
+// ScanReverse implements engine.Store.
+func (s *Store) ScanReverse(prefix []byte, fn func(k, v []byte) error) error {
+	return s.scan(prefix, true, fn)
+}
+
+func (s *Store) scan(prefix []byte, reverse bool, fn func(k, v []byte) error) error {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper(prefix)})
 	if err != nil {
 		return err
+	}
+	first, next := it.First, it.Next
+	if reverse {
+		first, next = it.Last, it.Prev
 	}
 	// The slices fn gets are valid only during the call, as with the WIP
 	// store (a pebble iterator's): they are one buffer, overwritten with
@@ -79,7 +92,7 @@ func (s *Store) Scan(prefix []byte, fn func(k, v []byte) error) error {
 			vb[i] = 0xEE
 		}
 	}
-	for ok := it.First(); ok; ok = it.Next() {
+	for ok := first(); ok; ok = next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
