@@ -265,7 +265,7 @@ func withHistory(b *testing.B, n int) (*engine.Engine, time.Time) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	now := time.Now()
+	now := clock.Real().Now()
 	var ops []engine.Op
 	for i := 0; i < n; i++ {
 		jid := fmt.Sprintf("h%023x", i)

@@ -241,7 +241,7 @@ func TestDoneIndexDrivesPurge(t *testing.T) {
 	if ks := doneKeys(t, r.store); len(ks) != 2 || !slices.ContainsFunc(ks, func(k string) bool { return strings.HasSuffix(k, "/"+fin) }) {
 		t.Fatalf("after the rebuild rt/done/ holds %v, want the finished job's entry restored beside the bogus one", ks)
 	}
-	n, err := e2.Purge(ctxT(t), time.Now().Add(time.Hour))
+	n, err := e2.Purge(ctxT(t), clock.Real().Now().Add(time.Hour))
 	if err != nil || n != 1 {
 		t.Fatalf("Purge = %d, %v; want the one finished job", n, err)
 	}
