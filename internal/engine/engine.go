@@ -989,7 +989,7 @@ func (e *Engine) purgeLoop(ctx context.Context) {
 		case <-t.C():
 		}
 		cutoff := e.clk.Now().Add(-e.o.JobRetention)
-		n, err := e.Purge(ctx, cutoff)
+		n, more, err := e.purge(ctx, cutoff, purgePassMax)
 		e.purged.Add(uint64(n))
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -1001,9 +1001,19 @@ func (e *Engine) purgeLoop(ctx context.Context) {
 			e.event(fmt.Sprintf("purged %d finished jobs last updated before %s (job-retention %s)",
 				n, cutoff.UTC().Format(time.RFC3339), e.o.JobRetention))
 		}
+		if more && err == nil {
+			// A backlog (the first pass after an upgrade, a shorter
+			// retention): the next bounded pass after a breath.
+			t.Reset(min(time.Second, e.o.PurgeEvery))
+			continue
+		}
 		t.Reset(e.o.PurgeEvery)
 	}
 }
+
+// purgePassMax bounds the jobs one pass of purgeLoop deletes, and so the
+// keys it holds in memory (about 60 bytes each).
+const purgePassMax = 100_000
 
 // Purge deletes finished (completed or failed) jobs last updated before
 // before, in commits of at most 256 records, and returns how many it
@@ -1012,18 +1022,36 @@ func (e *Engine) purgeLoop(ctx context.Context) {
 // history. Unfinished jobs are never purged. While running with
 // Options.JobRetention, the engine calls it every Options.PurgeEvery.
 func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
+	n := 0
+	for {
+		d, more, err := e.purge(ctx, before, purgePassMax)
+		n += d
+		if err != nil || !more {
+			return n, err
+		}
+	}
+}
+
+// purge is one pass of Purge: it deletes at most limit of the due jobs and
+// reports whether more are due.
+func (e *Engine) purge(ctx context.Context, before time.Time, limit int) (int, bool, error) {
 	cut := fmt.Appendf(nil, "%s%020d/", donePrefix, max(before.UnixNano(), 0))
 	var due [][]byte
+	more := false
 	errCut := errors.New("past the cut")
 	err := e.o.Store.Scan([]byte(donePrefix), func(k, _ []byte) error {
 		if bytes.Compare(k, cut) >= 0 {
+			return errCut
+		}
+		if len(due) == limit {
+			more = true
 			return errCut
 		}
 		due = append(due, bytes.Clone(k)) // k is valid only during the call
 		return nil
 	})
 	if err != nil && !errors.Is(err, errCut) {
-		return 0, fmt.Errorf("%w: %v", ErrStore, err)
+		return 0, false, fmt.Errorf("%w: %v", ErrStore, err)
 	}
 	// Deleting after the scan: a store may not allow commits inside Scan.
 	var ops []Op
@@ -1044,7 +1072,7 @@ func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
 		ops = append(ops, Op{Key: k, Delete: true})
 		v, ok, err := e.o.Store.Get(jobKey(id))
 		if err != nil {
-			return n, fmt.Errorf("%w: %v", ErrStore, err)
+			return n, false, fmt.Errorf("%w: %v", ErrStore, err)
 		}
 		if j, derr := decodeJob(v); ok && derr == nil && finished(j.Status) {
 			// The run entry too, should a writer that does not keep the
@@ -1054,9 +1082,10 @@ func (e *Engine) Purge(ctx context.Context, before time.Time) (int, error) {
 		}
 		if len(ops) >= 256 {
 			if err := flush(); err != nil {
-				return n, err
+				return n, false, err
 			}
 		}
 	}
-	return n, flush()
+	err = flush()
+	return n, more && err == nil, err
 }

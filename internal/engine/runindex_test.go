@@ -320,3 +320,34 @@ func TestListJobsThroughTheIndexes(t *testing.T) {
 		t.Fatalf("passive limited listing after term 2 wrote: %v; want the 6 records (indexes not trusted)", ids(js))
 	}
 }
+
+// TestPurgePassesAreBounded: a pass deletes at most its limit, oldest
+// finished first, and says whether more are due.
+func TestPurgePassesAreBounded(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	r.start(r.e)
+	r.deploy(r.e, indexFlow)
+	var fin []string
+	for i := range 5 {
+		id, err := r.e.StartJob(ctxT(t), "p", "s", fmt.Sprint(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.wait(r.e, id)
+		fin = append(fin, id)
+		clk.Advance(time.Minute)
+	}
+	for i, want := range []struct {
+		n    int
+		more bool
+	}{{2, true}, {2, true}, {1, false}, {0, false}} {
+		n, more, err := r.e.PurgePass(ctxT(t), clk.Now(), 2)
+		if err != nil || n != want.n || more != want.more {
+			t.Fatalf("pass %d: %d, more=%v, %v; want %d, more=%v", i+1, n, more, err, want.n, want.more)
+		}
+		if i == 0 && (hasKey(t, r.store, "rt/job/"+fin[0]) || !hasKey(t, r.store, "rt/job/"+fin[2])) {
+			t.Fatal("the first pass did not take the two oldest")
+		}
+	}
+}
