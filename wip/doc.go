@@ -77,9 +77,13 @@
 //     written once per eighth of the window, not in every group), and the
 //     last pruned (epoch, LSN, checksum) is kept so the window's edge still
 //     compares.
-//   - Every rejected frame or handshake is logged with its reason, counted
-//     (Status.Counters) and reported as EventRejected; nothing of it is
-//     applied. A data frame whose checksum chain breaks ends the session.
+//   - Every rejected frame or handshake is counted (Status.Counters) and
+//     reported with its reason as EventRejected (EventModeMismatch for a
+//     mode refusal), and nothing of it is applied. It is logged with its
+//     reason too, at most once a minute per class (kind and root cause):
+//     a peer refused at every reconnect would otherwise fill the log; the
+//     next line of the class counts those not logged. A data frame whose
+//     checksum chain breaks ends the session.
 //
 // # Key layout (pebble keys)
 //

@@ -273,6 +273,31 @@ func (s *Store) dialer() *net.Dialer {
 	}
 }
 
+// rejectLogEvery bounds the log of rejections of one class (kind and root
+// cause, such as "auth" and ErrAuth) to a line per period: a peer with the
+// wrong key or mode, or anything else knocking on the port, is refused at
+// every reconnect (every 2 s at most), which would fill the log. Each
+// rejection is still counted (Status.Counters) and reported as an event
+// with its reason; the line says how many went unlogged.
+const rejectLogEvery = time.Minute
+
+// rootErr is the innermost error of err's chain (the sentinel a reason
+// wraps).
+func rootErr(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+type rejectLog struct {
+	logged     time.Time // last logged
+	suppressed uint64    // rejections since, not logged
+}
+
 func (s *Store) reject(kind string, err error) {
 	s.mu.Lock()
 	switch kind {
@@ -286,8 +311,34 @@ func (s *Store) reject(kind string, err error) {
 		s.counters.RejectedFrames++
 	}
 	s.lastErr = err
+	now := s.clk.Now()
+	if s.rejectLogs == nil {
+		s.rejectLogs = map[string]*rejectLog{}
+	}
+	class := kind + ": " + rootErr(err).Error() // e.g. "frame: wip: frame CRC mismatch"
+	rl := s.rejectLogs[class]
+	if rl == nil {
+		if len(s.rejectLogs) >= 64 { // classes are few; bound them all the same
+			clear(s.rejectLogs)
+		}
+		rl = &rejectLog{}
+		s.rejectLogs[class] = rl
+	}
+	logIt := rl.logged.IsZero() || now.Sub(rl.logged) >= rejectLogEvery
+	suppressed := rl.suppressed
+	if logIt {
+		rl.logged, rl.suppressed = now, 0
+	} else {
+		rl.suppressed++
+	}
 	s.mu.Unlock()
-	s.log.Warn("replication frame rejected", zap.String("kind", kind), zap.Error(err))
+	if logIt {
+		fields := []zap.Field{zap.String("kind", kind), zap.Error(err)}
+		if suppressed > 0 {
+			fields = append(fields, zap.Uint64("not_logged_since_last", suppressed))
+		}
+		s.log.Warn("replication frame rejected", fields...)
+	}
 	if kind == "mode" {
 		s.emit(Event{Kind: EventModeMismatch, Detail: err.Error(), Err: err})
 		return

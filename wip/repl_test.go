@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/tandem-ha/tandem/internal/clock"
 )
 
@@ -612,5 +615,33 @@ func TestVersion1SecondaryPairs(t *testing.T) {
 	}
 	if _, err := decodePlan(f.body); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRejectionLogIsRateLimited: a peer refused at every reconnect is
+// logged once a minute per class, with the count of the lines not logged;
+// every rejection is still counted. A new class is logged at once.
+func TestRejectionLogIsRateLimited(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	core, logs := observer.New(zap.WarnLevel)
+	s := openT(t, t.TempDir(), Options{Mode: Async, Clock: clk, Logger: zap.New(core)})
+	defer s.Close()
+	auth := func(i int) error { return fmt.Errorf("from 192.0.2.1:%d: %w", 40000+i, ErrAuth) }
+	for i := range 30 { // a minute of reconnects, one every 2 s
+		s.reject("auth", auth(i))
+		clk.Advance(2 * time.Second)
+	}
+	s.reject("frame", fmt.Errorf("data: %w", ErrFrameChecksum))
+	lines := logs.FilterMessage("replication frame rejected").All()
+	if len(lines) != 2 || lines[0].ContextMap()["kind"] != "auth" || lines[1].ContextMap()["kind"] != "frame" {
+		t.Fatalf("%d lines %v; want the first auth and the frame rejection", len(lines), lines)
+	}
+	s.reject("auth", auth(30)) // a minute after the first
+	lines = logs.FilterMessage("replication frame rejected").All()
+	if len(lines) != 3 || lines[2].ContextMap()["not_logged_since_last"] != uint64(29) {
+		t.Fatalf("after a minute: %d lines, last %v; want a third counting 29 not logged", len(lines), lines[len(lines)-1].ContextMap())
+	}
+	if c := s.Status().Counters; c.RejectedAuth != 31 || c.RejectedFrames != 1 {
+		t.Fatalf("counters %+v; want every rejection counted", c)
 	}
 }

@@ -376,6 +376,7 @@ type Store struct {
 	snapDone     int64
 	snapTotal    int64
 	lastErr      error
+	rejectLogs   map[string]*rejectLog // by class: the log of rejections, rate-limited
 	peerLastSeen time.Time
 	sess         *session
 	counters     Counters
