@@ -50,17 +50,24 @@ func BenchmarkRuntime(b *testing.B) {
 // mode: a primary and a secondary over loopback TCP, every commit durable
 // on both before it returns (what tandemd runs).
 func BenchmarkRuntimeReplicated(b *testing.B) {
+	benchRuntime(b, replicated(b), "wip-sync-replicated")
+}
+
+// replicated returns the primary of a WIP store pair in sync mode over
+// loopback TCP, once the secondary is in sync.
+func replicated(b *testing.B) engine.Store {
+	b.Helper()
 	key := []byte("0123456789abcdef0123456789abcdef")
 	pa, err := wip.Open(b.TempDir(), wip.Options{NodeID: 1, PairKey: key, ListenAddr: "127.0.0.1:0", Logger: zap.NewNop()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer pa.Close()
+	b.Cleanup(func() { pa.Close() })
 	sb, err := wip.Open(b.TempDir(), wip.Options{NodeID: 2, PairKey: key, PeerAddr: pa.ListenAddr(), Logger: zap.NewNop()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sb.Close()
+	b.Cleanup(func() { sb.Close() })
 	if err := pa.Promote(context.Background(), 1); err != nil {
 		b.Fatal(err)
 	}
@@ -70,7 +77,7 @@ func BenchmarkRuntimeReplicated(b *testing.B) {
 		}
 		clock.Sleep(context.Background(), clock.Real(), 10*time.Millisecond)
 	}
-	benchRuntime(b, engine.OnWIP(pa), "wip-sync-replicated")
+	return engine.OnWIP(pa)
 }
 
 func benchRuntime(b *testing.B, st engine.Store, mode string) {
@@ -279,4 +286,63 @@ func withHistory(b *testing.B, n int) (*engine.Engine, time.Time) {
 		}
 	}
 	return e, now
+}
+
+// BenchmarkStartWithUnfinished times Start on a store holding 1,000
+// unfinished jobs (a backlog behind an endpoint that is down): each
+// resumption is committed before its job runs again.
+func BenchmarkStartWithUnfinished(b *testing.B) {
+	b.Run("store=local-fsync", func(b *testing.B) {
+		st, err := kvtest.Open(b.TempDir(), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		benchStartWithUnfinished(b, st)
+	})
+	b.Run("store=wip-sync-replicated", func(b *testing.B) { benchStartWithUnfinished(b, replicated(b)) })
+}
+
+func benchStartWithUnfinished(b *testing.B, st engine.Store) {
+	const n = 1000
+	reg := &connectors.Registry{}
+	ep := testconn.NewEndpoint()
+	testconn.Register(reg, ep)
+	ep.Block(nil) // every job waits in its call
+	defer ep.Release()
+	e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := e.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.Deploy(ctx, map[string]string{"b.yaml": `project: held
+connections: {t: {kind: test}}
+orchestrations:
+  - {name: wait, steps: [{id: a, call: {connection: t, operation: sleep}}]}
+`}); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := e.StartJob(ctx, "held", "wait", strconv.Itoa(i), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := e.Stop(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := e.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if st := e.Status(); st.Running != n {
+			b.Fatalf("%d jobs resumed, want %d", st.Running, n)
+		}
+		e.Stop()
+		b.StartTimer()
+	}
 }

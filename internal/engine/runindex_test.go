@@ -351,3 +351,39 @@ func TestPurgePassesAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeInGroups: a backlog larger than one resumption commit is
+// resumed whole, each job's resumption counted once.
+func TestResumeInGroups(t *testing.T) {
+	r := newRig(t, clock.Real(), nil)
+	r.start(r.e)
+	r.deploy(r.e, indexFlow)
+	r.ep.Block(nil)
+	defer r.ep.Release()
+	const n = 300 // over two groups of 128
+	for i := range n {
+		if _, err := r.e.StartJob(ctxT(t), "p", "s", fmt.Sprint(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := r.newEngine(r.store, nil)
+	r.start(e2)
+	if st := e2.Status(); st.Running != n {
+		t.Fatalf("%d jobs resumed, want %d", st.Running, n)
+	}
+	if err := e2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	js, err := e2.Jobs("", "p")
+	if err != nil || len(js) != n {
+		t.Fatalf("%d jobs, %v", len(js), err)
+	}
+	for _, j := range js {
+		if j.Resumptions != 1 {
+			t.Fatalf("job %s: %d resumptions, want 1", j.ID, j.Resumptions)
+		}
+	}
+}
