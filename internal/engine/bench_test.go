@@ -146,48 +146,10 @@ func BenchmarkStartWithHistory(b *testing.B) {
 		n       int
 		rebuild bool
 	}{{0, false}, {10_000, false}, {100_000, false}, {100_000, true}} {
-		n := c.n
-		b.Run(fmt.Sprintf("finished=%d/index=%s", n, map[bool]string{false: "kept", true: "rebuilt"}[c.rebuild]), func(b *testing.B) {
-			st, err := kvtest.Open(b.TempDir(), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			reg := &connectors.Registry{}
-			testconn.Register(reg, testconn.NewEndpoint())
-			e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
-			if err != nil {
-				b.Fatal(err)
-			}
+		b.Run(fmt.Sprintf("finished=%d/index=%s", c.n, map[bool]string{false: "kept", true: "rebuilt"}[c.rebuild]), func(b *testing.B) {
+			e, st, _ := withHistory(b, c.n)
 			ctx := context.Background()
-			if err := e.Start(ctx); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := e.Deploy(ctx, map[string]string{"b.yaml": benchFlow}); err != nil {
-				b.Fatal(err)
-			}
-			id, err := e.StartJob(ctx, "bench", "five", "model", nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := e.Wait(ctx, id); err != nil {
-				b.Fatal(err)
-			}
 			e.Stop()
-			rec, ok, err := st.Get([]byte("rt/job/" + id))
-			if err != nil || !ok {
-				b.Fatalf("model job record: %v %v", ok, err)
-			}
-			var ops []engine.Op
-			for i := 0; i < n; i++ {
-				ops = append(ops, engine.Op{Key: fmt.Appendf(nil, "rt/job/h%023x", i), Value: rec})
-				if len(ops) == 1000 || i == n-1 {
-					if err := st.Commit(ctx, ops); err != nil {
-						b.Fatal(err)
-					}
-					ops = ops[:0]
-				}
-			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := e.Start(ctx); err != nil {
@@ -202,7 +164,6 @@ func BenchmarkStartWithHistory(b *testing.B) {
 				}
 				b.StartTimer()
 			}
-			b.ReportMetric(float64(len(rec)), "record_bytes")
 		})
 	}
 }
@@ -211,7 +172,7 @@ func BenchmarkStartWithHistory(b *testing.B) {
 // 100,000 finished jobs, none of them due: what the purge costs every
 // purge-every while nothing needs deleting.
 func BenchmarkPurgeWithHistory(b *testing.B) {
-	e, now := withHistory(b, 100_000)
+	e, _, now := withHistory(b, 100_000)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if d, err := e.Purge(context.Background(), now.Add(-time.Hour)); err != nil || d != 0 {
@@ -224,7 +185,7 @@ func BenchmarkPurgeWithHistory(b *testing.B) {
 // 100,000 finished jobs: all of them (limit 0, every record read) and the
 // 100 most recent (tandemctl jobs' default, through rt/done/).
 func BenchmarkListJobsWithHistory(b *testing.B) {
-	e, _ := withHistory(b, 100_000)
+	e, _, _ := withHistory(b, 100_000)
 	for _, limit := range []int{0, 100} {
 		b.Run(fmt.Sprintf("limit=%d", limit), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
@@ -239,25 +200,17 @@ func BenchmarkListJobsWithHistory(b *testing.B) {
 
 // withHistory returns a running engine on a store holding n finished jobs
 // (copies of one real record of benchFlow) with their rt/done/ entries,
-// as the engine writes them, finished at the returned time.
-func withHistory(b *testing.B, n int) (*engine.Engine, time.Time) {
+// as the engine writes them, finished from the returned time on, and the
+// store.
+func withHistory(b *testing.B, n int) (*engine.Engine, *kvtest.Store, time.Time) {
 	b.Helper()
 	st, err := kvtest.Open(b.TempDir(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
-	reg := &connectors.Registry{}
-	testconn.Register(reg, testconn.NewEndpoint())
-	e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := benchEngine(b, st, testconn.NewEndpoint())
 	ctx := context.Background()
-	if err := e.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { e.Stop() })
 	if _, err := e.Deploy(ctx, map[string]string{"b.yaml": benchFlow}); err != nil {
 		b.Fatal(err)
 	}
@@ -285,7 +238,7 @@ func withHistory(b *testing.B, n int) (*engine.Engine, time.Time) {
 			ops = ops[:0]
 		}
 	}
-	return e, now
+	return e, st, now
 }
 
 // BenchmarkStartWithUnfinished times Start on a store holding 1,000
@@ -305,19 +258,11 @@ func BenchmarkStartWithUnfinished(b *testing.B) {
 
 func benchStartWithUnfinished(b *testing.B, st engine.Store) {
 	const n = 1000
-	reg := &connectors.Registry{}
 	ep := testconn.NewEndpoint()
-	testconn.Register(reg, ep)
 	ep.Block(nil) // every job waits in its call
 	defer ep.Release()
-	e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := benchEngine(b, st, ep)
 	ctx := context.Background()
-	if err := e.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
 	if _, err := e.Deploy(ctx, map[string]string{"b.yaml": `project: held
 connections: {t: {kind: test}}
 orchestrations:
@@ -345,4 +290,21 @@ orchestrations:
 		e.Stop()
 		b.StartTimer()
 	}
+}
+
+// benchEngine returns a started engine on st with the test connector ep,
+// stopped when b ends.
+func benchEngine(b *testing.B, st engine.Store, ep *testconn.Endpoint) *engine.Engine {
+	b.Helper()
+	reg := &connectors.Registry{}
+	testconn.Register(reg, ep)
+	e, err := engine.New(engine.Options{Store: st, Connectors: reg, Clock: clock.Real(), Logger: zap.NewNop(), Node: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Stop() })
+	return e
 }

@@ -258,14 +258,7 @@ orchestrations:
 func TestResumeKeepsDefinitionVersion(t *testing.T) {
 	r := newRig(t, clock.Real(), nil)
 	r.start(r.e)
-	src := `project: p
-connections: {t: {kind: test}}
-orchestrations:
-  - name: s
-    steps:
-      - {id: one, call: {connection: t, operation: sleep}}
-      - {id: two, call: {connection: t, operation: do}}
-`
+	src := indexFlow // a sleep call "one", then a call "two"
 	r.deploy(r.e, src)
 	entered := make(chan string, 1)
 	r.ep.Block(entered)
