@@ -71,3 +71,49 @@ func TestBehindPromotableWithPeerGoneOnlyInSyncMode(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerFollowsKeepsTheOldPrimaryPromotable: a switchover. b is promoted
+// while a hands over; with PeerFollows, b's first commit waits for a to
+// reconnect as secondary instead of marking it Outdated, so a holds it and
+// could take the role back at once. Without PeerFollows a is Outdated.
+func TestPeerFollowsKeepsTheOldPrimaryPromotable(t *testing.T) {
+	for _, follows := range []bool{true, false} {
+		t.Run(fmt.Sprint("follows=", follows), func(t *testing.T) {
+			p := newPair(t, Options{})
+			a, b := p.open("a", nil), p.open("b", nil)
+			defer a.Close()
+			defer b.Close()
+			if err := a.Promote(context.Background(), 1); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "peer in sync", inSync(a))
+			commitKV(t, a, "before", "v")
+			if err := a.Demote(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			opts := []PromoteOption{PeerGone()}
+			if follows {
+				opts = append(opts, PeerFollows())
+			}
+			if err := b.Promote(context.Background(), 2, opts...); err != nil {
+				t.Fatal(err)
+			}
+			commitKV(t, b, "after", "v")
+			if got := b.Status().PeerOutdated; got == follows {
+				t.Fatalf("b's peer outdated = %v with PeerFollows %v", got, follows)
+			}
+			if !follows {
+				return
+			}
+			// Acknowledged in sync mode: durable on a.
+			mustGet(t, a, "after", "v")
+			if st := a.Status(); st.Outdated {
+				t.Fatalf("a is outdated after a handover with PeerFollows: %+v", st)
+			}
+			b.Close()
+			if err := a.Promote(context.Background(), 3, PeerGone()); err != nil {
+				t.Fatalf("a taking the role back: %v", err)
+			}
+		})
+	}
+}

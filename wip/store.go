@@ -1150,7 +1150,7 @@ func prefixEnd(p []byte) []byte {
 // PromoteOption modifies Promote.
 type PromoteOption func(*promoteCfg)
 
-type promoteCfg struct{ force, peerGone bool }
+type promoteCfg struct{ force, peerGone, peerFollows bool }
 
 // PeerGone tells Promote that the pair has judged the old primary dead
 // (silent on every heartbeat path, tie-breaker confirmed): a replication
@@ -1167,6 +1167,18 @@ type promoteCfg struct{ force, peerGone bool }
 // acknowledged commits, and the refusal stands. (Both nodes must run the
 // same mode, as docs/configuration.md says.)
 func PeerGone() PromoteOption { return func(c *promoteCfg) { c.peerGone = true } }
+
+// PeerFollows, with PeerGone, says the old primary is not dead: it handed
+// the role over (a switchover) and reconnects as secondary. A PeerGone
+// promotion in Sync mode with Degrade marks the peer Outdated at once, so
+// that the new primary's commits do not each wait peer-ack-timeout for a
+// node that is gone; with PeerFollows it does not. The commits wait for
+// the peer's acknowledgement as in any session (it reconnects within the
+// dial backoff), and the peer stays promotable: a new primary that dies
+// right after the handover leaves the old one able to take the role back
+// with nothing acknowledged missing. A peer that does not come back within
+// PeerAckTimeout is marked Outdated then, as on any peer loss.
+func PeerFollows() PromoteOption { return func(c *promoteCfg) { c.peerFollows = true } }
 
 // Force promotes even an Outdated, Inconsistent or behind store (the operator
 // accepts the loss named in the warning).
@@ -1242,7 +1254,7 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	// anything, so in Degrade mode it is Outdated from the first commit
 	// on, durably, instead of after a peer-ack-timeout stall of every
 	// commit of the new primary (the resumed jobs' first checkpoints).
-	aloneAtOnce := cfg.peerGone && s.o.Mode == Sync && s.o.PeerLoss == Degrade
+	aloneAtOnce := cfg.peerGone && !cfg.peerFollows && s.o.Mode == Sync && s.o.PeerLoss == Degrade
 	if aloneAtOnce {
 		_ = pb.Set(keyPeerOutdated, nil, nil)
 	}

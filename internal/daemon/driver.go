@@ -24,8 +24,9 @@ import (
 
 // replicaStore is the WIP store as the driver uses it.
 type replicaStore interface {
-	// Promote makes the store primary at epoch; force overrides I5.
-	Promote(ctx context.Context, epoch uint64, force bool) error
+	// Promote makes the store primary at epoch; force overrides I5;
+	// peerFollows says the old primary handed over and follows.
+	Promote(ctx context.Context, epoch uint64, force, peerFollows bool) error
 	// Demote makes it secondary.
 	Demote(ctx context.Context) error
 	// Replication reports the state for the machine and for the API.
@@ -377,7 +378,7 @@ func (d *driver) do(a pair.Action) error {
 		d.persisted = a.State
 	case pair.ActSetReplication:
 		if a.Primary {
-			return d.store.Promote(ctx, a.Epoch, a.Force)
+			return d.store.Promote(ctx, a.Epoch, a.Force, a.PeerFollows)
 		}
 		return d.store.Demote(ctx)
 	case pair.ActClaimVIP:

@@ -72,14 +72,20 @@ func openStore(cfg *config.Config, key []byte, self uint8, clk clock.Clock, log 
 	return &wipStore{Store: s, mode: cfg.Replication.Mode}, nil
 }
 
-func (w *wipStore) Promote(ctx context.Context, epoch uint64, force bool) error {
+func (w *wipStore) Promote(ctx context.Context, epoch uint64, force, peerFollows bool) error {
 	// The machine promotes only when the peer is silent on every path and
 	// the tie-breaker confirms (or on a handover the peer asked for):
 	// the pair's verdict outranks a TCP session that has not noticed yet.
+	opts := []wip.PromoteOption{wip.PeerGone()}
 	if force {
-		return w.Store.Promote(ctx, epoch, wip.PeerGone(), wip.Force())
+		opts = append(opts, wip.Force())
 	}
-	return w.Store.Promote(ctx, epoch, wip.PeerGone())
+	if peerFollows {
+		// A handover: the old active reconnects as passive; commits wait
+		// for it and it stays promotable (RPO 0 through a switchover).
+		opts = append(opts, wip.PeerFollows())
+	}
+	return w.Store.Promote(ctx, epoch, opts...)
 }
 
 // Replication maps the store's status onto the machine's inputs (I5:

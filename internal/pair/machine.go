@@ -700,7 +700,11 @@ func (m *Machine) finishStop() {
 }
 
 // promote takes the role: persist the new epoch, then replication, VIP, runtime (I1, I3).
-func (m *Machine) promote(why string, force bool) {
+func (m *Machine) promote(why string, force bool) { m.promoteWith(why, force, false) }
+
+// promoteWith is promote; peerFollows says the old active handed the role
+// over and follows as passive (ActSetReplication.PeerFollows).
+func (m *Machine) promoteWith(why string, force, peerFollows bool) {
 	m.epoch = m.nextEpoch()
 	m.role = RoleActive
 	m.becameActive = m.now
@@ -711,7 +715,7 @@ func (m *Machine) promote(why string, force bool) {
 	m.reason = why
 	m.clear("no-failover")
 	m.persist()
-	m.emit(Action{Kind: ActSetReplication, Primary: true, Epoch: m.epoch, Force: force})
+	m.emit(Action{Kind: ActSetReplication, Primary: true, Epoch: m.epoch, Force: force, PeerFollows: peerFollows})
 	m.emit(Action{Kind: ActClaimVIP})
 	if m.cfg.Watchdog {
 		m.emit(Action{Kind: ActKickWatchdog})
@@ -866,7 +870,7 @@ func (m *Machine) evalPassive() {
 			m.raise("handover-refused", "the peer hands over but this node's data is stale (I5)")
 			return
 		}
-		m.promote("handover from the peer", false)
+		m.promoteWith("handover from the peer", false, true)
 	case alive && m.peer.Role == RoleActive:
 		m.clear("no-active")
 	case alive:

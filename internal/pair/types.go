@@ -150,16 +150,20 @@ func (k ActionKind) String() string {
 
 // Action is one thing for the daemon to do. Only the fields of its Kind are set.
 type Action struct {
-	Kind     ActionKind
-	State    Persisted // ActPersist
-	Primary  bool      // ActSetReplication
-	Epoch    uint64    // ActSetReplication, ActQueryWitness
-	Force    bool      // ActSetReplication: promoted over stale data (I5 override)
-	Graceful bool      // ActStopRuntime
-	Seq      uint64    // ActProbeGateway, ActQueryWitness
-	Alarm    string    // ActRaiseAlarm, ActClearAlarm
-	Text     string    // ActRaiseAlarm, ActNotice
-	Tally    Tally     // ActNotice: what the daemon's counters count it as
+	Kind    ActionKind
+	State   Persisted // ActPersist
+	Primary bool      // ActSetReplication
+	Epoch   uint64    // ActSetReplication, ActQueryWitness
+	Force   bool      // ActSetReplication: promoted over stale data (I5 override)
+	// PeerFollows (ActSetReplication, primary): the old active handed the
+	// role over and follows as passive, so the store waits for it rather
+	// than marking it Outdated at once (wip.PeerFollows).
+	PeerFollows bool
+	Graceful    bool   // ActStopRuntime
+	Seq         uint64 // ActProbeGateway, ActQueryWitness
+	Alarm       string // ActRaiseAlarm, ActClearAlarm
+	Text        string // ActRaiseAlarm, ActNotice
+	Tally       Tally  // ActNotice: what the daemon's counters count it as
 }
 
 // Tally classifies a notice for the daemon's counters, so they never
@@ -184,6 +188,9 @@ func (a Action) String() string {
 		s := fmt.Sprintf("set-replication %s epoch=%d", dir, a.Epoch)
 		if a.Force {
 			s += " force"
+		}
+		if a.PeerFollows {
+			s += " peer-follows"
 		}
 		return s
 	case ActStopRuntime:

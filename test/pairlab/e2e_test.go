@@ -333,6 +333,17 @@ func TestE2ESwitchover(t *testing.T) {
 	if c := sa.Counters; c.Switchovers != 1 || c.SelfFences != 0 || c.Demotions != 1 {
 		t.Errorf("a's counters after one switchover: %+v (want switchovers 1, self_fences 0, demotions 1)", c)
 	}
+	// A handover: b waited for a to follow instead of marking it Outdated
+	// and committing alone, so a stayed promotable throughout (RPO 0).
+	evs, err := e.pair.B.API.Events(e.ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Kind == "replication" && strings.HasPrefix(ev.Text, "peer-outdated") {
+			t.Errorf("b marked a outdated at the switchover: %s", ev.Text)
+		}
+	}
 }
 
 // TestE2EMaintenanceBlocksFailover: with maintenance on, killing the active
