@@ -6,6 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // TestPeerGonePromotesOverAStaleSession: a primary that froze (or lost
@@ -99,8 +105,11 @@ func TestPeerFollowsKeepsTheOldPrimaryPromotable(t *testing.T) {
 				t.Fatal(err)
 			}
 			commitKV(t, b, "after", "v")
-			if got := b.Status().PeerOutdated; got == follows {
-				t.Fatalf("b's peer outdated = %v with PeerFollows %v", got, follows)
+			// Degradations counts the times the peer was marked Outdated
+			// (PeerOutdated itself clears once a has caught up, which may
+			// already have happened).
+			if d := b.Status().Counters.Degradations; (d > 0) == follows {
+				t.Fatalf("b marked its peer outdated %d times with PeerFollows %v", d, follows)
 			}
 			if !follows {
 				return
@@ -116,4 +125,29 @@ func TestPeerFollowsKeepsTheOldPrimaryPromotable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDemotedStoreDialsAtOnce: a store whose dial loop was in a backoff
+// when it was promoted (it had dialled a peer that was not up or not
+// primary) dials as soon as it is demoted, not when that backoff ends (up
+// to 2 s; seen in the lab as 0.44 s after a switchover, which the new
+// primary's commits wait for with PeerFollows). The clock never moves
+// here, so only the demotion can end the backoff.
+func TestDemotedStoreDialsAtOnce(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	p := newPair(t, Options{Clock: clk})
+	core, logs := observer.New(zap.DebugLevel)
+	b := p.open("b", func(o *Options) { o.Logger = zap.New(core) })
+	defer b.Close()
+	attempts := func() int { return logs.FilterMessage("replication session ended").Len() }
+	// Nothing listens at a's address: the dial fails, b backs off on the
+	// (frozen) clock.
+	waitFor(t, "b's first dial", func() bool { return attempts() == 1 })
+	if err := b.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Demote(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b dialling again at its demotion, the clock frozen", func() bool { return attempts() >= 2 })
 }

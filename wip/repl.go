@@ -191,13 +191,22 @@ func (s *Store) dialLoop() {
 	for {
 		s.mu.Lock()
 		// A failed store stops replicating: its disk is not trustworthy.
+		waited := false
 		for !s.closed && (s.role != Secondary || s.failed != nil) {
 			s.cond.Wait()
+			waited = true
 		}
 		closed := s.closed
 		s.mu.Unlock()
 		if closed {
 			return
+		}
+		if waited { // demoted (a handover): the new primary is coming up now
+			backoff, failed = backoffMin, 0
+			select {
+			case <-s.redial: // this Demote's; the loop was not backing off
+			default:
+			}
 		}
 		addr := addrs[next]
 		next = (next + 1) % len(addrs)
@@ -227,8 +236,18 @@ func (s *Store) dialLoop() {
 		if !ran && failed < len(addrs) {
 			continue // another address has not been tried since the last session
 		}
-		if clock.Sleep(s.ctx(), s.clk, backoff) != nil {
+		t := s.clk.NewTimer(backoff)
+		select {
+		case <-s.ctx().Done():
+			t.Stop()
 			return
+		case <-s.redial:
+			// Demoted during the backoff (promoted and demoted again, as
+			// in a switchover back): the peer is the primary now.
+			t.Stop()
+			backoff, failed = backoffMin, 0
+			continue
+		case <-t.C():
 		}
 		if !ran {
 			backoff = min(backoff*2, backoffMax)

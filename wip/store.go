@@ -348,6 +348,7 @@ type Store struct {
 	queue   chan *commitReq
 	closing chan struct{}
 	kick    chan struct{} // wakes the supervisor
+	redial  chan struct{} // Demote: the dial loop stops backing off and dials now
 	wg      sync.WaitGroup
 
 	mu   sync.Mutex
@@ -468,7 +469,7 @@ func Open(dir string, o Options) (*Store, error) {
 		o.Logger.Warn("leftover snapshot tables not removed", zap.String("dir", dir), zap.Error(err))
 	}
 	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po,
-		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1)}
+		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1), redial: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
 		_ = db.Close()
@@ -1293,6 +1294,10 @@ func (s *Store) Demote(ctx context.Context) error {
 	}
 	s.role = Secondary
 	s.cond.Broadcast() // a committer held by the pipeline bound fails the queue at once
+	select {
+	case s.redial <- struct{}{}: // a dial loop in a backoff from before the promotion
+	default:
+	}
 	s.kickSupervisor() // groups past PeerAckTimeout are failed at once
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
