@@ -150,4 +150,9 @@ func TestDemotedStoreDialsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "b dialling again at its demotion, the clock frozen", func() bool { return attempts() >= 2 })
+	// Backing off again (nothing listens): Redial, which the pair calls
+	// when the peer's heartbeat says it has become active, dials now too.
+	n := attempts()
+	b.Redial()
+	waitFor(t, "b dialling again at Redial, the clock frozen", func() bool { return attempts() > n })
 }

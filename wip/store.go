@@ -1169,8 +1169,9 @@ type promoteCfg struct{ force, peerGone, peerFollows bool }
 // same mode, as docs/configuration.md says.)
 func PeerGone() PromoteOption { return func(c *promoteCfg) { c.peerGone = true } }
 
-// PeerFollows, with PeerGone, says the old primary is not dead: it handed
-// the role over (a switchover) and reconnects as secondary. A PeerGone
+// PeerFollows, with PeerGone, says the peer is not dead: it handed the
+// role over (a switchover) or is alive as a secondary (the pair's
+// election at start), and connects as secondary. A PeerGone
 // promotion in Sync mode with Degrade marks the peer Outdated at once, so
 // that the new primary's commits do not each wait peer-ack-timeout for a
 // node that is gone; with PeerFollows it does not. The commits wait for
@@ -1283,6 +1284,18 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	return nil
 }
 
+// Redial makes a secondary that is backing off between dial attempts dial
+// the peer now. The pair calls it when the peer's heartbeat says it has
+// just become active: a primary that waits for this node (PeerFollows)
+// then waits one heartbeat, not the rest of a backoff of up to 2 s. It
+// does nothing on a primary, or when the dial loop is not backing off.
+func (s *Store) Redial() {
+	select {
+	case s.redial <- struct{}{}:
+	default:
+	}
+}
+
 // Demote makes the store secondary again: new commits fail with
 // ErrNotPrimary, in-flight ones are waited for (or ctx ends the wait), the
 // peer session is dropped and the store dials the peer as a secondary.
@@ -1294,10 +1307,7 @@ func (s *Store) Demote(ctx context.Context) error {
 	}
 	s.role = Secondary
 	s.cond.Broadcast() // a committer held by the pipeline bound fails the queue at once
-	select {
-	case s.redial <- struct{}{}: // a dial loop in a backoff from before the promotion
-	default:
-	}
+	s.Redial()         // a dial loop in a backoff from before the promotion
 	s.kickSupervisor() // groups past PeerAckTimeout are failed at once
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()

@@ -31,6 +31,9 @@ type replicaStore interface {
 	Demote(ctx context.Context) error
 	// Replication reports the state for the machine and for the API.
 	Replication() (pair.Replication, api.ReplicationStatus)
+	// Redial makes a secondary dial the peer now (it has just become
+	// active) instead of at the end of its backoff.
+	Redial()
 }
 
 // orchestrator is the orchestration runtime as the driver uses it.
@@ -80,6 +83,10 @@ type driver struct {
 	clk     clock.Clock
 	timing  pair.Timing
 	dir     string // data directory: the pair state file
+
+	// peerActiveEpoch is the epoch in which the peer's heartbeat last
+	// said it was active (0: not active): a new one makes the store redial.
+	peerActiveEpoch uint64
 
 	m     *pair.Machine
 	hb    *heartbeat.Heartbeat
@@ -271,6 +278,17 @@ func (d *driver) fromHeartbeat(e heartbeat.Event) pair.Event {
 		// (a late path cannot step the payload back), so the order of
 		// its events is the order the machine needs.
 		d.peerSeq++
+		if a.Role == pair.RoleActive && a.Epoch != d.peerActiveEpoch {
+			// The peer has just taken the role (election, handover,
+			// failback): if it waits for this node (PeerFollows), it waits
+			// for this dial.
+			d.store.Redial()
+		}
+		if a.Role == pair.RoleActive {
+			d.peerActiveEpoch = a.Epoch
+		} else {
+			d.peerActiveEpoch = 0
+		}
 		return pair.PeerAlive{Path: e.Path, Seq: d.peerSeq, Advert: a}
 	case heartbeat.PeerSilent:
 		d.ev.add(now, "path", "peer silent on every path")

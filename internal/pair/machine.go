@@ -702,8 +702,8 @@ func (m *Machine) finishStop() {
 // promote takes the role: persist the new epoch, then replication, VIP, runtime (I1, I3).
 func (m *Machine) promote(why string, force bool) { m.promoteWith(why, force, false) }
 
-// promoteWith is promote; peerFollows says the old active handed the role
-// over and follows as passive (ActSetReplication.PeerFollows).
+// promoteWith is promote; peerFollows says the peer is alive and follows
+// as passive (ActSetReplication.PeerFollows).
 func (m *Machine) promoteWith(why string, force, peerFollows bool) {
 	m.epoch = m.nextEpoch()
 	m.role = RoleActive
@@ -896,7 +896,10 @@ func (m *Machine) evalPassive() {
 			m.now.Sub(m.lsnGrew) < m.t.DeadAfter || !m.ranksFirst() {
 			return
 		}
-		m.promote("both passive, this node ranks first", false)
+		// The peer is alive and follows as passive: the store waits for
+		// it rather than marking it Outdated at once, so that this node
+		// dying right after the election leaves it promotable.
+		m.promoteWith("both passive, this node ranks first", false, true)
 	case m.peerDead():
 		if m.handover && m.now.Sub(m.handoverAt) < m.t.DeadAfter {
 			return

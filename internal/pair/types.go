@@ -155,9 +155,10 @@ type Action struct {
 	Primary bool      // ActSetReplication
 	Epoch   uint64    // ActSetReplication, ActQueryWitness
 	Force   bool      // ActSetReplication: promoted over stale data (I5 override)
-	// PeerFollows (ActSetReplication, primary): the old active handed the
-	// role over and follows as passive, so the store waits for it rather
-	// than marking it Outdated at once (wip.PeerFollows).
+	// PeerFollows (ActSetReplication, primary): the peer is alive and
+	// follows as passive (it handed the role over, or lost the election),
+	// so the store waits for it rather than marking it Outdated at once
+	// (wip.PeerFollows).
 	PeerFollows bool
 	Graceful    bool   // ActStopRuntime
 	Seq         uint64 // ActProbeGateway, ActQueryWitness

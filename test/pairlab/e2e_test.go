@@ -64,6 +64,30 @@ func newE2E(t *testing.T) *e2e { return newE2EWith(t, Options{}) }
 // newE2EWith is newE2E with pair options (Lab, Bins, Dir and Logf are
 // filled in).
 func newE2EWith(t *testing.T, o Options) *e2e {
+	e := newE2EPair(t, o)
+	p, ctx := e.pair, e.ctx
+	if err := p.A.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(p.A, "active", "")
+	if err := p.B.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(p.B, "passive", "in-sync")
+	e.role(p.A, "active", "paired")
+	// And a has heard b's advert as a passive in sync (a switchover asked
+	// before that is refused: "the peer is starting").
+	if _, err := p.A.WaitFor(ctx, "a sees b passive", func(s api.Status) bool {
+		return s.PeerView.Role == "passive" && s.PeerView.Alive
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// newE2EPair brings up the lab and writes the pair's configuration; it
+// starts no tandemd.
+func newE2EPair(t *testing.T, o Options) *e2e {
 	testenv.RequireRoot(t)
 	testenv.RequireCommands(t, "ip", "nft")
 	b := built(t)
@@ -102,22 +126,6 @@ func newE2EWith(t *testing.T, o Options) *e2e {
 			}
 		}
 	})
-	if err := p.A.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.role(p.A, "active", "")
-	if err := p.B.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.role(p.B, "passive", "in-sync")
-	e.role(p.A, "active", "paired")
-	// And a has heard b's advert as a passive in sync (a switchover asked
-	// before that is refused: "the peer is starting").
-	if _, err := p.A.WaitFor(ctx, "a sees b passive", func(s api.Status) bool {
-		return s.PeerView.Role == "passive" && s.PeerView.Alive
-	}); err != nil {
-		t.Fatal(err)
-	}
 	return e
 }
 
@@ -364,4 +372,41 @@ func TestE2EMaintenanceBlocksFailover(t *testing.T) {
 		t.Fatalf("maintenance off: %v\n%s", err, out)
 	}
 	e.role(e.pair.B, "active", "")
+}
+
+// TestE2EElectionKeepsThePeerPromotable: both nodes start together; the
+// one that wins the election waits for the other to follow instead of
+// marking it Outdated (wip.PeerFollows), and the other dials as soon as
+// its heartbeat shows the winner active (Redial), so the pair is whole at
+// once and either node can take over from the first commit on.
+func TestE2EElectionKeepsThePeerPromotable(t *testing.T) {
+	e := newE2EPair(t, Options{})
+	for _, n := range []*Node{e.pair.A, e.pair.B} {
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	act, err := e.pair.WaitWhole(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oth := e.pair.Other(act)
+	e.role(act, "active", "paired")
+	e.role(oth, "passive", "in-sync")
+	evs, err := act.API.Events(e.ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elected := false
+	for _, ev := range evs {
+		elected = elected || (ev.Kind == "role" && strings.Contains(ev.Text, "both passive"))
+		if ev.Kind == "replication" && strings.HasPrefix(ev.Text, "peer-outdated") {
+			t.Errorf("%s marked %s outdated at the election: %s", act.Name, oth.Name, ev.Text)
+		}
+	}
+	if !elected {
+		t.Fatalf("%s did not become active by the election (events %v): the test did not test it", act.Name, evs)
+	}
 }
