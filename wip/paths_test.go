@@ -110,6 +110,10 @@ func linkPair(t *testing.T, o Options) (a, b *Store, link1 *relay) {
 	})
 	t.Cleanup(func() { b.Close(); a.Close() })
 	waitFor(t, "in sync", inSync(a))
+	// a counts b in sync once the handshake is done (at LSN 0 nothing is
+	// to be streamed), which can be before b has read a's plan and
+	// recorded its session: wait for b's side too.
+	waitFor(t, "b's session recorded", func() bool { return b.Status().SessionPeer != "" })
 	if link1.sessions.Load() == 0 {
 		t.Fatal("b is in sync but not through HA link 1 (its first address)")
 	}
