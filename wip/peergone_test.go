@@ -20,12 +20,8 @@ import (
 // with every acknowledged commit.
 func TestPeerGonePromotesOverAStaleSession(t *testing.T) {
 	p := newPair(t, Options{})
-	a, b := p.open("a", nil), p.open("b", nil)
+	a, b := p.synced()
 	defer b.Close()
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "peer in sync", inSync(a))
 	for i := 0; i < 20; i++ {
 		commitKV(t, a, fmt.Sprintf("k%02d", i), "v")
 	}
@@ -86,13 +82,9 @@ func TestPeerFollowsKeepsTheOldPrimaryPromotable(t *testing.T) {
 	for _, follows := range []bool{true, false} {
 		t.Run(fmt.Sprint("follows=", follows), func(t *testing.T) {
 			p := newPair(t, Options{})
-			a, b := p.open("a", nil), p.open("b", nil)
+			a, b := p.synced()
 			defer a.Close()
 			defer b.Close()
-			if err := a.Promote(context.Background(), 1); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "peer in sync", inSync(a))
 			commitKV(t, a, "before", "v")
 			if err := a.Demote(context.Background()); err != nil {
 				t.Fatal(err)

@@ -58,6 +58,18 @@ func (p *pairT) open(node string, mod func(*Options)) *Store {
 	return openT(p.t, dir, o)
 }
 
+// synced opens a and b, promotes a in epoch 1 and waits until b is in
+// sync. Closing them is the caller's (tests kill or reopen them).
+func (p *pairT) synced() (a, b *Store) {
+	p.t.Helper()
+	a, b = p.open("a", nil), p.open("b", nil)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		p.t.Fatal(err)
+	}
+	waitFor(p.t, "peer in sync", inSync(a))
+	return a, b
+}
+
 // waitFor polls cond on the real clock; the bound only ends a hung test.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -88,13 +100,9 @@ func (s *Store) kill() {
 
 func TestI2SyncCommitIsOnPeerWhenAcknowledged(t *testing.T) {
 	p := newPair(t, Options{})
-	a, b := p.open("a", nil), p.open("b", nil)
+	a, b := p.synced()
 	defer a.Close()
 	defer b.Close()
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "peer in sync", inSync(a))
 	for i := 0; i < 50; i++ {
 		k := fmt.Sprintf("k%03d", i)
 		lsn := commitKV(t, a, k, k)
@@ -205,12 +213,8 @@ func checkAll(t *testing.T, s *Store, want map[string]string) {
 // then promotes without force.
 func TestI2PrimaryKilledMidStream(t *testing.T) {
 	p := newPair(t, Options{})
-	a, b := p.open("a", nil), p.open("b", nil)
+	a, b := p.synced()
 	defer b.Close()
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "peer in sync", inSync(a))
 	w := startWriters(a, 16, 100)
 	waitFor(t, "commits", func() bool { return w.count() > 500 })
 	before := w.snapshot()
@@ -231,11 +235,7 @@ func TestI2PrimaryKilledMidStream(t *testing.T) {
 // then a is; the pair catches up and b holds every acknowledged commit.
 func TestReceiverAndSenderRestartedMidStream(t *testing.T) {
 	p := newPair(t, Options{PeerAckTimeout: 300 * time.Millisecond})
-	a, b := p.open("a", nil), p.open("b", nil)
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "peer in sync", inSync(a))
+	a, b := p.synced()
 	w := startWriters(a, 8, 100)
 	waitFor(t, "commits", func() bool { return w.count() > 200 })
 	b.kill()
