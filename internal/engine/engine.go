@@ -43,8 +43,8 @@
 //	     "pending":  {"step","key","params","attempt"}: a call whose outcome is
 //	                 not recorded (present between the before and after checkpoints),
 //	     "resumptions","checkpoints","node","created","updated","output"}
-//	rt/run/<job id>                    empty; present while the job is unfinished, set and
-//	                                   deleted in the same commits as the job record
+//	rt/run/<job id>                    empty; present while the job is unfinished: set by the
+//	                                   commit that creates it, deleted by the one that finishes it
 //	rt/done/<updated ns %020d>/<job id> empty; a finished job, written by the commit that
 //	                                   finishes it: Purge reads this range up to its cut
 //	rt/meta/run-index                  {"v","epoch"}: the term whose Start last checked the
@@ -676,7 +676,7 @@ func (e *Engine) startJob(ctx context.Context, project, name, trigger string, in
 	now := e.clk.Now().UTC()
 	j := &jobRecord{V: FormatVersion, ID: id, Project: project, Version: d.version, Orch: name, Trigger: trigger,
 		Status: StatusRunning, Vars: nv.(map[string]any), Node: e.o.Node, Created: now, Updated: now}
-	if err := e.o.Store.Commit(ctx, j.ops()); err != nil {
+	if err := e.o.Store.Commit(ctx, j.createOps()); err != nil {
 		return "", nil, false, fmt.Errorf("%w: creating job: %v", ErrStore, err)
 	}
 	return id, e.launch(j), true, nil

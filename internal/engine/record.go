@@ -47,15 +47,23 @@ func doneKey(j *jobRecord) []byte {
 // doneID returns the job id of an rt/done/ key.
 func doneID(k []byte) string { return string(k[bytes.LastIndexByte(k, '/')+1:]) }
 
-// ops is the commit of j's record: the record and its index entries, in
-// rt/run/ while it is unfinished, in rt/done/ once it finished (the
-// commit that finishes it moves it). Every write of a job record goes
-// through it, so the indexes change atomically with the records.
+// createOps is the commit that creates j: its record and its rt/run/
+// entry.
+func (j *jobRecord) createOps() []Op {
+	return []Op{{Key: jobKey(j.ID), Value: j.encode()}, {Key: runKey(j.ID), Value: []byte{}}}
+}
+
+// ops is the commit of a change to an existing job's record. While the
+// job is unfinished that is the record alone (its rt/run/ entry stands
+// from createOps, or from Start's rebuild; checkpoints add nothing); the
+// commit that finishes it also moves it from rt/run/ to rt/done/. Every
+// write of a job record goes through one of the two, so the indexes
+// change atomically with the records.
 func (j *jobRecord) ops() []Op {
 	if finished(j.Status) {
 		return []Op{{Key: jobKey(j.ID), Value: j.encode()}, {Key: runKey(j.ID), Delete: true}, {Key: doneKey(j), Value: []byte{}}}
 	}
-	return []Op{{Key: jobKey(j.ID), Value: j.encode()}, {Key: runKey(j.ID), Value: []byte{}}}
+	return []Op{{Key: jobKey(j.ID), Value: j.encode()}}
 }
 
 // runIndexMark records that the index of unfinished jobs was complete when
