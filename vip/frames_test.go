@@ -342,3 +342,22 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 		must(tb)(solicitationProbe(macX, llB, vip6)),
 	}
 }
+
+// TestResolves: the takeover test's filter for "the client tried to learn
+// a neighbour's MAC" takes ARP and neighbour solicitations only.
+func TestResolves(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"ARP probe", must(t)(arpProbe(macB, group4[0].Addr())), true},
+		{"neighbour solicitation", must(t)(solicitationProbe(macB, llB, vip6)), true},
+		{"unsolicited NA", must(t)(unsolicitedNA(macB, vip6)), false},
+		{"runt", []byte{1, 2, 3}, false},
+	} {
+		if got := resolves(tc.b); got != tc.want {
+			t.Errorf("%s: resolves = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
