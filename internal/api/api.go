@@ -126,6 +126,15 @@ type Alarm struct {
 	Severity string    `json:"severity"` // warning, critical
 	Text     string    `json:"text"`
 	Since    time.Time `json:"since"`
+	// Latched: the alarm records an event and stands until the operator
+	// acknowledges it (POST /v1/admin/ack-alarm, tandemctl ack-alarm).
+	// Otherwise it clears by itself when its condition ends.
+	Latched bool `json:"latched,omitempty"`
+}
+
+// AckAlarmRequest is the body of POST /v1/admin/ack-alarm.
+type AckAlarmRequest struct {
+	Alarm string `json:"alarm"` // the alarm's id, as in Status.Alarms
 }
 
 // Event is one entry of the daemon's event log.

@@ -51,6 +51,16 @@ func (f *fakeBackend) ForcePromote(_ context.Context, ack bool) (ActionResult, e
 	}
 	return ActionResult{Accepted: true}, nil
 }
+func (f *fakeBackend) AckAlarm(_ context.Context, id string) (ActionResult, error) {
+	f.calls = append(f.calls, "ack-alarm "+id)
+	switch id {
+	case "forced":
+		return ActionResult{Accepted: true, Text: "alarm forced acknowledged"}, nil
+	case "peer-lost":
+		return ActionResult{}, fmt.Errorf("%w: peer-lost clears when the peer is heard again", ErrConflict)
+	}
+	return ActionResult{}, fmt.Errorf("%w: alarm %q is not raised", ErrNotFound, id)
+}
 
 func serve(t *testing.T, b Backend) (*Client, string) {
 	t.Helper()
@@ -92,6 +102,15 @@ func TestStatusEventsAndActions(t *testing.T) {
 	if _, err := c.ForcePromote(ctx, false); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
 		t.Errorf("force-promote without acknowledgement: %v", err)
 	}
+	if r, err := c.AckAlarm(ctx, "forced"); err != nil || !r.Accepted || fb.calls[len(fb.calls)-1] != "ack-alarm forced" {
+		t.Errorf("ack-alarm forced: %+v %v (calls %v)", r, err, fb.calls)
+	}
+	if _, err := c.AckAlarm(ctx, "peer-lost"); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+		t.Errorf("ack-alarm of a condition alarm: %v, want 409", err)
+	}
+	if _, err := c.AckAlarm(ctx, "nope"); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+		t.Errorf("ack-alarm of an alarm not raised: %v, want 404", err)
+	}
 }
 
 func TestMalformedRequestsNameTheField(t *testing.T) {
@@ -107,6 +126,8 @@ func TestMalformedRequestsNameTheField(t *testing.T) {
 		{"/v1/admin/maintenance", map[string]any{"on": "yes"}, "cannot unmarshal string"},
 		{"/v1/admin/maintenance", map[string]any{"on": true, "forever": true}, `unknown field "forever"`},
 		{"/v1/admin/force-promote", map[string]any{"acknowledge": true}, `unknown field "acknowledge"`},
+		{"/v1/admin/ack-alarm", map[string]any{}, `field "alarm" is required`},
+		{"/v1/admin/ack-alarm", map[string]any{"id": "forced"}, `unknown field "id"`},
 	}
 	for _, tc := range cases {
 		err := c.Do(ctx, http.MethodPost, tc.path, tc.body, nil)

@@ -107,6 +107,13 @@ func (c *Client) Maintenance(ctx context.Context, on bool) (ActionResult, error)
 	return r, err
 }
 
+// AckAlarm acknowledges a latched alarm, which clears it.
+func (c *Client) AckAlarm(ctx context.Context, id string) (ActionResult, error) {
+	var r ActionResult
+	err := c.Do(ctx, http.MethodPost, "/v1/admin/ack-alarm", AckAlarmRequest{Alarm: id}, &r)
+	return r, err
+}
+
 // ForcePromote promotes this node even if its data may be stale.
 func (c *Client) ForcePromote(ctx context.Context, acknowledgeDataLoss bool) (ActionResult, error) {
 	var r ActionResult

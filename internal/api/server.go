@@ -36,6 +36,9 @@ type Backend interface {
 	Switchover(ctx context.Context) (ActionResult, error)
 	Maintenance(ctx context.Context, on bool) (ActionResult, error)
 	ForcePromote(ctx context.Context, acknowledgeDataLoss bool) (ActionResult, error)
+	// AckAlarm clears a latched alarm: ErrNotFound when it is not raised,
+	// ErrConflict when it is a condition alarm (it clears by itself).
+	AckAlarm(ctx context.Context, id string) (ActionResult, error)
 }
 
 // Server routes the API to a Backend. Further routes (deployments, jobs,
@@ -93,6 +96,19 @@ func NewServer(b Backend, log *zap.Logger) *Server {
 			return
 		}
 		res, err := b.ForcePromote(r.Context(), req.AcknowledgeDataLoss)
+		s.reply(w, r, res, err)
+	})
+	s.mux.HandleFunc("POST /v1/admin/ack-alarm", func(w http.ResponseWriter, r *http.Request) {
+		var req AckAlarmRequest
+		if err := DecodeBody(r, &req); err != nil {
+			s.reply(w, r, nil, err)
+			return
+		}
+		if req.Alarm == "" {
+			s.reply(w, r, nil, fmt.Errorf("%w: field \"alarm\" is required (an alarm id from the status)", ErrBadRequest))
+			return
+		}
+		res, err := b.AckAlarm(r.Context(), req.Alarm)
 		s.reply(w, r, res, err)
 	})
 	return s

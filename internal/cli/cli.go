@@ -68,7 +68,7 @@ func newRoot(o *options) *cobra.Command {
 	root.PersistentFlags().BoolVar(&o.json, "json", false, "print the API's JSON, for scripts")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	root.SetOut(o.out)
-	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o), connectorCmd(o))
+	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o), ackAlarmCmd(o), connectorCmd(o))
 	root.AddCommand(runtimeCmds(o)...)
 	return root
 }
@@ -201,6 +201,28 @@ func maintenanceCmd(o *options) *cobra.Command {
 	}
 }
 
+func ackAlarmCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ack-alarm ID",
+		Short: "Acknowledge an alarm that records an event, which clears it",
+		Long: "Some alarms record an event (a failed switchover, a forced promotion, a VIP\n" +
+			"conflict, a quarantined WIP suffix): they stand until acknowledged, and status marks\n" +
+			"them \"until acknowledged\". The others stand while their condition holds and clear\n" +
+			"by themselves; acknowledging one is refused with the condition that clears it.\n" +
+			"The acknowledgement clears the alarm on this node only and changes nothing else.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			r, err := c.AckAlarm(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return printResult(o, r)
+		},
+	}
+}
+
 func forcePromoteCmd(o *options) *cobra.Command {
 	var ack bool
 	cmd := &cobra.Command{
@@ -294,7 +316,11 @@ func PrintStatus(w io.Writer, st api.Status) {
 		alarms := append([]api.Alarm(nil), st.Alarms...)
 		sort.Slice(alarms, func(i, j int) bool { return alarms[i].Since.Before(alarms[j].Since) })
 		for _, a := range alarms {
-			fmt.Fprintf(w, "  %-8s %s (%s, since %s)\n", strings.ToUpper(a.Severity), a.Text, a.ID, ago(a.Since))
+			until := ""
+			if a.Latched {
+				until = "; until acknowledged: tandemctl ack-alarm " + a.ID
+			}
+			fmt.Fprintf(w, "  %-8s %s (%s, since %s%s)\n", strings.ToUpper(a.Severity), a.Text, a.ID, ago(a.Since), until)
 		}
 	}
 	if len(st.Events) > 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,10 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-type backend struct{ maint []bool }
+type backend struct {
+	maint []bool
+	acked []string
+}
 
 func (b *backend) Status(context.Context) (api.Status, error) {
 	return api.Status{
@@ -32,9 +36,10 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 		VIP:         api.VIPStatus{Addresses: []string{"192.0.2.10/24"}, Owned: true, Since: t0.Add(-89 * time.Second)},
 		TieBreaker:  api.TieBreakerStatus{GatewayReachable: true, Checked: t0.Add(-time.Second)},
 		Runtime:     api.RuntimeStatus{State: "running", Running: 3},
-		Alarms:      []api.Alarm{{ID: "path-down:lan", Severity: "warning", Text: "heartbeat path lan is down", Since: t0.Add(-5 * time.Second)}},
-		Events:      []api.Event{{Seq: 9, Time: t0.Add(-90 * time.Second), Kind: "role", Text: "promoted to active at epoch 7"}},
-		Now:         t0,
+		Alarms: []api.Alarm{{ID: "path-down:lan", Severity: "warning", Text: "heartbeat path lan is down", Since: t0.Add(-5 * time.Second)},
+			{ID: "forced", Severity: "warning", Text: "promoted by force", Since: t0.Add(-80 * time.Second), Latched: true}},
+		Events: []api.Event{{Seq: 9, Time: t0.Add(-90 * time.Second), Kind: "role", Text: "promoted to active at epoch 7"}},
+		Now:    t0,
 	}, nil
 }
 func (b *backend) Events(context.Context, uint64) ([]api.Event, error) {
@@ -49,6 +54,13 @@ func (b *backend) Maintenance(_ context.Context, on bool) (api.ActionResult, err
 }
 func (b *backend) ForcePromote(context.Context, bool) (api.ActionResult, error) {
 	return api.ActionResult{Accepted: true, Text: "promoted"}, nil
+}
+func (b *backend) AckAlarm(_ context.Context, id string) (api.ActionResult, error) {
+	b.acked = append(b.acked, id)
+	if id != "forced" {
+		return api.ActionResult{}, fmt.Errorf("%w: ack-alarm: %q is not raised on this node", api.ErrNotFound, id)
+	}
+	return api.ActionResult{Accepted: true, Text: "alarm forced acknowledged"}, nil
 }
 
 func start(t *testing.T) (string, *backend) {
@@ -86,7 +98,8 @@ func TestStatusHumanAndJSON(t *testing.T) {
 		"committed LSN 1234, peer acked 1234",
 		"  session 198.51.100.5:7101 -> 198.51.100.6:41000",
 		"vip: 192.0.2.10/24: owned here since 1m29s ago",
-		"WARNING  heartbeat path lan is down (path-down:lan, since 5s ago)",
+		"WARNING  heartbeat path lan is down (path-down:lan, since 5s ago)\n",
+		"WARNING  promoted by force (forced, since 1m20s ago; until acknowledged: tandemctl ack-alarm forced)",
 		"promoted to active at epoch 7",
 	} {
 		if !strings.Contains(out, want) {
@@ -116,6 +129,18 @@ func TestActionsAndExitCodes(t *testing.T) {
 	}
 	if code, out, _ := run("--socket", sock, "force-promote", "--i-accept-data-loss"); code != ExitOK || !strings.Contains(out, "promoted") {
 		t.Errorf("force-promote: exit %d, %q", code, out)
+	}
+	if code, out, _ := run("--socket", sock, "ack-alarm", "forced"); code != ExitOK || !strings.Contains(out, "alarm forced acknowledged") {
+		t.Errorf("ack-alarm forced: exit %d, %q", code, out)
+	}
+	if code, _, errOut := run("--socket", sock, "ack-alarm", "gone"); code != ExitFailed || !strings.Contains(errOut, `"gone" is not raised`) {
+		t.Errorf("ack-alarm gone: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := run("--socket", sock, "ack-alarm"); code != ExitUsage {
+		t.Errorf("ack-alarm without an id: exit %d, want usage", code)
+	}
+	if want := []string{"forced", "gone"}; !slices.Equal(b.acked, want) {
+		t.Errorf("acknowledged %v, want %v", b.acked, want)
 	}
 	if code, _, errOut := run("--socket", filepath.Join(t.TempDir(), "none"), "status"); code != ExitUnreachable || !strings.Contains(errOut, "cannot reach tandemd") {
 		t.Errorf("no daemon: exit %d, %q", code, errOut)

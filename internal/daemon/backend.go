@@ -9,6 +9,8 @@ import (
 	"github.com/tandem-ha/tandem/heartbeat"
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/pair"
+
+	"go.uber.org/zap"
 )
 
 // Version is set at build time (-ldflags "-X .../daemon.Version=...").
@@ -132,6 +134,9 @@ func (b *backend) command(ctx context.Context, ev pair.Admin, ok string) (api.Ac
 			if errors.Is(err, pair.ErrRefused) {
 				return api.ActionResult{Accepted: false, Text: err.Error()}, fmt.Errorf("%w: %v", api.ErrConflict, err)
 			}
+			if errors.Is(err, pair.ErrNoSuchAlarm) {
+				return api.ActionResult{Accepted: false, Text: err.Error()}, fmt.Errorf("%w: %v", api.ErrNotFound, err)
+			}
 			return api.ActionResult{Accepted: false, Text: err.Error()}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 		}
 		return api.ActionResult{Accepted: true, Text: ok}, nil
@@ -149,6 +154,27 @@ func (b *backend) Maintenance(ctx context.Context, on bool) (api.ActionResult, e
 		return b.command(ctx, pair.Admin{Cmd: pair.AdminMaintenanceOn}, "maintenance on: no automatic failover until it is turned off")
 	}
 	return b.command(ctx, pair.Admin{Cmd: pair.AdminMaintenanceOff}, "maintenance off: automatic failover resumes")
+}
+
+// AckAlarm clears a latched alarm. The daemon's own alarms are handled
+// here; the pair machine's go through the machine, which refuses a
+// condition alarm and says when it clears.
+func (b *backend) AckAlarm(ctx context.Context, id string) (api.ActionResult, error) {
+	latched, own := daemonAlarms[id]
+	if !own {
+		return b.command(ctx, pair.Admin{Cmd: pair.AdminAckAlarm, Alarm: id}, "alarm "+id+" acknowledged")
+	}
+	if !latched {
+		return api.ActionResult{}, fmt.Errorf("%w: ack-alarm: %q stands while the nodes' replication modes differ and clears when replication connects", api.ErrConflict, id)
+	}
+	a, ok := b.d.ev.take(id)
+	if !ok {
+		return api.ActionResult{}, fmt.Errorf("%w: ack-alarm: %q is not raised on this node", api.ErrNotFound, id)
+	}
+	now := b.d.clk.Now()
+	b.d.ev.add(now, "alarm", id+" acknowledged by the operator (it said: "+a.Text+")")
+	b.d.log.Info("alarm acknowledged", zap.String("alarm", id), zap.String("text", a.Text))
+	return api.ActionResult{Accepted: true, Text: "alarm " + id + " acknowledged"}, nil
 }
 
 func (b *backend) ForcePromote(ctx context.Context, ack bool) (api.ActionResult, error) {

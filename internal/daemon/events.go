@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/wip"
 )
 
@@ -67,9 +68,34 @@ func (l *eventLog) raise(now time.Time, id, severity, text string) bool {
 	if !ok {
 		a.Since = now
 	}
-	a.ID, a.Severity, a.Text = id, severity, text
+	a.ID, a.Severity, a.Text, a.Latched = id, severity, text, alarmLatched(id)
 	l.alarms[id] = a
 	return !ok
+}
+
+// daemonAlarms are the alarms the daemon raises itself (the machine's are
+// in package pair), with whether each is latched: it records an event and
+// stands until the operator acknowledges it.
+var daemonAlarms = map[string]bool{
+	"wip-quarantine":    true,  // the file stays; the operator replays or discards it
+	"wip-mode-mismatch": false, // clears when replication connects
+}
+
+// alarmLatched reports whether the alarm id stands until acknowledged.
+func alarmLatched(id string) bool {
+	if l, ok := daemonAlarms[id]; ok {
+		return l
+	}
+	return pair.AlarmLatched(id)
+}
+
+// take removes an alarm and returns it.
+func (l *eventLog) take(id string) (api.Alarm, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.alarms[id]
+	delete(l.alarms, id)
+	return a, ok
 }
 
 // clear removes an alarm and reports whether it was raised.
@@ -100,9 +126,11 @@ func (l *eventLog) activeAlarms() []api.Alarm {
 
 // storeEvents turns the WIP store's events into the operator's event log
 // (tandemctl status, the console) and raises the I4 alarm when a losing
-// suffix was quarantined: the alarm names the file and stays until the
-// daemon restarts, after the operator has dealt with it (the file holds
-// a header line and one JSON line per lost batch, for replay by hand).
+// suffix was quarantined: the alarm names the file and stands until the
+// operator, having dealt with it, acknowledges it (tandemctl ack-alarm
+// wip-quarantine; the file holds a header line and one JSON line per lost
+// batch, for replay by hand). Before acknowledgements existed only a
+// restart cleared it, which on the active meant a failover.
 // Rejected frames are counted in the status, not logged here: a peer or
 // an attacker sending garbage must not flood the event log.
 func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {

@@ -1,10 +1,15 @@
 package daemon
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/wip"
 )
@@ -53,5 +58,42 @@ func TestStoreEventsModeMismatchAlarm(t *testing.T) {
 	}
 	if evs := ev.last(10); len(evs) != 2 || !strings.Contains(evs[1].Text, "session-started") {
 		t.Fatalf("events: %+v", evs)
+	}
+}
+
+// The quarantine alarm is the daemon's own and latched: the operator's
+// acknowledgement clears it (no restart, which on the active would be a
+// failover) and the event log keeps what it said. The mode-mismatch alarm
+// is a condition: refused, with what clears it.
+func TestAckDaemonAlarms(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	d := &driver{ev: newEventLog(10), clk: clk, log: zap.NewNop()}
+	b := &backend{d: d}
+	f := storeEvents(d.ev, clk)
+	f(wip.Event{Kind: wip.EventDiverged, Detail: "epochs [2] vs [3]", File: "/var/lib/tandem/wip/quarantine/q-1.jsonl"})
+	f(wip.Event{Kind: wip.EventModeMismatch, Detail: "modes differ"})
+	for _, a := range d.ev.activeAlarms() {
+		if want := a.ID == "wip-quarantine"; a.Latched != want {
+			t.Errorf("alarm %s latched=%t, want %t", a.ID, a.Latched, want)
+		}
+	}
+	ctx := context.Background()
+	if _, err := b.AckAlarm(ctx, "wip-mode-mismatch"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "clears when replication connects") {
+		t.Errorf("ack of the mode mismatch: %v, want a conflict naming what clears it", err)
+	}
+	r, err := b.AckAlarm(ctx, "wip-quarantine")
+	if err != nil || !r.Accepted {
+		t.Fatalf("ack of the quarantine alarm: %+v, %v", r, err)
+	}
+	al := d.ev.activeAlarms()
+	if len(al) != 1 || al[0].ID != "wip-mode-mismatch" {
+		t.Errorf("alarms after the acknowledgement: %+v", al)
+	}
+	evs := d.ev.last(1)
+	if len(evs) != 1 || !strings.Contains(evs[0].Text, "wip-quarantine acknowledged by the operator") || !strings.Contains(evs[0].Text, "q-1.jsonl") {
+		t.Errorf("last event %+v: want the acknowledgement with the file it named", evs)
+	}
+	if _, err := b.AckAlarm(ctx, "wip-quarantine"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("second ack: %v, want not found", err)
 	}
 }

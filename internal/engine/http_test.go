@@ -112,6 +112,9 @@ func (nopBackend) Maintenance(context.Context, bool) (api.ActionResult, error) {
 func (nopBackend) ForcePromote(context.Context, bool) (api.ActionResult, error) {
 	return api.ActionResult{}, nil
 }
+func (nopBackend) AckAlarm(context.Context, string) (api.ActionResult, error) {
+	return api.ActionResult{}, nil
+}
 
 // The local API over its unix socket, as tandemctl uses it.
 func TestLocalAPI(t *testing.T) {

@@ -118,6 +118,16 @@
 // new epoch (higher than anything the peer may have picked meanwhile, or lower
 // and then it demotes when it hears the peer): exactly one active either way.
 //
+// Alarms: a condition alarm (outdated, maintenance, path-down:<path>,
+// lan-down, peer-lost, no-failover, split-heartbeat) stands while its
+// condition holds and the machine clears it when it ends. An event alarm
+// (forced, switchover-failed, handover-refused, vip-conflict, same-epoch,
+// persist-failed, takeover-failed, release-failed, action-failed:<kind>)
+// records something that happened; it stands until the operator
+// acknowledges it (Admin AdminAckAlarm; refused for a condition alarm) and
+// is raised again if the event recurs. AlarmLatched tells the daemon which
+// is which; the acknowledgement changes nothing but the alarm.
+//
 // Timing profiles are in Profile; Timing.Set applies config overrides by
 // their YAML names; Timing.Validate names each field.
 //

@@ -84,7 +84,8 @@ func FuzzStep(f *testing.F) {
 			case 8:
 				ev = Replication{State: ReplState(x % 6), LSN: uint64(y), PeerInSync: x&8 != 0, PeerAckedAll: x&16 != 0}
 			case 9:
-				ev = Admin{Cmd: AdminCmd(x % 6), AckDataLoss: x&8 != 0}
+				alarms := []string{"", "forced", "outdated", "path-down:ha2", "action-failed:claim-vip", "vip-conflict", "switchover-failed"}
+				ev = Admin{Cmd: AdminCmd(x % 7), AckDataLoss: x&8 != 0, Alarm: alarms[int(y)%len(alarms)]}
 			case 10:
 				ev = VIPConflict{MAC: "02:00:00:00:00:01"}
 			case 11:

@@ -3,7 +3,9 @@ package pair
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -14,6 +16,7 @@ var (
 	ErrBadEvent       = errors.New("pair: bad event")
 	ErrRefused        = errors.New("pair: command refused")
 	ErrNeedAck        = errors.New("pair: force-promote needs an explicit data-loss acknowledgement")
+	ErrNoSuchAlarm    = errors.New("pair: no such alarm raised")
 	ErrBadPersisted   = errors.New("pair: bad persisted state")
 	errUnknownKindFmt = "%w: %s: unknown action kind %d"
 )
@@ -169,6 +172,54 @@ func (m *Machine) notice(f string, a ...any) { m.tally(TallyNone, f, a...) }
 // tally emits a notice the daemon's counters count as t.
 func (m *Machine) tally(t Tally, f string, a ...any) {
 	m.emit(Action{Kind: ActNotice, Text: fmt.Sprintf(f, a...), Tally: t})
+}
+
+// Alarms are of two kinds.
+//
+// A condition alarm stands while its condition holds; the machine clears it
+// when the condition ends, and the operator cannot (the table below says
+// when it clears).
+//
+// An event alarm records something that happened and that time does not
+// undo: a switchover that failed, a promotion forced over stale data, an
+// action that failed, a VIP conflict seen. It stands until the operator
+// acknowledges it (AdminAckAlarm) or the daemon restarts, and it is raised
+// again if the event recurs. An acknowledgement only says "seen": it
+// changes nothing else.
+var conditionAlarms = map[string]string{
+	"outdated":        "this node has caught up with the active (or promotes by force)",
+	"maintenance":     "maintenance mode is turned off",
+	"path-down:":      "the heartbeat path carries the peer's heartbeats again",
+	"lan-down":        "the data LAN is up and a gateway answers",
+	"peer-lost":       "the peer is heard again",
+	"no-failover":     "this node promotes or the peer is heard again",
+	"split-heartbeat": "the peer is heard again",
+}
+
+// eventAlarms lists every event alarm the machine raises (ids ending in
+// ':' are prefixes). TestEveryAlarmHasAKind holds the two tables to the
+// ids raised in this file.
+var eventAlarms = []string{
+	"forced", "switchover-failed", "handover-refused", "vip-conflict", "same-epoch",
+	"persist-failed", "takeover-failed", "release-failed", "action-failed:",
+}
+
+// conditionAlarm says when the condition alarm id clears ("" for an event
+// alarm or an id this package does not raise).
+func conditionAlarm(id string) string {
+	if i := strings.IndexByte(id, ':'); i >= 0 {
+		id = id[:i+1]
+	}
+	return conditionAlarms[id]
+}
+
+// AlarmLatched reports whether id is an event alarm of this package: one
+// that stands until the operator acknowledges it.
+func AlarmLatched(id string) bool {
+	if i := strings.IndexByte(id, ':'); i >= 0 {
+		id = id[:i+1]
+	}
+	return slices.Contains(eventAlarms, id)
 }
 
 func (m *Machine) raise(id, text string) {
@@ -546,6 +597,17 @@ func (m *Machine) onAdmin(e Admin) error {
 		}
 		m.raise("forced", "promoted by force over data that may be stale: loss "+loss)
 		m.promote("operator force-promote (data loss acknowledged: "+loss+")", true)
+	case AdminAckAlarm:
+		if e.Alarm == "" {
+			return fmt.Errorf("%w: ack-alarm: no alarm id", ErrBadEvent)
+		}
+		if _, ok := m.alarms[e.Alarm]; !ok {
+			return fmt.Errorf("%w: ack-alarm: %q is not raised on this node", ErrNoSuchAlarm, e.Alarm)
+		}
+		if !AlarmLatched(e.Alarm) {
+			return fmt.Errorf("%w: ack-alarm: %q stands while its condition holds and clears when %s", ErrRefused, e.Alarm, conditionAlarm(e.Alarm))
+		}
+		m.clear(e.Alarm)
 	default:
 		return fmt.Errorf("%w: admin: unknown command %d", ErrBadEvent, e.Cmd)
 	}
@@ -872,7 +934,6 @@ func (m *Machine) evalPassive() {
 		}
 		m.promoteWith("handover from the peer", false, true)
 	case alive && m.peer.Role == RoleActive:
-		m.clear("no-active")
 	case alive:
 		// Both passive: the better-ranked node takes the role.
 		if m.handover {

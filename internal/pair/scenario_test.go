@@ -258,6 +258,11 @@ func (s *sim) exec(t *testing.T, line string) string {
 			ev.Cmd = AdminForcePromote
 		case "force-promote-ack":
 			ev.Cmd, ev.AckDataLoss = AdminForcePromote, true
+		case "ack-alarm":
+			ev.Cmd = AdminAckAlarm
+			if len(f) > 3 {
+				ev.Alarm = f[3]
+			}
 		default:
 			t.Fatalf("%q: unknown admin command", line)
 		}

@@ -295,6 +295,7 @@ const (
 	AdminMaintenanceOn
 	AdminMaintenanceOff
 	AdminForcePromote // needs AckDataLoss
+	AdminAckAlarm     // acknowledges the event alarm named by Alarm (see AlarmLatched)
 )
 
 func (c AdminCmd) String() string {
@@ -307,6 +308,8 @@ func (c AdminCmd) String() string {
 		return "maintenance-off"
 	case AdminForcePromote:
 		return "force-promote"
+	case AdminAckAlarm:
+		return "ack-alarm"
 	}
 	return fmt.Sprintf("admin(%d)", uint8(c))
 }
@@ -315,6 +318,7 @@ func (c AdminCmd) String() string {
 type Admin struct {
 	Cmd         AdminCmd
 	AckDataLoss bool
+	Alarm       string // AdminAckAlarm: the alarm's id
 }
 
 // VIPConflict: another MAC answered for the VIP while we hold it.
@@ -365,7 +369,12 @@ func (e LANLink) String() string      { return fmt.Sprintf("lan-link up=%t", e.U
 func (e Replication) String() string {
 	return fmt.Sprintf("replication %s lsn=%d peer-in-sync=%t peer-acked-all=%t", e.State, e.LSN, e.PeerInSync, e.PeerAckedAll)
 }
-func (e Admin) String() string        { return fmt.Sprintf("admin %s ack=%t", e.Cmd, e.AckDataLoss) }
+func (e Admin) String() string {
+	if e.Cmd == AdminAckAlarm {
+		return fmt.Sprintf("admin %s %s", e.Cmd, e.Alarm)
+	}
+	return fmt.Sprintf("admin %s ack=%t", e.Cmd, e.AckDataLoss)
+}
 func (e VIPConflict) String() string  { return "vip-conflict " + e.MAC }
 func (e ClockJump) String() string    { return fmt.Sprintf("clock-jump %v", e.Delta) }
 func (RuntimePaused) String() string  { return "runtime-paused" }

@@ -374,6 +374,72 @@ func TestE2EMaintenanceBlocksFailover(t *testing.T) {
 	e.role(e.pair.B, "active", "")
 }
 
+// TestE2EForcePromoteThenAcknowledge is the operator's runbook for a
+// peer that is down for good while failover is blocked: force-promote b,
+// then acknowledge the alarm that records it. The alarm stands until then
+// (before acknowledgements, only a restart of the active cleared it);
+// the condition alarms that remain cannot be acknowledged away.
+func TestE2EForcePromoteThenAcknowledge(t *testing.T) {
+	e := newE2E(t)
+	if out, err := e.pair.A.Ctl(e.ctx, "maintenance", "on"); err != nil {
+		t.Fatalf("maintenance on: %v\n%s", err, out)
+	}
+	if _, err := e.pair.B.WaitFor(e.ctx, "b sees maintenance", func(s api.Status) bool { return s.Maintenance }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pair.A.Crash(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	hasAlarm := func(st api.Status, id string) (api.Alarm, bool) {
+		for _, a := range st.Alarms {
+			if a.ID == id {
+				return a, true
+			}
+		}
+		return api.Alarm{}, false
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := e.pair.B.WaitFor(ctx, "b's no-failover alarm", func(s api.Status) bool {
+		_, ok := hasAlarm(s, "no-failover")
+		return ok && s.Role != "active"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.pair.B.Ctl(e.ctx, "force-promote", "--i-accept-data-loss"); err != nil {
+		t.Fatalf("force-promote: %v\n%s", err, out)
+	}
+	st := e.role(e.pair.B, "active", "")
+	forced, ok := hasAlarm(st, "forced")
+	if !ok || !forced.Latched {
+		t.Fatalf("b after force-promote: alarm forced %+v (raised %t), want it latched; alarms %+v", forced, ok, st.Alarms)
+	}
+	if out, _ := e.pair.B.Ctl(e.ctx, "status"); !strings.Contains(out, "until acknowledged: tandemctl ack-alarm forced") {
+		t.Errorf("tandemctl status does not say how to clear the forced alarm:\n%s", out)
+	}
+	// Maintenance is a condition: refused, and the reply says what clears it.
+	out, err := e.pair.B.Ctl(e.ctx, "ack-alarm", "maintenance")
+	if err == nil || !strings.Contains(out, "maintenance mode is turned off") {
+		t.Errorf("ack-alarm maintenance: %v, %q; want a refusal naming what clears it", err, out)
+	}
+	if out, err := e.pair.B.Ctl(e.ctx, "ack-alarm", "forced"); err != nil || !strings.Contains(out, "acknowledged") {
+		t.Fatalf("ack-alarm forced: %v\n%s", err, out)
+	}
+	st = e.status(e.pair.B)
+	if a, ok := hasAlarm(st, "forced"); ok {
+		t.Errorf("forced alarm still raised after its acknowledgement: %+v", a)
+	}
+	if _, ok := hasAlarm(st, "maintenance"); !ok {
+		t.Errorf("the maintenance alarm went with the acknowledgement of another: %+v", st.Alarms)
+	}
+	if st.Role != "active" || !st.VIP.Owned {
+		t.Errorf("b after the acknowledgement: %s, VIP owned %t; the acknowledgement must change nothing else", st.Role, st.VIP.Owned)
+	}
+	if out, err := e.pair.B.Ctl(e.ctx, "ack-alarm", "forced"); err == nil || !strings.Contains(out, "not raised") {
+		t.Errorf("second ack-alarm forced: %v, %q; want not raised", err, out)
+	}
+}
+
 // TestE2EElectionKeepsThePeerPromotable: both nodes start together; the
 // one that wins the election waits for the other to follow instead of
 // marking it Outdated (wip.PeerFollows), and the other dials as soon as
