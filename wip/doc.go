@@ -83,7 +83,10 @@
 //     reason too, at most once a minute per class (kind and root cause):
 //     a peer refused at every reconnect would otherwise fill the log; the
 //     next line of the class counts those not logged. A data frame whose
-//     checksum chain breaks ends the session.
+//     checksum chain breaks ends the session. A frame cut by the peer's
+//     close (EOF inside it) is a truncated frame, a rejection; a connection
+//     reset or timed out inside a frame is a transport failure, like one
+//     between frames: the session ends and nothing is counted.
 //
 // # Key layout (pebble keys)
 //

@@ -136,7 +136,14 @@ func readFrame(r io.Reader, buf []byte) (frame, []byte, error) {
 	}
 	buf = buf[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return frame{}, buf, fmt.Errorf("%w: body of %d bytes: %v", ErrFrameTruncated, n, err)
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			// The peer closed the connection inside a frame.
+			return frame{}, buf, fmt.Errorf("%w: body of %d bytes: %v", ErrFrameTruncated, n, err)
+		}
+		// The connection failed under the frame (reset, timeout, closed
+		// here): a transport error like one between frames, not a frame
+		// the peer got wrong, so not counted as a rejection.
+		return frame{}, buf, fmt.Errorf("wip: reading a frame body of %d bytes: %w", n, err)
 	}
 	f, err := checkFrame(h[:], buf)
 	return f, buf, err

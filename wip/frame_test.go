@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -139,6 +140,58 @@ func TestIsFrameErr(t *testing.T) {
 	} {
 		if got := isFrameErr(tc.err); got != tc.want {
 			t.Errorf("isFrameErr(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// failAfter yields b, then err.
+type failAfter struct {
+	b   []byte
+	err error
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	if len(f.b) == 0 {
+		return 0, f.err
+	}
+	n := copy(p, f.b)
+	f.b = f.b[n:]
+	return n, nil
+}
+
+// TestReadFrameCutMidBody: a peer that closes inside a frame sent a
+// truncated frame (a rejection); a connection reset or timed out inside a
+// frame is a transport failure, as it would be between frames, and an HA
+// link cut or a peer killed mid-send must not show up as rejected frames.
+func TestReadFrameCutMidBody(t *testing.T) {
+	good := seedFrames()[4]
+	half := good[:frameHeaderLen+(len(good)-frameHeaderLen)/2]
+	for _, tc := range []struct {
+		name      string
+		err       error
+		frameErr  bool
+		truncated bool
+	}{
+		{"closed by the peer", io.EOF, true, true},
+		{"reset", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, false, false},
+		{"timed out", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ETIMEDOUT}, false, false},
+		{"closed here", net.ErrClosed, false, false},
+	} {
+		_, _, err := readFrame(&failAfter{b: bytes.Clone(half), err: tc.err}, nil)
+		if err == nil {
+			t.Fatalf("%s: no error", tc.name)
+		}
+		if got := isFrameErr(err); got != tc.frameErr {
+			t.Errorf("%s: isFrameErr(%v) = %t, want %t", tc.name, err, got, tc.frameErr)
+		}
+		if got := errors.Is(err, ErrFrameTruncated); got != tc.truncated {
+			t.Errorf("%s: %v is truncation: %t, want %t", tc.name, err, got, tc.truncated)
+		}
+		if !tc.truncated && !errors.Is(err, tc.err) {
+			t.Errorf("%s: %v does not wrap %v", tc.name, err, tc.err)
+		}
+		if !strings.Contains(err.Error(), "body of") {
+			t.Errorf("%s: %v does not say where the frame was cut", tc.name, err)
 		}
 	}
 }
