@@ -170,6 +170,27 @@
 // sent in frames of the version that defines them (Hello, framed before the
 // version is chosen, never changes).
 //
+// # Backups (disaster recovery, ARCHITECTURE.md section 8)
+//
+// A backup is a pebble checkpoint of the whole store in a directory of its
+// own, wip-<UTC time>-e<epoch>-l<LSN>, with a manifest, BACKUP.json, that
+// names the lineage it holds (epoch, LSN, rolling checksum, read back from
+// the checkpoint itself, so it is exactly what a restore brings back). It
+// is built under .partial-<name> and renamed when complete and synced: a
+// directory named wip-* is always a whole backup. Every commit acknowledged
+// before Backup was called is in it.
+//
+// On the same file system as the store, pebble hard-links the sstables: such
+// a backup costs little space but survives no loss of the disk. For disaster
+// recovery the directory is on another disk or a mount of the DR site, where
+// the files are copied.
+//
+// Restore copies a backup into an empty store directory and reads every
+// block of it (pebble checks each block's checksum) before renaming it into
+// place; the store opened there continues the backup's lineage. A node
+// restored into a running pair is behind its peer and catches up from it
+// (incrementally or by snapshot) like any node that was down.
+//
 // # Goroutines
 //
 // Open starts, and Close stops (closing the listener and the session's

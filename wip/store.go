@@ -343,7 +343,9 @@ type Store struct {
 	clk clock.Clock
 	dir string
 	db  *pebble.DB
-	po  *pebble.Options // as opened, defaults filled; for snapshot sstables
+
+	backupMu sync.Mutex      // one Backup at a time
+	po       *pebble.Options // as opened, defaults filled; for snapshot sstables
 
 	queue   chan *commitReq
 	closing chan struct{}
