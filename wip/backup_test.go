@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -269,5 +270,76 @@ func TestRestoredNodeCatchesUp(t *testing.T) {
 	}
 	if st := b.Status(); st.DurableLSN != a.Status().DurableLSN {
 		t.Fatalf("restored node at LSN %d, primary at %d", st.DurableLSN, a.Status().DurableLSN)
+	}
+}
+
+// BenchmarkBackupRestore times Backup and Restore of a store of
+// WIP_BACKUP_BENCH_MB MiB of 1 KiB values (default 64), written in 1 MiB
+// batches, with the backup on the store's file system (hard links) and,
+// when WIP_BACKUP_BENCH_OTHER names a directory on another file system,
+// there too (copies). The store is filled once; each of the b.N rounds
+// backs it up and restores it on every target. Prints MiB of values per
+// second restored.
+func BenchmarkBackupRestore(b *testing.B) {
+	mb := 64
+	if v := os.Getenv("WIP_BACKUP_BENCH_MB"); v != "" {
+		fmt.Sscan(v, &mb)
+	}
+	root := b.TempDir()
+	s, err := Open(filepath.Join(root, "store"), Options{Mode: Async})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Promote(ctx, 1); err != nil {
+		b.Fatal(err)
+	}
+	val := make([]byte, 1024)
+	rng := rand.NewChaCha8([32]byte{7})
+	for i := 0; i < mb; i++ {
+		bt := s.NewBatch()
+		for j := 0; j < 1024; j++ {
+			_, _ = rng.Read(val) // incompressible: the worst case for the copies
+			bt.Set(fmt.Appendf(nil, "k%06d/%04d", i, j), val)
+		}
+		if _, err := s.Commit(ctx, bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	targets := []string{filepath.Join(root, "same-fs")}
+	if o := os.Getenv("WIP_BACKUP_BENCH_OTHER"); o != "" {
+		d, err := os.MkdirTemp(o, "wipbench-backup-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(d)
+		targets = append(targets, d)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, t := range targets {
+			start := clock.Real().Now()
+			bk, err := s.Backup(t, "a")
+			if err != nil {
+				b.Fatal(err)
+			}
+			took := clock.Real().Since(start)
+			start = clock.Real().Now()
+			if _, err := Restore(bk.Path, filepath.Join(t, "restored")); err != nil {
+				b.Fatal(err)
+			}
+			rt := clock.Real().Since(start)
+			if i == 0 {
+				fmt.Printf("wip-backup-bench: target=%s store_mb=%d files_mb=%.0f backup_ms=%d restore_ms=%d restore_mb_s=%.0f\n",
+					t, mb, float64(bk.Bytes)/(1<<20), took.Milliseconds(), rt.Milliseconds(), float64(mb)/rt.Seconds())
+			}
+			if err := os.RemoveAll(bk.Path); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Join(t, "restored")); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }
