@@ -41,6 +41,7 @@ type Status struct {
 	VIP         VIPStatus         `json:"vip"`
 	TieBreaker  TieBreakerStatus  `json:"tie_breaker"`
 	Runtime     RuntimeStatus     `json:"runtime"`
+	Backup      BackupStatus      `json:"backup"`
 	Alarms      []Alarm           `json:"alarms"`
 	Events      []Event           `json:"events"` // the most recent ones
 	Counters    Counters          `json:"counters"`
@@ -165,4 +166,29 @@ type ActionResult struct {
 type ErrorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+}
+
+// BackupStatus is the WIP store's backups on this node.
+type BackupStatus struct {
+	Dir   string        `json:"dir,omitempty"` // empty: backups are off
+	Every time.Duration `json:"every"`         // 0: only on demand; the active takes them
+	Keep  int           `json:"keep"`
+	// Last is the last backup this run took (nil: none yet).
+	Last *BackupInfo `json:"last,omitempty"`
+	// LastError is set when the last attempt failed (cleared by a success).
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitempty"`
+	Taken       uint64    `json:"taken"`  // since the daemon started
+	Failed      uint64    `json:"failed"` // since the daemon started
+}
+
+// BackupInfo describes one backup.
+type BackupInfo struct {
+	Path    string        `json:"path"`
+	Created time.Time     `json:"created"`
+	Node    string        `json:"node,omitempty"`
+	Epoch   uint64        `json:"epoch"`
+	LSN     uint64        `json:"lsn"`
+	Bytes   int64         `json:"bytes"`
+	Took    time.Duration `json:"took,omitempty"` // for a backup just taken
 }

@@ -114,6 +114,20 @@ func (c *Client) AckAlarm(ctx context.Context, id string) (ActionResult, error) 
 	return r, err
 }
 
+// Backup takes a backup of the WIP store now.
+func (c *Client) Backup(ctx context.Context) (BackupInfo, error) {
+	var b BackupInfo
+	err := c.Do(ctx, http.MethodPost, "/v1/admin/backup", struct{}{}, &b)
+	return b, err
+}
+
+// Backups lists the backups in this node's backup directory, oldest first.
+func (c *Client) Backups(ctx context.Context) ([]BackupInfo, error) {
+	var bs []BackupInfo
+	err := c.Do(ctx, http.MethodGet, "/v1/backups", nil, &bs)
+	return bs, err
+}
+
 // ForcePromote promotes this node even if its data may be stale.
 func (c *Client) ForcePromote(ctx context.Context, acknowledgeDataLoss bool) (ActionResult, error) {
 	var r ActionResult

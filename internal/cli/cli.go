@@ -68,7 +68,7 @@ func newRoot(o *options) *cobra.Command {
 	root.PersistentFlags().BoolVar(&o.json, "json", false, "print the API's JSON, for scripts")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	root.SetOut(o.out)
-	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o), ackAlarmCmd(o), connectorCmd(o))
+	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o), ackAlarmCmd(o), backupCmd(o), backupsCmd(o), connectorCmd(o))
 	root.AddCommand(runtimeCmds(o)...)
 	return root
 }
@@ -223,6 +223,59 @@ func ackAlarmCmd(o *options) *cobra.Command {
 	}
 }
 
+func backupCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "backup",
+		Short: "Back up the WIP store now, into backup.dir (then prune to backup.keep)",
+		Long: "Takes a consistent backup of this node's WIP store (a pebble checkpoint with a manifest\n" +
+			"of the lineage it holds) while the pair runs. The active also takes them every\n" +
+			"backup.every. Restore one with `tandemd restore` on a stopped node.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			b, err := c.Backup(ctx)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return o.printJSON(b)
+			}
+			fmt.Fprintf(o.out, "backup %s: epoch %d, LSN %d, %s, took %v\n", b.Path, b.Epoch, b.LSN, mib(b.Bytes), b.Took.Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+func backupsCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "backups",
+		Short: "List the backups in backup.dir, oldest first",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			bs, err := c.Backups(ctx)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return o.printJSON(bs)
+			}
+			if len(bs) == 0 {
+				fmt.Fprintln(o.out, "no backups")
+				return nil
+			}
+			for _, b := range bs {
+				fmt.Fprintf(o.out, "%s  node %-4s epoch %-4d LSN %-10d %10s  %s\n", b.Created.UTC().Format(time.RFC3339), b.Node, b.Epoch, b.LSN, mib(b.Bytes), b.Path)
+			}
+			return nil
+		},
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
 func forcePromoteCmd(o *options) *cobra.Command {
 	var ack bool
 	cmd := &cobra.Command{
@@ -309,6 +362,23 @@ func PrintStatus(w io.Writer, st api.Status) {
 	}
 	fmt.Fprintf(w, "tie-breaker: %s (checked %s)\n", tb, ago(st.TieBreaker.Checked))
 	fmt.Fprintf(w, "runtime: %s, %d jobs running, %d finished jobs purged\n", orDash(st.Runtime.State), st.Runtime.Running, st.Runtime.Purged)
+	switch b := st.Backup; {
+	case b.Dir == "":
+		fmt.Fprintln(w, "backup: off (backup.dir not set)")
+	default:
+		sched := "on demand only"
+		if b.Every > 0 {
+			sched = "every " + b.Every.String() + " on the active"
+		}
+		last := "none taken by this run"
+		if b.Last != nil {
+			last = fmt.Sprintf("last %s (epoch %d, LSN %d, %s)", ago(b.Last.Created), b.Last.Epoch, b.Last.LSN, mib(b.Last.Bytes))
+		}
+		fmt.Fprintf(w, "backup: %s, %s, keep %d, in %s\n", last, sched, b.Keep, b.Dir)
+		if b.LastError != "" {
+			fmt.Fprintf(w, "  LAST ATTEMPT FAILED %s: %s\n", ago(b.LastErrorAt), b.LastError)
+		}
+	}
 	if len(st.Alarms) == 0 {
 		fmt.Fprintln(w, "alarms: none")
 	} else {

@@ -36,6 +36,8 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 		VIP:         api.VIPStatus{Addresses: []string{"192.0.2.10/24"}, Owned: true, Since: t0.Add(-89 * time.Second)},
 		TieBreaker:  api.TieBreakerStatus{GatewayReachable: true, Checked: t0.Add(-time.Second)},
 		Runtime:     api.RuntimeStatus{State: "running", Running: 3},
+		Backup: api.BackupStatus{Dir: "/var/backups/tandem", Every: time.Hour, Keep: 24,
+			Last: &api.BackupInfo{Created: t0.Add(-12 * time.Minute), Epoch: 7, LSN: 1200, Bytes: 5 << 20}},
 		Alarms: []api.Alarm{{ID: "path-down:lan", Severity: "warning", Text: "heartbeat path lan is down", Since: t0.Add(-5 * time.Second)},
 			{ID: "forced", Severity: "warning", Text: "promoted by force", Since: t0.Add(-80 * time.Second), Latched: true}},
 		Events: []api.Event{{Seq: 9, Time: t0.Add(-90 * time.Second), Kind: "role", Text: "promoted to active at epoch 7"}},
@@ -71,7 +73,14 @@ func start(t *testing.T) (string, *backend) {
 		t.Fatal(err)
 	}
 	b := &backend{}
-	srv := &http.Server{Handler: api.NewServer(b, zap.NewNop())}
+	as := api.NewServer(b, zap.NewNop())
+	as.Handle("POST /v1/admin/backup", func(w http.ResponseWriter, r *http.Request) {
+		as.Reply(w, r, api.BackupInfo{Path: "/var/backups/tandem/wip-x", Epoch: 7, LSN: 1234, Bytes: 3 << 20, Took: 42 * time.Millisecond}, nil)
+	})
+	as.Handle("GET /v1/backups", func(w http.ResponseWriter, r *http.Request) {
+		as.Reply(w, r, []api.BackupInfo{{Path: "/var/backups/tandem/wip-x", Created: t0, Node: "a", Epoch: 7, LSN: 1234, Bytes: 3 << 20}}, nil)
+	})
+	srv := &http.Server{Handler: as}
 	done := make(chan struct{})
 	go func() { srv.Serve(l); close(done) }()
 	t.Cleanup(func() { srv.Close(); <-done })
@@ -99,6 +108,7 @@ func TestStatusHumanAndJSON(t *testing.T) {
 		"  session 198.51.100.5:7101 -> 198.51.100.6:41000",
 		"vip: 192.0.2.10/24: owned here since 1m29s ago",
 		"WARNING  heartbeat path lan is down (path-down:lan, since 5s ago)\n",
+		"(epoch 7, LSN 1200, 5.0 MiB), every 1h0m0s on the active, keep 24, in /var/backups/tandem\n",
 		"WARNING  promoted by force (forced, since 1m20s ago; until acknowledged: tandemctl ack-alarm forced)",
 		"promoted to active at epoch 7",
 	} {
@@ -138,6 +148,12 @@ func TestActionsAndExitCodes(t *testing.T) {
 	}
 	if code, _, _ := run("--socket", sock, "ack-alarm"); code != ExitUsage {
 		t.Errorf("ack-alarm without an id: exit %d, want usage", code)
+	}
+	if code, out, _ := run("--socket", sock, "backup"); code != ExitOK || out != "backup /var/backups/tandem/wip-x: epoch 7, LSN 1234, 3.0 MiB, took 42ms\n" {
+		t.Errorf("backup: exit %d, %q", code, out)
+	}
+	if code, out, _ := run("--socket", sock, "backups"); code != ExitOK || !strings.Contains(out, "2026-11-22T12:00:00Z  node a    epoch 7    LSN 1234") {
+		t.Errorf("backups: exit %d, %q", code, out)
 	}
 	if want := []string{"forced", "gone"}; !slices.Equal(b.acked, want) {
 		t.Errorf("acknowledged %v, want %v", b.acked, want)

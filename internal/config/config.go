@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -50,6 +51,7 @@ type Config struct {
 	Management  Management  `yaml:"management"`
 	DataPlane   DataPlane   `yaml:"data-plane"`
 	Runtime     Runtime     `yaml:"runtime"`
+	Backup      Backup      `yaml:"backup"`
 	Log         Log         `yaml:"log"`
 	// RealtimePriority, 1-99, runs every thread of tandemd under SCHED_RR
 	// at that priority so heartbeats keep their timing while the host is
@@ -154,6 +156,19 @@ type Runtime struct {
 	PurgeEvery   Duration  `yaml:"purge-every"` // default 10m
 }
 
+// Backup configures the WIP store's backups (disaster recovery). With no
+// dir there are none; tandemctl backup needs dir too.
+type Backup struct {
+	// Dir holds the backups: on another disk or a mount of the DR site (on
+	// the data-dir's file system they are hard links, which survive no
+	// disk loss).
+	Dir string `yaml:"dir"`
+	// Every is how often the active takes one (default 1h); 0 only on
+	// demand.
+	Every *Duration `yaml:"every"`
+	Keep  int       `yaml:"keep"` // how many to keep, newest first (default 24)
+}
+
 // Log configures zap.
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info (default), warn, error
@@ -202,6 +217,8 @@ const (
 	DefaultGARPRepeats   = 5
 	DefaultJobRetention  = Duration(168 * time.Hour)
 	DefaultPurgeEvery    = Duration(10 * time.Minute)
+	DefaultBackupEvery   = Duration(time.Hour)
+	DefaultBackupKeep    = 24
 )
 
 func (c *Config) applyDefaults() {
@@ -238,6 +255,13 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Runtime.PurgeEvery == 0 {
 		c.Runtime.PurgeEvery = DefaultPurgeEvery
+	}
+	if c.Backup.Every == nil {
+		d := DefaultBackupEvery
+		c.Backup.Every = &d
+	}
+	if c.Backup.Keep == 0 {
+		c.Backup.Keep = DefaultBackupKeep
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -408,6 +432,20 @@ func (c *Config) check() error {
 	if c.Runtime.PurgeEvery < 0 {
 		p.add("runtime.purge-every", "must not be negative")
 	}
+	if c.Backup.Dir != "" && !filepath.IsAbs(c.Backup.Dir) {
+		p.add("backup.dir", "%q: want an absolute path", c.Backup.Dir)
+	}
+	if c.Backup.Dir != "" && c.DataDir != "" && within(c.Backup.Dir, filepath.Join(c.DataDir, "wip")) {
+		p.add("backup.dir", "%q is inside the WIP store's directory", c.Backup.Dir)
+	}
+	if *c.Backup.Every < 0 {
+		p.add("backup.every", "must not be negative (0: only on demand)")
+	} else if *c.Backup.Every > 0 && *c.Backup.Every < Duration(time.Second) {
+		p.add("backup.every", "%s: want at least 1s (0: only on demand)", time.Duration(*c.Backup.Every))
+	}
+	if c.Backup.Keep < 0 {
+		p.add("backup.keep", "%d: want at least 1", c.Backup.Keep)
+	}
 	if c.RealtimePriority < 0 || c.RealtimePriority > 99 {
 		p.add("realtime-priority", "%d: want 0 (off) or 1-99", c.RealtimePriority)
 	}
@@ -459,4 +497,10 @@ func ReadKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("config: key-file %s: %d bytes; want at least 32 (e.g. head -c 48 /dev/urandom | base64 > %s)", path, len(b), path)
 	}
 	return b, nil
+}
+
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }

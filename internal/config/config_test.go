@@ -51,6 +51,9 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if *c.Runtime.JobRetention != DefaultJobRetention || c.Runtime.PurgeEvery != DefaultPurgeEvery {
 		t.Errorf("job-retention/purge-every defaults = %v/%v", *c.Runtime.JobRetention, c.Runtime.PurgeEvery)
 	}
+	if c.Backup.Dir != "" || *c.Backup.Every != DefaultBackupEvery || c.Backup.Keep != DefaultBackupKeep {
+		t.Errorf("backup defaults = %+v", c.Backup)
+	}
 	keep := good + "runtime: {job-retention: 0s}\n"
 	if c3, err := Parse("keep.yaml", []byte(keep)); err != nil || *c3.Runtime.JobRetention != 0 {
 		t.Errorf("job-retention 0 (keep every job): %v, %+v", err, c3)
@@ -100,6 +103,10 @@ func TestBadInputsNameFieldAndLine(t *testing.T) {
 		{"yaml syntax", "vip:\n", "vip: [\n", []string{"bad.yaml:"}},
 		{"negative retention", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nruntime:\n  job-retention: -1h\n", []string{"bad.yaml:19: runtime.job-retention: must not be negative"}},
 		{"bad purge period", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nruntime:\n  purge-every: often\n", []string{"bad.yaml:19: runtime.purge-every:", `"often" is not a duration`}},
+		{"relative backup dir", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nbackup:\n  dir: backups\n", []string{"bad.yaml:19: backup.dir: \"backups\": want an absolute path"}},
+		{"backup inside the store", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nbackup:\n  dir: /var/lib/tandem/wip/b\n", []string{"backup.dir: \"/var/lib/tandem/wip/b\" is inside the WIP store's directory"}},
+		{"backup too often", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nbackup:\n  dir: /b\n  every: 10ms\n", []string{"bad.yaml:20: backup.every: 10ms: want at least 1s"}},
+		{"negative keep", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nbackup:\n  dir: /b\n  keep: -2\n", []string{"bad.yaml:20: backup.keep: -2: want at least 1"}},
 		{"several at once", "node: a\npeer: b", "node: A\npeer: b b", []string{"bad.yaml:1: node:", "bad.yaml:2: peer:"}},
 	}
 	for _, tc := range cases {

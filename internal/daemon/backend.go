@@ -24,6 +24,7 @@ type backend struct {
 	d    *driver
 	peer string
 	hb   *heartbeat.Heartbeat
+	bj   *backupJob // nil in tests without one
 }
 
 var _ api.Backend = (*backend)(nil)
@@ -63,6 +64,9 @@ func (b *backend) Status(ctx context.Context) (api.Status, error) {
 		st.Paths = append(st.Paths, pathStatus(p))
 	}
 	_, st.Replication = d.store.Replication()
+	if b.bj != nil {
+		st.Backup = *b.bj.status.Load()
+	}
 	vs := d.vip.Status()
 	st.VIP = api.VIPStatus{Owned: vs.Owned, Since: vs.Since, Conflicts: vs.Conflicts}
 	for _, p := range vs.VIPs {
@@ -160,12 +164,15 @@ func (b *backend) Maintenance(ctx context.Context, on bool) (api.ActionResult, e
 // here; the pair machine's go through the machine, which refuses a
 // condition alarm and says when it clears.
 func (b *backend) AckAlarm(ctx context.Context, id string) (api.ActionResult, error) {
-	latched, own := daemonAlarms[id]
+	clears, own := daemonAlarms[id]
 	if !own {
 		return b.command(ctx, pair.Admin{Cmd: pair.AdminAckAlarm, Alarm: id}, "alarm "+id+" acknowledged")
 	}
-	if !latched {
-		return api.ActionResult{}, fmt.Errorf("%w: ack-alarm: %q stands while the nodes' replication modes differ and clears when replication connects", api.ErrConflict, id)
+	if clears != "" {
+		if _, raised := b.d.ev.alarm(id); !raised {
+			return api.ActionResult{}, fmt.Errorf("%w: ack-alarm: %q is not raised on this node", api.ErrNotFound, id)
+		}
+		return api.ActionResult{}, fmt.Errorf("%w: ack-alarm: %q stands while its condition holds and clears when %s", api.ErrConflict, id, clears)
 	}
 	a, ok := b.d.ev.take(id)
 	if !ok {

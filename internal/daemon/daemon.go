@@ -172,6 +172,11 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		return err
 	}
 	defer st.Close()
+	if p, changed := reconcileEpoch(persisted, st.Status().Epoch); changed {
+		log.Warn("the WIP store has seen a later epoch than the pair state (restored from a backup, or the state file was lost): promotions go above it",
+			zap.Uint64("store_epoch", p.Epoch), zap.Stringer("state", persisted))
+		persisted = p
+	}
 
 	var paths []heartbeat.Path
 	for _, p := range cfg.Paths {
@@ -279,9 +284,16 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	}()
 
 	// The local API and metrics.
-	be := &backend{d: d, peer: cfg.Peer, hb: hb}
+	bj := &backupJob{dir: cfg.Backup.Dir, every: cfg.Backup.Every.D(), keep: cfg.Backup.Keep, node: cfg.Node,
+		store: st.Store, clk: clk, log: log.Named("backup"), ev: evlog,
+		active: func() bool { ps := d.status.Load(); return ps != nil && ps.Role == pair.RoleActive }}
+	bj.init()
+	wg.Add(1)
+	go func() { defer wg.Done(); bj.run(runCtx) }()
+	be := &backend{d: d, peer: cfg.Peer, hb: hb, bj: bj}
 	srv := api.NewServer(be, log.Named("api"))
 	rt.RegisterAPI(srv)
+	bj.register(srv)
 	if err := os.MkdirAll(filepath.Dir(cfg.Management.Socket), 0o755); err != nil {
 		return cfg.Wrap("management.socket", err)
 	}
@@ -427,4 +439,22 @@ func (f *conflictFilter) persistent(mac string, now time.Time) bool {
 	}
 	f.last = now
 	return now.Sub(f.first) >= vipLease+time.Second
+}
+
+// reconcileEpoch raises the pair state's epoch ("the highest epoch seen or
+// owned") to the WIP store's. A store restored from a backup, or kept when
+// the state file was lost, has seen epochs the state does not know: a
+// promotion must go above them, or the store refuses it (the epoch must
+// grow) and the node could never take over. A node whose state says
+// active in an epoch below its store's was not active in the store's: it
+// starts passive.
+func reconcileEpoch(p pair.Persisted, storeEpoch uint64) (pair.Persisted, bool) {
+	if storeEpoch <= p.Epoch {
+		return p, false
+	}
+	p.Epoch = storeEpoch
+	if p.Role == pair.RoleActive {
+		p.Role = pair.RolePassive
+	}
+	return p, true
 }

@@ -74,19 +74,28 @@ func (l *eventLog) raise(now time.Time, id, severity, text string) bool {
 }
 
 // daemonAlarms are the alarms the daemon raises itself (the machine's are
-// in package pair), with whether each is latched: it records an event and
-// stands until the operator acknowledges it.
-var daemonAlarms = map[string]bool{
-	"wip-quarantine":    true,  // the file stays; the operator replays or discards it
-	"wip-mode-mismatch": false, // clears when replication connects
+// in package pair): "" for one that records an event and stands until the
+// operator acknowledges it, else what clears the condition it stands for.
+var daemonAlarms = map[string]string{
+	"wip-quarantine":    "", // the file stays; the operator replays or discards it
+	"wip-mode-mismatch": "replication connects (both nodes in the same replication mode)",
+	"backup-failed":     "a backup succeeds",
 }
 
 // alarmLatched reports whether the alarm id stands until acknowledged.
 func alarmLatched(id string) bool {
-	if l, ok := daemonAlarms[id]; ok {
-		return l
+	if clears, ok := daemonAlarms[id]; ok {
+		return clears == ""
 	}
 	return pair.AlarmLatched(id)
+}
+
+// alarm returns the raised alarm id.
+func (l *eventLog) alarm(id string) (api.Alarm, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.alarms[id]
+	return a, ok
 }
 
 // take removes an alarm and returns it.

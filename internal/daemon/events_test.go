@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/wip"
 )
 
@@ -95,5 +96,25 @@ func TestAckDaemonAlarms(t *testing.T) {
 	}
 	if _, err := b.AckAlarm(ctx, "wip-quarantine"); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("second ack: %v, want not found", err)
+	}
+}
+
+func TestReconcileEpoch(t *testing.T) {
+	for _, tc := range []struct {
+		in      pair.Persisted
+		store   uint64
+		want    pair.Persisted
+		changed bool
+	}{
+		{pair.Persisted{}, 0, pair.Persisted{}, false},                                                               // a new node
+		{pair.Persisted{}, 3, pair.Persisted{Epoch: 3}, true},                                                        // a DR node restored from a backup
+		{pair.Persisted{Epoch: 5, Role: pair.RoleActive}, 5, pair.Persisted{Epoch: 5, Role: pair.RoleActive}, false}, // the usual restart
+		{pair.Persisted{Epoch: 6, Role: pair.RolePassive}, 5, pair.Persisted{Epoch: 6, Role: pair.RolePassive}, false},
+		{pair.Persisted{Epoch: 3, Role: pair.RoleActive, Maintenance: true}, 4, pair.Persisted{Epoch: 4, Role: pair.RolePassive, Maintenance: true}, true},
+	} {
+		got, changed := reconcileEpoch(tc.in, tc.store)
+		if got != tc.want || changed != tc.changed {
+			t.Errorf("reconcileEpoch(%v, %d) = %v, %t; want %v, %t", tc.in, tc.store, got, changed, tc.want, tc.changed)
+		}
 	}
 }

@@ -9,11 +9,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/wip"
 )
 
 // Exit statuses of tandemd.
@@ -102,7 +105,40 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return err
 		},
 	}
-	for _, c := range []*cobra.Command{run, check, cleanup} {
+	restore := &cobra.Command{
+		Use:   "restore BACKUP",
+		Short: "restore the WIP store from a backup (tandemd stopped, the store's directory empty)",
+		Long: "restore copies a backup (a directory from backup.dir, or `tandemctl backups`) into this\n" +
+			"node's WIP store directory (data-dir/wip), which must be empty or absent: move the old\n" +
+			"one away first. It checks the copy against the backup's manifest and reads every block\n" +
+			"before putting it in place. It refuses to run while a tandemd holds the data directory.\n" +
+			"Started next, tandemd continues the backup's lineage: in a running pair the restored node\n" +
+			"catches up from the active; on a disaster-recovery pair it is the node with the data.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return fmt.Errorf("%w: %w", errConfig, err)
+			}
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				return cfg.Wrap("data-dir", err)
+			}
+			unlock, err := lockDataDir(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			dst := filepath.Join(cfg.DataDir, "wip")
+			b, err := wip.Restore(args[0], dst)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "restored %s into %s: epoch %d, LSN %d (backup of node %s taken %s)\n",
+				b.Path, dst, b.Epoch, b.LSN, b.Node, b.Created.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{run, check, cleanup, restore} {
 		c.Flags().StringVarP(&cfgPath, "config", "c", "/etc/tandem/tandemd.yaml", "configuration file")
 	}
 	var out string
@@ -127,7 +163,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		},
 	}
 	keygen.Flags().StringVarP(&out, "out", "o", "/etc/tandem/pair.key", "key file to create (mode 0600)")
-	root.AddCommand(run, check, cleanup, keygen)
+	root.AddCommand(run, check, cleanup, restore, keygen)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

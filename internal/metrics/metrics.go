@@ -25,6 +25,8 @@
 //	alarms_active{severity}             alarms raised and not cleared
 //	runtime_running_jobs                jobs in flight
 //	runtime_purged_jobs_total           finished jobs deleted after runtime.job-retention
+//	backups_total{result}               WIP store backups taken (ok) or failed since start
+//	backup_last_success_timestamp_seconds  creation time of the last backup taken (0: none)
 //	promotions_total, demotions_total, self_fences_total, switchovers_total
 package metrics
 
@@ -73,6 +75,8 @@ func NewCollector(fn func(context.Context) (api.Status, error)) *Collector {
 		"alarms":        d("alarms_active", "Alarms raised and not cleared.", "severity"),
 		"running_jobs":  d("runtime_running_jobs", "Jobs in flight."),
 		"purged_jobs":   d("runtime_purged_jobs_total", "Finished jobs deleted after the job retention."),
+		"backups":       d("backups_total", "WIP store backups taken (result ok) or failed since the daemon started.", "result"),
+		"backup_last":   d("backup_last_success_timestamp_seconds", "Creation time of the last WIP store backup taken since the daemon started (0: none)."),
 		"promotions":    d("promotions_total", "Times this node became active."),
 		"demotions":     d("demotions_total", "Times this node stopped being active."),
 		"self_fences":   d("self_fences_total", "Times this node fenced itself."),
@@ -135,6 +139,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	g("running_jobs", float64(st.Runtime.Running))
 	cnt("purged_jobs", float64(st.Runtime.Purged))
+	cnt("backups", float64(st.Backup.Taken), "ok")
+	cnt("backups", float64(st.Backup.Failed), "failed")
+	last := 0.0
+	if st.Backup.Last != nil {
+		last = float64(st.Backup.Last.Created.UnixNano()) / 1e9
+	}
+	g("backup_last", last)
 	cnt("promotions", float64(st.Counters.Promotions))
 	cnt("demotions", float64(st.Counters.Demotions))
 	cnt("self_fences", float64(st.Counters.SelfFences))

@@ -22,11 +22,19 @@ func TestMetricsFollowStatus(t *testing.T) {
 		VIP:         api.VIPStatus{Owned: true},
 		Alarms:      []api.Alarm{{ID: "x", Severity: "critical"}},
 		Counters:    api.Counters{Promotions: 3, SelfFences: 1},
+		Backup:      api.BackupStatus{Taken: 5, Failed: 1, Last: &api.BackupInfo{Created: time.Unix(1796500000, 0)}},
 	}
 	c := NewCollector(func(context.Context) (api.Status, error) { return st, nil })
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	want := `
+# HELP tandem_backup_last_success_timestamp_seconds Creation time of the last WIP store backup taken since the daemon started (0: none).
+# TYPE tandem_backup_last_success_timestamp_seconds gauge
+tandem_backup_last_success_timestamp_seconds 1.7965e+09
+# HELP tandem_backups_total WIP store backups taken (result ok) or failed since the daemon started.
+# TYPE tandem_backups_total counter
+tandem_backups_total{result="failed"} 1
+tandem_backups_total{result="ok"} 5
 # HELP tandem_epoch Current epoch.
 # TYPE tandem_epoch gauge
 tandem_epoch 9
@@ -44,7 +52,7 @@ tandem_role{role="passive"} 0
 tandem_role{role="starting"} 0
 tandem_role{role="stopping"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_role"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_role"); err != nil {
 		t.Error(err)
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || n < 25 {

@@ -1,0 +1,92 @@
+package pairlab
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+// TestE2EBackupAndRestore: the active takes scheduled backups into a
+// directory both nodes share (the passive takes none), the operator takes
+// one with tandemctl after 300 jobs (keep is large: pruning is
+// wip's and the daemon's unit tests', and here must not race the restore
+// of the operator's backup). Then b
+// loses its WIP store and a takes 300 more jobs alone: tandemd restore
+// refuses to write over a store, restores the newest backup into the
+// emptied directory, and b, started again, catches up from a. a is killed:
+// b takes over with all 600 acknowledged jobs.
+func TestE2EBackupAndRestore(t *testing.T) {
+	bdir := filepath.Join(t.TempDir(), "backups")
+	e := newE2EWith(t, Options{Extra: "backup:\n  dir: " + bdir + "\n  every: 1s\n  keep: 100\n"})
+	a, b := e.pair.A, e.pair.B
+	if _, err := a.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	acked := startIngestLoad(t, e, "before", 300, 8, time.Minute).wait(t)
+	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
+	defer cancel()
+	st, err := a.WaitFor(ctx, "two scheduled backups on a", func(s api.Status) bool { return s.Backup.Taken >= 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a's backups: %+v", st.Backup)
+	if sb := e.status(b); sb.Backup.Taken != 0 || sb.Backup.Dir != bdir {
+		t.Errorf("the passive's backups: %+v, want none taken (the active takes them) in %s", sb.Backup, bdir)
+	}
+	out, err := a.Ctl(e.ctx, "backup")
+	if err != nil || !strings.HasPrefix(out, "backup "+bdir+"/wip-") {
+		t.Fatalf("tandemctl backup: %v\n%s", err, out)
+	}
+	src := strings.TrimSuffix(strings.Fields(out)[1], ":") // "backup PATH: epoch ..."
+	if out, _ := a.Ctl(e.ctx, "status"); !strings.Contains(out, "backup: last ") || !strings.Contains(out, "every 1s on the active, keep 100, in "+bdir) {
+		t.Errorf("tandemctl status has no backup line:\n%s", out)
+	}
+	out, err = a.Ctl(e.ctx, "backups")
+	if err != nil || !strings.Contains(out, src+"\n") || strings.Count(out, "\n") < 3 {
+		t.Fatalf("tandemctl backups: %v; want the operator's and the two scheduled ones\n%s", err, out)
+	}
+
+	// b loses its store; a goes on alone.
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range startIngestLoad(t, e, "after", 300, 8, time.Minute).wait(t) {
+		acked[k] = v
+	}
+	restore := func() (string, error) {
+		out, err := exec.CommandContext(e.ctx, e.pair.opt.Bins.Tandemd, "restore", "--config", b.Config, src).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := restore(); err == nil || !strings.Contains(out, "not empty") {
+		t.Fatalf("restore over b's store: %v, %q; want a refusal", err, out)
+	}
+	wipDir := filepath.Join(b.Dir, "data", "wip")
+	if err := os.Rename(wipDir, wipDir+".lost"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = restore()
+	if err != nil || !strings.Contains(out, "restored "+src+" into "+wipDir) {
+		t.Fatalf("tandemd restore: %v\n%s", err, out)
+	}
+	t.Logf("%s", strings.TrimSpace(out))
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "passive", "in-sync")
+	sa, sb := e.status(a), e.status(b)
+	t.Logf("after the restore: a %s at LSN %d (peer %s), b at LSN %d", sa.Role, sa.Replication.CommittedLSN, sa.Replication.PeerState, sb.Replication.CommittedLSN)
+	if err := a.Crash(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "active", "")
+	checkJobsOn(t, e, b, acked)
+	if len(acked) != 600 {
+		t.Errorf("%d jobs acknowledged, want 600", len(acked))
+	}
+}
