@@ -343,3 +343,35 @@ func BenchmarkBackupRestore(b *testing.B) {
 		}
 	}
 }
+
+// TestCloseWaitsForBackup: Close while a Backup runs waits for it (pebble
+// must not be closed under a checkpoint); a Backup after Close is refused.
+func TestCloseWaitsForBackup(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{Mode: Async})
+	if err := s.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	commitKV(t, s, "k", "v")
+	s.backupMu.Lock() // a Backup in progress
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	waitFor(t, "Close to mark the store closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.closed })
+	for i := 0; i < 10; i++ { // Close must still be waiting for the backup
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while a backup held the store", err)
+		default:
+		}
+		clock.Sleep(context.Background(), clock.Real(), 5*time.Millisecond)
+	}
+	if _, _, err := s.Get([]byte("k")); err != nil { // pebble is still open under the backup
+		t.Fatalf("read during the backup, after Close began: %v", err)
+	}
+	s.backupMu.Unlock()
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := s.Backup(t.TempDir(), "a"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Backup after Close: %v, want ErrClosed", err)
+	}
+}

@@ -605,6 +605,10 @@ func (s *Store) Close() error {
 	}
 	s.waiting = nil
 	s.mu.Unlock()
+	// A Backup that started before closed was set finishes first; one
+	// that starts later sees closed and does nothing.
+	s.backupMu.Lock()
+	defer s.backupMu.Unlock()
 	return s.db.Close()
 }
 
