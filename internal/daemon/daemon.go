@@ -286,7 +286,12 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	// The local API and metrics.
 	bj := &backupJob{dir: cfg.Backup.Dir, every: cfg.Backup.Every.D(), keep: cfg.Backup.Keep, node: cfg.Node,
 		store: st.Store, clk: clk, log: log.Named("backup"), ev: evlog,
-		active: func() bool { ps := d.status.Load(); return ps != nil && ps.Role == pair.RoleActive }}
+		// Not in the first minute of a term: a promotion resumes every
+		// job then, and the checkpoint's I/O can wait.
+		active: func() bool {
+			ps := d.status.Load()
+			return ps != nil && ps.Role == pair.RoleActive && clk.Since(d.roleSince()) >= min(cfg.Backup.Every.D(), time.Minute)
+		}}
 	bj.init()
 	wg.Add(1)
 	go func() { defer wg.Done(); bj.run(runCtx) }()
