@@ -354,19 +354,26 @@ func TestE2ESwitchover(t *testing.T) {
 	}
 }
 
+// crashActiveInMaintenance turns maintenance on from a, waits until b
+// has it, and kills a.
+func (e *e2e) crashActiveInMaintenance() {
+	e.t.Helper()
+	if out, err := e.pair.A.Ctl(e.ctx, "maintenance", "on"); err != nil {
+		e.t.Fatalf("maintenance on: %v\n%s", err, out)
+	}
+	if _, err := e.pair.B.WaitFor(e.ctx, "b sees maintenance", func(s api.Status) bool { return s.Maintenance }); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.pair.A.Crash(e.ctx); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // TestE2EMaintenanceBlocksFailover: with maintenance on, killing the active
 // does not make b take over; turning maintenance off on b lets it.
 func TestE2EMaintenanceBlocksFailover(t *testing.T) {
 	e := newE2E(t)
-	if out, err := e.pair.A.Ctl(e.ctx, "maintenance", "on"); err != nil {
-		t.Fatalf("maintenance on: %v\n%s", err, out)
-	}
-	if _, err := e.pair.B.WaitFor(e.ctx, "b sees maintenance", func(s api.Status) bool { return s.Maintenance }); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.pair.A.Crash(e.ctx); err != nil {
-		t.Fatal(err)
-	}
+	e.crashActiveInMaintenance()
 	e.hold(e.pair.B, 10*deadAfter, "no failover in maintenance", func(st api.Status) bool { return st.Role != "active" && !st.VIP.Owned })
 	if out, err := e.pair.B.Ctl(e.ctx, "maintenance", "off"); err != nil {
 		t.Fatalf("maintenance off: %v\n%s", err, out)
@@ -381,15 +388,7 @@ func TestE2EMaintenanceBlocksFailover(t *testing.T) {
 // the condition alarms that remain cannot be acknowledged away.
 func TestE2EForcePromoteThenAcknowledge(t *testing.T) {
 	e := newE2E(t)
-	if out, err := e.pair.A.Ctl(e.ctx, "maintenance", "on"); err != nil {
-		t.Fatalf("maintenance on: %v\n%s", err, out)
-	}
-	if _, err := e.pair.B.WaitFor(e.ctx, "b sees maintenance", func(s api.Status) bool { return s.Maintenance }); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.pair.A.Crash(e.ctx); err != nil {
-		t.Fatal(err)
-	}
+	e.crashActiveInMaintenance()
 	hasAlarm := func(st api.Status, id string) (api.Alarm, bool) {
 		for _, a := range st.Alarms {
 			if a.ID == id {
