@@ -23,6 +23,7 @@ type Sink struct {
 	key   SinkKey
 	mu    sync.Mutex
 	calls map[string]int
+	from  map[string][]string // the sending address of each call, by key
 	srv   *http.Server
 	done  chan struct{}
 }
@@ -40,7 +41,7 @@ func ByBody(_ *http.Request, b []byte) string {
 
 // StartSink listens on h's LAN address and port until Close.
 func StartSink(h *lab.Host, port int, key SinkKey) (*Sink, error) {
-	s := &Sink{key: key, calls: map[string]int{}, done: make(chan struct{})}
+	s := &Sink{key: key, calls: map[string]int{}, from: map[string][]string{}, done: make(chan struct{})}
 	var ln net.Listener
 	if err := h.Do(func() error {
 		var err error
@@ -52,8 +53,10 @@ func StartSink(h *lab.Host, port int, key SinkKey) (*Sink, error) {
 	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		k := s.key(r, b)
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		s.mu.Lock()
 		s.calls[k]++
+		s.from[k] = append(s.from[k], host)
 		s.mu.Unlock()
 		if ms, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && ms > 0 {
 			clock.Sleep(r.Context(), clock.Real(), time.Duration(ms)*time.Millisecond)
@@ -70,6 +73,25 @@ func (s *Sink) Snapshot() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.calls)
+}
+
+// Repeats splits the repeated calls (beyond each key's first) into those
+// from the address the first came from (the connector's own retry of a
+// call whose answer it did not get) and those from another (the job
+// resumed on the other node after a failover).
+func (s *Sink) Repeats() (sameSender, otherSender int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.from {
+		for _, h := range f[1:] {
+			if h == f[0] {
+				sameSender++
+			} else {
+				otherSender++
+			}
+		}
+	}
+	return sameSender, otherSender
 }
 
 // Total is the number of calls so far.

@@ -372,5 +372,7 @@ func run(ctx context.Context, dur time.Duration, rate int, every time.Duration, 
 	}
 	fmt.Printf("chaos: accepted=%d pg_rows=%d pg_dup=%d pg_lost=%d maria_dup=%d maria_lost=%d nats_dup=%d nats_lost=%d http_seen=%d http_dup=%d failovers=%d faults=%d skipped=%d\n",
 		acc, pgRows, pgDup, pgLost, mariaDup, mariaLost, natsDup, natsLost, httpSeen, httpDup, failovers, faults, skipped)
+	same, other := sk.Repeats()
+	fmt.Printf("chaos: http repeats: %d by the node that made the first call (its connector's retry), %d by the other node (the job resumed there)\n", same, other)
 	return pgDup+pgLost+mariaDup+mariaLost+natsDup+natsLost == 0, nil
 }
