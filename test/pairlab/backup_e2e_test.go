@@ -90,3 +90,71 @@ func TestE2EBackupAndRestore(t *testing.T) {
 		t.Errorf("%d jobs acknowledged, want 600", len(acked))
 	}
 }
+
+// TestE2EDisasterRecoveryFromBackup is the DR procedure of
+// docs/configuration.md on fresh nodes: after two switchovers (epoch 3) a
+// backup is taken; both nodes lose everything (data directories and pair
+// state); b is restored from the backup and both start. b, with the data,
+// must win the election in an epoch above the backup's and a must follow
+// it. Before the pair state took the store's epoch, b's promotion went to
+// epoch 2, which its store refused: the DR pair had no active (a, with an
+// empty store, saw b's data ahead of its own and stayed outdated).
+func TestE2EDisasterRecoveryFromBackup(t *testing.T) {
+	bdir := filepath.Join(t.TempDir(), "backups")
+	e := newE2EWith(t, Options{Extra: "backup:\n  dir: " + bdir + "\n  every: 0s\n"})
+	a, b := e.pair.A, e.pair.B
+	if _, err := a.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	acked := startIngestLoad(t, e, "e1-", 100, 8, time.Minute).wait(t)
+	for _, n := range []*Node{a, b} { // epoch 2 on b, then 3 on a
+		if out, err := n.Ctl(e.ctx, "switchover"); err != nil {
+			t.Fatalf("switchover on %s: %v\n%s", n.Name, err, out)
+		}
+		other := b
+		if n == b {
+			other = a
+		}
+		e.role(other, "active", "paired")
+		e.role(n, "passive", "in-sync")
+	}
+	for k, v := range startIngestLoad(t, e, "e3-", 100, 8, time.Minute).wait(t) {
+		acked[k] = v
+	}
+	out, err := a.Ctl(e.ctx, "backup")
+	if err != nil || !strings.Contains(out, ": epoch 3, ") {
+		t.Fatalf("tandemctl backup on a: %v\n%s", err, out)
+	}
+	src := strings.TrimSuffix(strings.Fields(out)[1], ":")
+	for _, n := range []*Node{b, a} {
+		if err := n.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The DR site: nodes with nothing on them but their configuration.
+	for _, n := range []*Node{a, b} {
+		if err := os.RemoveAll(filepath.Join(n.Dir, "data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.CommandContext(e.ctx, e.pair.opt.Bins.Tandemd, "restore", "--config", b.Config, src).CombinedOutput(); err != nil {
+		t.Fatalf("tandemd restore on b: %v\n%s", err, out)
+	}
+	for _, n := range []*Node{a, b} {
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sb := e.role(b, "active", "")
+	e.role(a, "passive", "in-sync")
+	if sb.Epoch <= 3 {
+		t.Errorf("b active in epoch %d, want above the backup's 3", sb.Epoch)
+	}
+	checkJobsOn(t, e, b, acked)
+	if len(acked) != 200 {
+		t.Errorf("%d jobs acknowledged, want 200", len(acked))
+	}
+	if strings.Contains(b.Log(), "quarantine") || strings.Contains(a.Log(), "quarantine") {
+		t.Errorf("a node quarantined commits after the restore")
+	}
+}
