@@ -39,6 +39,7 @@ const (
 	backupPrefix   = "wip-"
 	backupPartial  = ".partial-"
 	backupFormat   = 1
+	partialGrace   = 30 * time.Minute
 )
 
 // ErrBackup is wrapped by the errors of Backup, ListBackups and Restore.
@@ -196,8 +197,10 @@ func ListBackups(parent string) ([]Backup, error) {
 }
 
 // PruneBackups deletes all but the keep newest backups under parent, and
-// the partial ones older than the newest complete backup (abandoned by a
-// crash). It returns the paths it removed.
+// the partial ones last modified more than partialGrace before the newest
+// complete backup (abandoned by a crash; the grace spares one that another
+// node sharing the directory is still writing). It returns the paths it
+// removed.
 func PruneBackups(parent string, keep int) ([]string, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("%w: keep %d: must be at least 1", ErrBackup, keep)
@@ -223,7 +226,7 @@ func PruneBackups(parent string, keep int) ([]string, error) {
 			continue
 		}
 		fi, err := e.Info()
-		if err != nil || !fi.ModTime().Before(newest.Created) {
+		if err != nil || !fi.ModTime().Before(newest.Created.Add(-partialGrace)) {
 			continue
 		}
 		p := filepath.Join(parent, e.Name())

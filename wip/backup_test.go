@@ -211,6 +211,11 @@ func TestPruneBackups(t *testing.T) {
 		made = append(made, bk)
 		clk.Advance(time.Minute)
 	}
+	// One another node is still writing: recent, kept.
+	writing := filepath.Join(parent, backupPartial+"20261206T040400.000Z-2")
+	os.Mkdir(writing, 0o750)
+	recent := clk.Now().Add(-10 * time.Minute)
+	os.Chtimes(writing, recent, recent)
 	removed, err := PruneBackups(parent, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +227,9 @@ func TestPruneBackups(t *testing.T) {
 	list, err := ListBackups(parent)
 	if err != nil || len(list) != 2 || list[0].Path != made[3].Path || list[1].LSN != 5 {
 		t.Fatalf("left: %+v, %v", list, err)
+	}
+	if _, err := os.Stat(writing); err != nil {
+		t.Errorf("a recent partial backup was removed: %v", err)
 	}
 	if _, err := PruneBackups(parent, 0); err == nil {
 		t.Error("keep 0 accepted")
