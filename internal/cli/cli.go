@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // Exit codes.
@@ -164,23 +165,80 @@ func printResult(o *options, r api.ActionResult) error {
 }
 
 func switchoverCmd(o *options) *cobra.Command {
-	return &cobra.Command{
-		Use:   "switchover",
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "switchover [--wait]",
 		Short: "Hand the active role over to the passive (run on the active)",
 		Long: "The active pauses its runtime, waits until the passive has acknowledged every commit,\n" +
 			"releases the VIP and hands over; the passive promotes at once. Refused unless the\n" +
-			"passive is in sync.",
+			"passive is in sync.\n\n" +
+			"With --wait it returns once the peer is active in a new epoch and this node is passive\n" +
+			"and in sync with it, and says how long each took (this node's status, polled every\n" +
+			"20 ms): an HA drill. Run it again on the other node to switch back. --timeout bounds\n" +
+			"the wait.",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			c, ctx, cancel := o.client()
 			defer cancel()
-			r, err := c.Switchover(ctx)
-			if err != nil {
-				return err
+			if !wait {
+				r, err := c.Switchover(ctx)
+				if err != nil {
+					return err
+				}
+				return printResult(o, r)
 			}
-			return printResult(o, r)
+			return switchoverAndWait(ctx, o, c)
 		},
 	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the peer to be active and this node in sync, and print the times")
+	return cmd
+}
+
+// SwitchoverTimes is what switchover --wait reports (--json).
+type SwitchoverTimes struct {
+	Peer      string        `json:"peer"`
+	Epoch     uint64        `json:"epoch"`       // the peer's new epoch
+	PeerAfter time.Duration `json:"peer_active"` // from the request to the peer heard active
+	SyncAfter time.Duration `json:"in_sync"`     // to this node passive and in sync
+}
+
+func switchoverAndWait(ctx context.Context, o *options, c *api.Client) error {
+	clk := clock.Real()
+	before, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	start := clk.Now()
+	r, err := c.Switchover(ctx)
+	if err != nil {
+		return err
+	}
+	if !o.json {
+		fmt.Fprintln(o.out, r.Text)
+	}
+	t := SwitchoverTimes{Peer: before.Peer}
+	for {
+		if st, err := c.Status(ctx); err == nil {
+			el := clk.Since(start)
+			if t.PeerAfter == 0 && st.PeerView.Role == "active" && st.PeerView.Epoch > before.Epoch {
+				t.PeerAfter, t.Epoch = el, st.PeerView.Epoch
+			}
+			if t.PeerAfter != 0 && st.Role == "passive" && st.SubState == "in-sync" {
+				t.SyncAfter = el
+				break
+			}
+		}
+		if err := clock.Sleep(ctx, clk, 20*time.Millisecond); err != nil {
+			return fmt.Errorf("switchover accepted, but after %v the peer is %s and this node not yet passive in sync: %w",
+				clk.Since(start).Round(time.Millisecond), map[bool]string{true: "active", false: "not active yet"}[t.PeerAfter != 0], err)
+		}
+	}
+	if o.json {
+		return o.printJSON(t)
+	}
+	fmt.Fprintf(o.out, "%s active in epoch %d after %v; this node passive and in sync after %v\n",
+		t.Peer, t.Epoch, t.PeerAfter.Round(time.Millisecond), t.SyncAfter.Round(time.Millisecond))
+	return nil
 }
 
 func maintenanceCmd(o *options) *cobra.Command {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,5 +164,72 @@ func TestActionsAndExitCodes(t *testing.T) {
 	}
 	if code, _, _ := run("--socket", sock, "frobnicate"); code != ExitUsage {
 		t.Errorf("unknown command: exit %d", code)
+	}
+}
+
+// drill is a backend whose status moves through a switchover: active,
+// then passive syncing with the peer active in epoch 8, then in sync.
+type drill struct {
+	backend
+	mu     sync.Mutex
+	polls  int
+	called bool
+	stuck  bool // the peer never takes over
+}
+
+func (d *drill) Switchover(context.Context) (api.ActionResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.called = true
+	return api.ActionResult{Accepted: true, Text: "switchover started"}, nil
+}
+
+func (d *drill) Status(context.Context) (api.Status, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := api.Status{Node: "a", Peer: "b", Role: "active", SubState: "paired", Epoch: 7,
+		PeerView: api.PeerStatus{Role: "passive", Epoch: 7}}
+	if d.called && !d.stuck {
+		d.polls++
+		switch {
+		case d.polls >= 4:
+			st.Role, st.SubState, st.PeerView = "passive", "in-sync", api.PeerStatus{Role: "active", Epoch: 8}
+		case d.polls >= 2:
+			st.Role, st.SubState, st.PeerView = "passive", "syncing", api.PeerStatus{Role: "active", Epoch: 8}
+		}
+	}
+	return st, nil
+}
+
+func TestSwitchoverWait(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	l, err := api.ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &drill{}
+	srv := &http.Server{Handler: api.NewServer(d, zap.NewNop())}
+	done := make(chan struct{})
+	go func() { srv.Serve(l); close(done) }()
+	defer func() { srv.Close(); <-done }()
+	code, out, errOut := run("--socket", sock, "switchover", "--wait")
+	if code != ExitOK || !strings.Contains(out, "switchover started\nb active in epoch 8 after ") || !strings.Contains(out, "; this node passive and in sync after ") {
+		t.Fatalf("switchover --wait: exit %d, %q %q", code, out, errOut)
+	}
+	if d.polls < 4 {
+		t.Errorf("returned after %d polls, before this node was in sync", d.polls)
+	}
+	var times SwitchoverTimes
+	d.called, d.polls = false, 0
+	code, out, _ = run("--socket", sock, "--json", "switchover", "--wait")
+	if code != ExitOK || json.Unmarshal([]byte(out), &times) != nil || times.Epoch != 8 || times.Peer != "b" || times.SyncAfter < times.PeerAfter {
+		t.Errorf("--json: exit %d, %q", code, out)
+	}
+	d.mu.Lock()
+	d.called, d.stuck = false, true
+	d.mu.Unlock()
+	code, _, errOut = run("--socket", sock, "--timeout", "300ms", "switchover", "--wait")
+	if code != ExitFailed || !strings.Contains(errOut, "switchover accepted, but after") || !strings.Contains(errOut, "the peer is not active yet") {
+		t.Errorf("a peer that never takes over: exit %d, %q", code, errOut)
 	}
 }

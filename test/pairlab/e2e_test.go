@@ -323,11 +323,11 @@ func TestE2EIsolatedActiveFences(t *testing.T) {
 // to the peer, which becomes active; the old active stays passive in sync.
 func TestE2ESwitchover(t *testing.T) {
 	e := newE2E(t)
-	out, err := e.pair.A.Ctl(e.ctx, "switchover")
-	if err != nil {
-		t.Fatalf("tandemctl switchover: %v\n%s", err, out)
+	out, err := e.pair.A.Ctl(e.ctx, "switchover", "--wait")
+	if err != nil || !strings.Contains(out, "b active in epoch ") || !strings.Contains(out, "this node passive and in sync after") {
+		t.Fatalf("tandemctl switchover --wait: %v\n%s", err, out)
 	}
-	t.Logf("tandemctl switchover: %s", strings.TrimSpace(out))
+	t.Logf("tandemctl switchover --wait: %s", strings.TrimSpace(out))
 	e.role(e.pair.B, "active", "paired")
 	e.role(e.pair.A, "passive", "in-sync")
 	out, err = e.pair.B.Ctl(e.ctx, "status")
