@@ -270,6 +270,11 @@ func TestRestoredNodeCatchesUp(t *testing.T) {
 	b = p.open("b", nil)
 	defer b.Close()
 	waitFor(t, "the restored node in sync", inSync(a))
+	// In sync means the primary has sent all it missed and waits for it
+	// from now on; the last of the catch-up may still be on its way.
+	waitFor(t, "the restored node to hold the primary's last commit", func() bool {
+		return b.Status().DurableLSN == a.Status().DurableLSN
+	})
 	for i := 0; i < 150; i++ {
 		k := fmt.Sprintf("k%03d", i)
 		if _, ok, err := b.Get([]byte(k)); err != nil || !ok {
