@@ -45,6 +45,10 @@ const (
 // ErrBackup is wrapped by the errors of Backup, ListBackups and Restore.
 var ErrBackup = errors.New("wip: backup")
 
+// ErrBackupInconsistent: Backup refused a store whose snapshot transfer is
+// not complete (its data is no state the pair ever had).
+var ErrBackupInconsistent = errors.New("the store is inconsistent (a snapshot transfer is not complete)")
+
 // Backup writes a backup of the store under parent (created if missing) and
 // returns it. node is recorded in the manifest. It runs beside commits and
 // replication; a store that is Inconsistent (mid-snapshot) is refused: its
@@ -59,7 +63,7 @@ func (s *Store) Backup(parent, node string) (Backup, error) {
 		return Backup{}, ErrClosed
 	}
 	if inc {
-		return Backup{}, fmt.Errorf("%w: the store is inconsistent (a snapshot transfer is not complete)", ErrBackup)
+		return Backup{}, fmt.Errorf("%w: %w", ErrBackup, ErrBackupInconsistent)
 	}
 	if s.o.FS != vfs.Default {
 		return Backup{}, fmt.Errorf("%w: the store is not on the operating system's file system", ErrBackup)

@@ -142,11 +142,12 @@ func (b *backupJob) register(srv *api.Server) {
 		}
 		info, err := b.take("operator")
 		switch {
-		case errors.Is(err, errNoBackupDir):
+		case errors.Is(err, errNoBackupDir), errors.Is(err, wip.ErrBackupInconsistent):
 			err = fmt.Errorf("%w: %v", api.ErrConflict, err)
-		case err != nil:
-			err = fmt.Errorf("%w: %v", api.ErrConflict, err) // the reason is in the text; nothing was changed
+		case errors.Is(err, wip.ErrClosed):
+			err = fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 		}
+		// Anything else (an I/O error) is the server's: 500, logged.
 		srv.Reply(w, r, info, err)
 	})
 	srv.Handle("GET /v1/backups", func(w http.ResponseWriter, r *http.Request) {
