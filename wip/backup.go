@@ -14,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tandem-ha/tandem/internal/durable"
 )
 
 // BackupManifest is BACKUP.json.
@@ -92,10 +94,10 @@ func (s *Store) Backup(parent, node string) (Backup, error) {
 	m := BackupManifest{Format: backupFormat, Created: now, Node: node, Epoch: epoch, LSN: lsn,
 		Checksum: fmt.Sprintf("%016x", csum), Bytes: size}
 	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeFileSync(filepath.Join(tmp, backupManifest), append(b, '\n')); err != nil {
+	if err := durable.WriteFile(filepath.Join(tmp, backupManifest), append(b, '\n'), 0o640); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := durable.SyncDir(tmp); err != nil {
 		return fail(err)
 	}
 	name := fmt.Sprintf("%s%s-e%d-l%d", backupPrefix, now.Format("20060102T150405.000Z"), epoch, lsn)
@@ -103,7 +105,7 @@ func (s *Store) Backup(parent, node string) (Backup, error) {
 	if err := os.Rename(tmp, final); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := durable.SyncDir(parent); err != nil {
 		return Backup{}, fmt.Errorf("%w: %v", ErrBackup, err)
 	}
 	return Backup{Path: final, BackupManifest: m}, nil
@@ -285,7 +287,7 @@ func Restore(src, dst string) (Backup, error) {
 	if err := os.Rename(tmp, dst); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
 		return Backup{}, fmt.Errorf("%w: %v", ErrBackup, err)
 	}
 	return b, nil
@@ -347,7 +349,7 @@ func copyDir(src, dst string) error {
 			return err
 		}
 	}
-	return syncDir(dst)
+	return durable.SyncDir(dst)
 }
 
 func copyFile(src, dst string) error {
@@ -369,32 +371,4 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -77,6 +77,7 @@ import (
 
 	"github.com/tandem-ha/tandem/connectors"
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/durable"
 )
 
 // Kind is the connector kind.
@@ -283,15 +284,6 @@ func (c *Conn) temp(data []byte) (string, error) {
 	return p, nil
 }
 
-func (c *Conn) syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 func (c *Conn) write(name string, data []byte) (connectors.Result, error) {
 	final := filepath.Join(c.dir, name)
 	vals := map[string]any{"path": final, "bytes": int64(len(data))}
@@ -311,7 +303,7 @@ func (c *Conn) write(name string, data []byte) (connectors.Result, error) {
 		}
 		return connectors.Result{}, fmt.Errorf("fileconn: publish %s: %w", final, err)
 	}
-	if err := c.syncDir(c.dir); err != nil {
+	if err := durable.SyncDir(c.dir); err != nil {
 		return connectors.Result{}, fmt.Errorf("fileconn: sync %s: %w", c.dir, err)
 	}
 	return connectors.Result{Values: vals}, nil
@@ -327,7 +319,7 @@ func (c *Conn) put(name string, data []byte) (connectors.Result, error) {
 		os.Remove(tmp)
 		return connectors.Result{}, fmt.Errorf("fileconn: publish %s: %w", final, err)
 	}
-	if err := c.syncDir(c.dir); err != nil {
+	if err := durable.SyncDir(c.dir); err != nil {
 		return connectors.Result{}, fmt.Errorf("fileconn: sync %s: %w", c.dir, err)
 	}
 	return connectors.Result{Values: map[string]any{"path": final, "bytes": int64(len(data))}}, nil

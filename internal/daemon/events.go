@@ -109,10 +109,7 @@ func (l *eventLog) take(id string) (api.Alarm, bool) {
 
 // clear removes an alarm and reports whether it was raised.
 func (l *eventLog) clear(id string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	_, ok := l.alarms[id]
-	delete(l.alarms, id)
+	_, ok := l.take(id)
 	return ok
 }
 
