@@ -229,8 +229,12 @@ func switchoverAndWait(ctx context.Context, o *options, c *api.Client) error {
 			}
 		}
 		if err := clock.Sleep(ctx, clk, 20*time.Millisecond); err != nil {
+			peer := "not active yet"
+			if t.PeerAfter != 0 {
+				peer = "active"
+			}
 			return fmt.Errorf("switchover accepted, but after %v the peer is %s and this node not yet passive in sync: %w",
-				clk.Since(start).Round(time.Millisecond), map[bool]string{true: "active", false: "not active yet"}[t.PeerAfter != 0], err)
+				clk.Since(start).Round(time.Millisecond), peer, err)
 		}
 	}
 	if o.json {

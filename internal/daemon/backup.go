@@ -110,7 +110,8 @@ func (b *backupJob) take(why string) (api.BackupInfo, error) {
 		}
 		return api.BackupInfo{}, err
 	}
-	info := api.BackupInfo{Path: bk.Path, Created: bk.Created, Node: bk.Node, Epoch: bk.Epoch, LSN: bk.LSN, Bytes: bk.Bytes, Took: took}
+	info := backupInfo(bk)
+	info.Took = took
 	b.last = bk.Created
 	st.Taken++
 	st.Last, st.LastError, st.LastErrorAt = &info, "", time.Time{}
@@ -129,6 +130,10 @@ func (b *backupJob) take(why string) (api.BackupInfo, error) {
 		b.ev.add(now, "alarm", "backup-failed cleared")
 	}
 	return info, nil
+}
+
+func backupInfo(b wip.Backup) api.BackupInfo {
+	return api.BackupInfo{Path: b.Path, Created: b.Created, Node: b.Node, Epoch: b.Epoch, LSN: b.LSN, Bytes: b.Bytes}
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
@@ -158,7 +163,7 @@ func (b *backupJob) register(srv *api.Server) {
 		bs, err := wip.ListBackups(b.dir)
 		out := make([]api.BackupInfo, 0, len(bs))
 		for _, x := range bs {
-			out = append(out, api.BackupInfo{Path: x.Path, Created: x.Created, Node: x.Node, Epoch: x.Epoch, LSN: x.LSN, Bytes: x.Bytes})
+			out = append(out, backupInfo(x))
 		}
 		srv.Reply(w, r, out, err)
 	})
