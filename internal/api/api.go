@@ -28,25 +28,32 @@ import (
 
 // Status is the pair as one node sees it.
 type Status struct {
-	Node        string            `json:"node"`
-	Peer        string            `json:"peer"`
-	Role        string            `json:"role"`      // starting, passive, active, maintenance, stopping
-	SubState    string            `json:"sub_state"` // e.g. in-sync, outdated, paired, alone
-	Epoch       uint64            `json:"epoch"`
-	RoleSince   time.Time         `json:"role_since"`
-	Maintenance bool              `json:"maintenance"`
-	PeerView    PeerStatus        `json:"peer_view"`
-	Paths       []PathStatus      `json:"paths"`
-	Replication ReplicationStatus `json:"replication"`
-	VIP         VIPStatus         `json:"vip"`
-	TieBreaker  TieBreakerStatus  `json:"tie_breaker"`
-	Runtime     RuntimeStatus     `json:"runtime"`
-	Backup      BackupStatus      `json:"backup"`
-	Alarms      []Alarm           `json:"alarms"`
-	Events      []Event           `json:"events"` // the most recent ones
-	Counters    Counters          `json:"counters"`
-	Version     string            `json:"version"`
-	Now         time.Time         `json:"now"`
+	Node        string    `json:"node"`
+	Peer        string    `json:"peer"`
+	Role        string    `json:"role"`      // starting, passive, active, maintenance, stopping
+	SubState    string    `json:"sub_state"` // e.g. in-sync, outdated, paired, alone
+	Epoch       uint64    `json:"epoch"`
+	RoleSince   time.Time `json:"role_since"`
+	Maintenance bool      `json:"maintenance"`
+	// SwitchoverRequested: this passive node asks the active peer to hand
+	// over (`tandemctl switchover` run here) and waits for it.
+	SwitchoverRequested bool `json:"switchover_requested,omitempty"`
+	// SwitchoverReady: `tandemctl switchover` would be accepted now, on
+	// this node; otherwise SwitchoverBlocked says why not.
+	SwitchoverReady   bool              `json:"switchover_ready"`
+	SwitchoverBlocked string            `json:"switchover_blocked,omitempty"`
+	PeerView          PeerStatus        `json:"peer_view"`
+	Paths             []PathStatus      `json:"paths"`
+	Replication       ReplicationStatus `json:"replication"`
+	VIP               VIPStatus         `json:"vip"`
+	TieBreaker        TieBreakerStatus  `json:"tie_breaker"`
+	Runtime           RuntimeStatus     `json:"runtime"`
+	Backup            BackupStatus      `json:"backup"`
+	Alarms            []Alarm           `json:"alarms"`
+	Events            []Event           `json:"events"` // the most recent ones
+	Counters          Counters          `json:"counters"`
+	Version           string            `json:"version"`
+	Now               time.Time         `json:"now"`
 }
 
 // PeerStatus is what this node knows of its peer from heartbeats.

@@ -17,6 +17,7 @@ const (
 	flagHandover
 	flagDegraded
 	flagDataKnown
+	flagWantActive
 )
 
 func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
@@ -33,6 +34,7 @@ func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
 	set(a.Handover, flagHandover)
 	set(a.Degraded, flagDegraded)
 	set(a.DataKnown, flagDataKnown)
+	set(a.WantActive, flagWantActive)
 	p := heartbeat.Payload{Epoch: a.Epoch, Role: uint8(a.Role), CommittedLSN: a.LSN, AppliedLSN: a.LSN, Health: h, Generation: a.MaintGen}
 	if a.Handover {
 		p.Handover = 1
@@ -53,6 +55,7 @@ func advertFromPayload(p heartbeat.Payload) pair.Advert {
 		Handover:    h&flagHandover != 0 || p.Handover != 0,
 		Degraded:    h&flagDegraded != 0,
 		DataKnown:   h&flagDataKnown != 0,
+		WantActive:  h&flagWantActive != 0,
 		MaintGen:    p.Generation,
 	}
 }

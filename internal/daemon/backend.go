@@ -37,12 +37,15 @@ func (b *backend) Status(ctx context.Context) (api.Status, error) {
 	}
 	now := d.clk.Now()
 	st := api.Status{
-		Node:        d.node,
-		Peer:        b.peer,
-		Role:        roleName(*ps),
-		SubState:    ps.Substate,
-		Epoch:       ps.Epoch,
-		Maintenance: ps.Maintenance,
+		Node:                d.node,
+		Peer:                b.peer,
+		Role:                roleName(*ps),
+		SubState:            ps.Substate,
+		Epoch:               ps.Epoch,
+		Maintenance:         ps.Maintenance,
+		SwitchoverRequested: ps.SwitchoverRequested,
+		SwitchoverReady:     ps.SwitchoverBlocked == "",
+		SwitchoverBlocked:   ps.SwitchoverBlocked,
 		PeerView: api.PeerStatus{
 			Alive:        ps.PeerAlive,
 			Role:         ps.Peer.Role.String(),
@@ -124,7 +127,13 @@ func (b *backend) Events(ctx context.Context, after uint64) ([]api.Event, error)
 
 // command hands an admin event to the driver and waits for the machine.
 func (b *backend) command(ctx context.Context, ev pair.Admin, ok string) (api.ActionResult, error) {
-	req := adminReq{ev: ev, reply: make(chan error, 1)}
+	return b.commandThen(ctx, ev, func(pair.Status) string { return ok })
+}
+
+// commandThen is command with the answer's text made from the machine's
+// status right after the command.
+func (b *backend) commandThen(ctx context.Context, ev pair.Admin, ok func(pair.Status) string) (api.ActionResult, error) {
+	req := adminReq{ev: ev, reply: make(chan adminReply, 1)}
 	select {
 	case b.d.admin <- req:
 	case <-ctx.Done():
@@ -133,8 +142,8 @@ func (b *backend) command(ctx context.Context, ev pair.Admin, ok string) (api.Ac
 		return api.ActionResult{}, fmt.Errorf("%w: the daemon is stopping", api.ErrUnavailable)
 	}
 	select {
-	case err := <-req.reply:
-		if err != nil {
+	case r := <-req.reply:
+		if err := r.err; err != nil {
 			if errors.Is(err, pair.ErrRefused) {
 				return api.ActionResult{Accepted: false, Text: err.Error()}, fmt.Errorf("%w: %v", api.ErrConflict, err)
 			}
@@ -143,14 +152,19 @@ func (b *backend) command(ctx context.Context, ev pair.Admin, ok string) (api.Ac
 			}
 			return api.ActionResult{Accepted: false, Text: err.Error()}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 		}
-		return api.ActionResult{Accepted: true, Text: ok}, nil
+		return api.ActionResult{Accepted: true, Text: ok(r.st)}, nil
 	case <-ctx.Done():
 		return api.ActionResult{}, ctx.Err()
 	}
 }
 
 func (b *backend) Switchover(ctx context.Context) (api.ActionResult, error) {
-	return b.command(ctx, pair.Admin{Cmd: pair.AdminSwitchover}, "switchover started: the runtime pauses, then the peer takes over")
+	return b.commandThen(ctx, pair.Admin{Cmd: pair.AdminSwitchover}, func(st pair.Status) string {
+		if st.SwitchoverRequested {
+			return "switchover requested: the active peer pauses its runtime, then hands over to this node"
+		}
+		return "switchover started: the runtime pauses, then the peer takes over"
+	})
 }
 
 func (b *backend) Maintenance(ctx context.Context, on bool) (api.ActionResult, error) {

@@ -71,7 +71,13 @@ type watchdogDev interface {
 // adminReq is an operator command waiting for the machine's verdict.
 type adminReq struct {
 	ev    pair.Admin
-	reply chan error
+	reply chan adminReply
+}
+
+// adminReply is the machine's verdict and its status right after it.
+type adminReply struct {
+	err error
+	st  pair.Status
 }
 
 // driver owns the pair state machine and carries out its actions.
@@ -166,7 +172,7 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 		case ev = <-d.in:
 		case req := <-d.admin:
 			rd, err := d.m.Step(d.clk.Now(), req.ev)
-			req.reply <- err
+			req.reply <- adminReply{err: err, st: d.m.Status()}
 			if err == nil {
 				d.ev.add(d.clk.Now(), "admin", req.ev.String())
 				if d.apply(rd) {

@@ -118,6 +118,16 @@
 // new epoch (higher than anything the peer may have picked meanwhile, or lower
 // and then it demotes when it hears the peer): exactly one active either way.
 //
+// A switchover asked for on the passive (AdminSwitchover there): when this
+// node is in sync and the peer is heard active, it advertises WantActive.
+// The active answers each request once, on the heartbeat that brings it:
+// with the planned switchover above when switchoverBlocked allows it,
+// otherwise with switchover-failed naming the reason. Promotion withdraws
+// a served request; so do switchover-timeout, the peer going silent or
+// leaving the active role, and this node falling out of sync, each with
+// switchover-failed (a peer that predates the bit ignores it, and only the
+// timeout ends the request). Either node can thus start the drill's legs.
+//
 // Alarms: a condition alarm (outdated, maintenance, path-down:<path>,
 // lan-down, peer-lost, no-failover, split-heartbeat) stands while its
 // condition holds and the machine clears it when it ends. An event alarm

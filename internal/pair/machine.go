@@ -97,6 +97,9 @@ type Machine struct {
 	handover    bool // passive, advertising Handover to the peer
 	handoverAt  time.Time
 	stopAfterHO bool
+	asking      bool // passive, advertising WantActive: an operator's switchover run here
+	askAt       time.Time
+	askServed   bool // active: the peer's current request was answered (started or refused)
 
 	stopping bool // orderly stop in progress (no handover)
 	stopped  bool
@@ -260,7 +263,7 @@ func (m *Machine) Advert() Advert {
 		Node: m.cfg.NodeID, Epoch: m.epoch, Role: m.role, LSN: m.lsn,
 		Maintenance: m.maint, MaintGen: m.maintGen, Outdated: m.outdated || m.repl == ReplInconsistent || m.repl == ReplOutdated,
 		LANUp: m.lanHealthy(), HearPeer: m.peerSeen && !m.forcedSilent && m.silentFor() < m.t.SuspectAfter,
-		Handover: m.handover,
+		Handover: m.handover, WantActive: m.asking,
 		Degraded: m.now.Before(m.degraded), DataKnown: m.lsnKnown,
 	}
 }
@@ -569,8 +572,16 @@ func (m *Machine) onAdmin(e Admin) error {
 			m.setMaint(on, "operator", false)
 		}
 	case AdminSwitchover:
+		if m.role == RolePassive {
+			if why := m.requestBlocked(); why != "" {
+				return fmt.Errorf("%w: switchover: %s", ErrRefused, why)
+			}
+			m.asking, m.askAt = true, m.now
+			m.notice("switchover requested: asking the active peer to hand over")
+			return nil
+		}
 		if m.role != RoleActive {
-			return fmt.Errorf("%w: switchover: this node is %s, not active", ErrRefused, m.role)
+			return fmt.Errorf("%w: switchover: this node is %s, neither active nor passive", ErrRefused, m.role)
 		}
 		if why := m.switchoverBlocked(); why != "" {
 			return fmt.Errorf("%w: switchover: %s", ErrRefused, why)
@@ -629,6 +640,75 @@ func (m *Machine) switchoverBlocked() string {
 		return "the peer is not in sync"
 	}
 	return ""
+}
+
+// requestBlocked says why this passive node cannot ask the active peer to
+// hand over now ("" if it can): the same conditions as switchoverBlocked,
+// seen from this side.
+func (m *Machine) requestBlocked() string {
+	switch {
+	case m.stopping:
+		return "this node is stopping"
+	case m.asking:
+		return fmt.Sprintf("a switchover was already requested %v ago", m.now.Sub(m.askAt))
+	case m.handover:
+		return "this node is handing over to the peer"
+	case !m.peerAlive():
+		return "the peer is not heard"
+	case m.peer.Role != RoleActive:
+		return fmt.Sprintf("the peer is %s, not active", m.peer.Role)
+	case m.outdated || m.repl == ReplInconsistent || m.repl == ReplOutdated:
+		return "this node's data is stale (I5)"
+	case m.repl != ReplInSync:
+		return fmt.Sprintf("this node is not in sync (%s)", m.repl)
+	}
+	return ""
+}
+
+// checkRequest withdraws this passive node's request for a switchover when
+// it can no longer be served. Promotion withdraws a served one.
+func (m *Machine) checkRequest() {
+	if !m.asking {
+		return
+	}
+	why := ""
+	switch {
+	case m.stopping:
+		why = "this node is stopping"
+	case m.now.Sub(m.askAt) >= m.t.SwitchoverTimeout:
+		why = fmt.Sprintf("the peer did not hand over within %v (see its alarms; a tandemd that predates the request ignores it)", m.t.SwitchoverTimeout)
+	case m.peer.Handover:
+		return // served: the handover promotes this node
+	case !m.peerAlive():
+		why = "the peer went silent"
+	case m.peer.Role != RoleActive:
+		why = fmt.Sprintf("the peer is %s, not active", m.peer.Role)
+	case m.outdated || m.repl != ReplInSync:
+		why = fmt.Sprintf("this node fell out of sync (%s)", m.repl)
+	default:
+		return
+	}
+	m.asking = false
+	m.raise("switchover-failed", "switchover request withdrawn: "+why)
+}
+
+// answerRequest: the active answers the passive peer's request for a
+// switchover (Advert.WantActive) once; the peer withdraws it when it
+// promotes or gives up.
+func (m *Machine) answerRequest() {
+	if !m.peer.WantActive || !m.peerAlive() {
+		m.askServed = false
+		return
+	}
+	if m.askServed {
+		return
+	}
+	m.askServed = true
+	if why := m.switchoverBlocked(); why != "" {
+		m.raise("switchover-failed", "the peer asked for a switchover, refused: "+why)
+		return
+	}
+	m.startSwitchover("requested on the peer", false)
 }
 
 func (m *Machine) startSwitchover(why string, stop bool) {
@@ -758,6 +838,7 @@ func (m *Machine) finishStop() {
 	}
 	m.role = RoleStopped
 	m.stopped = true
+	m.asking = false
 	m.notice("stopped")
 }
 
@@ -774,6 +855,7 @@ func (m *Machine) promoteWith(why string, force, peerFollows bool) {
 	// tie-breaker just confirmed us (silence).
 	m.lastMutual = m.now
 	m.handover = false
+	m.asking, m.askServed = false, false
 	m.reason = why
 	m.clear("no-failover")
 	m.persist()
@@ -899,6 +981,10 @@ func (m *Machine) evalActive() {
 		}
 		return
 	}
+	m.answerRequest()
+	if m.ho != hoNone {
+		return
+	}
 	if m.peerAlive() {
 		m.clear("peer-lost")
 	} else {
@@ -916,6 +1002,7 @@ func (m *Machine) evalActive() {
 }
 
 func (m *Machine) evalPassive() {
+	m.checkRequest()
 	if m.stopping {
 		return
 	}
@@ -1063,6 +1150,9 @@ func (m *Machine) wake() time.Time {
 	if m.ho != hoNone {
 		add(m.hoAt.Add(m.t.SwitchoverTimeout))
 	}
+	if m.asking {
+		add(m.askAt.Add(m.t.SwitchoverTimeout))
+	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].Before(cands[j]) })
 	return cands[0]
 }
@@ -1072,7 +1162,15 @@ func (m *Machine) Status() Status {
 	s := Status{
 		Role: m.role, Epoch: m.epoch, Maintenance: m.maint, Outdated: m.outdated,
 		PeerAlive: m.peerAlive(), Peer: m.peer, PeerSeen: m.peerSeen, LastHeard: m.lastHeard,
-		Reason: m.reason, Alarms: map[string]string{},
+		Reason: m.reason, Alarms: map[string]string{}, SwitchoverRequested: m.asking,
+	}
+	switch m.role {
+	case RoleActive:
+		s.SwitchoverBlocked = m.switchoverBlocked()
+	case RolePassive:
+		s.SwitchoverBlocked = m.requestBlocked()
+	default:
+		s.SwitchoverBlocked = fmt.Sprintf("this node is %s, neither active nor passive", m.role)
 	}
 	for k, v := range m.alarms {
 		s.Alarms[k] = v

@@ -90,7 +90,7 @@ func TestStepRejectsBadInput(t *testing.T) {
 		{Replication{State: 42}, "replication: state 42"},
 		{Admin{Cmd: 99}, "admin: unknown command 99"},
 		{Admin{Cmd: AdminForcePromote}, "data-loss acknowledgement"},
-		{Admin{Cmd: AdminSwitchover}, "switchover: this node is starting, not active"},
+		{Admin{Cmd: AdminSwitchover}, "switchover: this node is starting, neither active nor passive"},
 		{ActionFailed{Kind: 200}, "action-failed: unknown action kind 200"},
 	}
 	before := m.Status()

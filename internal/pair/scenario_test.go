@@ -244,6 +244,10 @@ func (s *sim) exec(t *testing.T, line string) string {
 		s.lanSplit = arg(1) == "on"
 	case "allow-dual":
 		s.allowDual = true
+	case "old-advert":
+		// The node runs a tandemd that predates the switchover request
+		// (Advert.WantActive): the bit is lost on its way in.
+		s.node(t, arg(1)).oldAdvert = true
 	case "admin":
 		n := s.node(t, arg(1))
 		var ev Admin

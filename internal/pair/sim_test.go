@@ -73,6 +73,7 @@ type simNode struct {
 	wake        *item
 	lastClaimOK bool // persist-before-claim bookkeeping
 	claimEpoch  uint64
+	oldAdvert   bool // plays a tandemd that predates Advert.WantActive: it never sees the bit
 }
 
 type sim struct {
@@ -433,6 +434,9 @@ func (s *sim) sendHB(n *simNode) {
 			if o.gen != gen || !o.up {
 				return
 			}
+			if o.oldAdvert {
+				adv.WantActive = false
+			}
 			o.lastRx[p] = s.now
 			s.deliver(o, PeerAlive{Path: p, Seq: seq, Advert: adv})
 		})
@@ -562,6 +566,9 @@ func (s *sim) status() string {
 		}
 		if n.froze {
 			b.WriteString(" frozen")
+		}
+		if st.SwitchoverRequested {
+			b.WriteString(" switchover-requested")
 		}
 		var ids []string
 		for id := range st.Alarms {

@@ -90,6 +90,7 @@ type Advert struct {
 	LANUp       bool   // health: data LAN link up and the gateway reachable
 	HearPeer    bool   // the sender hears the receiver
 	Handover    bool   // the (former) active hands the role to the receiver
+	WantActive  bool   // the (passive) sender asks the active receiver to hand over
 	Degraded    bool   // the sender failed to take the role recently: prefer the other
 	DataKnown   bool   // the sender's store reported its LSN: elections wait for it
 }
@@ -99,7 +100,7 @@ func (a Advert) String() string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{a.Maintenance, "maint"}, {a.Outdated, "outdated"}, {!a.LANUp, "lan-down"}, {a.Handover, "handover"}, {a.Degraded, "degraded"}} {
+	}{{a.Maintenance, "maint"}, {a.Outdated, "outdated"}, {!a.LANUp, "lan-down"}, {a.Handover, "handover"}, {a.WantActive, "want-active"}, {a.Degraded, "degraded"}} {
 		if f.on {
 			fl = append(fl, f.name)
 		}
@@ -394,4 +395,10 @@ type Status struct {
 	LastHeard   time.Time
 	Reason      string            // why the role last changed
 	Alarms      map[string]string // id -> text
+	// SwitchoverRequested: this passive node asks the active peer to hand
+	// over (an operator's switchover run here), since an AdminSwitchover.
+	SwitchoverRequested bool
+	// SwitchoverBlocked says why AdminSwitchover would be refused now ("":
+	// it would be accepted). A drill's next leg waits for "".
+	SwitchoverBlocked string
 }

@@ -1,0 +1,80 @@
+package pair
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestActiveAnswersARequestOnce: the active answers a passive peer's
+// switchover request (Advert.WantActive) once, by the same rules as its own
+// switchover. A refusal raises switchover-failed with the reason and is not
+// repeated while the request stands (the heartbeats carry it every
+// interval); a new request (the bit dropped, then set again) is answered
+// again. The scenario scripts cannot reach the refusal: the requesting
+// passive checks the same conditions first, so only a race between the two
+// views leads there. Forged adverts play it.
+func TestActiveAnswersARequestOnce(t *testing.T) {
+	tm, _ := Profile("default")
+	s := newSim(Config{Timing: tm})
+	a, b := s.nodes[0], s.nodes[1]
+	s.start(a)
+	s.start(b)
+	s.run(s.now.Add(time.Second))
+	if st := a.m.Status(); st.Role != RoleActive || st.Substate != "paired" {
+		t.Fatalf("a after boot: %s/%s", st.Role, st.Substate)
+	}
+	// From here on only forged adverts of b count (their sequence numbers
+	// are above b's own); b's heartbeats still keep it alive.
+	seq := uint64(1) << 40
+	send := func(want, outdated bool) []string {
+		t.Helper()
+		seq++
+		adv := b.advert
+		adv.WantActive, adv.Outdated = want, outdated
+		s.log = nil
+		s.deliver(a, PeerAlive{Path: "ha1", Seq: seq, Advert: adv})
+		s.run(s.now.Add(10 * time.Millisecond))
+		var out []string
+		for _, l := range s.log {
+			if strings.Contains(l, " a: ") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	has := func(lines []string, sub string) bool {
+		for _, l := range lines {
+			if strings.Contains(l, sub) {
+				return true
+			}
+		}
+		return false
+	}
+
+	got := send(true, true)
+	if !has(got, "raise-alarm switchover-failed: the peer asked for a switchover, refused: the peer's data is outdated (I5)") {
+		t.Fatalf("a refusal: want switchover-failed naming the reason, got %q", got)
+	}
+	if has(got, "stop-runtime") || a.m.Status().Role != RoleActive {
+		t.Fatalf("a refused request paused the runtime: %q", got)
+	}
+	// The same request, heard again: not answered twice (the alarm text is
+	// the same, so a second answer would show as a stop-runtime only).
+	if got := send(true, false); has(got, "stop-runtime") {
+		t.Fatalf("the standing request was answered twice: %q", got)
+	}
+	if _, ok := a.m.Status().Alarms["switchover-failed"]; !ok {
+		t.Fatal("switchover-failed not raised")
+	}
+	// Withdrawn, then asked again with the peer in order: a switches over.
+	if got := send(false, false); has(got, "stop-runtime") {
+		t.Fatalf("no request, yet: %q", got)
+	}
+	if got := send(true, false); !has(got, "stop-runtime graceful") {
+		t.Fatalf("a new request was not answered with a switchover: %q", got)
+	}
+	if st := a.m.Status(); st.Substate != "handing-over" {
+		t.Errorf("a: %s/%s, want active/handing-over", st.Role, st.Substate)
+	}
+}
