@@ -23,7 +23,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/internal/api"
-	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // Exit codes.
@@ -69,7 +68,7 @@ func newRoot(o *options) *cobra.Command {
 	root.PersistentFlags().BoolVar(&o.json, "json", false, "print the API's JSON, for scripts")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	root.SetOut(o.out)
-	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), maintenanceCmd(o), forcePromoteCmd(o), ackAlarmCmd(o), backupCmd(o), backupsCmd(o), connectorCmd(o))
+	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), drillCmd(o), maintenanceCmd(o), forcePromoteCmd(o), ackAlarmCmd(o), backupCmd(o), backupsCmd(o), connectorCmd(o))
 	root.AddCommand(runtimeCmds(o)...)
 	return root
 }
@@ -161,87 +160,6 @@ func printResult(o *options, r api.ActionResult) error {
 		return o.printJSON(r)
 	}
 	fmt.Fprintln(o.out, r.Text)
-	return nil
-}
-
-func switchoverCmd(o *options) *cobra.Command {
-	var wait bool
-	cmd := &cobra.Command{
-		Use:   "switchover [--wait]",
-		Short: "Hand the active role over to the passive (run on the active)",
-		Long: "The active pauses its runtime, waits until the passive has acknowledged every commit,\n" +
-			"releases the VIP and hands over; the passive promotes at once. Refused unless the\n" +
-			"passive is in sync.\n\n" +
-			"With --wait it returns once the peer is active in a new epoch and this node is passive\n" +
-			"and in sync with it, and says how long each took (this node's status, polled every\n" +
-			"20 ms): an HA drill. Run it again on the other node to switch back. --timeout bounds\n" +
-			"the wait.",
-		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			c, ctx, cancel := o.client()
-			defer cancel()
-			if !wait {
-				r, err := c.Switchover(ctx)
-				if err != nil {
-					return err
-				}
-				return printResult(o, r)
-			}
-			return switchoverAndWait(ctx, o, c)
-		},
-	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the peer to be active and this node in sync, and print the times")
-	return cmd
-}
-
-// SwitchoverTimes is what switchover --wait reports (--json).
-type SwitchoverTimes struct {
-	Peer      string        `json:"peer"`
-	Epoch     uint64        `json:"epoch"`       // the peer's new epoch
-	PeerAfter time.Duration `json:"peer_active"` // from the request to the peer heard active
-	SyncAfter time.Duration `json:"in_sync"`     // to this node passive and in sync
-}
-
-func switchoverAndWait(ctx context.Context, o *options, c *api.Client) error {
-	clk := clock.Real()
-	before, err := c.Status(ctx)
-	if err != nil {
-		return err
-	}
-	start := clk.Now()
-	r, err := c.Switchover(ctx)
-	if err != nil {
-		return err
-	}
-	if !o.json {
-		fmt.Fprintln(o.out, r.Text)
-	}
-	t := SwitchoverTimes{Peer: before.Peer}
-	for {
-		if st, err := c.Status(ctx); err == nil {
-			el := clk.Since(start)
-			if t.PeerAfter == 0 && st.PeerView.Role == "active" && st.PeerView.Epoch > before.Epoch {
-				t.PeerAfter, t.Epoch = el, st.PeerView.Epoch
-			}
-			if t.PeerAfter != 0 && st.Role == "passive" && st.SubState == "in-sync" {
-				t.SyncAfter = el
-				break
-			}
-		}
-		if err := clock.Sleep(ctx, clk, 20*time.Millisecond); err != nil {
-			peer := "not active yet"
-			if t.PeerAfter != 0 {
-				peer = "active"
-			}
-			return fmt.Errorf("switchover accepted, but after %v the peer is %s and this node not yet passive in sync: %w",
-				clk.Since(start).Round(time.Millisecond), peer, err)
-		}
-	}
-	if o.json {
-		return o.printJSON(t)
-	}
-	fmt.Fprintf(o.out, "%s active in epoch %d after %v; this node passive and in sync after %v\n",
-		t.Peer, t.Epoch, t.PeerAfter.Round(time.Millisecond), t.SyncAfter.Round(time.Millisecond))
 	return nil
 }
 
@@ -387,6 +305,14 @@ func PrintStatus(w io.Writer, st api.Status) {
 		peer = fmt.Sprintf("%s, epoch %d, data %s", pv.Role, pv.Epoch, orDash(pv.DataState))
 	}
 	fmt.Fprintf(w, "peer %s: %s, last heartbeat %s\n", st.Peer, peer, ago(pv.LastSeen))
+	switch {
+	case st.SwitchoverRequested:
+		fmt.Fprintln(w, "switchover: requested here, waiting for the peer to hand over")
+	case st.SwitchoverReady:
+		fmt.Fprintln(w, "switchover: ready")
+	case st.SwitchoverBlocked != "":
+		fmt.Fprintf(w, "switchover: not now (%s)\n", st.SwitchoverBlocked)
+	}
 	fmt.Fprintln(w, "paths:")
 	for _, p := range st.Paths {
 		state := "DOWN"

@@ -27,7 +27,7 @@ type backend struct {
 
 func (b *backend) Status(context.Context) (api.Status, error) {
 	return api.Status{
-		Node: "a", Peer: "b", Role: "active", SubState: "paired", Epoch: 7, RoleSince: t0.Add(-90 * time.Second),
+		Node: "a", Peer: "b", Role: "active", SubState: "paired", Epoch: 7, RoleSince: t0.Add(-90 * time.Second), SwitchoverReady: true,
 		PeerView: api.PeerStatus{Alive: true, Role: "passive", Epoch: 7, DataState: "up-to-date", LastSeen: t0.Add(-40 * time.Millisecond)},
 		Paths: []api.PathStatus{
 			{Name: "ha1", Up: true, RTT: 180 * time.Microsecond, LastSeen: t0.Add(-40 * time.Millisecond)},
@@ -102,7 +102,7 @@ func TestStatusHumanAndJSON(t *testing.T) {
 	}
 	for _, want := range []string{
 		"node a: ACTIVE (paired), epoch 7, since 1m30s ago",
-		"peer b: passive, epoch 7, data up-to-date, last heartbeat 40ms ago",
+		"peer b: passive, epoch 7, data up-to-date, last heartbeat 40ms ago\nswitchover: ready\n",
 		"ha1   up   rtt 180µs",
 		"lan   DOWN rtt 0s        loss 100.0%  last seen 5s ago  (3 invalid datagrams dropped)",
 		"committed LSN 1234, peer acked 1234",
@@ -167,69 +167,132 @@ func TestActionsAndExitCodes(t *testing.T) {
 	}
 }
 
-// drill is a backend whose status moves through a switchover: active,
-// then passive syncing with the peer active in epoch 8, then in sync.
-type drill struct {
+// pairModel is a backend for node a of a pair whose status moves through
+// switchovers: asked on either node, the other node is active in the next
+// epoch two polls later and the old active in sync two polls after that.
+type pairModel struct {
 	backend
-	mu     sync.Mutex
-	polls  int
-	called bool
-	stuck  bool // the peer never takes over
+	mu       sync.Mutex
+	aActive  bool
+	epoch    uint64
+	pending  bool // a switchover runs
+	polls    int
+	stuck    bool // the switchover never completes
+	withdraw bool // a's request is withdrawn at the second poll
 }
 
-func (d *drill) Switchover(context.Context) (api.ActionResult, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.called = true
-	return api.ActionResult{Accepted: true, Text: "switchover started"}, nil
+func (p *pairModel) Switchover(context.Context) (api.ActionResult, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending, p.polls = true, 0
+	if p.aActive {
+		return api.ActionResult{Accepted: true, Text: "switchover started"}, nil
+	}
+	return api.ActionResult{Accepted: true, Text: "switchover requested"}, nil
 }
 
-func (d *drill) Status(context.Context) (api.Status, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	st := api.Status{Node: "a", Peer: "b", Role: "active", SubState: "paired", Epoch: 7,
-		PeerView: api.PeerStatus{Role: "passive", Epoch: 7}}
-	if d.called && !d.stuck {
-		d.polls++
+func (p *pairModel) Status(context.Context) (api.Status, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	syncing := false
+	var alarms []api.Alarm
+	requested := p.pending && !p.aActive
+	if p.pending && !p.stuck {
+		p.polls++
 		switch {
-		case d.polls >= 4:
-			st.Role, st.SubState, st.PeerView = "passive", "in-sync", api.PeerStatus{Role: "active", Epoch: 8}
-		case d.polls >= 2:
-			st.Role, st.SubState, st.PeerView = "passive", "syncing", api.PeerStatus{Role: "active", Epoch: 8}
+		case p.withdraw && p.polls >= 2:
+			p.pending, requested = false, false
+			alarms = append(alarms, api.Alarm{ID: "switchover-failed", Text: "switchover request withdrawn: the peer went silent"})
+		case p.polls == 2:
+			p.aActive, p.epoch, syncing = !p.aActive, p.epoch+1, true
+			requested = false
+		case p.polls == 3:
+			syncing = true
+		case p.polls >= 4:
+			p.pending = false
+		}
+	}
+	st := api.Status{Node: "a", Peer: "b", Epoch: p.epoch, SwitchoverRequested: requested, Alarms: alarms,
+		SwitchoverReady: !syncing && !requested}
+	if p.aActive {
+		st.Role, st.SubState, st.PeerView = "active", "paired", api.PeerStatus{Role: "passive", Epoch: p.epoch}
+		st.Replication.PeerState = "in-sync"
+		if syncing {
+			st.Replication.PeerState = "catching-up"
+		}
+	} else {
+		st.Role, st.SubState, st.PeerView = "passive", "in-sync", api.PeerStatus{Role: "active", Epoch: p.epoch}
+		if syncing {
+			st.SubState = "syncing"
 		}
 	}
 	return st, nil
 }
 
-func TestSwitchoverWait(t *testing.T) {
+func TestSwitchoverWaitAndDrill(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "d.sock")
 	l, err := api.ListenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &drill{}
-	srv := &http.Server{Handler: api.NewServer(d, zap.NewNop())}
+	p := &pairModel{aActive: true, epoch: 7}
+	srv := &http.Server{Handler: api.NewServer(p, zap.NewNop())}
 	done := make(chan struct{})
 	go func() { srv.Serve(l); close(done) }()
 	defer func() { srv.Close(); <-done }()
+	state := func() (bool, uint64) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.aActive, p.epoch
+	}
+
+	// On the active: the peer takes over, then this node is in sync.
 	code, out, errOut := run("--socket", sock, "switchover", "--wait")
-	if code != ExitOK || !strings.Contains(out, "switchover started\nb active in epoch 8 after ") || !strings.Contains(out, "; this node passive and in sync after ") {
-		t.Fatalf("switchover --wait: exit %d, %q %q", code, out, errOut)
+	if code != ExitOK || !strings.HasPrefix(out, "switchover started\nb active in epoch 8 after ") || !strings.Contains(out, "; a passive and in sync after ") {
+		t.Fatalf("switchover --wait on the active: exit %d, %q %q", code, out, errOut)
 	}
-	if d.polls < 4 {
-		t.Errorf("returned after %d polls, before this node was in sync", d.polls)
+	if active, e := state(); active || e != 8 {
+		t.Fatalf("after the first switchover: a active %t, epoch %d", active, e)
 	}
+	// On the passive (a request): this node takes over, then the peer is in sync.
 	var times SwitchoverTimes
-	d.called, d.polls = false, 0
 	code, out, _ = run("--socket", sock, "--json", "switchover", "--wait")
-	if code != ExitOK || json.Unmarshal([]byte(out), &times) != nil || times.Epoch != 8 || times.Peer != "b" || times.SyncAfter < times.PeerAfter {
-		t.Errorf("--json: exit %d, %q", code, out)
+	if code != ExitOK || json.Unmarshal([]byte(out), &times) != nil || times.Epoch != 9 || times.From != "b" || times.To != "a" ||
+		times.ActiveAfter == 0 || times.SyncAfter < times.ActiveAfter {
+		t.Errorf("switchover --wait on the passive, --json: exit %d, %q", code, out)
 	}
-	d.mu.Lock()
-	d.called, d.stuck = false, true
-	d.mu.Unlock()
+	if active, e := state(); !active || e != 9 {
+		t.Fatalf("after the request: a active %t, epoch %d", active, e)
+	}
+	// The drill: there and back, from the active.
+	code, out, errOut = run("--socket", sock, "drill")
+	if code != ExitOK || !strings.Contains(out, "leg 1: b active in epoch 10 after ") || !strings.Contains(out, "leg 2: a active in epoch 11 after ") ||
+		!strings.HasSuffix(out, "drill passed: a active again in epoch 11\n") {
+		t.Errorf("drill: exit %d, %q %q", code, out, errOut)
+	}
+	// And from the passive, as JSON.
+	run("--socket", sock, "switchover", "--wait")
+	var d DrillReport
+	code, out, _ = run("--socket", sock, "--json", "drill")
+	if code != ExitOK || json.Unmarshal([]byte(out), &d) != nil || len(d.Legs) != 2 ||
+		d.Legs[0].From != "b" || d.Legs[0].To != "a" || d.Legs[0].Epoch != 13 || d.Legs[1].To != "b" || d.Legs[1].Epoch != 14 {
+		t.Errorf("drill --json from the passive: exit %d, %q", code, out)
+	}
+	// A request the machine withdraws: the error carries the alarm's text.
+	p.mu.Lock()
+	p.withdraw = true
+	p.mu.Unlock()
+	code, _, errOut = run("--socket", sock, "drill")
+	if code != ExitFailed || !strings.Contains(errOut, "drill, leg 1 of 2: switchover requested, but a is still passive after") ||
+		!strings.Contains(errOut, "the peer went silent") {
+		t.Errorf("a withdrawn request: exit %d, %q", code, errOut)
+	}
+	// A switchover that never completes: --timeout ends the wait.
+	p.mu.Lock()
+	p.withdraw, p.stuck, p.aActive = false, true, true
+	p.mu.Unlock()
 	code, _, errOut = run("--socket", sock, "--timeout", "300ms", "switchover", "--wait")
-	if code != ExitFailed || !strings.Contains(errOut, "switchover accepted, but after") || !strings.Contains(errOut, "the peer is not active yet") {
+	if code != ExitFailed || !strings.Contains(errOut, "switchover accepted, but after") || !strings.Contains(errOut, "b is not active yet and a not yet passive in sync") {
 		t.Errorf("a peer that never takes over: exit %d, %q", code, errOut)
 	}
 }
