@@ -324,7 +324,7 @@ func TestE2EIsolatedActiveFences(t *testing.T) {
 func TestE2ESwitchover(t *testing.T) {
 	e := newE2E(t)
 	out, err := e.pair.A.Ctl(e.ctx, "switchover", "--wait")
-	if err != nil || !strings.Contains(out, "b active in epoch ") || !strings.Contains(out, "this node passive and in sync after") {
+	if err != nil || !strings.Contains(out, "b active in epoch ") || !strings.Contains(out, "a passive and in sync after") {
 		t.Fatalf("tandemctl switchover --wait: %v\n%s", err, out)
 	}
 	t.Logf("tandemctl switchover --wait: %s", strings.TrimSpace(out))

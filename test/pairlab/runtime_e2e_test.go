@@ -240,6 +240,61 @@ func TestE2EPauseSwitchover(t *testing.T) {
 	}
 }
 
+// TestE2EDrill: `tandemctl drill` run on the passive while jobs run. Leg 1
+// is a request: b asks, a pauses and hands over. Leg 2 is b's own
+// switchover back. Every job completes, the pair ends where it began (a
+// active, two epochs later) and both nodes record why the role moved.
+func TestE2EDrill(t *testing.T) {
+	e := newE2EWith(t, Options{ForceStopAfter: "2s"})
+	sk := startSink(t, e.lab.Host(lab.Client))
+	if _, err := e.pair.A.API.Deploy(e.ctx, map[string]string{"rt.yaml": runtimeProject(e.lab.Host(lab.Client).LAN4)}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	before := e.role(e.pair.A, "active", "paired")
+	ids := append(startJobs(t, e, "slow", 4), startJobs(t, e, "five", 40)...)
+	for sk.Total() < 4 && e.ctx.Err() == nil {
+		clock.Sleep(e.ctx, e.clk, 10*time.Millisecond)
+	}
+	out, err := e.pair.B.Ctl(e.ctx, "drill")
+	t.Logf("tandemctl drill on b:\n%s", strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("tandemctl drill: %v", err)
+	}
+	for _, want := range []string{
+		"switchover requested", fmt.Sprintf("leg 1: b active in epoch %d after ", before.Epoch+1),
+		"switchover started", fmt.Sprintf("leg 2: a active in epoch %d after ", before.Epoch+2),
+		fmt.Sprintf("drill passed: a active again in epoch %d", before.Epoch+2),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("drill output lacks %q", want)
+		}
+	}
+	e.role(e.pair.A, "active", "paired")
+	e.role(e.pair.B, "passive", "in-sync")
+	jobs := waitJobs(t, e, e.pair.A, ids, 2*time.Minute)
+	resumed := 0
+	for _, id := range ids {
+		resumed += jobs[id].Resumptions
+	}
+	t.Logf("%d jobs completed, %d resumptions across the two legs", len(ids), resumed)
+	for n, want := range map[*Node]string{e.pair.A: "requested on the peer", e.pair.B: "handover from the peer"} {
+		evs, err := n.API.Events(e.ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, ev := range evs {
+			found = found || (ev.Kind == "role" && strings.Contains(ev.Text, want))
+		}
+		if !found {
+			t.Errorf("no role event on %s says %q", n.Name, want)
+		}
+	}
+	if e.status(e.pair.B).SwitchoverRequested {
+		t.Errorf("b still shows its switchover request after the drill")
+	}
+}
+
 // TestE2EFinishedJobsPurgedOnBothNodes: with job-retention 3s the active
 // deletes finished jobs by itself, the deletion reaches the passive's
 // store through replication, and an unfinished job stays.
