@@ -179,6 +179,7 @@ type pairModel struct {
 	polls    int
 	stuck    bool // the switchover never completes
 	withdraw bool // a's request is withdrawn at the second poll
+	maint    bool // maintenance mode: a passive shows as "maintenance"
 }
 
 func (p *pairModel) Switchover(context.Context) (api.ActionResult, error) {
@@ -224,6 +225,9 @@ func (p *pairModel) Status(context.Context) (api.Status, error) {
 		st.Role, st.SubState, st.PeerView = "passive", "in-sync", api.PeerStatus{Role: "active", Epoch: p.epoch}
 		if syncing {
 			st.SubState = "syncing"
+		}
+		if p.maint {
+			st.Role, st.Maintenance = "maintenance", true
 		}
 	}
 	return st, nil
@@ -278,6 +282,16 @@ func TestSwitchoverWaitAndDrill(t *testing.T) {
 		d.Legs[0].From != "b" || d.Legs[0].To != "a" || d.Legs[0].Epoch != 13 || d.Legs[1].To != "b" || d.Legs[1].Epoch != 14 {
 		t.Errorf("drill --json from the passive: exit %d, %q", code, out)
 	}
+	// In maintenance mode (a passive shows as "maintenance"), from either side.
+	p.mu.Lock()
+	p.maint = true
+	p.mu.Unlock()
+	if code, out, errOut := run("--socket", sock, "--timeout", "5s", "drill"); code != ExitOK || !strings.Contains(out, "drill passed") {
+		t.Errorf("drill in maintenance mode: exit %d, %q %q", code, out, errOut)
+	}
+	p.mu.Lock()
+	p.maint = false
+	p.mu.Unlock()
 	// A request the machine withdraws: the error carries the alarm's text.
 	p.mu.Lock()
 	p.withdraw = true
