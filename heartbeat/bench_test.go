@@ -79,7 +79,7 @@ func received(h *Heartbeat) uint64 {
 func BenchmarkDatagram(b *testing.B) {
 	ms, mr := hmac.New(sha256.New, testKey), hmac.New(sha256.New, testKey)
 	d := newDetector([]string{"ha1"}, time.Second, time.Second, t0)
-	buf := make([]byte, 0, FrameLen+18)
+	buf := make([]byte, 0, FrameLenV2+18)
 	scratch := make([]byte, 0, 18+MACLen)
 	f := sampleFrame()
 	var evs []Event

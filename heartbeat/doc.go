@@ -50,7 +50,7 @@
 //   - pump: one; moves queued events to the Events channel. Stops with
 //     the context; Run then closes Events.
 //
-// # Wire format (version 1)
+// # Wire format (version 2)
 //
 // One UDP datagram per path per round, all integers big-endian:
 //
@@ -87,27 +87,40 @@
 //	+---------------------------------------------------------------+
 //	|                       round number (64)                       | 92
 //	+---------------------------------------------------------------+
-//	|          HMAC-SHA256 (256 bits) over bytes 0-99 || dest       | 100
-//	+---------------------------------------------------------------+  132
+//	|      peer boot id: the receiver's, as last accepted (64)      | 100
+//	+---------------------------------------------------------------+
+//	|          HMAC-SHA256 (256 bits) over bytes 0-107 || dest      | 108
+//	+---------------------------------------------------------------+  140
 //
 // dest is the destination of the datagram as the sender addresses it (the
 // receiver's Path.Local): 16 bytes of address (IPv4 in its IPv4-mapped
 // form) and 2 bytes of port. It is authenticated but not sent, so a
 // datagram copied to another path fails verification.
 //
-// Magic, Version, BodyLen, MACLen, FrameLen and MaxFrameLen are part of the
-// format. A receiver accepts any version >= 1 whose datagram is at least
-// FrameLen bytes: a later version may only append fields before the MAC,
-// which the MAC covers and an older receiver ignores, so versions N and N+1
-// interoperate during a rolling upgrade. A version-1 datagram is exactly
-// FrameLen bytes. Boot id, sequence and round are never zero.
+// Magic, Version, BodyLen, BodyLenV2, MACLen, FrameLen, FrameLenV2 and
+// MaxFrameLen are part of the format. A receiver accepts any version >= 1
+// whose datagram is at least FrameLen bytes: a later version may only
+// append fields before the MAC, which the MAC covers and an older receiver
+// ignores, so versions N and N+1 interoperate during a rolling upgrade.
+// Version 1 is the layout above without the peer boot id (FrameLen, 132
+// bytes, MAC over bytes 0-99); a version-2 datagram is exactly FrameLenV2
+// bytes; a later one at least FrameLenV2. Boot id, sequence and round are
+// never zero; the peer boot id is 0 until the sender has accepted a
+// datagram from the receiver.
 //
 // Freshness: each sender numbers the datagrams of each path from 1 within
 // a run (boot id). A receiver keeps, per path, the highest sequence and a
 // 64-entry window behind it (RFC 4303 style): a sequence seen before or
 // older than the window is a replay. A larger boot id means the peer
 // restarted (PeerRestarted; windows reset); a smaller one is a replay.
-// Boot ids must therefore grow across restarts (Config.BootID).
+// Boot ids must therefore grow across restarts (Config.BootID). A node
+// that lost the record of its last boot id and whose clock is behind
+// (a re-imaged appliance before NTP) would be refused for as long; the
+// peer boot id field heals it: a node that receives, in an authenticated
+// and fresh datagram, a peer boot id above its own raises its own to one
+// more (after Config.PersistBootID) and restarts its sequences, and the
+// peer sees a restart. A replayed or forged floor can only raise a boot
+// id, never lower one, and only the pair key makes one.
 //
 // Payload order: the paths have different delays, so an older round can
 // arrive on a slow path after a newer one on a fast path. Every datagram
@@ -127,7 +140,8 @@
 //
 // The detector cannot tell a dead peer from a partition: that is the
 // tie-breaker's job (internal/tiebreak), and the state machine's. A peer
-// restarted with its wall clock stepped back (and no persisted BootID) is
-// refused as a replay until this node restarts too: count it in
-// Stats.Dropped.Replay and alarm on it.
+// restarted with its wall clock stepped back and no persisted BootID is
+// refused as a replay (Stats.Dropped.Replay) until its own heartbeat has
+// read this node's floor and raised its boot id: one round trip. A peer of
+// version 1 sends no floor, so it heals only if both run version 2.
 package heartbeat

@@ -73,8 +73,15 @@ type Config struct {
 	// the next (receivers refuse a smaller one as a replay). 0 means the
 	// clock's Unix time in nanoseconds at New, which grows as long as the
 	// wall clock is not stepped back across a restart; a daemon that
-	// persists a boot counter should pass it instead.
+	// persists a boot counter should pass it instead. A run that learns
+	// from the peer's datagrams that the peer last accepted a larger boot
+	// id from this node (its state was lost and its clock is behind)
+	// raises its own past it, after PersistBootID.
 	BootID uint64
+	// PersistBootID, if set, makes a raised boot id durable before any
+	// datagram carries it (so that the next run starts above it). While it
+	// fails the boot id stays and the raise is retried every round.
+	PersistBootID func(id uint64) error
 	// Clock is the time source; nil means clock.Real().
 	Clock clock.Clock
 	// Logger receives the component's logs (named "heartbeat"); nil discards them.
@@ -175,8 +182,10 @@ type Heartbeat struct {
 	rearm   chan struct{} // cap 1: a verdict turned alive; watch recomputes its deadline
 	q       *eventQueue
 
-	graces atomic.Uint64 // late wake-ups that postponed a verdict
-	ticks  atomic.Uint64 // detector ticks done (tests wait on it)
+	bootID   atomic.Uint64 // this run's boot id; raised past the peer's floor
+	bootWant atomic.Uint64 // the floor a receiver saw, plus one: the sender raises to it
+	graces   atomic.Uint64 // late wake-ups that postponed a verdict
+	ticks    atomic.Uint64 // detector ticks done (tests wait on it)
 
 	runMu     sync.Mutex
 	ran       bool
@@ -262,17 +271,40 @@ func newWithConns(cfg Config, conns []*net.UDPConn) *Heartbeat {
 	for i, p := range cfg.Paths {
 		names[i] = p.Name
 	}
-	return &Heartbeat{
+	h := &Heartbeat{
 		cfg: cfg, clk: cfg.Clock, log: cfg.Logger.Named("heartbeat"), conns: conns, start: now,
 		det:     newDetector(names, cfg.DeadAfter, cfg.PathDeadAfter, now),
 		sendNow: make(chan struct{}, 1),
 		rearm:   make(chan struct{}, 1),
 		q:       newEventQueue(),
 	}
+	h.bootID.Store(cfg.BootID)
+	return h
 }
 
-// BootID returns this run's boot id.
-func (h *Heartbeat) BootID() uint64 { return h.cfg.BootID }
+// BootID returns this run's boot id (Config.BootID, or the one it was
+// raised to).
+func (h *Heartbeat) BootID() uint64 { return h.bootID.Load() }
+
+// raiseBoot: the sender takes a new boot id when a receiver saw the peer
+// report a larger one of ours. It persists it first; seqs restart at 1.
+func (h *Heartbeat) raiseBoot(seqs []uint64) {
+	want, cur := h.bootWant.Load(), h.bootID.Load()
+	if want <= cur {
+		return
+	}
+	if h.cfg.PersistBootID != nil {
+		if err := h.cfg.PersistBootID(want); err != nil {
+			h.log.Error("cannot persist the raised boot id; the peer keeps dropping our heartbeats as replays",
+				zap.Uint64("boot_id", cur), zap.Uint64("want", want), zap.Error(err))
+			return
+		}
+	}
+	h.log.Warn("boot id raised: the peer last accepted a larger one from this node (state lost, clock behind?)",
+		zap.Uint64("from", cur), zap.Uint64("to", want))
+	h.bootID.Store(want)
+	clear(seqs)
+}
 
 // Events delivers the detector's verdicts in order. Payload-only updates
 // (PeerAlive following PeerAlive) are coalesced when the reader lags, so
@@ -375,14 +407,16 @@ func (h *Heartbeat) sender(ctx context.Context) {
 	mac := hmac.New(sha256.New, h.cfg.Key)
 	seqs := make([]uint64, len(h.conns))
 	round := uint64(0)
-	buf := make([]byte, 0, FrameLen+18) // room for the destination (see sum)
+	buf := make([]byte, 0, FrameLenV2+18) // room for the destination (see sum)
 	logged := make([]bool, len(h.conns))
 	type echo struct{ tx, hold uint64 }
 	echoes := make([]echo, len(h.conns))
 	for {
+		h.raiseBoot(seqs)
+		boot := h.bootID.Load()
 		now := h.clk.Now()
 		h.mu.Lock()
-		payload := h.payload
+		payload, peerBoot := h.payload, h.det.peerBoot
 		for i := range echoes {
 			echoes[i].tx, echoes[i].hold = h.det.echo(i, now)
 		}
@@ -390,8 +424,9 @@ func (h *Heartbeat) sender(ctx context.Context) {
 		round++
 		for i, c := range h.conns {
 			seqs[i]++
-			f := frame{NodeID: h.cfg.NodeID, PairID: h.cfg.PairID, BootID: h.cfg.BootID, Seq: seqs[i], Round: round, PathID: uint8(i),
-				Payload: payload, TxNanos: uint64(now.Sub(h.start)) + 1, EchoNanos: echoes[i].tx, HoldNanos: echoes[i].hold}
+			f := frame{NodeID: h.cfg.NodeID, PairID: h.cfg.PairID, BootID: boot, Seq: seqs[i], Round: round, PathID: uint8(i),
+				Payload: payload, TxNanos: uint64(now.Sub(h.start)) + 1, EchoNanos: echoes[i].tx, HoldNanos: echoes[i].hold,
+				PeerBoot: peerBoot}
 			remote := h.cfg.Paths[i].Remote
 			buf = encode(buf[:0], mac, &f, remote)
 			_, err := c.WriteToUDPAddrPort(buf, remote)
@@ -478,6 +513,21 @@ func (h *Heartbeat) receive(i int, b []byte, from, remote netip.AddrPort, now ti
 		return evs, err
 	}
 	evs, err = h.det.accept(i, &f, now, evs)
+	if err == nil && f.PeerBoot > h.bootID.Load() {
+		// The peer last accepted a larger boot id of ours: this run
+		// started below it and every datagram we send is a replay to
+		// the peer. The sender raises ours past it.
+		for {
+			w := h.bootWant.Load()
+			if f.PeerBoot+1 <= w || h.bootWant.CompareAndSwap(w, f.PeerBoot+1) {
+				break
+			}
+		}
+		select {
+		case h.sendNow <- struct{}{}:
+		default:
+		}
+	}
 	if h.det.rearm {
 		h.det.rearm = false
 		select {

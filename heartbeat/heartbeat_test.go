@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -456,5 +457,65 @@ func TestPeerRestartIsReported(t *testing.T) {
 	waitEvent(t, a.Events(), PeerAlive, &seen)
 	if d := a.Stats()[0].Dropped; d != (Drops{}) {
 		t.Fatalf("drops %+v across an honest restart", d)
+	}
+}
+
+// TestRestartBelowTheLastBootIDRecovers: b restarts with a boot id below
+// the one a last accepted (its state was lost and its clock is behind: a
+// re-imaged appliance before NTP). a drops b's datagrams as replays, but
+// its own carry the floor (PeerBoot); b raises its boot id past it after
+// persisting it, and a hears b again (PeerRestarted, then PeerAlive). The
+// first persist fails: b keeps its id and retries on the next round.
+func TestRestartBelowTheLastBootIDRecovers(t *testing.T) {
+	ca, cb, pa, pb := udpPair(t, 2)
+	a := newWithConns(testConfig(t, 1, pa, clock.Real()), ca)
+	run(t, a)
+	cfgB := testConfig(t, 2, pb, clock.Real())
+	cfgB.BootID = 1000
+	b := newWithConns(cfgB, cb)
+	ctx, stopB := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	var seen []string
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	stopB()
+	<-done
+	var conns []*net.UDPConn
+	for _, p := range pb {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(p.Local))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	var mu sync.Mutex
+	var persisted []uint64
+	cfgB.BootID = 400 // the clock behind the last run's
+	cfgB.PersistBootID = func(id uint64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		persisted = append(persisted, id)
+		if len(persisted) == 1 {
+			return errors.New("disk full")
+		}
+		return nil
+	}
+	b2 := newWithConns(cfgB, conns)
+	run(t, b2)
+	e := waitEvent(t, a.Events(), PeerRestarted, &seen)
+	if e.BootID != 1001 || e.OldBootID != 1000 {
+		t.Fatalf("restart event %s, want boot 1001 (the floor 1000 plus one), old 1000", e)
+	}
+	waitEvent(t, a.Events(), PeerAlive, &seen)
+	if got := b2.BootID(); got != 1001 {
+		t.Errorf("b's boot id %d, want 1001", got)
+	}
+	mu.Lock()
+	if len(persisted) < 2 || persisted[0] != 1001 || persisted[1] != 1001 {
+		t.Errorf("persisted %v, want 1001 refused once, then 1001", persisted)
+	}
+	mu.Unlock()
+	if r := a.Stats()[0].Dropped.Replay + a.Stats()[1].Dropped.Replay; r == 0 {
+		t.Errorf("a dropped no replays: b's boot id 400 was accepted, the test proves nothing")
 	}
 }

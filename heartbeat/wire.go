@@ -15,13 +15,19 @@ const (
 	// Version is the protocol version this package sends. Receivers accept
 	// any version >= 1 whose body is at least BodyLen bytes: later
 	// versions only append fields before the MAC, so N and N+1 interoperate.
-	Version uint8 = 1
+	Version uint8 = 2
 	// BodyLen is the length of the version-1 body (everything before the MAC).
 	BodyLen = 100
+	// BodyLenV2 is the length of the version-2 body: BodyLen and the
+	// peer boot id.
+	BodyLenV2 = BodyLen + 8
 	// MACLen is the length of the HMAC-SHA256 trailer.
 	MACLen = 32
-	// FrameLen is the length of a version-1 datagram.
+	// FrameLen is the length of a version-1 datagram, the shortest accepted.
 	FrameLen = BodyLen + MACLen
+	// FrameLenV2 is the length of a version-2 datagram, what this package
+	// sends; later versions are at least as long.
+	FrameLenV2 = BodyLenV2 + MACLen
 	// MaxFrameLen bounds what a receiver reads; longer datagrams are malformed.
 	MaxFrameLen = 512
 	// MinKeyLen is the shortest pair key accepted.
@@ -50,6 +56,7 @@ const (
 	offEcho      = 76
 	offHold      = 84
 	offRound     = 92
+	offPeerBoot  = 100 // version 2
 )
 
 // frame is one decoded datagram.
@@ -68,11 +75,16 @@ type frame struct {
 	// TxNanos the sender received from us on this path and HoldNanos how
 	// long it held it before this send (RTT = now - EchoNanos - HoldNanos).
 	TxNanos, EchoNanos, HoldNanos uint64
+	// PeerBoot (version 2) is the receiver's boot id as the sender last
+	// accepted it (0: none yet, or a version-1 sender). A receiver that
+	// finds it above its own boot id restarted with a smaller one and
+	// raises its own past it (see Heartbeat).
+	PeerBoot uint64
 }
 
-// appendBody appends the version-1 body of f to dst.
+// appendBody appends the version-2 body of f to dst.
 func appendBody(dst []byte, f *frame) []byte {
-	var b [BodyLen]byte
+	var b [BodyLenV2]byte
 	be := binary.BigEndian
 	be.PutUint32(b[offMagic:], Magic)
 	b[offVersion] = Version
@@ -94,6 +106,7 @@ func appendBody(dst []byte, f *frame) []byte {
 	be.PutUint64(b[offEcho:], f.EchoNanos)
 	be.PutUint64(b[offHold:], f.HoldNanos)
 	be.PutUint64(b[offRound:], f.Round)
+	be.PutUint64(b[offPeerBoot:], f.PeerBoot)
 	return append(dst, b[:]...)
 }
 
@@ -156,6 +169,12 @@ func decode(b []byte) (frame, error) {
 	if f.Version == 1 && len(b) != FrameLen {
 		return f, fmt.Errorf("%w: version 1 datagram of %d bytes, want %d", ErrMalformed, len(b), FrameLen)
 	}
+	if f.Version == 2 && len(b) != FrameLenV2 {
+		return f, fmt.Errorf("%w: version 2 datagram of %d bytes, want %d", ErrMalformed, len(b), FrameLenV2)
+	}
+	if f.Version > 2 && len(b) < FrameLenV2 {
+		return f, fmt.Errorf("%w: version %d datagram of %d bytes, want at least %d", ErrMalformed, f.Version, len(b), FrameLenV2)
+	}
 	f.NodeID = b[offNode]
 	f.PairID = be.Uint32(b[offPair:])
 	f.BootID = be.Uint64(b[offBoot:])
@@ -174,6 +193,9 @@ func decode(b []byte) (frame, error) {
 	f.EchoNanos = be.Uint64(b[offEcho:])
 	f.HoldNanos = be.Uint64(b[offHold:])
 	f.Round = be.Uint64(b[offRound:])
+	if f.Version >= 2 {
+		f.PeerBoot = be.Uint64(b[offPeerBoot:])
+	}
 	if f.BootID == 0 || f.Seq == 0 || f.Round == 0 {
 		return f, fmt.Errorf("%w: zero boot id, sequence or round", ErrMalformed)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
+	"hash"
 	"net/netip"
 	"testing"
 	"time"
@@ -18,15 +19,22 @@ var (
 func sampleFrame() frame {
 	return frame{NodeID: 1, PairID: 42, BootID: 0x1122334455667788, Seq: 9, Round: 4, PathID: 1,
 		Payload: Payload{Epoch: 7, Role: 2, CommittedLSN: 1000, AppliedLSN: 990, Health: 0x5, Handover: 3, Generation: 0xabcdef},
-		TxNanos: 123, EchoNanos: 100, HoldNanos: 7}
+		TxNanos: 123, EchoNanos: 100, HoldNanos: 7, PeerBoot: 0x1122334455667700}
+}
+
+// v1Datagram is f as a version-1 sender (before PeerBoot) sends it.
+func v1Datagram(m hash.Hash, f frame) []byte {
+	body := appendBody(nil, &f)[:BodyLen]
+	body[offVersion] = 1
+	return sum(m, body, testDest, body)
 }
 
 func TestWireRoundTrip(t *testing.T) {
 	m := hmac.New(sha256.New, testKey)
 	f := sampleFrame()
 	b := encode(nil, m, &f, testDest)
-	if len(b) != FrameLen {
-		t.Fatalf("datagram of %d bytes, want %d", len(b), FrameLen)
+	if len(b) != FrameLenV2 || b[offVersion] != 2 {
+		t.Fatalf("datagram of %d bytes, version %d, want %d, 2", len(b), b[offVersion], FrameLenV2)
 	}
 	g, err := decode(b)
 	if err != nil {
@@ -67,15 +75,31 @@ func TestWireNextVersionWithAppendedFieldsIsAccepted(t *testing.T) {
 	m := hmac.New(sha256.New, testKey)
 	f := sampleFrame()
 	body := appendBody(nil, &f)
-	body[offVersion] = 2
-	body = append(body, 0xde, 0xad, 0xbe, 0xef) // a field of version 2
+	body[offVersion] = 3
+	body = append(body, 0xde, 0xad, 0xbe, 0xef) // a field of version 3
 	b := sum(m, body, testDest, body)
 	g, err := decode(b)
 	if err != nil {
-		t.Fatalf("version 2 datagram refused: %v", err)
+		t.Fatalf("version 3 datagram refused: %v", err)
 	}
-	if g.Version != 2 || g.Payload != f.Payload || !verify(m, b, testDest, nil) {
-		t.Fatalf("version 2 decoded as %+v", g)
+	if g.Version != 3 || g.Payload != f.Payload || g.PeerBoot != f.PeerBoot || !verify(m, b, testDest, nil) {
+		t.Fatalf("version 3 decoded as %+v", g)
+	}
+}
+
+// TestWireVersion1IsAccepted: a peer that predates PeerBoot (a rolling
+// upgrade) is heard; its datagrams carry no floor.
+func TestWireVersion1IsAccepted(t *testing.T) {
+	m := hmac.New(sha256.New, testKey)
+	f := sampleFrame()
+	b := v1Datagram(m, f)
+	g, err := decode(b)
+	if err != nil {
+		t.Fatalf("version 1 datagram refused: %v", err)
+	}
+	f.PeerBoot, g.Version = 0, 0
+	if g != f || !verify(m, b, testDest, nil) {
+		t.Fatalf("version 1 decoded as %+v, want %+v", g, f)
 	}
 }
 
@@ -84,9 +108,16 @@ func TestWireMalformed(t *testing.T) {
 	f := sampleFrame()
 	good := encode(nil, m, &f, testDest)
 	cases := map[string][]byte{
-		"empty":         nil,
-		"short":         good[:FrameLen-1],
-		"v1 too long":   append(bytes.Clone(good), 0),
+		"empty":       nil,
+		"short":       good[:FrameLen-1],
+		"v1 too long": append(v1Datagram(m, f), 0),
+		"v2 too long": append(bytes.Clone(good), 0),
+		"v2 as long as v1": func() []byte {
+			c := v1Datagram(m, f)
+			c[offVersion] = 2
+			return c
+		}(),
+		"v3 too short":  func() []byte { c := bytes.Clone(good); c[offVersion] = 3; return c[:FrameLen] }(),
 		"huge":          make([]byte, MaxFrameLen+1),
 		"bad magic":     func() []byte { c := bytes.Clone(good); c[0] = 'X'; return c }(),
 		"version 0":     func() []byte { c := bytes.Clone(good); c[offVersion] = 0; return c }(),
@@ -102,7 +133,8 @@ func TestWireMalformed(t *testing.T) {
 }
 
 // FuzzDecode: the decoder never panics, and whatever it accepts re-encodes
-// to the same body (version 1), so no two byte strings mean the same thing.
+// to the same body (versions 1 and 2), so no two byte strings mean the
+// same thing.
 func FuzzDecode(f *testing.F) {
 	m := hmac.New(sha256.New, testKey)
 	fr := sampleFrame()
@@ -117,12 +149,14 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		verify(m, b, testDest, nil) // must not panic either
-		if g.Version != 1 {
+		n := map[uint8]int{1: BodyLen, 2: BodyLenV2}[g.Version]
+		if n == 0 {
 			return
 		}
-		body := appendBody(nil, &g)
+		body := appendBody(nil, &g)[:n]
+		body[offVersion] = g.Version
 		// flags and reserved are ignored on receipt and zero on send.
-		want := bytes.Clone(b[:BodyLen])
+		want := bytes.Clone(b[:n])
 		want[offFlags] = 0
 		want[offReserved], want[offReserved+1] = 0, 0
 		if !bytes.Equal(body, want) {

@@ -44,6 +44,14 @@ func TestBootIDGrowsWhenTheClockStepsBack(t *testing.T) {
 	if id, _, _ := nextBootID(dir, at(1)); id != 7001 {
 		t.Fatalf("after the corrupt file was replaced: boot id %d, want 7001", id)
 	}
+	// A boot id the heartbeat raised during the run (past the one the
+	// peer last accepted) is where the next run starts above.
+	if err := persistBootID(dir, 9_000_000); err != nil {
+		t.Fatal(err)
+	}
+	if id, _, _ := nextBootID(dir, at(8000)); id != 9_000_001 {
+		t.Fatalf("after a raise to 9000000: boot id %d, want 9000001", id)
+	}
 	// A data directory that cannot hold the file fails the start, naming it.
 	if _, _, err := nextBootID(filepath.Join(dir, "missing"), at(1)); err == nil || !strings.Contains(err.Error(), bootIDFile) {
 		t.Fatalf("unwritable directory: %v", err)

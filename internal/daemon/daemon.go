@@ -195,8 +195,9 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		log.Warn("heartbeat boot id: " + warning)
 	}
 	hb, err := heartbeat.New(heartbeat.Config{
-		BootID: bootID,
-		PairID: uint32(cfg.PairID), NodeID: self, Key: key, Paths: paths,
+		BootID:        bootID,
+		PersistBootID: func(id uint64) error { return persistBootID(cfg.DataDir, id) },
+		PairID:        uint32(cfg.PairID), NodeID: self, Key: key, Paths: paths,
 		Interval: timing.Interval, DeadAfter: timing.DeadAfter,
 		Clock: clk, Logger: log.Named("heartbeat"),
 	})

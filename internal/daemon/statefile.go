@@ -88,10 +88,20 @@ func nextBootID(dir string, now time.Time) (id uint64, warning string, err error
 			id = max(id, last+1)
 		}
 	}
-	if err := replaceFile(dir, bootIDFile, []byte(strconv.FormatUint(id, 10)+"\n")); err != nil {
-		return 0, warning, fmt.Errorf("persist boot id in %s: %w", path, err)
+	if err := persistBootID(dir, id); err != nil {
+		return 0, warning, err
 	}
 	return id, warning, nil
+}
+
+// persistBootID makes id the boot id the next run starts above: at start,
+// and when the heartbeat raises this run's past the one the peer last
+// accepted from this node (heartbeat.Config.PersistBootID).
+func persistBootID(dir string, id uint64) error {
+	if err := replaceFile(dir, bootIDFile, []byte(strconv.FormatUint(id, 10)+"\n")); err != nil {
+		return fmt.Errorf("persist boot id in %s: %w", filepath.Join(dir, bootIDFile), err)
+	}
+	return nil
 }
 
 // loadState reads dir/pair-state.json into v; a missing file leaves v
