@@ -120,9 +120,10 @@
 //
 // A switchover asked for on the passive (AdminSwitchover there): when this
 // node is in sync and the peer is heard active, it advertises WantActive.
-// The active answers each request once, on the heartbeat that brings it:
-// with the planned switchover above when switchoverBlocked allows it,
-// otherwise with switchover-failed naming the reason. Promotion withdraws
+// The active answers each request once: with the planned switchover above
+// as soon as switchoverBlocked allows it (its view of the peer may trail
+// the peer's own by a few ms), or, still blocked after half of
+// switchover-timeout, with switchover-failed naming the reason. Promotion withdraws
 // a served request; so do switchover-timeout, the peer going silent or
 // leaving the active role, and this node falling out of sync, each with
 // switchover-failed (a peer that predates the bit ignores it, and only the

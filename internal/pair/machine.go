@@ -99,7 +99,8 @@ type Machine struct {
 	stopAfterHO bool
 	asking      bool // passive, advertising WantActive: an operator's switchover run here
 	askAt       time.Time
-	askServed   bool // active: the peer's current request was answered (started or refused)
+	askServed   bool      // active: the peer's current request was answered (started or refused)
+	askSeenAt   time.Time // active: when the peer's current request was first heard (zero: none)
 
 	stopping bool // orderly stop in progress (no handover)
 	stopped  bool
@@ -694,22 +695,35 @@ func (m *Machine) checkRequest() {
 
 // answerRequest: the active answers the passive peer's request for a
 // switchover (Advert.WantActive) once; the peer withdraws it when it
-// promotes or gives up.
+// promotes or gives up. The request may come before this node sees what
+// the peer sees (the peer in sync a few ms after a handover, say): it is
+// started as soon as switchoverBlocked allows, and refused only when it
+// still does not after askGrace.
 func (m *Machine) answerRequest() {
 	if !m.peer.WantActive || !m.peerAlive() {
-		m.askServed = false
+		m.askServed, m.askSeenAt = false, time.Time{}
 		return
 	}
 	if m.askServed {
 		return
 	}
-	m.askServed = true
-	if why := m.switchoverBlocked(); why != "" {
-		m.raise("switchover-failed", "the peer asked for a switchover, refused: "+why)
-		return
+	if m.askSeenAt.IsZero() {
+		m.askSeenAt = m.now
 	}
-	m.startSwitchover("requested on the peer", false)
+	why := m.switchoverBlocked()
+	switch {
+	case why == "":
+		m.askServed = true
+		m.startSwitchover("requested on the peer", false)
+	case m.now.Sub(m.askSeenAt) >= m.askGrace():
+		m.askServed = true
+		m.raise("switchover-failed", fmt.Sprintf("the peer asked for a switchover, refused after %v: %s", m.askGrace(), why))
+	}
 }
+
+// askGrace is how long the active waits for a requested switchover to be
+// possible: half the time the peer keeps asking.
+func (m *Machine) askGrace() time.Duration { return m.t.SwitchoverTimeout / 2 }
 
 func (m *Machine) startSwitchover(why string, stop bool) {
 	m.ho, m.hoAt, m.hoReason, m.stopAfterHO = hoPausing, m.now, why, stop
@@ -855,7 +869,7 @@ func (m *Machine) promoteWith(why string, force, peerFollows bool) {
 	// tie-breaker just confirmed us (silence).
 	m.lastMutual = m.now
 	m.handover = false
-	m.asking, m.askServed = false, false
+	m.asking, m.askServed, m.askSeenAt = false, false, time.Time{}
 	m.reason = why
 	m.clear("no-failover")
 	m.persist()
@@ -1152,6 +1166,9 @@ func (m *Machine) wake() time.Time {
 	}
 	if m.asking {
 		add(m.askAt.Add(m.t.SwitchoverTimeout))
+	}
+	if !m.askSeenAt.IsZero() && !m.askServed {
+		add(m.askSeenAt.Add(m.askGrace()))
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].Before(cands[j]) })
 	return cands[0]

@@ -8,10 +8,11 @@ import (
 
 // TestActiveAnswersARequestOnce: the active answers a passive peer's
 // switchover request (Advert.WantActive) once, by the same rules as its own
-// switchover. A refusal raises switchover-failed with the reason and is not
-// repeated while the request stands (the heartbeats carry it every
-// interval); a new request (the bit dropped, then set again) is answered
-// again. The scenario scripts cannot reach the refusal: the requesting
+// switchover. A request it cannot serve yet waits up to the grace (half of
+// switchover-timeout) for switchoverBlocked to allow it; then it is
+// refused with switchover-failed naming the reason, and not answered
+// again while it stands (the heartbeats carry it every interval); a new
+// request (the bit dropped, then set again) is answered again. The scenario scripts cannot reach the refusal: the requesting
 // passive checks the same conditions first, so only a race between the two
 // views leads there. Forged adverts play it.
 func TestActiveAnswersARequestOnce(t *testing.T) {
@@ -52,27 +53,33 @@ func TestActiveAnswersARequestOnce(t *testing.T) {
 		return false
 	}
 
-	got := send(true, true)
-	if !has(got, "raise-alarm switchover-failed: the peer asked for a switchover, refused: the peer's data is outdated (I5)") {
-		t.Fatalf("a refusal: want switchover-failed naming the reason, got %q", got)
+	// Blocked: not refused at once (the peer may be a few ms ahead of
+	// this node's view), but after the grace.
+	if got := send(true, true); len(got) != 0 {
+		t.Fatalf("a blocked request was answered at once: %q", got)
 	}
-	if has(got, "stop-runtime") || a.m.Status().Role != RoleActive {
-		t.Fatalf("a refused request paused the runtime: %q", got)
+	s.log = nil
+	s.run(s.now.Add(a.m.askGrace()))
+	if !has(s.log, "a: raise-alarm switchover-failed: the peer asked for a switchover, refused after 30s: the peer's data is outdated (I5)") {
+		t.Fatalf("a refusal after the grace: want switchover-failed naming the reason, got %q", s.log)
 	}
-	// The same request, heard again: not answered twice (the alarm text is
-	// the same, so a second answer would show as a stop-runtime only).
+	if has(s.log, "stop-runtime") || a.m.Status().Role != RoleActive {
+		t.Fatalf("a refused request paused the runtime: %q", s.log)
+	}
+	// The same request, heard again and now possible: not answered twice.
 	if got := send(true, false); has(got, "stop-runtime") {
 		t.Fatalf("the standing request was answered twice: %q", got)
 	}
-	if _, ok := a.m.Status().Alarms["switchover-failed"]; !ok {
-		t.Fatal("switchover-failed not raised")
-	}
-	// Withdrawn, then asked again with the peer in order: a switches over.
+	// Withdrawn, then asked again while blocked, and unblocked within the
+	// grace: a switches over then.
 	if got := send(false, false); has(got, "stop-runtime") {
 		t.Fatalf("no request, yet: %q", got)
 	}
+	if got := send(true, true); len(got) != 0 {
+		t.Fatalf("a blocked request was answered at once: %q", got)
+	}
 	if got := send(true, false); !has(got, "stop-runtime graceful") {
-		t.Fatalf("a new request was not answered with a switchover: %q", got)
+		t.Fatalf("a request that became possible was not answered with a switchover: %q", got)
 	}
 	if st := a.m.Status(); st.Substate != "handing-over" {
 		t.Errorf("a: %s/%s, want active/handing-over", st.Role, st.Substate)
