@@ -427,6 +427,33 @@ func TestNewOverIPv6Loopback(t *testing.T) {
 	waitEvent(t, b.Events(), PeerAlive, &seen)
 }
 
+// runUntilHeard runs b until a hears it, then stops it; b's sockets are
+// closed when it returns, so their addresses are free for its next run.
+func runUntilHeard(t *testing.T, a, b *Heartbeat, seen *[]string) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	waitEvent(t, a.Events(), PeerAlive, seen)
+	stop()
+	<-done
+}
+
+// reopen binds new sockets to the Local addresses of paths.
+func reopen(t *testing.T, paths []Path) []*net.UDPConn {
+	t.Helper()
+	var conns []*net.UDPConn
+	for _, p := range paths {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(p.Local))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
+	}
+	return conns
+}
+
 // TestPeerRestartIsReported: b is stopped and started again on the same
 // addresses (a new run, a larger boot id): a reports PeerRestarted, then
 // PeerAlive, and drops nothing as a replay.
@@ -436,20 +463,10 @@ func TestPeerRestartIsReported(t *testing.T) {
 	run(t, a)
 	cfgB := testConfig(t, 2, pb, clock.Real())
 	cfgB.BootID = 100
-	b := newWithConns(cfgB, cb)
-	ctx, stopB := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
 	var seen []string
-	waitEvent(t, a.Events(), PeerAlive, &seen)
-	stopB()
-	<-done // its socket is closed: the address is free again
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(pb[0].Local))
-	if err != nil {
-		t.Fatal(err)
-	}
+	runUntilHeard(t, a, newWithConns(cfgB, cb), &seen)
 	cfgB.BootID = 101
-	run(t, newWithConns(cfgB, []*net.UDPConn{c}))
+	run(t, newWithConns(cfgB, reopen(t, pb)))
 	e := waitEvent(t, a.Events(), PeerRestarted, &seen)
 	if e.BootID != 101 || e.OldBootID != 100 {
 		t.Fatalf("restart event %s", e)
@@ -472,22 +489,9 @@ func TestRestartBelowTheLastBootIDRecovers(t *testing.T) {
 	run(t, a)
 	cfgB := testConfig(t, 2, pb, clock.Real())
 	cfgB.BootID = 1000
-	b := newWithConns(cfgB, cb)
-	ctx, stopB := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
 	var seen []string
-	waitEvent(t, a.Events(), PeerAlive, &seen)
-	stopB()
-	<-done
-	var conns []*net.UDPConn
-	for _, p := range pb {
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(p.Local))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-	}
+	runUntilHeard(t, a, newWithConns(cfgB, cb), &seen)
+	conns := reopen(t, pb)
 	var mu sync.Mutex
 	var persisted []uint64
 	cfgB.BootID = 400 // the clock behind the last run's
