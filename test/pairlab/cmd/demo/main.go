@@ -162,6 +162,13 @@ func run(ctx context.Context, timing string, keep bool) error {
 	}
 	out, _ = p.A.Ctl(ctx, "status")
 	fmt.Printf("\n$ tandemctl status   # on a\n%s", out)
+
+	step("the HA drill, run on a (passive): a planned switchover to a and back to b, each leg timed")
+	out, err = p.A.Ctl(ctx, "drill")
+	fmt.Printf("\n$ tandemctl drill   # on a\n%s", out)
+	if err != nil {
+		return fmt.Errorf("drill: %w\n--- a's log:\n%s", err, tail(p.A.Log()))
+	}
 	step("tearing down")
 	return nil
 }
