@@ -355,7 +355,12 @@ func (m *Machine) step(ev Event) error {
 		}
 		if !m.pathsDown[e.Path] {
 			m.pathsDown[e.Path] = true
-			m.raise("path-down:"+e.Path, fmt.Sprintf("heartbeat path %s lost (the peer is still heard on the others)", e.Path))
+			ctx := "the peer is still heard on the others"
+			if m.forcedSilent {
+				// The detector reports every path of a silent peer too.
+				ctx = "the peer is silent on every path"
+			}
+			m.raise("path-down:"+e.Path, fmt.Sprintf("heartbeat path %s lost (%s)", e.Path, ctx))
 		}
 	case PathUp:
 		if e.Path == "" {

@@ -259,3 +259,31 @@ func TestWatchdogKickedOnlyWhileLeaseHolds(t *testing.T) {
 		t.Errorf("%d kicks after the peer went silent at %v", kicks, last)
 	}
 }
+
+// TestPathDownTextFollowsThePeer: the heartbeat detector reports every
+// path of a silent peer as down too; those alarms must not claim the peer
+// is still heard on the others (seen in `make demo` after the kill).
+func TestPathDownTextFollowsThePeer(t *testing.T) {
+	m, _, err := New(testConfig(1), Persisted{}, simStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := simStart.Add(time.Second)
+	step := func(ev Event) {
+		t.Helper()
+		if _, err := m.Step(now, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(PeerAlive{Path: "ha1", Seq: 1, Advert: Advert{Node: 2, Role: RolePassive}})
+	step(PathDown{Path: "ha1"})
+	step(PeerSilent{})
+	step(PathDown{Path: "ha2"})
+	al := m.Status().Alarms
+	if got, want := al["path-down:ha1"], "heartbeat path ha1 lost (the peer is still heard on the others)"; got != want {
+		t.Errorf("first path down: %q, want %q", got, want)
+	}
+	if got, want := al["path-down:ha2"], "heartbeat path ha2 lost (the peer is silent on every path)"; got != want {
+		t.Errorf("path down after the peer fell silent: %q, want %q", got, want)
+	}
+}
