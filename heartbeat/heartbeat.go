@@ -184,6 +184,7 @@ type Heartbeat struct {
 
 	bootID   atomic.Uint64 // this run's boot id; raised past the peer's floor
 	bootWant atomic.Uint64 // the floor a receiver saw, plus one: the sender raises to it
+	bootErr  uint64        // sender only: the raise whose persist failure was logged
 	graces   atomic.Uint64 // late wake-ups that postponed a verdict
 	ticks    atomic.Uint64 // detector ticks done (tests wait on it)
 
@@ -295,8 +296,11 @@ func (h *Heartbeat) raiseBoot(seqs []uint64) {
 	}
 	if h.cfg.PersistBootID != nil {
 		if err := h.cfg.PersistBootID(want); err != nil {
-			h.log.Error("cannot persist the raised boot id; the peer keeps dropping our heartbeats as replays",
-				zap.Uint64("boot_id", cur), zap.Uint64("want", want), zap.Error(err))
+			if h.bootErr != want { // once per raise, not every round
+				h.bootErr = want
+				h.log.Error("cannot persist the raised boot id; the peer keeps dropping our heartbeats as replays until it can",
+					zap.Uint64("boot_id", cur), zap.Uint64("want", want), zap.Error(err))
+			}
 			return
 		}
 	}
