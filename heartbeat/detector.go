@@ -26,6 +26,10 @@ const (
 	// PeerRestarted: the peer's boot id grew: it restarted. Event.BootID is
 	// the new one, Event.OldBootID the previous. A PeerAlive follows.
 	PeerRestarted
+	// BootRaised: this node's boot id was raised past the one the peer
+	// last accepted from it (Config.BootID). Event.BootID is the new one,
+	// Event.OldBootID the one this run started with (or had).
+	BootRaised
 )
 
 func (k EventKind) String() string {
@@ -40,6 +44,8 @@ func (k EventKind) String() string {
 		return "path-up"
 	case PeerRestarted:
 		return "peer-restarted"
+	case BootRaised:
+		return "boot-raised"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }

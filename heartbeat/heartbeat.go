@@ -308,6 +308,7 @@ func (h *Heartbeat) raiseBoot(seqs []uint64) {
 		zap.Uint64("from", cur), zap.Uint64("to", want))
 	h.bootID.Store(want)
 	clear(seqs)
+	h.q.push([]Event{{Kind: BootRaised, At: h.clk.Now(), BootID: want, OldBootID: cur}})
 }
 
 // Events delivers the detector's verdicts in order. Payload-only updates

@@ -510,6 +510,10 @@ func TestRestartBelowTheLastBootIDRecovers(t *testing.T) {
 	if e.BootID != 1001 || e.OldBootID != 1000 {
 		t.Fatalf("restart event %s, want boot 1001 (the floor 1000 plus one), old 1000", e)
 	}
+	var seenB []string
+	if e := waitEvent(t, b2.Events(), BootRaised, &seenB); e.BootID != 1001 || e.OldBootID != 400 {
+		t.Errorf("b's event %s, want boot-raised to 1001 from 400", e)
+	}
 	waitEvent(t, a.Events(), PeerAlive, &seen)
 	if got := b2.BootID(); got != 1001 {
 		t.Errorf("b's boot id %d, want 1001", got)

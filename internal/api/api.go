@@ -149,7 +149,7 @@ type AckAlarmRequest struct {
 type Event struct {
 	Seq  uint64    `json:"seq"`
 	Time time.Time `json:"time"`
-	Kind string    `json:"kind"` // role, path, alarm, admin, vip, replication
+	Kind string    `json:"kind"` // role, path, peer, heartbeat, alarm, admin, action, vip, replication, runtime, backup, notice
 	Text string    `json:"text"`
 }
 

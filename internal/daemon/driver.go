@@ -307,6 +307,9 @@ func (d *driver) fromHeartbeat(e heartbeat.Event) pair.Event {
 		return pair.PathUp{Path: e.Path}
 	case heartbeat.PeerRestarted:
 		d.ev.add(now, "peer", "the peer restarted")
+	case heartbeat.BootRaised:
+		d.ev.add(now, "heartbeat", fmt.Sprintf("heartbeat boot id raised from %d to %d: the peer had accepted a larger one from this node "+
+			"(its data directory was lost and its clock is behind the last run's)", e.OldBootID, e.BootID))
 	}
 	return nil
 }
