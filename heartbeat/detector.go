@@ -63,7 +63,7 @@ type Event struct {
 	// PathDown); zero when none ever arrived.
 	LastSeen time.Time
 	// BootID and OldBootID identify the peer's runs (PeerRestarted,
-	// PeerAlive carries BootID).
+	// PeerAlive carries BootID), or this node's (BootRaised).
 	BootID, OldBootID uint64
 }
 
@@ -75,7 +75,7 @@ func (e Event) String() string {
 			e.Payload.Health, e.Payload.Handover, e.Payload.Generation)
 	case PathDown, PathUp:
 		return fmt.Sprintf("%s path=%s", e.Kind, e.Path)
-	case PeerRestarted:
+	case PeerRestarted, BootRaised:
 		return fmt.Sprintf("%s boot=%#x old=%#x", e.Kind, e.BootID, e.OldBootID)
 	}
 	return e.Kind.String()

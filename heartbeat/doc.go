@@ -7,7 +7,8 @@
 //
 //   - A Heartbeat never decides a role. It reports PeerAlive (with the
 //     peer's latest Payload), PeerSilent, PathDown, PathUp and
-//     PeerRestarted, in order, on Events.
+//     PeerRestarted, in order, on Events, and BootRaised when it raised
+//     its own boot id past the one the peer last accepted (see Freshness).
 //
 //   - The peer is silent when no valid heartbeat arrived on ANY path for
 //     Config.DeadAfter (or none at all within DeadAfter of Run's start). A
