@@ -2,7 +2,8 @@
 // real tandemd pair in the lab, as a client on the LAN sees them.
 //
 // A client in the client namespace probes the VIP (GET /v1/ping over a
-// fresh TCP connection) every 5 ms. Two failure kinds:
+// fresh TCP connection) every 5 ms. Three kinds (-kinds; two failures, the
+// default, and the planned move):
 //
 //   - power: the active host is lost: its tandemd is killed and all its
 //     links drop at the same instant. After the takeover the host "boots":
@@ -11,6 +12,10 @@
 //   - crash: only tandemd is killed -9; the supervisor (as the systemd unit
 //     does with ExecStopPost) runs `tandemd cleanup`, which removes the
 //     VIP the crashed run left, and restarts tandemd after RestartSec (1 s).
+//   - switchover: `tandemctl switchover` on the active, as one leg of the
+//     HA drill: the runtime pauses, the peer acks everything, the VIP moves
+//     by handover. The outage is the command to the new active's first
+//     answer.
 //
 // For each failover it records the outage (failure to first answer of the
 // new active) and dup_vip (how long after the new active's claim the client
@@ -127,7 +132,7 @@ func setup(ctx context.Context, prof string, rt int) (*env, func(), error) {
 
 func runBench(ctx context.Context, prof string, kinds []string, n, rt int, verbose bool) error {
 	for _, kind := range kinds {
-		if kind != "power" && kind != "crash" {
+		if kind != "power" && kind != "crash" && kind != "switchover" {
 			return fmt.Errorf("unknown kind %q", kind)
 		}
 		e, done, err := setup(ctx, prof, rt)
@@ -199,6 +204,11 @@ func (e *env) failover(ctx context.Context, kind string) (pairlab.Outage, error)
 		if err := <-ch; err != nil {
 			probe.Stop()
 			return pairlab.Outage{}, err
+		}
+	case "switchover":
+		if out, err := old.Ctl(wctx, "switchover"); err != nil {
+			probe.Stop()
+			return pairlab.Outage{}, fmt.Errorf("switchover on %s: %w\n%s", old.Name, err, out)
 		}
 	case "crash":
 		// kill -9, the supervisor's ExecStopPost, then the restart.
