@@ -22,10 +22,14 @@ func switchoverCmd(o *options) *cobra.Command {
 			"switchover-timeout). Refused unless the passive is in sync.\n\n" +
 			"With --wait it returns once the other node is active in a new epoch and the old active\n" +
 			"is passive and in sync with it, and says how long each took (this node's status,\n" +
-			"polled every 20 ms). --timeout bounds the wait. `tandemctl drill` runs it there and\n" +
-			"back.",
+			"polled every 20 ms). --timeout bounds the wait (with --wait its default is 2m: the\n" +
+			"pause waits for in-flight jobs up to runtime.force-stop-after, and the daemon gives\n" +
+			"up after switchover-timeout). `tandemctl drill` runs it there and back.",
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if wait {
+				legTimeout(cmd, o, 1)
+			}
 			c, ctx, cancel := o.client()
 			defer cancel()
 			if !wait {
@@ -58,10 +62,11 @@ func drillCmd(o *options) *cobra.Command {
 			"comes back, each leg waiting until the new active is seen and the old one is passive\n" +
 			"and in sync. Both nodes must be healthy and in sync. Every in-flight job pauses\n" +
 			"twice and resumes where it was; run it in a quiet hour. --timeout bounds the whole\n" +
-			"drill. A leg that does not finish stops the drill with what it saw; the pair is\n" +
-			"left as that leg left it.",
+			"drill (default here 4m, 2m a leg). A leg that does not finish stops the drill with\n" +
+			"what it saw; the pair is left as that leg left it.",
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			legTimeout(cmd, o, 2)
 			c, ctx, cancel := o.client()
 			defer cancel()
 			var d DrillReport
@@ -81,6 +86,16 @@ func drillCmd(o *options) *cobra.Command {
 			fmt.Fprintf(o.out, "drill passed: %s active again in epoch %d\n", d.Legs[1].To, d.Legs[1].Epoch)
 			return nil
 		},
+	}
+}
+
+// legTimeout: unless --timeout was given, a command that waits for legs
+// of a switchover gets 2 minutes a leg, not the 30 s of a plain request.
+// A leg's pause waits for in-flight jobs (up to force-stop-after, or the
+// daemon's switchover-timeout, 60 s by default).
+func legTimeout(cmd *cobra.Command, o *options, legs int) {
+	if !cmd.Flags().Changed("timeout") {
+		o.timeout = time.Duration(legs) * 2 * time.Minute
 	}
 }
 
