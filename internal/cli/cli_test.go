@@ -172,14 +172,15 @@ func TestActionsAndExitCodes(t *testing.T) {
 // epoch two polls later and the old active in sync two polls after that.
 type pairModel struct {
 	backend
-	mu       sync.Mutex
-	aActive  bool
-	epoch    uint64
-	pending  bool // a switchover runs
-	polls    int
-	stuck    bool // the switchover never completes
-	withdraw bool // a's request is withdrawn at the second poll
-	maint    bool // maintenance mode: a passive shows as "maintenance"
+	mu        sync.Mutex
+	aActive   bool
+	epoch     uint64
+	pending   bool // a switchover runs
+	polls     int
+	stuck     bool // the switchover never completes
+	withdraw  bool // a's request is withdrawn at the second poll
+	maint     bool // maintenance mode: a passive shows as "maintenance"
+	oldDaemon bool // no switchover_ready nor switchover_blocked in the status
 }
 
 func (p *pairModel) Switchover(context.Context) (api.ActionResult, error) {
@@ -215,6 +216,9 @@ func (p *pairModel) Status(context.Context) (api.Status, error) {
 	}
 	st := api.Status{Node: "a", Peer: "b", Epoch: p.epoch, SwitchoverRequested: requested, Alarms: alarms,
 		SwitchoverReady: !syncing && !requested}
+	if !st.SwitchoverReady {
+		st.SwitchoverBlocked = "syncing"
+	}
 	if p.aActive {
 		st.Role, st.SubState, st.PeerView = "active", "paired", api.PeerStatus{Role: "passive", Epoch: p.epoch}
 		st.Replication.PeerState = "in-sync"
@@ -229,6 +233,9 @@ func (p *pairModel) Status(context.Context) (api.Status, error) {
 		if p.maint {
 			st.Role, st.Maintenance = "maintenance", true
 		}
+	}
+	if p.oldDaemon {
+		st.SwitchoverReady, st.SwitchoverBlocked = false, ""
 	}
 	return st, nil
 }
@@ -282,6 +289,17 @@ func TestSwitchoverWaitAndDrill(t *testing.T) {
 		d.Legs[0].From != "b" || d.Legs[0].To != "a" || d.Legs[0].Epoch != 13 || d.Legs[1].To != "b" || d.Legs[1].Epoch != 14 {
 		t.Errorf("drill --json from the passive: exit %d, %q", code, out)
 	}
+	// A tandemd that predates switchover_ready (neither field set): the
+	// leg ends on its own "in sync".
+	p.mu.Lock()
+	p.oldDaemon = true
+	p.mu.Unlock()
+	if code, out, errOut := run("--socket", sock, "--timeout", "5s", "switchover", "--wait"); code != ExitOK || !strings.Contains(out, "passive and in sync after") {
+		t.Errorf("switchover --wait against an older tandemd: exit %d, %q %q", code, out, errOut)
+	}
+	p.mu.Lock()
+	p.oldDaemon = false
+	p.mu.Unlock()
 	// In maintenance mode (a passive shows as "maintenance"), from either side.
 	p.mu.Lock()
 	p.maint = true
@@ -294,7 +312,7 @@ func TestSwitchoverWaitAndDrill(t *testing.T) {
 	p.mu.Unlock()
 	// A request the machine withdraws: the error carries the alarm's text.
 	p.mu.Lock()
-	p.withdraw = true
+	p.withdraw, p.aActive = true, false
 	p.mu.Unlock()
 	code, _, errOut = run("--socket", sock, "drill")
 	if code != ExitFailed || !strings.Contains(errOut, "drill, leg 1 of 2: switchover requested, but a is still passive after") ||

@@ -150,6 +150,11 @@ func switchoverLeg(ctx context.Context, o *options, c *api.Client) (SwitchoverTi
 		st, err := c.Status(ctx)
 		el := clk.Since(start)
 		if err == nil {
+			// A tandemd older than switchover_ready sets neither field:
+			// its own view of "in sync" is all there is.
+			if !st.SwitchoverReady && st.SwitchoverBlocked == "" {
+				st.SwitchoverReady = true
+			}
 			if here {
 				if t.ActiveAfter == 0 && st.PeerView.Role == "active" && st.PeerView.Epoch > before.Epoch {
 					t.ActiveAfter, t.Epoch = el, st.PeerView.Epoch
