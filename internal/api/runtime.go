@@ -13,8 +13,13 @@ import (
 //	POST   /v1/projects          DeployRequest -> ProjectInfo
 //	GET    /v1/projects          -> []ProjectInfo
 //	DELETE /v1/projects/{name}   -> ActionResult
-//	GET    /v1/jobs?status=&project= -> []JobInfo
+//	GET    /v1/jobs?status=&project=&limit= -> []JobInfo
 //	GET    /v1/jobs/{id}         -> JobInfo
+//
+// GET /v1/jobs lists every unfinished job and, of the finished ones, the
+// limit most recently finished (none or 0: all). A limit above 100,000,
+// or a listing without one that would hold more jobs, is refused (400):
+// the daemon does not build such a response in memory.
 
 // DeployRequest carries a project's files (name -> content): one file
 // with the whole project, or a directory's project.yaml plus

@@ -167,7 +167,7 @@ func jobsCmd(o *options) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only jobs with this status")
 	cmd.Flags().StringVar(&project, "project", "", "only jobs of this project")
-	cmd.Flags().IntVar(&limit, "limit", 100, "finished jobs to list, the most recent first (0: all)")
+	cmd.Flags().IntVar(&limit, "limit", 100, "finished jobs to list, the most recent first (0: all; tandemd refuses more than 100,000)")
 	return cmd
 }
 

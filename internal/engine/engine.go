@@ -149,6 +149,8 @@ var (
 	ErrPaused   = errors.New("engine: not running (pausing, stopped or passive)")
 	ErrNotFound = errors.New("engine: not found")
 	ErrState    = errors.New("engine: wrong state")
+	// ErrTooMany: a listing would hold more jobs than Options.MaxList.
+	ErrTooMany = errors.New("engine: too many jobs to list")
 )
 
 // Options configure an Engine.
@@ -181,6 +183,11 @@ type Options struct {
 	// PurgeEvery is the purge period (default 10m; used only with
 	// JobRetention).
 	PurgeEvery time.Duration
+	// MaxList bounds the jobs one ListJobs returns (default 100,000,
+	// about 40 MB of JSON): an unlimited listing of a larger history, or
+	// a larger limit, is refused (ErrTooMany) instead of building it in
+	// the daemon's memory.
+	MaxList int
 }
 
 // Engine states.
@@ -284,6 +291,9 @@ func New(o Options) (*Engine, error) {
 	}
 	if o.PurgeEvery == 0 {
 		o.PurgeEvery = 10 * time.Minute
+	}
+	if o.MaxList <= 0 {
+		o.MaxList = 100_000
 	}
 	e := &Engine{
 		o: o, clk: o.Clock, log: o.Logger.Named("engine"),
@@ -741,8 +751,13 @@ func (e *Engine) Jobs(status, project string) ([]api.JobInfo, error) {
 // that the limit left finished jobs out. With the indexes trusted (see
 // Store layout) the unfinished jobs come from rt/run/ and a limited
 // listing of finished ones walks rt/done/ from the newest, so it costs
-// what it returns; otherwise, or with limit 0, every record is read.
+// what it returns; otherwise, or with limit 0, every record is read. A
+// limit above Options.MaxList, or a listing with limit 0 that would hold
+// more jobs than that, is refused with ErrTooMany.
 func (e *Engine) ListJobs(status, project string, limit int) (out []api.JobInfo, more bool, err error) {
+	if limit > e.o.MaxList {
+		return nil, false, fmt.Errorf("%w: limit=%d: at most %d", ErrTooMany, limit, e.o.MaxList)
+	}
 	e.mu.Lock()
 	live := map[string]api.JobInfo{}
 	for id, lj := range e.jobs {
@@ -769,12 +784,20 @@ func (e *Engine) ListJobs(status, project string, limit int) (out []api.JobInfo,
 	wantRun := status == "" || !finished(status)
 	_, why := e.indexDistrust(self)
 	if why != "" || (limit == 0 && wantDone) {
+		errMany := fmt.Errorf("%w: more than %d jobs match: give limit=N (the newest N finished ones and every unfinished one), "+
+			"or a status or project", ErrTooMany, e.o.MaxList)
 		err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
 			if i := info(string(k[len(jobPrefix):]), v); match(i) {
+				if limit == 0 && len(out) == e.o.MaxList {
+					return errMany
+				}
 				out = append(out, i)
 			}
 			return nil
 		})
+		if errors.Is(err, errMany) {
+			return nil, false, err
+		}
 		if err != nil {
 			return nil, false, fmt.Errorf("%w: %v", ErrStore, err)
 		}

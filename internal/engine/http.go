@@ -170,7 +170,7 @@ func (e *Engine) RegisterAPI(s *api.Server) {
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, orch.ErrInvalid):
+		case errors.Is(err, orch.ErrInvalid), errors.Is(err, ErrTooMany):
 			return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 		case errors.Is(err, ErrNotFound):
 			return fmt.Errorf("%w: %v", api.ErrNotFound, err)

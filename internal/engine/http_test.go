@@ -158,6 +158,11 @@ func TestLocalAPI(t *testing.T) {
 	if _, err := c.Jobs(ctx, "weird", ""); !errors.As(err, &ae) || ae.Status != 400 {
 		t.Fatalf("bad status filter: %v", err)
 	}
+	// A listing beyond the engine's MaxList (100,000 here) is a bad
+	// request naming the limit, not a response built in memory.
+	if _, err := c.JobsLimit(ctx, "", "", 100_001); !errors.As(err, &ae) || ae.Status != 400 || !strings.Contains(err.Error(), "limit=100001: at most 100000") {
+		t.Fatalf("limit above MaxList: %v", err)
+	}
 	if j, err := c.Job(ctx, ok); err != nil || j.Status != "completed" {
 		t.Fatalf("job: %+v %v", j, err)
 	}

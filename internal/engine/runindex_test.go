@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -385,5 +386,37 @@ func TestResumeInGroups(t *testing.T) {
 		if j.Resumptions != 1 {
 			t.Fatalf("job %s: %d resumptions, want 1", j.ID, j.Resumptions)
 		}
+	}
+}
+
+// TestListJobsIsBounded: a listing never builds more than MaxList jobs in
+// the daemon's memory. Limit 0 over a larger history, or a larger limit,
+// is refused with ErrTooMany naming what to ask instead; a limit within
+// the bound, or a filter that matches few, still lists.
+func TestListJobsIsBounded(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRig(t, clk, nil)
+	e := r.newEngine(r.store, func(o *engine.Options) { o.MaxList = 3 })
+	r.start(e)
+	r.deploy(e, indexFlow)
+	for i := range 4 {
+		id, err := e.StartJob(ctxT(t), "p", "s", fmt.Sprint(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.wait(e, id)
+		clk.Advance(time.Minute)
+	}
+	if _, _, err := e.ListJobs("", "", 0); !errors.Is(err, engine.ErrTooMany) || !strings.Contains(err.Error(), "more than 3 jobs match: give limit=N") {
+		t.Fatalf("ListJobs(limit 0) over 4 jobs with MaxList 3: %v, want ErrTooMany naming limit", err)
+	}
+	if _, _, err := e.ListJobs("", "", 4); !errors.Is(err, engine.ErrTooMany) || !strings.Contains(err.Error(), "limit=4: at most 3") {
+		t.Fatalf("ListJobs(limit 4) with MaxList 3: %v, want ErrTooMany", err)
+	}
+	if js, more, err := e.ListJobs("", "", 3); err != nil || len(js) != 3 || !more {
+		t.Fatalf("ListJobs(limit 3) = %d jobs, more=%v, %v; want 3, more", len(js), more, err)
+	}
+	if js, _, err := e.ListJobs("", "other", 0); err != nil || len(js) != 0 {
+		t.Fatalf("ListJobs(project other, limit 0) = %d jobs, %v; want none, no error", len(js), err)
 	}
 }
