@@ -18,6 +18,7 @@ const (
 	flagDegraded
 	flagDataKnown
 	flagWantActive
+	flagRefused
 )
 
 func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
@@ -35,6 +36,7 @@ func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
 	set(a.Degraded, flagDegraded)
 	set(a.DataKnown, flagDataKnown)
 	set(a.WantActive, flagWantActive)
+	set(a.Refused, flagRefused)
 	p := heartbeat.Payload{Epoch: a.Epoch, Role: uint8(a.Role), CommittedLSN: a.LSN, AppliedLSN: a.LSN, Health: h, Generation: a.MaintGen}
 	if a.Handover {
 		p.Handover = 1
@@ -56,6 +58,7 @@ func advertFromPayload(p heartbeat.Payload) pair.Advert {
 		Degraded:    h&flagDegraded != 0,
 		DataKnown:   h&flagDataKnown != 0,
 		WantActive:  h&flagWantActive != 0,
+		Refused:     h&flagRefused != 0,
 		MaintGen:    p.Generation,
 	}
 }

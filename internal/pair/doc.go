@@ -123,11 +123,13 @@
 // The active answers each request once: with the planned switchover above
 // as soon as switchoverBlocked allows it (its view of the peer may trail
 // the peer's own by a few ms), or, still blocked after half of
-// switchover-timeout, with switchover-failed naming the reason. Promotion withdraws
-// a served request; so do switchover-timeout, the peer going silent or
-// leaving the active role, and this node falling out of sync, each with
-// switchover-failed (a peer that predates the bit ignores it, and only the
-// timeout ends the request). Either node can thus start the drill's legs.
+// switchover-timeout, with switchover-failed naming the reason and the
+// Refused bit in its adverts while the request stands. Promotion withdraws
+// a served request; so do Refused, switchover-timeout, the peer going
+// silent or leaving the active role, and this node falling out of sync,
+// each with switchover-failed (a peer that predates the bits ignores the
+// request, and only the timeout ends it). Either node can thus start the
+// drill's legs.
 //
 // Alarms: a condition alarm (outdated, maintenance, path-down:<path>,
 // lan-down, peer-lost, no-failover, split-heartbeat) stands while its

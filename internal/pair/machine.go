@@ -101,6 +101,7 @@ type Machine struct {
 	askAt       time.Time
 	askServed   bool      // active: the peer's current request was answered (started or refused)
 	askSeenAt   time.Time // active: when the peer's current request was first heard (zero: none)
+	askRefused  bool      // active: the peer's current request was refused (advertised as Refused)
 
 	stopping bool // orderly stop in progress (no handover)
 	stopped  bool
@@ -264,7 +265,7 @@ func (m *Machine) Advert() Advert {
 		Node: m.cfg.NodeID, Epoch: m.epoch, Role: m.role, LSN: m.lsn,
 		Maintenance: m.maint, MaintGen: m.maintGen, Outdated: m.outdated || m.repl == ReplInconsistent || m.repl == ReplOutdated,
 		LANUp: m.lanHealthy(), HearPeer: m.peerSeen && !m.forcedSilent && m.silentFor() < m.t.SuspectAfter,
-		Handover: m.handover, WantActive: m.asking,
+		Handover: m.handover, WantActive: m.asking, Refused: m.role == RoleActive && m.askRefused,
 		Degraded: m.now.Before(m.degraded), DataKnown: m.lsnKnown,
 	}
 }
@@ -663,6 +664,8 @@ func (m *Machine) requestBlocked() string {
 		return "the peer is not heard"
 	case m.peer.Role != RoleActive:
 		return fmt.Sprintf("the peer is %s, not active", m.peer.Role)
+	case m.peer.Refused:
+		return "the peer still shows its refusal of the last request (a moment)"
 	case m.outdated || m.repl == ReplInconsistent || m.repl == ReplOutdated:
 		return "this node's data is stale (I5)"
 	case m.repl != ReplInSync:
@@ -685,6 +688,8 @@ func (m *Machine) checkRequest() {
 		why = fmt.Sprintf("the peer did not hand over within %v (see its alarms; a tandemd that predates the request ignores it)", m.t.SwitchoverTimeout)
 	case m.peer.Handover:
 		return // served: the handover promotes this node
+	case m.peer.Refused:
+		why = "the active refused it (its switchover-failed alarm says why)"
 	case !m.peerAlive():
 		why = "the peer went silent"
 	case m.peer.Role != RoleActive:
@@ -706,7 +711,7 @@ func (m *Machine) checkRequest() {
 // still does not after askGrace.
 func (m *Machine) answerRequest() {
 	if !m.peer.WantActive || !m.peerAlive() {
-		m.askServed, m.askSeenAt = false, time.Time{}
+		m.askServed, m.askSeenAt, m.askRefused = false, time.Time{}, false
 		return
 	}
 	if m.askServed {
@@ -721,7 +726,7 @@ func (m *Machine) answerRequest() {
 		m.askServed = true
 		m.startSwitchover("requested on the peer", false)
 	case m.now.Sub(m.askSeenAt) >= m.askGrace():
-		m.askServed = true
+		m.askServed, m.askRefused = true, true
 		m.raise("switchover-failed", fmt.Sprintf("the peer asked for a switchover, refused after %v: %s", m.askGrace(), why))
 	}
 }
@@ -874,7 +879,7 @@ func (m *Machine) promoteWith(why string, force, peerFollows bool) {
 	// tie-breaker just confirmed us (silence).
 	m.lastMutual = m.now
 	m.handover = false
-	m.asking, m.askServed, m.askSeenAt = false, false, time.Time{}
+	m.asking, m.askServed, m.askSeenAt, m.askRefused = false, false, time.Time{}, false
 	m.reason = why
 	m.clear("no-failover")
 	m.persist()

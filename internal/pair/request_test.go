@@ -66,6 +66,9 @@ func TestActiveAnswersARequestOnce(t *testing.T) {
 	if has(s.log, "stop-runtime") || a.m.Status().Role != RoleActive {
 		t.Fatalf("a refused request paused the runtime: %q", s.log)
 	}
+	if !a.m.Advert().Refused {
+		t.Fatal("a does not advertise the refusal: the peer would wait out its timeout")
+	}
 	// The same request, heard again and now possible: not answered twice.
 	if got := send(true, false); has(got, "stop-runtime") {
 		t.Fatalf("the standing request was answered twice: %q", got)
@@ -75,6 +78,9 @@ func TestActiveAnswersARequestOnce(t *testing.T) {
 	if got := send(false, false); has(got, "stop-runtime") {
 		t.Fatalf("no request, yet: %q", got)
 	}
+	if a.m.Advert().Refused {
+		t.Fatal("a still advertises a refusal after the request was withdrawn")
+	}
 	if got := send(true, true); len(got) != 0 {
 		t.Fatalf("a blocked request was answered at once: %q", got)
 	}
@@ -83,5 +89,35 @@ func TestActiveAnswersARequestOnce(t *testing.T) {
 	}
 	if st := a.m.Status(); st.Substate != "handing-over" {
 		t.Errorf("a: %s/%s, want active/handing-over", st.Role, st.Substate)
+	}
+}
+
+// TestPassiveWithdrawsARefusedRequest: the active's Refused bit ends the
+// passive's request at once (not after switchover-timeout) with
+// switchover-failed, and a new request waits until the bit is gone.
+// Forged adverts of a play the refusal.
+func TestPassiveWithdrawsARefusedRequest(t *testing.T) {
+	tm, _ := Profile("default")
+	s := newSim(Config{Timing: tm})
+	a, b := s.nodes[0], s.nodes[1]
+	s.start(a)
+	s.start(b)
+	s.run(s.now.Add(time.Second))
+	s.deliver(b, Admin{Cmd: AdminSwitchover})
+	if !b.m.Status().SwitchoverRequested {
+		t.Fatalf("b's request not standing: %+v", b.m.Status())
+	}
+	adv := a.advert
+	adv.Refused = true
+	s.deliver(b, PeerAlive{Path: "ha1", Seq: 1 << 40, Advert: adv})
+	st := b.m.Status()
+	if st.SwitchoverRequested {
+		t.Fatal("b still asks after the active refused")
+	}
+	if got := st.Alarms["switchover-failed"]; !strings.Contains(got, "switchover request withdrawn: the active refused it") {
+		t.Fatalf("b's alarm %q, want the refusal", got)
+	}
+	if _, err := b.m.Step(s.now, Admin{Cmd: AdminSwitchover}); err == nil || !strings.Contains(err.Error(), "still shows its refusal") {
+		t.Fatalf("a new request while the refusal shows: %v", err)
 	}
 }

@@ -91,6 +91,7 @@ type Advert struct {
 	HearPeer    bool   // the sender hears the receiver
 	Handover    bool   // the (former) active hands the role to the receiver
 	WantActive  bool   // the (passive) sender asks the active receiver to hand over
+	Refused     bool   // the (active) sender refused the receiver's standing WantActive
 	Degraded    bool   // the sender failed to take the role recently: prefer the other
 	DataKnown   bool   // the sender's store reported its LSN: elections wait for it
 }
@@ -100,7 +101,7 @@ func (a Advert) String() string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{a.Maintenance, "maint"}, {a.Outdated, "outdated"}, {!a.LANUp, "lan-down"}, {a.Handover, "handover"}, {a.WantActive, "want-active"}, {a.Degraded, "degraded"}} {
+	}{{a.Maintenance, "maint"}, {a.Outdated, "outdated"}, {!a.LANUp, "lan-down"}, {a.Handover, "handover"}, {a.WantActive, "want-active"}, {a.Refused, "refused"}, {a.Degraded, "degraded"}} {
 		if f.on {
 			fl = append(fl, f.name)
 		}
