@@ -6,22 +6,30 @@ import (
 	"time"
 )
 
-// TestActiveAnswersARequestOnce: the active answers a passive peer's
-// switchover request (Advert.WantActive) once, by the same rules as its own
-// switchover. A request it cannot serve yet waits up to the grace (half of
-// switchover-timeout) for switchoverBlocked to allow it; then it is
-// refused with switchover-failed naming the reason, and not answered
-// again while it stands (the heartbeats carry it every interval); a new
-// request (the bit dropped, then set again) is answered again. The scenario scripts cannot reach the refusal: the requesting
-// passive checks the same conditions first, so only a race between the two
-// views leads there. Forged adverts play it.
-func TestActiveAnswersARequestOnce(t *testing.T) {
+// pairedSim is two nodes on the default profile, a second after boot: a
+// active, b passive and in sync.
+func pairedSim() (*sim, *simNode, *simNode) {
 	tm, _ := Profile("default")
 	s := newSim(Config{Timing: tm})
 	a, b := s.nodes[0], s.nodes[1]
 	s.start(a)
 	s.start(b)
 	s.run(s.now.Add(time.Second))
+	return s, a, b
+}
+
+// TestActiveAnswersARequestOnce: the active answers a passive peer's
+// switchover request (Advert.WantActive) once, by the same rules as its own
+// switchover. A request it cannot serve yet waits up to the grace (half of
+// switchover-timeout) for switchoverBlocked to allow it; then it is
+// refused with switchover-failed naming the reason, and not answered
+// again while it stands (the heartbeats carry it every interval); a new
+// request (the bit dropped, then set again) is answered again. The
+// scenario scripts cannot reach the refusal: the requesting passive checks
+// the same conditions first, so only a race between the two views leads
+// there. Forged adverts play it.
+func TestActiveAnswersARequestOnce(t *testing.T) {
+	s, a, b := pairedSim()
 	if st := a.m.Status(); st.Role != RoleActive || st.Substate != "paired" {
 		t.Fatalf("a after boot: %s/%s", st.Role, st.Substate)
 	}
@@ -97,12 +105,7 @@ func TestActiveAnswersARequestOnce(t *testing.T) {
 // switchover-failed, and a new request waits until the bit is gone.
 // Forged adverts of a play the refusal.
 func TestPassiveWithdrawsARefusedRequest(t *testing.T) {
-	tm, _ := Profile("default")
-	s := newSim(Config{Timing: tm})
-	a, b := s.nodes[0], s.nodes[1]
-	s.start(a)
-	s.start(b)
-	s.run(s.now.Add(time.Second))
+	s, a, b := pairedSim()
 	s.deliver(b, Admin{Cmd: AdminSwitchover})
 	if !b.m.Status().SwitchoverRequested {
 		t.Fatalf("b's request not standing: %+v", b.m.Status())
