@@ -28,7 +28,9 @@
 //   - Send and receive run on their own goroutines and never wait for
 //     disk or replication: Publish only stores the payload (and wakes the
 //     sender for a state change), Events is fed through an internal queue
-//     so a slow reader never stalls a receiver.
+//     so a slow reader never stalls a receiver. The one exception is a
+//     boot id raise (Config.PersistBootID), which the sender persists
+//     before using, while the peer drops everything it sends anyway.
 //
 //   - A process that was stopped or starved (SIGSTOP, paused VM) wakes up
 //     with the peer's datagrams still queued in its sockets: when the

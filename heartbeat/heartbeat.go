@@ -79,8 +79,11 @@ type Config struct {
 	// raises its own past it, after PersistBootID.
 	BootID uint64
 	// PersistBootID, if set, makes a raised boot id durable before any
-	// datagram carries it (so that the next run starts above it). While it
-	// fails the boot id stays and the raise is retried every round.
+	// datagram carries it (so that the next run starts above it). It runs
+	// on the sender, which waits for it: the one disk wait the sender
+	// has, at a time when the peer drops all it sends anyway. While it
+	// fails the boot id stays, and the raise is retried at the first round
+	// a second or more later.
 	PersistBootID func(id uint64) error
 	// Clock is the time source; nil means clock.Real().
 	Clock clock.Clock
@@ -185,6 +188,7 @@ type Heartbeat struct {
 	bootID   atomic.Uint64 // this run's boot id; raised past the peer's floor
 	bootWant atomic.Uint64 // the floor a receiver saw, plus one: the sender raises to it
 	bootErr  uint64        // sender only: the raise whose persist failure was logged
+	bootNext time.Time     // sender only: no persist retry before this
 	graces   atomic.Uint64 // late wake-ups that postponed a verdict
 	ticks    atomic.Uint64 // detector ticks done (tests wait on it)
 
@@ -295,7 +299,12 @@ func (h *Heartbeat) raiseBoot(seqs []uint64) {
 		return
 	}
 	if h.cfg.PersistBootID != nil {
+		now := h.clk.Now()
+		if now.Before(h.bootNext) {
+			return
+		}
 		if err := h.cfg.PersistBootID(want); err != nil {
+			h.bootNext = now.Add(time.Second)
 			if h.bootErr != want { // once per raise, not every round
 				h.bootErr = want
 				h.log.Error("cannot persist the raised boot id; the peer keeps dropping our heartbeats as replays until it can",
