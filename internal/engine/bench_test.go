@@ -182,10 +182,12 @@ func BenchmarkPurgeWithHistory(b *testing.B) {
 }
 
 // BenchmarkListJobsWithHistory times the job listing (GET /v1/jobs) over
-// 100,000 finished jobs: all of them (limit 0, every record read) and the
-// 100 most recent (tandemctl jobs' default, through rt/done/).
+// 100,000 finished jobs (the model job and 99,999 copies: MaxList, the
+// most a listing without a limit may hold): all of them (limit 0, every
+// record read) and the 100 most recent (tandemctl jobs' default, through
+// rt/done/).
 func BenchmarkListJobsWithHistory(b *testing.B) {
-	e, _, _ := withHistory(b, 100_000)
+	e, _, _ := withHistory(b, 99_999)
 	for _, limit := range []int{0, 100} {
 		b.Run(fmt.Sprintf("limit=%d", limit), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {

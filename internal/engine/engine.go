@@ -786,11 +786,27 @@ func (e *Engine) ListJobs(status, project string, limit int) (out []api.JobInfo,
 	if why != "" || (limit == 0 && wantDone) {
 		errMany := fmt.Errorf("%w: more than %d jobs match: give limit=N (the newest N finished ones and every unfinished one), "+
 			"or a status or project", ErrTooMany, e.o.MaxList)
+		// With a limit, the finished jobs are kept to the newest limit as
+		// the scan goes (trimmed whenever twice that many are held), so
+		// the listing holds O(limit) of them whatever the history.
+		var done []api.JobInfo
+		trim := func() {
+			sort.SliceStable(done, func(i, j int) bool { return done[i].Updated.After(done[j].Updated) })
+			if len(done) > limit {
+				done, more = done[:limit], true
+			}
+		}
 		err := e.o.Store.Scan([]byte(jobPrefix), func(k, v []byte) error {
-			if i := info(string(k[len(jobPrefix):]), v); match(i) {
-				if limit == 0 && len(out) == e.o.MaxList {
-					return errMany
+			i := info(string(k[len(jobPrefix):]), v)
+			switch {
+			case !match(i):
+			case limit > 0 && finished(i.Status):
+				if done = append(done, i); len(done) >= 2*limit {
+					trim()
 				}
+			case len(out) == e.o.MaxList:
+				return errMany
+			default:
 				out = append(out, i)
 			}
 			return nil
@@ -802,7 +818,8 @@ func (e *Engine) ListJobs(status, project string, limit int) (out []api.JobInfo,
 			return nil, false, fmt.Errorf("%w: %v", ErrStore, err)
 		}
 		if limit > 0 {
-			out, more = newestFinished(out, limit)
+			trim()
+			out = append(out, done...)
 		}
 		sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 		return out, more, nil
@@ -858,24 +875,6 @@ func (e *Engine) ListJobs(status, project string, limit int) (out []api.JobInfo,
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out, more, nil
-}
-
-// newestFinished keeps the unfinished jobs of js and its limit most
-// recently updated finished ones.
-func newestFinished(js []api.JobInfo, limit int) ([]api.JobInfo, bool) {
-	var run, done []api.JobInfo
-	for _, j := range js {
-		if finished(j.Status) {
-			done = append(done, j)
-		} else {
-			run = append(run, j)
-		}
-	}
-	if len(done) <= limit {
-		return js, false
-	}
-	sort.SliceStable(done, func(i, j int) bool { return done[i].Updated.After(done[j].Updated) })
-	return append(run, done[:limit]...), true
 }
 
 func jobInfo(j *jobRecord) api.JobInfo {

@@ -320,6 +320,11 @@ func TestListJobsThroughTheIndexes(t *testing.T) {
 	if js, _, _ := e.ListJobs("completed", "", 10); len(js) != 6 {
 		t.Fatalf("passive limited listing after term 2 wrote: %v; want the 6 records (indexes not trusted)", ids(js))
 	}
+	// Through the records, a limit keeps the newest finished ones as the
+	// scan goes (trimmed at twice the limit): the same answer.
+	if js, more, _ := e.ListJobs("completed", "", 2); !more || !slices.Equal(ids(js), []string{fin[3], fin[4]}) {
+		t.Fatalf("passive listing, limit 2, after term 2 wrote: %v, more=%v; want the two newest %v, more", ids(js), more, fin[3:])
+	}
 }
 
 // TestPurgePassesAreBounded: a pass deletes at most its limit, oldest
