@@ -186,7 +186,7 @@ type Heartbeat struct {
 	q       *eventQueue
 
 	bootID   atomic.Uint64 // this run's boot id; raised past the peer's floor
-	bootWant atomic.Uint64 // the floor a receiver saw, plus one: the sender raises to it
+	bootWant atomic.Uint64 // the floor a receiver saw, plus one: the sender raises to it (written under mu)
 	bootErr  uint64        // sender only: the raise whose persist failure was logged
 	bootNext time.Time     // sender only: no persist retry before this
 	graces   atomic.Uint64 // late wake-ups that postponed a verdict
@@ -530,12 +530,10 @@ func (h *Heartbeat) receive(i int, b []byte, from, remote netip.AddrPort, now ti
 	if err == nil && f.PeerBoot > h.bootID.Load() {
 		// The peer last accepted a larger boot id of ours: this run
 		// started below it and every datagram we send is a replay to
-		// the peer. The sender raises ours past it.
-		for {
-			w := h.bootWant.Load()
-			if f.PeerBoot+1 <= w || h.bootWant.CompareAndSwap(w, f.PeerBoot+1) {
-				break
-			}
+		// the peer. The sender raises ours past it. The receivers hold
+		// mu here, so this is the only writer at a time.
+		if f.PeerBoot+1 > h.bootWant.Load() {
+			h.bootWant.Store(f.PeerBoot + 1)
 		}
 		select {
 		case h.sendNow <- struct{}{}:

@@ -33,26 +33,18 @@ func saveState(dir string, v any) error {
 	return nil
 }
 
-// replaceFile makes b durable as dir/name: a temporary file, fsynced,
-// renamed over the old one, and the directory fsynced.
+// replaceFile makes b durable as dir/name: written and fsynced as
+// dir/name.tmp (durable.WriteFile), renamed over the old one, and the
+// directory fsynced. Each file has one writer at a time (the data
+// directory is tandemd's alone), so a fixed temporary name is enough; one
+// a crash left behind is truncated by the next write.
 func replaceFile(dir, name string, b []byte) error {
-	tmp, err := os.CreateTemp(dir, name+".tmp*")
-	if err != nil {
+	tmp := filepath.Join(dir, name+".tmp")
+	if err := durable.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // after a successful rename: already gone
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		_ = os.Remove(tmp)
 		return err
 	}
 	if err := durable.SyncDir(dir); err != nil {

@@ -23,6 +23,16 @@ var (
 
 type hoPhase uint8
 
+// answer is where the active stands with the peer's switchover request.
+type answer uint8
+
+const (
+	answerNone    answer = iota // no request heard
+	answerPending               // heard, blocked so far, within the grace
+	answerStarted               // the switchover was started
+	answerRefused               // refused (advertised as Refused while it stands)
+)
+
 const (
 	hoNone     hoPhase = iota
 	hoPausing          // graceful StopRuntime sent, waiting for RuntimePaused
@@ -99,9 +109,8 @@ type Machine struct {
 	stopAfterHO bool
 	asking      bool // passive, advertising WantActive: an operator's switchover run here
 	askAt       time.Time
-	askServed   bool      // active: the peer's current request was answered (started or refused)
-	askSeenAt   time.Time // active: when the peer's current request was first heard (zero: none)
-	askRefused  bool      // active: the peer's current request was refused (advertised as Refused)
+	answer      answer    // active: where the peer's current request stands
+	askSeenAt   time.Time // active: when the peer's current request was first heard
 
 	stopping bool // orderly stop in progress (no handover)
 	stopped  bool
@@ -265,7 +274,7 @@ func (m *Machine) Advert() Advert {
 		Node: m.cfg.NodeID, Epoch: m.epoch, Role: m.role, LSN: m.lsn,
 		Maintenance: m.maint, MaintGen: m.maintGen, Outdated: m.outdated || m.repl == ReplInconsistent || m.repl == ReplOutdated,
 		LANUp: m.lanHealthy(), HearPeer: m.peerSeen && !m.forcedSilent && m.silentFor() < m.t.SuspectAfter,
-		Handover: m.handover, WantActive: m.asking, Refused: m.role == RoleActive && m.askRefused,
+		Handover: m.handover, WantActive: m.asking, Refused: m.role == RoleActive && m.answer == answerRefused,
 		Degraded: m.now.Before(m.degraded), DataKnown: m.lsnKnown,
 	}
 }
@@ -711,22 +720,22 @@ func (m *Machine) checkRequest() {
 // still does not after askGrace.
 func (m *Machine) answerRequest() {
 	if !m.peer.WantActive || !m.peerAlive() {
-		m.askServed, m.askSeenAt, m.askRefused = false, time.Time{}, false
+		m.answer = answerNone
 		return
 	}
-	if m.askServed {
+	switch m.answer {
+	case answerStarted, answerRefused:
 		return
-	}
-	if m.askSeenAt.IsZero() {
-		m.askSeenAt = m.now
+	case answerNone:
+		m.answer, m.askSeenAt = answerPending, m.now
 	}
 	why := m.switchoverBlocked()
 	switch {
 	case why == "":
-		m.askServed = true
+		m.answer = answerStarted
 		m.startSwitchover("requested on the peer", false)
 	case m.now.Sub(m.askSeenAt) >= m.askGrace():
-		m.askServed, m.askRefused = true, true
+		m.answer = answerRefused
 		m.raise("switchover-failed", fmt.Sprintf("the peer asked for a switchover, refused after %v: %s", m.askGrace(), why))
 	}
 }
@@ -879,7 +888,7 @@ func (m *Machine) promoteWith(why string, force, peerFollows bool) {
 	// tie-breaker just confirmed us (silence).
 	m.lastMutual = m.now
 	m.handover = false
-	m.asking, m.askServed, m.askSeenAt, m.askRefused = false, false, time.Time{}, false
+	m.asking, m.answer = false, answerNone
 	m.reason = why
 	m.clear("no-failover")
 	m.persist()
@@ -1177,7 +1186,7 @@ func (m *Machine) wake() time.Time {
 	if m.asking {
 		add(m.askAt.Add(m.t.SwitchoverTimeout))
 	}
-	if !m.askSeenAt.IsZero() && !m.askServed {
+	if m.answer == answerPending {
 		add(m.askSeenAt.Add(m.askGrace()))
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].Before(cands[j]) })
