@@ -19,7 +19,7 @@ TESTFLAGS ?=
 # CI's hard limit is 90 minutes; the whole suite must finish well inside 60.
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services demo bench-failover soak bench-wip chaos
+.PHONY: all check fmt vet lint unit test deps bench bench-heartbeat fuzz lab-sweep clean bench-runtime services demo bench-failover soak bench-wip bench-wip-lab chaos
 
 all: check
 
@@ -61,6 +61,12 @@ bench-runtime:
 WIPBENCH_FLAGS ?= -duration 5s -writers 1,16,64 -resync-mb 1024 -catchup-mb 256
 bench-wip:
 	$(GO) build -o /tmp/wipbench.$$$$ ./wip/cmd/wipbench && /tmp/wipbench.$$$$ $(WIPBENCH_FLAGS); rc=$$?; rm -f /tmp/wipbench.$$$$; exit $$rc
+
+# The same with the receivers in another lab host, across the HA link
+# (root; test/scripts/bench-wip-lab.sh). Two machines: see wipbench's
+# -receiver-via.
+bench-wip-lab:
+	GO=$(GO) test/scripts/bench-wip-lab.sh $(WIPBENCH_FLAGS)
 
 fuzz:
 	@test/scripts/fuzz.sh $(FUZZTIME)

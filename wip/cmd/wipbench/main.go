@@ -26,6 +26,16 @@
 // With -role receiver it is the receiving process (started by the bench
 // itself). All time is read through internal/clock.
 //
+// -receiver-via runs the receivers on another host: its value is the
+// command that starts wipbench there, to which the bench appends the
+// receiver's flags, e.g. "ssh -T root@peer /usr/local/bin/wipbench" for a
+// second VM, or "ip netns exec NS /path/wipbench" for a lab host
+// (`make bench-wip-lab` runs the bench across the lab's HA link). The
+// primary then listens on -listen-ip, an address of the link the receiver
+// dials, and the receiver keeps its store under -peer-root on its own
+// host (default /tmp there) and removes it when it stops. The receiver
+// stops when its standard input closes, which ssh passes on.
+//
 // -pin CPUS:CPUS (e.g. 0:1) models two nodes on one machine: the bench
 // process (the primary, and the local-only store) runs on the first CPU set
 // and the receiver on the second, through taskset(1); Go sizes GOMAXPROCS
@@ -47,6 +57,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,7 +87,17 @@ func main() {
 	peerRoot := flag.String("peer-root", "", "directory for the receivers' stores (default: beside the primary's); a second device, to measure without fsync contention")
 	mode := flag.String("mode", "sync", "receiver: its replication mode (sync | async), the primary's")
 	pin := flag.String("pin", "", "PRIMARY_CPUS:RECEIVER_CPUS, e.g. 0:1 (taskset lists); empty: no pinning")
+	via := flag.String("receiver-via", "", "command that starts wipbench on the receivers' host (e.g. \"ssh -T root@peer /usr/local/bin/wipbench\"); empty: a local process")
+	flag.StringVar(&listenIP, "listen-ip", "127.0.0.1", "the primary's replication address (with -receiver-via: one the receivers' host reaches)")
+	removeDir := flag.Bool("remove-dir", false, "receiver: remove -dir when stopping")
 	flag.Parse()
+	receiverVia = strings.Fields(*via)
+	if ip := net.ParseIP(listenIP); ip == nil {
+		check(fmt.Errorf("-listen-ip %q: not an IP address", listenIP))
+	}
+	if len(receiverVia) > 0 && *pin != "" {
+		check(fmt.Errorf("-pin and -receiver-via: the receivers run on another host; pin them there"))
+	}
 	if *pin != "" && *role != "receiver" && os.Getenv("WIPBENCH_PINNED") == "" {
 		pc, rc, ok := strings.Cut(*pin, ":")
 		if !ok || pc == "" || rc == "" {
@@ -103,15 +124,15 @@ func main() {
 		if *mode == "async" {
 			m = wip.Async
 		}
-		receiver(*dir, *listen, *peer, m)
+		receiver(*dir, *listen, *peer, m, *removeDir)
 		return
 	}
 	peerRootDir = *peerRoot
 	if keySpace < 0 {
 		check(fmt.Errorf("-keys %d is negative", keySpace))
 	}
-	fmt.Printf("wip-bench: config gomaxprocs=%d receiver_cpus=%q value=%d duration=%v prefill_mb=%d keys=%d\n",
-		runtime.GOMAXPROCS(0), os.Getenv("WIPBENCH_RECEIVER_CPUS"), *valueSize, *dur, prefillMB, keySpace)
+	fmt.Printf("wip-bench: config gomaxprocs=%d receiver_cpus=%q receiver_via=%q listen_ip=%s value=%d duration=%v prefill_mb=%d keys=%d\n",
+		runtime.GOMAXPROCS(0), os.Getenv("WIPBENCH_RECEIVER_CPUS"), *via, listenIP, *valueSize, *dur, prefillMB, keySpace)
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "wipbench")
 		check(err)
@@ -136,11 +157,17 @@ var (
 	peerRootDir string
 	prefillMB   int
 	keySpace    int
+	listenIP    string
+	receiverVia []string // the command prefix that runs a receiver on another host
 )
 
-// peerDir is where the receiver of the store in dir keeps its data.
+// peerDir is where the receiver of the store in dir keeps its data (on the
+// receivers' host with -receiver-via).
 func peerDir(dir string) string {
-	if peerRootDir == "" {
+	switch {
+	case len(receiverVia) > 0 && peerRootDir == "":
+		return filepath.Join(os.TempDir(), fmt.Sprintf("wipbench-%d-%s-peer", os.Getpid(), filepath.Base(dir)))
+	case peerRootDir == "":
 		return dir + "-peer"
 	}
 	return filepath.Join(peerRootDir, filepath.Base(dir)+"-peer")
@@ -153,15 +180,17 @@ func check(err error) {
 	}
 }
 
+// freeAddr is a free port on the primary's replication address.
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(listenIP, "0"))
 	check(err)
 	defer ln.Close()
 	return ln.Addr().String()
 }
 
-// receiver runs a secondary until its stdin closes.
-func receiver(dir, listen, peer string, mode wip.Mode) {
+// receiver runs a secondary until its stdin closes; with remove it then
+// removes its store.
+func receiver(dir, listen, peer string, mode wip.Mode, remove bool) {
 	// WIPBENCH_CPUPROFILE=prefix writes prefix.<pid> for each receiver.
 	if pre := os.Getenv("WIPBENCH_CPUPROFILE"); pre != "" {
 		f, err := os.Create(fmt.Sprintf("%s.%d", pre, os.Getpid()))
@@ -173,6 +202,9 @@ func receiver(dir, listen, peer string, mode wip.Mode) {
 	check(err)
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	check(s.Close())
+	if remove {
+		check(os.RemoveAll(dir))
+	}
 }
 
 type proc struct {
@@ -180,13 +212,26 @@ type proc struct {
 	stdin interface{ Close() error }
 }
 
-func startReceiver(dir, primary string, mode wip.Mode) *proc {
+// startReceiver starts a receiver of the primary at address primary, with
+// its store in dir. With -receiver-via, remove makes it remove the store
+// when it stops (a local one is removed by removePeer).
+func startReceiver(dir, primary string, mode wip.Mode, remove bool) *proc {
 	self, err := os.Executable()
 	check(err)
-	args := []string{"-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary, "-mode", mode.String()}
-	cmd := exec.Command(self, args...)
-	if cpus := os.Getenv("WIPBENCH_RECEIVER_CPUS"); cpus != "" {
-		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
+	var cmd *exec.Cmd
+	if len(receiverVia) > 0 {
+		// On another host: no listener (a receiver never serves here).
+		args := slices.Concat(receiverVia[1:], []string{"-role", "receiver", "-dir", dir, "-peer", primary, "-mode", mode.String()})
+		if remove {
+			args = append(args, "-remove-dir")
+		}
+		cmd = exec.Command(receiverVia[0], args...)
+	} else {
+		args := []string{"-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary, "-mode", mode.String()}
+		cmd = exec.Command(self, args...)
+		if cpus := os.Getenv("WIPBENCH_RECEIVER_CPUS"); cpus != "" {
+			cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
+		}
 	}
 	in, err := cmd.StdinPipe()
 	check(err)
@@ -204,7 +249,7 @@ func (p *proc) stop() {
 // lives under -peer-root (otherwise it is inside the temp dir removed at
 // exit).
 func removePeer(dir string) {
-	if peerRootDir != "" {
+	if peerRootDir != "" && len(receiverVia) == 0 {
 		_ = os.RemoveAll(peerDir(dir))
 	}
 }
@@ -243,7 +288,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	check(err)
 	check(s.Promote(context.Background(), 1))
 	if replicated {
-		rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode)
+		rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode, true)
 		waitUntil(s, "the receiver in sync", func() bool { return s.Status().PeerState == wip.PeerInSync })
 	}
 	prefill(s, prefillMB)
@@ -357,7 +402,7 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "base", storeMB)
 	lsn := s.Status().DurableLSN
 	t0 := c.Now()
-	rcv := startReceiver(peerDir(dir), o.ListenAddr, o.Mode)
+	rcv := startReceiver(peerDir(dir), o.ListenAddr, o.Mode, false)
 	waitUntil(s, "the snapshot", func() bool { return s.Status().PeerAckedLSN >= lsn })
 	snap := c.Since(t0)
 	if s.Status().Counters.Snapshots == 0 {
@@ -367,7 +412,7 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "more", catchupMB)
 	lsn = s.Status().DurableLSN
 	t0 = c.Now()
-	rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode)
+	rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode, true)
 	waitUntil(s, "the catch-up", func() bool { return s.Status().PeerAckedLSN >= lsn })
 	cu := c.Since(t0)
 	rcv.stop()
