@@ -104,10 +104,10 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 			acked := map[string]string{}
 			var events []string
 			for round := 0; round < 6; round++ {
-				waitFor(t, "the pair in sync", inSync(prim.s))
+				waitPair(t, prim, sec, "the pair in sync", inSync(prim.s))
 				w := startWritersPrefixed(prim.s, fmt.Sprintf("r%d/", round), 4, 64+rng.IntN(2048))
 				n := 20 + rng.IntN(200)
-				waitFor(t, "commits", func() bool { return w.count() >= n })
+				waitPair(t, prim, sec, "commits", func() bool { return w.count() >= n })
 				before := w.snapshot()
 				switch ev := rng.IntN(3); ev {
 				case 0: // the secondary loses power and comes back
@@ -116,12 +116,12 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 					cut(sec)
 					down(sec)
 					if base.PeerLoss == Degrade {
-						waitFor(t, "the primary to go on alone", func() bool { return prim.s.Status().PeerOutdated })
+						waitPair(t, prim, sec, "the primary to go on alone", func() bool { return prim.s.Status().PeerOutdated })
 						m := w.count()
-						waitFor(t, "commits without the peer", func() bool { return w.count() >= m+20 })
+						waitPair(t, prim, sec, "commits without the peer", func() bool { return w.count() >= m+20 })
 						if base.RetainBytes > 0 {
 							// Past the window: the catch-up is a snapshot.
-							waitFor(t, "the log window to move past the secondary", func() bool {
+							waitPair(t, prim, sec, "the log window to move past the secondary", func() bool {
 								return prim.s.Status().RetainedFirst > held+1
 							})
 							events[len(events)-1] = "secondary(snapshot)"
@@ -140,7 +140,7 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 					// The primary goes on: its writers wait for the
 					// restarted secondary to catch up, then commit again.
 					m := w.count()
-					waitFor(t, "commits after the secondary's restart", func() bool { return w.count() >= m+20 })
+					waitPair(t, prim, sec, "commits after the secondary's restart", func() bool { return w.count() >= m+20 })
 					for k, v := range w.halt() {
 						acked[k] = v
 					}
@@ -167,7 +167,7 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 						break
 					}
 					events = append(events, "primary")
-					waitFor(t, "the secondary to see the primary gone", func() bool {
+					waitPair(t, prim, sec, "the secondary to see the primary gone", func() bool {
 						return sec.s.Status().PeerState == PeerDisconnected
 					})
 					checkAllIn(t, "the secondary before its promotion", sec.s, acked)
@@ -202,7 +202,7 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 					}
 					open(sec)
 				}
-				waitFor(t, "the pair in sync after "+events[len(events)-1], inSync(prim.s))
+				waitPair(t, prim, sec, "the pair in sync after "+events[len(events)-1], inSync(prim.s))
 				// In sync: this commit returns once the secondary holds it
 				// and everything before it.
 				lsn := commitKV(t, prim.s, fmt.Sprintf("r%d/fence", round), "f")
@@ -306,4 +306,22 @@ func stateDiff(a, b *Store) string {
 		}
 	}
 	return ""
+}
+
+// waitPair is waitFor for the crash sequences: on a timeout it names what
+// both stores report, which is what a failure there needs.
+func waitPair(t *testing.T, a, b *crashNode, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 3000; i++ {
+		if cond() {
+			return
+		}
+		clock.Sleep(context.Background(), clock.Real(), 5*time.Millisecond)
+	}
+	show := func(n *crashNode) string {
+		st := n.s.Status()
+		return fmt.Sprintf("%s: %s epoch %d durable %d peer-acked %d primary-lsn %d peer %s inconsistent %v outdated %v peer-outdated %v error %q",
+			n.name, st.Role, st.Epoch, st.DurableLSN, st.PeerAckedLSN, st.PrimaryLSN, st.PeerState, st.Inconsistent, st.Outdated, st.PeerOutdated, st.LastError)
+	}
+	t.Fatalf("timed out waiting for %s\n%s\n%s", what, show(a), show(b))
 }
