@@ -2,7 +2,6 @@ package wip
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -221,58 +220,6 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 			t.Logf("events %v: %d commits acknowledged, all on both nodes (LSN %d, epoch %d); snapshots %d, divergences %d so far",
 				events, len(acked), prim.s.Status().DurableLSN, epoch, snapshots, divergences)
 		})
-	}
-}
-
-// startWritersPrefixed is startWriters with keys under prefix, so that
-// the writers of successive rounds never reuse a key.
-func startWritersPrefixed(s *Store, prefix string, n, valueSize int) *writers {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &writers{acked: map[string]string{}, stop: cancel}
-	for g := 0; g < n; g++ {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			for i := 0; ctx.Err() == nil; i++ {
-				k := fmt.Sprintf("%sw%d/%06d", prefix, g, i)
-				v := k + "=" + strconv.Itoa(valueSize)
-				v += string(make([]byte, valueSize))
-				b := s.NewBatch()
-				b.Set([]byte(k), []byte(v))
-				cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err := s.Commit(cctx, b)
-				ccancel()
-				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotPrimary) {
-						return
-					}
-					continue
-				}
-				w.mu.Lock()
-				w.acked[k] = v
-				w.mu.Unlock()
-			}
-		}()
-	}
-	return w
-}
-
-// checkAllIn is checkAll naming the node in the failure.
-func checkAllIn(t *testing.T, what string, s *Store, want map[string]string) {
-	t.Helper()
-	missing := 0
-	var first string
-	for k, v := range want {
-		got, ok, err := s.Get([]byte(k))
-		if err != nil || !ok || string(got) != v {
-			if missing == 0 {
-				first = fmt.Sprintf("%s: got %d bytes, ok %v, err %v", k, len(got), ok, err)
-			}
-			missing++
-		}
-	}
-	if missing > 0 {
-		t.Fatalf("%s: %d of %d acknowledged commits missing or wrong; first %s", what, missing, len(want), first)
 	}
 }
 

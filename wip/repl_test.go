@@ -150,6 +150,13 @@ type writers struct {
 }
 
 func startWriters(s *Store, n, valueSize int) *writers {
+	return startWritersPrefixed(s, "", n, valueSize)
+}
+
+// startWritersPrefixed is startWriters with keys under prefix, so that
+// successive sets of writers never reuse a key. A commit that has not
+// returned within 30 s counts as not acknowledged.
+func startWritersPrefixed(s *Store, prefix string, n, valueSize int) *writers {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &writers{acked: map[string]string{}, stop: cancel}
 	for g := 0; g < n; g++ {
@@ -157,11 +164,14 @@ func startWriters(s *Store, n, valueSize int) *writers {
 		go func() {
 			defer w.wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
-				k := fmt.Sprintf("w%d/%06d", g, i)
+				k := fmt.Sprintf("%sw%d/%06d", prefix, g, i)
 				v := fmt.Sprintf("%s-%s", k, bytes.Repeat([]byte("v"), valueSize))
 				b := s.NewBatch()
 				b.Set([]byte(k), []byte(v))
-				if _, err := s.Commit(ctx, b); err != nil {
+				cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+				_, err := s.Commit(cctx, b)
+				ccancel()
+				if err != nil {
 					if errors.Is(err, ErrClosed) || ctx.Err() != nil || errors.Is(err, ErrNotPrimary) {
 						return
 					}
@@ -200,11 +210,26 @@ func (w *writers) halt() map[string]string {
 
 func checkAll(t *testing.T, s *Store, want map[string]string) {
 	t.Helper()
+	checkAllIn(t, "the store", s, want)
+}
+
+// checkAllIn fails unless s holds every key of want with its value; the
+// failure names the store (what), how many are missing and the first.
+func checkAllIn(t *testing.T, what string, s *Store, want map[string]string) {
+	t.Helper()
+	missing := 0
+	var first string
 	for k, v := range want {
 		got, ok, err := s.Get([]byte(k))
 		if err != nil || !ok || string(got) != v {
-			t.Fatalf("acknowledged %s missing: %q %v %v", k, got, ok, err)
+			if missing == 0 {
+				first = fmt.Sprintf("%s: got %d bytes, ok %v, err %v", k, len(got), ok, err)
+			}
+			missing++
 		}
+	}
+	if missing > 0 {
+		t.Fatalf("%s: %d of %d acknowledged commits missing or wrong; first %s", what, missing, len(want), first)
 	}
 }
 
