@@ -71,6 +71,20 @@ orchestrations:
 	if ps, err := r.e.Projects(); err != nil || len(ps) != 0 {
 		t.Fatalf("projects after a refused deploy: %v %v", ps, err)
 	}
+	// A param the starter does not take (the test connector's subscribe
+	// takes none) is refused by name too, as the real connectors do.
+	_, err = r.e.Deploy(ctxT(t), map[string]string{"p.yaml": `project: q
+connections: {t: {kind: test}}
+orchestrations:
+  - name: consume
+    starter: {connector: {connection: t, operation: subscribe, params: {batch: 4}}}
+    steps:
+      - {id: a, assign: {x: "1"}}
+`})
+	if !errors.Is(err, orch.ErrInvalid) || !strings.Contains(err.Error(), "orchestration consume: starter.connector:") ||
+		!strings.Contains(err.Error(), "batch") || !strings.Contains(err.Error(), "unknown (subscribe takes no params)") {
+		t.Fatalf("Deploy with an unknown starter param = %v", err)
+	}
 }
 
 // A stored version whose starter the connection now refuses for good

@@ -289,10 +289,14 @@ func (e *Endpoint) WaitAcked(ctx context.Context, n int) error {
 }
 
 // NewStarter implements the runtime's StarterSource: operation "subscribe"
-// consumes the triggers given to Deliver.
-func (c *Conn) NewStarter(operation string, _ map[string]any) (connectors.Starter, error) {
+// consumes the triggers given to Deliver. It takes no params: any is
+// refused by name, as the real connectors refuse an unknown one.
+func (c *Conn) NewStarter(operation string, params map[string]any) (connectors.Starter, error) {
 	if operation != "subscribe" {
-		return nil, connectors.Permanent(fmt.Errorf("%w: starter %q", connectors.ErrUnknownOperation, operation))
+		return nil, connectors.UnknownStarter(Kind, operation, "subscribe")
+	}
+	if err := connectors.NewStarterParams("testconn: "+Kind, operation, params).Err(); err != nil {
+		return nil, err
 	}
 	c.ep.mu.Lock()
 	defer c.ep.mu.Unlock()
