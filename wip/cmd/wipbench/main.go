@@ -27,8 +27,8 @@
 // itself). All time is read through internal/clock.
 //
 // -receiver-via runs the receivers on another host: its value is the
-// command that starts wipbench there, to which the bench appends the
-// receiver's flags, e.g. "ssh -T root@peer /usr/local/bin/wipbench" for a
+// command that starts wipbench there (split at white space, no quoting),
+// to which the bench appends the receiver's flags, e.g. "ssh -T root@peer /usr/local/bin/wipbench" for a
 // second VM, or "ip netns exec NS /path/wipbench" for a lab host
 // (`make bench-wip-lab` runs the bench across the lab's HA link). The
 // primary then listens on -listen-ip, an address of the link the receiver
