@@ -213,25 +213,21 @@ type proc struct {
 }
 
 // startReceiver starts a receiver of the primary at address primary, with
-// its store in dir. With -receiver-via, remove makes it remove the store
-// when it stops (a local one is removed by removePeer).
+// its store in dir, here or through -receiver-via; with remove it removes
+// the store when it stops. It runs no listener: a receiver is never
+// promoted here.
 func startReceiver(dir, primary string, mode wip.Mode, remove bool) *proc {
 	self, err := os.Executable()
 	check(err)
-	var cmd *exec.Cmd
+	args := []string{"-role", "receiver", "-dir", dir, "-peer", primary, "-mode", mode.String()}
+	if remove {
+		args = append(args, "-remove-dir")
+	}
+	cmd := exec.Command(self, args...)
 	if len(receiverVia) > 0 {
-		// On another host: no listener (a receiver never serves here).
-		args := slices.Concat(receiverVia[1:], []string{"-role", "receiver", "-dir", dir, "-peer", primary, "-mode", mode.String()})
-		if remove {
-			args = append(args, "-remove-dir")
-		}
-		cmd = exec.Command(receiverVia[0], args...)
-	} else {
-		args := []string{"-role", "receiver", "-dir", dir, "-listen", freeAddr(), "-peer", primary, "-mode", mode.String()}
-		cmd = exec.Command(self, args...)
-		if cpus := os.Getenv("WIPBENCH_RECEIVER_CPUS"); cpus != "" {
-			cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
-		}
+		cmd = exec.Command(receiverVia[0], slices.Concat(receiverVia[1:], args)...)
+	} else if cpus := os.Getenv("WIPBENCH_RECEIVER_CPUS"); cpus != "" {
+		cmd = exec.Command("taskset", slices.Concat([]string{"-c", cpus, self}, args)...)
 	}
 	in, err := cmd.StdinPipe()
 	check(err)
@@ -243,15 +239,6 @@ func startReceiver(dir, primary string, mode wip.Mode, remove bool) *proc {
 func (p *proc) stop() {
 	_ = p.stdin.Close()
 	_ = p.cmd.Wait()
-}
-
-// removePeer removes the receiver's store of the primary in dir when it
-// lives under -peer-root (otherwise it is inside the temp dir removed at
-// exit).
-func removePeer(dir string) {
-	if peerRootDir != "" && len(receiverVia) == 0 {
-		_ = os.RemoveAll(peerDir(dir))
-	}
 }
 
 // result of one timed run; group is the mean commits per group commit.
@@ -328,7 +315,6 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	check(s.Close())
 	if rcv != nil {
 		rcv.stop()
-		removePeer(dir)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
@@ -416,7 +402,6 @@ func resync(dir string, storeMB, catchupMB int) {
 	waitUntil(s, "the catch-up", func() bool { return s.Status().PeerAckedLSN >= lsn })
 	cu := c.Since(t0)
 	rcv.stop()
-	removePeer(dir)
 	fmt.Printf("wip-bench: resync snapshot_mb_s=%.0f catchup_mb_s=%.0f store_mb=%d catchup_mb=%d\n",
 		float64(storeMB)/snap.Seconds(), float64(catchupMB)/cu.Seconds(), storeMB, catchupMB)
 }
