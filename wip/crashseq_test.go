@@ -1,8 +1,10 @@
 package wip
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -14,19 +16,24 @@ import (
 	"github.com/tandem-ha/tandem/internal/clock"
 )
 
-// crashSeeds is how many random sequences TestCrashSequencesLoseNothing
-// runs: 3 by default, WIP_CRASH_SEEDS for a longer campaign
-// (`WIP_CRASH_SEEDS=200 go test -run CrashSequences ./wip/`).
-func crashSeeds(t *testing.T) uint64 {
-	v := os.Getenv("WIP_CRASH_SEEDS")
-	if v == "" {
-		return 3
+// crashSeeds is the first seed and how many random sequences
+// TestCrashSequencesLoseNothing runs: seeds 1-3 by default; WIP_CRASH_SEEDS
+// for a longer campaign and WIP_CRASH_FIRST for seeds no earlier campaign
+// ran (`WIP_CRASH_FIRST=1000 WIP_CRASH_SEEDS=200 go test -run
+// CrashSequences ./wip/`).
+func crashSeeds(t *testing.T) (first, n uint64) {
+	parse := func(name string, def uint64) uint64 {
+		v := os.Getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			t.Fatalf("%s=%q: want a positive count", name, v)
+		}
+		return n
 	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || n == 0 {
-		t.Fatalf("WIP_CRASH_SEEDS=%q: want a positive count", v)
-	}
-	return n
+	return parse("WIP_CRASH_FIRST", 1), parse("WIP_CRASH_SEEDS", 3)
 }
 
 // crashNode is one node of the pair on a crashable in-memory file system:
@@ -55,7 +62,8 @@ type crashNode struct {
 // before the cut is on both nodes, both hold the same LSN, and their states
 // are equal key for key.
 func TestCrashSequencesLoseNothing(t *testing.T) {
-	for seed := uint64(1); seed <= crashSeeds(t); seed++ {
+	first, n := crashSeeds(t)
+	for seed := first; seed < first+n; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 0x7a11))
 			// Odd seeds block on peer loss; even seeds degrade, and there
@@ -108,6 +116,11 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 				n := 20 + rng.IntN(200)
 				waitPair(t, prim, sec, "commits", func() bool { return w.count() >= n })
 				before := w.snapshot()
+				// Whether the node that rejoins may need a snapshot: only
+				// when it was away past the window, or the primary went on
+				// alone (past a 64 KiB window), or it diverged. Otherwise
+				// the other node's log must still hold what it lacks.
+				mayNeedSnapshot := false
 				switch ev := rng.IntN(3); ev {
 				case 0: // the secondary loses power and comes back
 					events = append(events, "secondary")
@@ -124,6 +137,7 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 								return prim.s.Status().RetainedFirst > held+1
 							})
 							events[len(events)-1] = "secondary(snapshot)"
+							mayNeedSnapshot = true
 						}
 					}
 					open(sec)
@@ -158,6 +172,7 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 						// the secondary (tandemd's fence-peer hook tells it
 						// so). The old primary restarts and goes on.
 						events = append(events, "primary(degraded: restarted)")
+						mayNeedSnapshot = true
 						open(prim)
 						epoch++
 						if err := prim.s.Promote(context.Background(), epoch); err != nil {
@@ -183,6 +198,7 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 						acked[k] = v
 					}
 					alone := prim.s.Status().PeerOutdated
+					mayNeedSnapshot = alone
 					down(prim)
 					down(sec)
 					w.halt()
@@ -216,11 +232,50 @@ func TestCrashSequencesLoseNothing(t *testing.T) {
 				if diff := stateDiff(prim.s, sec.s); diff != "" {
 					t.Fatalf("events %v: the secondary's state differs from the primary's at LSN %d: %s", events, lsn, diff)
 				}
+				// The logs kept what the rejoining node needed: it was
+				// caught up from the other's log (a snapshot only after a
+				// divergence), and every quarantined suffix was exported
+				// whole.
+				if c := sec.s.Status().Counters; !mayNeedSnapshot && c.Snapshots > c.Divergences {
+					t.Fatalf("events %v: the secondary was sent %d snapshot(s) after %d divergence(s); the log should have served it",
+						events, c.Snapshots, c.Divergences)
+				}
+				for _, n := range []*crashNode{prim, sec} {
+					if q := quarantineGaps(t, n); q != "" {
+						t.Fatalf("events %v: %s", events, q)
+					}
+				}
 			}
 			t.Logf("events %v: %d commits acknowledged, all on both nodes (LSN %d, epoch %d); snapshots %d, divergences %d so far",
 				events, len(acked), prim.s.Status().DurableLSN, epoch, snapshots, divergences)
 		})
 	}
+}
+
+// quarantineGaps reads every quarantine file of n and names the first one
+// with a suffix it could not export (records no longer in its log).
+func quarantineGaps(t *testing.T, n *crashNode) string {
+	t.Helper()
+	dir := n.fs.PathJoin(n.s.dir, "quarantine")
+	names, err := n.fs.List(dir)
+	if err != nil {
+		return "" // no divergence yet
+	}
+	for _, name := range names {
+		f, err := n.fs.Open(n.fs.PathJoin(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(f)
+		_ = f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, []byte(`"missing"`)); i >= 0 {
+			return fmt.Sprintf("%s's quarantine file %s has a gap: %s", n.name, name, b[i:min(len(b), i+120)])
+		}
+	}
+	return ""
 }
 
 // stateDiff compares every user key of a and b (read while neither
