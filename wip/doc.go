@@ -70,13 +70,23 @@
 //     ascend is rejected (ErrFrameMalformed). Stores run pebble format
 //     FormatVirtualSSTables or later (excising needs it); opening an older
 //     store ratchets it up, irreversibly.
-//   - The log is retained by size (RetainBytes) and age (RetainAge): it never
-//     holds more than RetainBytes or entries older than RetainAge once a
-//     commit has seen them. Pruning happens in the commit batches, in chunks
-//     (the window is cut back to 7/8 of the limit, so a range deletion is
-//     written once per eighth of the window, not in every group), and the
-//     last pruned (epoch, LSN, checksum) is kept so the window's edge still
-//     compares.
+//   - The log is retained for the other node, by what it holds, by size
+//     (RetainBytes) and by age (RetainAge). Records the other node holds
+//     durably go first: as primary, those the peer acked; as secondary,
+//     those the primary reported durable (Data, version 3 on). No one can
+//     need them: a peer resumes after what it holds, and the old primary of
+//     a promoted secondary rejoins from what it held. They go in chunks of
+//     about a MiB (RetainBytes/8 if smaller), so in a pair in sync each
+//     window holds about a MiB and the records die in the memtable, never
+//     flushed or compacted. While the other node is away or behind, the
+//     window grows, and it never holds more than RetainBytes or entries
+//     older than RetainAge once a commit has seen them: then it is cut back
+//     to 7/8 of the limit, so a range deletion is written once per eighth of
+//     the window, not in every group, and the peer is caught up by
+//     snapshot. Pruning happens in the commit batches, and the last pruned
+//     (epoch, LSN, checksum) is kept so the window's edge still compares.
+//     A node that was out of the pair (restored from a backup, a rebuilt
+//     disk) is usually behind the window, so it is caught up by snapshot.
 //   - Every rejected frame or handshake is counted (Status.Counters) and
 //     reported with its reason as EventRejected (EventModeMismatch for a
 //     mode refusal), and nothing of it is applied. It is logged with its
@@ -132,7 +142,8 @@
 //	4 Plan      P->S  kind u8 (1 stream, 2 snapshot, 3 diverged) | from u64 |
 //	                  primary lsn u64 | peer outdated u8 | detail (u32 len + text)
 //	5 Data      P->S  first lsn u64 | count u32 | count x (epoch u64 | csum u64 |
-//	                  unix_nano u64 | ops (u32 len + bytes))
+//	                  unix_nano u64 | ops (u32 len + bytes)) |
+//	                  [primary durable lsn u64, version 3 on]
 //	6 SnapBegin P->S  lineage | total bytes u64 (estimate, for progress)
 //	7 SnapChunk P->S  count u32 | count x (key (u32 len + bytes) | value (u32 len + bytes))
 //	8 SnapEnd   P->S  pairs u64

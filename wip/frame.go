@@ -17,8 +17,11 @@ const (
 	//
 	// Version 2 adds the replication mode to Welcome and Auth (see the
 	// package doc); version 1 peers still pair with a version 2 build, with
-	// no mode check.
-	ProtocolVersion = 2
+	// no mode check. Version 3 appends the primary's durable LSN to Data,
+	// which lets a secondary drop the log records the primary holds too; a
+	// version 2 peer pairs as before, and such a secondary keeps its whole
+	// retained window.
+	ProtocolVersion = 3
 	// minProtocolVersion is the oldest layout this build still speaks.
 	minProtocolVersion = 1
 	// maxAcceptedVersion: headers with a version up to N+1 are decoded (the
@@ -432,7 +435,9 @@ type entry struct {
 
 // Data body: first LSN u64, count u32, then per entry:
 // epoch u64, csum u64, unix_nano u64, ops (u32 length + bytes).
-func appendData(b []byte, es []entry) []byte {
+// appendData encodes a Data body at version ver; from version 3 on it ends
+// with durable, the primary's durable LSN when the frame was formed.
+func appendData(b []byte, es []entry, ver byte, durable uint64) []byte {
 	b = putU64(b, es[0].lsn)
 	b = putU32(b, uint32(len(es)))
 	for _, e := range es {
@@ -441,35 +446,43 @@ func appendData(b []byte, es []entry) []byte {
 		b = putU64(b, uint64(e.unixNano))
 		b = putBytes(b, e.ops)
 	}
+	if ver >= 3 {
+		b = putU64(b, durable)
+	}
 	return b
 }
 
-func decodeData(body []byte) ([]entry, error) {
+// decodeData decodes a Data body framed at ver: its entries and, from
+// version 3 on, the primary's durable LSN (0 before).
+func decodeData(body []byte, ver byte) (es []entry, durable uint64, err error) {
 	r := &reader{b: body}
 	first := r.u64("data.first_lsn")
 	n := r.u32("data.count")
 	if r.err == nil && (n == 0 || uint64(n)*28 > uint64(len(r.b))) {
-		return nil, fmt.Errorf("%w: data.count %d does not fit %d bytes", ErrFrameMalformed, n, len(r.b))
+		return nil, 0, fmt.Errorf("%w: data.count %d does not fit %d bytes", ErrFrameMalformed, n, len(r.b))
 	}
 	if first == 0 || first+uint64(n) < first {
-		return nil, fmt.Errorf("%w: data.first_lsn %d", ErrFrameMalformed, first)
+		return nil, 0, fmt.Errorf("%w: data.first_lsn %d", ErrFrameMalformed, first)
 	}
-	es := make([]entry, 0, n)
+	es = make([]entry, 0, n)
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		e := entry{lsn: first + uint64(i), epoch: r.u64("data.epoch"), csum: r.u64("data.csum")}
 		e.unixNano = int64(r.u64("data.time"))
 		e.ops = r.lenBytes("data.ops")
 		if r.err == nil {
 			if err := checkOps(e.ops); err != nil {
-				return nil, fmt.Errorf("entry lsn %d: %w", e.lsn, err)
+				return nil, 0, fmt.Errorf("entry lsn %d: %w", e.lsn, err)
 			}
 		}
 		es = append(es, e)
 	}
-	if err := r.done("data"); err != nil {
-		return nil, err
+	if ver >= 3 {
+		durable = r.u64("data.primary_durable_lsn")
 	}
-	return es, nil
+	if err := r.done("data"); err != nil {
+		return nil, 0, err
+	}
+	return es, durable, nil
 }
 
 // SnapBegin body: lineage of the snapshot, total bytes of user data (estimate).

@@ -17,7 +17,8 @@ func seedFrames() [][]byte {
 	var ops Batch
 	ops.Set([]byte("k"), []byte("v"))
 	ops.Delete([]byte("gone"))
-	data := appendData(nil, []entry{{lsn: 7, epoch: 3, csum: 9, unixNano: 1, ops: ops.ops}, {lsn: 8, epoch: 3, csum: 10, ops: nil}})
+	es := []entry{{lsn: 7, epoch: 3, csum: 9, unixNano: 1, ops: ops.ops}, {lsn: 8, epoch: 3, csum: 10, ops: nil}}
+	data := appendData(nil, es, 1, 0)
 	chunk := putU32(nil, 1)
 	chunk = putBytes(putBytes(chunk, []byte("key")), []byte("value"))
 	return [][]byte{
@@ -35,6 +36,8 @@ func seedFrames() [][]byte {
 		// Version 2: Welcome and Auth carry the replication mode.
 		appendFrame(nil, 2, frameWelcome, append(appendHello(nil, hello{nodeID: 1, minVer: 2, maxVer: 2, lin: lin, mode: wireAsync}), make([]byte, 32)...)),
 		appendFrame(nil, 2, frameAuth, append([]byte{wireSync}, make([]byte, 32)...)),
+		// Version 3: Data ends with the primary's durable LSN.
+		appendFrame(nil, 3, frameData, appendData(nil, es, 3, 7)),
 	}
 }
 
@@ -55,10 +58,11 @@ func decodeAny(b []byte) error {
 		_, err = decodePlan(f.body)
 	case frameData:
 		var es []entry
-		es, err = decodeData(f.body)
+		var durable uint64
+		es, durable, err = decodeData(f.body, f.version)
 		if err == nil {
 			// Round trip: re-encoding gives the same body.
-			if again := appendData(nil, es); !bytes.Equal(again, f.body) {
+			if again := appendData(nil, es, f.version, durable); !bytes.Equal(again, f.body) {
 				panic("data round trip differs")
 			}
 		}
@@ -103,6 +107,9 @@ func TestDecodeFrameRejectsWithReason(t *testing.T) {
 	huge := []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 1}
 	badMode := appendFrame(nil, 2, frameAuth, append([]byte{7}, make([]byte, 32)...))
 	v1Auth := appendFrame(nil, 2, frameAuth, make([]byte, 32)) // no mode byte in a version 2 frame
+	es := []entry{{lsn: 7, epoch: 3, csum: 9}}
+	v2Data := appendFrame(nil, 3, frameData, appendData(nil, es, 2, 0))    // no durable LSN in a version 3 frame
+	v3DataAt2 := appendFrame(nil, 2, frameData, appendData(nil, es, 3, 7)) // a durable LSN a version 2 peer does not know
 	for _, c := range []struct {
 		name string
 		b    []byte
@@ -117,6 +124,8 @@ func TestDecodeFrameRejectsWithReason(t *testing.T) {
 		{"too large", huge, ErrFrameTooLarge},
 		{"mode", badMode, ErrFrameMalformed},
 		{"auth without mode", v1Auth, ErrFrameMalformed},
+		{"version 3 data without the durable LSN", v2Data, ErrFrameMalformed},
+		{"version 2 data with a durable LSN", v3DataAt2, ErrFrameMalformed},
 	} {
 		if err := decodeAny(c.b); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)

@@ -49,7 +49,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 		return fmt.Errorf("wip: snapshot: clearing the store: %w", err)
 	}
 	s.retMu.Lock()
-	s.retained, s.retBytes = nil, 0
+	s.retained, s.retBytes, s.peerHolds, s.heldN, s.heldBytes = nil, 0, 0, 0, 0
 	s.retMu.Unlock()
 	s.mu.Lock()
 	s.inconsistent = true
@@ -467,7 +467,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			}
 			switch it.f.typ {
 			case frameData:
-				got, err := decodeData(it.f.body)
+				got, primaryDurable, err := decodeData(it.f.body, ver)
 				if err == nil && got[0].lsn != lsn+1 {
 					err = fmt.Errorf("%w: data starts at LSN %d, expected %d", ErrFrameMalformed, got[0].lsn, lsn+1)
 				}
@@ -500,6 +500,9 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 					break loop
 				}
 				es = append(es, got...)
+				// Log records the primary holds durably are needed by no
+				// one once this node holds them too (see retain).
+				s.notePeerHolds(primaryDurable)
 			case frameInSync:
 				if len(it.f.body) != 8 {
 					ferr = fmt.Errorf("%w: in-sync body has %d bytes", ErrFrameMalformed, len(it.f.body))

@@ -460,10 +460,10 @@ func (s *Store) servePeer(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	ver := min(h.maxVer, byte(ProtocolVersion))
+	ver := min(h.maxVer, s.maxVersion())
 	if ver < max(h.minVer, byte(minProtocolVersion)) {
 		wd.Stop()
-		err := fmt.Errorf("%w: peer %s speaks %d..%d, this build %d..%d", ErrFrameVersion, c.RemoteAddr(), h.minVer, h.maxVer, minProtocolVersion, ProtocolVersion)
+		err := fmt.Errorf("%w: peer %s speaks %d..%d, this build %d..%d", ErrFrameVersion, c.RemoteAddr(), h.minVer, h.maxVer, minProtocolVersion, s.maxVersion())
 		s.reject("version", err)
 		sendReject(c, 1, err.Error())
 		_ = c.Close()
@@ -725,6 +725,7 @@ func (s *Store) readAcks(ss *session, br *bufio.Reader) error {
 			if lsn > s.peerAcked {
 				s.peerAcked = lsn
 			}
+			s.notePeerHolds(lsn)
 			s.peerLastSeen = s.clk.Now()
 			s.releaseLocked()
 			s.cond.Broadcast()
@@ -748,7 +749,7 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 		var es []entry
 		var fromDisk bool
 		var inSync bool
-		var inSyncLSN uint64
+		var inSyncLSN, durable uint64
 		for {
 			if ss.closed() {
 				s.mu.Unlock()
@@ -760,6 +761,7 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 				break
 			}
 			es, fromDisk = s.collectLocked(next)
+			durable = s.durable
 			if len(es) > 0 || fromDisk {
 				break
 			}
@@ -796,7 +798,7 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 			}
 			continue
 		}
-		buf = appendData(buf[:0], es)
+		buf = appendData(buf[:0], es, ver, durable)
 		if err := writeFrame(bw, ver, frameData, buf); err != nil {
 			return err
 		}
@@ -971,7 +973,7 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 	s.mu.Lock()
 	my := s.lineageLocked()
 	s.mu.Unlock()
-	h := hello{nodeID: s.o.NodeID, minVer: minProtocolVersion, maxVer: ProtocolVersion, lin: my}
+	h := hello{nodeID: s.o.NodeID, minVer: minProtocolVersion, maxVer: s.maxVersion(), lin: my}
 	_, _ = rand.Read(h.nonce[:])
 	hb := appendHello(nil, h)
 	// Hello always goes out in version-1 framing so any version can read it.
@@ -993,8 +995,8 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 		return false, err
 	}
 	ver := f.version
-	if ver < minProtocolVersion || ver > ProtocolVersion {
-		err := fmt.Errorf("%w: primary chose %d, this build speaks %d..%d", ErrFrameVersion, ver, minProtocolVersion, ProtocolVersion)
+	if ver < minProtocolVersion || ver > s.maxVersion() {
+		err := fmt.Errorf("%w: primary chose %d, this build speaks %d..%d", ErrFrameVersion, ver, minProtocolVersion, s.maxVersion())
 		s.reject("version", err)
 		return false, err
 	}

@@ -143,6 +143,17 @@ type Options struct {
 	// must not block) each time the primary's committer starts to wait in
 	// holdPipeline, with the number of groups waiting for the peer.
 	testHolding func(unacked int)
+	// testMaxVersion, when set, caps the protocol version this store
+	// speaks, to pair it as an older build would.
+	testMaxVersion byte
+}
+
+// maxVersion is the newest protocol version this store speaks.
+func (s *Store) maxVersion() byte {
+	if v := s.o.testMaxVersion; v != 0 {
+		return min(v, ProtocolVersion)
+	}
+	return ProtocolVersion
 }
 
 func (o *Options) fill() error {
@@ -388,6 +399,15 @@ type Store struct {
 	retMu    sync.Mutex
 	retained []retainedEntry
 	retBytes int64
+	// peerHolds: every LSN up to it of this store's lineage is durable on
+	// the other node as well: as primary, what the peer acked; as
+	// secondary, the primary's durable LSN (Data, version 3 on). Zero after
+	// Open and a snapshot: nothing is known until the peer says so.
+	peerHolds uint64
+	// heldN, heldBytes: how many of the oldest retained entries are at or
+	// below peerHolds, and their size (so retain never rescans them).
+	heldN     int
+	heldBytes int64
 
 	lnClosers   []func() error
 	conns       map[net.Conn]struct{} // replication connections, closed by Close
@@ -851,10 +871,36 @@ func (s *Store) writeEntries(pb *pebble.Batch, es []entry) error {
 	return s.retain(pb, es)
 }
 
-// retain records es in the retained-log index and, when the window has
-// outgrown RetainBytes or RetainAge, deletes its oldest entries in the same
-// batch. The last pruned entry's (epoch, LSN, checksum) is kept so lineage
-// comparison still works at the window's edge.
+// notePeerHolds records that the other node holds every LSN up to lsn of
+// this store's lineage durably (see peerHolds).
+func (s *Store) notePeerHolds(lsn uint64) {
+	s.retMu.Lock()
+	s.peerHolds = max(s.peerHolds, lsn)
+	s.retMu.Unlock()
+}
+
+// earlyPruneBytes is how much log the other node holds before it is
+// pruned: small enough that the records are still in the memtable, whose
+// flush then drops them with the range deletion, large enough that a range
+// deletion is written about once per MiB of log, not in every group.
+func (s *Store) earlyPruneBytes() int64 { return min(1<<20, s.o.RetainBytes/8) }
+
+// retain records es in the retained-log index and deletes, in the same
+// batch, the oldest entries that no one can need:
+//   - early, those the other node holds durably (peerHolds), once they
+//     amount to earlyPruneBytes. They are what a peer that disconnects
+//     resumes after, and what a promoted secondary's old primary rejoins
+//     from. So in a pair in sync each node's window is about a MiB, and
+//     the log records die in the memtable instead of being flushed and
+//     compacted: the log is half of what the LSM would take in (measured
+//     in docs/benchmarks.md);
+//   - when the window has outgrown RetainBytes or RetainAge, whatever it
+//     holds beyond 7/8 of the limit: a peer away that long is caught up by
+//     snapshot.
+//
+// The current batch's own entries are never pruned. The last pruned entry's
+// (epoch, LSN, checksum) is kept so lineage comparison still works at the
+// window's edge.
 //
 // Pruning cuts the window back to 7/8 of the limit, so a range deletion is
 // written about once per RetainBytes/8 of log (or RetainAge/8 of time), not
@@ -870,19 +916,38 @@ func (s *Store) retain(pb *pebble.Batch, es []entry) error {
 		s.retained = append(s.retained, retainedEntry{lsn: e.lsn, size: sz, at: e.unixNano, epoch: e.epoch, csum: e.csum})
 		s.retBytes += sz
 	}
-	now := es[len(es)-1].unixNano
-	if s.retBytes <= s.o.RetainBytes && now-s.retained[0].at <= int64(s.o.RetainAge) {
-		return nil
-	}
-	keepBytes := s.o.RetainBytes - s.o.RetainBytes/8
-	keepAge := int64(s.o.RetainAge - s.o.RetainAge/8)
 	n := 0
-	for n < len(s.retained)-1 && (s.retBytes > keepBytes || now-s.retained[n].at > keepAge) {
-		s.retBytes -= s.retained[n].size
-		n++
+	for old := len(s.retained) - len(es); s.heldN < old && s.retained[s.heldN].lsn <= s.peerHolds; s.heldN++ {
+		s.heldBytes += s.retained[s.heldN].size
+	}
+	if s.heldBytes >= s.earlyPruneBytes() {
+		n = s.heldN
+	}
+	now := es[len(es)-1].unixNano
+	if s.retBytes > s.o.RetainBytes || now-s.retained[0].at > int64(s.o.RetainAge) {
+		keepBytes := s.o.RetainBytes - s.o.RetainBytes/8
+		keepAge := int64(s.o.RetainAge - s.o.RetainAge/8)
+		var gone int64
+		for _, e := range s.retained[:n] {
+			gone += e.size
+		}
+		for n < len(s.retained)-1 && (s.retBytes-gone > keepBytes || now-s.retained[n].at > keepAge) {
+			gone += s.retained[n].size
+			n++
+		}
 	}
 	if n == 0 {
 		return nil
+	}
+	var gone int64
+	for _, e := range s.retained[:n] {
+		gone += e.size
+	}
+	s.retBytes -= gone
+	if n >= s.heldN {
+		s.heldN, s.heldBytes = 0, 0
+	} else {
+		s.heldN, s.heldBytes = s.heldN-n, s.heldBytes-gone
 	}
 	last := s.retained[n-1]
 	if err := pb.DeleteRange(logKey(s.retained[0].lsn), logKey(last.lsn+1), nil); err != nil {
