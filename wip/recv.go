@@ -334,6 +334,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		reack := s.clk.NewTicker(max(s.o.DeadSessionAfter/4, 10*time.Millisecond))
 		defer reack.Stop()
 		wrote := false
+		muted := false // a test stopped this node's acks (testOutput)
 		for {
 			var p pending
 			select {
@@ -343,7 +344,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				}
 				p = q
 			case <-reack.C():
-				if acked > 0 && !wrote && !failed {
+				if acked > 0 && !wrote && !failed && !muted && s.output() {
 					if writeFrame(bw, ver, frameAck, putU64(nil, acked)) != nil || bw.Flush() != nil {
 						ss.close(errors.New("wip: writing ack"))
 					}
@@ -353,6 +354,9 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			}
 			if failed {
 				if p.pb != nil {
+					// Pebble's log writer still holds a batch applied with
+					// ApplyNoSyncWait until its sync: wait before Close.
+					_ = syncWait(p.pb)
 					_ = p.pb.Close()
 				}
 				continue
@@ -383,14 +387,19 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				toAck = p.lsn
 			}
 			// While more is queued, one later cumulative ack covers this.
-			if toAck > acked && len(pch) == 0 {
+			if toAck > acked && len(pch) == 0 && !muted {
 				if s.o.testBeforeAck != nil {
 					s.o.testBeforeAck(toAck)
 				}
-				if writeFrame(bw, ver, frameAck, putU64(nil, toAck)) != nil || bw.Flush() != nil {
-					ss.close(errors.New("wip: writing ack"))
+				if !s.output() {
+					muted = true
+					ss.close(errOutputStopped)
+				} else {
+					if writeFrame(bw, ver, frameAck, putU64(nil, toAck)) != nil || bw.Flush() != nil {
+						ss.close(errors.New("wip: writing ack"))
+					}
+					acked, wrote = toAck, true
 				}
-				acked, wrote = toAck, true
 			}
 			if haveInSync {
 				s.mu.Lock()

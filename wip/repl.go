@@ -799,6 +799,9 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 			continue
 		}
 		buf = appendData(buf[:0], es, ver, durable)
+		if !s.output() {
+			return errOutputStopped
+		}
 		if err := writeFrame(bw, ver, frameData, buf); err != nil {
 			return err
 		}
@@ -1098,6 +1101,9 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 	s.mu.Lock()
 	held := s.durable
 	s.mu.Unlock()
+	if !s.output() {
+		return true, errOutputStopped
+	}
 	if _, err := c.Write(appendFrame(nil, ver, frameAck, putU64(nil, held))); err != nil {
 		return true, err
 	}

@@ -139,6 +139,11 @@ type Options struct {
 	// testBeforeAck, when set, is called by a secondary before it acks lsn;
 	// it may block, holding the ack back.
 	testBeforeAck func(lsn uint64)
+	// testOutput, when set, is called before every frame that tells the
+	// peer what this node holds (Ack) or what the primary holds (Data);
+	// false ends the session instead. A test that cuts the power of a
+	// running store stops those frames at that instant, as the cut would.
+	testOutput func() bool
 	// testHolding, when set, is called (with the store's mutex held; it
 	// must not block) each time the primary's committer starts to wait in
 	// holdPipeline, with the number of groups waiting for the peer.
@@ -147,6 +152,13 @@ type Options struct {
 	// speaks, to pair it as an older build would.
 	testMaxVersion byte
 }
+
+// output reports whether a frame that tells the peer what a node holds
+// may be sent (see testOutput; always, outside tests).
+func (s *Store) output() bool { return s.o.testOutput == nil || s.o.testOutput() }
+
+// errOutputStopped ends a session whose frames a test stopped (testOutput).
+var errOutputStopped = errors.New("wip: test: output stopped")
 
 // maxVersion is the newest protocol version this store speaks.
 func (s *Store) maxVersion() byte {
