@@ -2,6 +2,8 @@ package wip
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -60,6 +62,9 @@ func TestInSyncPairPrunesTheLogEarly(t *testing.T) {
 	for k, v := range w.halt() {
 		acked[k] = v
 	}
+	// A commit whose writer gave up may still be in flight: this one
+	// returns once b holds it and everything before it.
+	commitKV(t, a, "fence", "1")
 	a.kill()
 	if st := b.Status(); st.RetainedFirst <= 1 || st.RetainedBytes > 3*chunk+(1<<20) {
 		t.Fatalf("b's window %d..%d, %d bytes; want it pruned early while in sync", st.RetainedFirst, st.RetainedLast, st.RetainedBytes)
@@ -95,7 +100,15 @@ func TestInSyncPairPrunesTheLogEarly(t *testing.T) {
 func TestVersion2PeerKeepsTheWindow(t *testing.T) {
 	for _, older := range []string{"a", "b"} {
 		t.Run("older "+older, func(t *testing.T) {
-			p := newPair(t, Options{RetainBytes: 64 << 20})
+			var mu sync.Mutex
+			var sessions []string
+			p := newPair(t, Options{RetainBytes: 64 << 20, Events: func(e Event) {
+				if e.Kind == EventSessionStarted && strings.Contains(e.Detail, "protocol version") {
+					mu.Lock()
+					sessions = append(sessions, e.Detail)
+					mu.Unlock()
+				}
+			}})
 			cap2 := func(o *Options) { o.testMaxVersion = 2 }
 			var a, b *Store
 			if older == "a" {
@@ -113,6 +126,16 @@ func TestVersion2PeerKeepsTheWindow(t *testing.T) {
 			waitFor(t, "4 MiB of commits", func() bool { return w.count() > 4<<10 })
 			acked := w.halt()
 			checkAll(t, b, acked)
+			mu.Lock()
+			for _, d := range sessions {
+				if !strings.HasSuffix(d, "protocol version 2") {
+					t.Errorf("session %q; want protocol version 2", d)
+				}
+			}
+			if len(sessions) == 0 {
+				t.Error("no session started")
+			}
+			mu.Unlock()
 			if st := b.Status(); st.RetainedFirst != 1 {
 				t.Fatalf("the version 2 session's secondary pruned its window to %d..%d", st.RetainedFirst, st.RetainedLast)
 			}

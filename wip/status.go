@@ -100,9 +100,13 @@ type Status struct {
 	PeerOutdated bool // primary: commits were acknowledged without the peer
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
-	RetainedFirst   uint64
-	RetainedLast    uint64
-	RetainedBytes   int64
+	// The retained log window: LSNs a peer can still be caught up from
+	// without a snapshot. In a pair in sync it holds about a MiB (records
+	// the other node holds go early); it grows while the peer is away, up
+	// to RetainBytes and RetainAge.
+	RetainedFirst uint64
+	RetainedLast  uint64
+	RetainedBytes int64
 	// SessionLocal and SessionPeer are the current replication session's
 	// addresses ("" without a session): which HA link carries it.
 	SessionLocal, SessionPeer string
