@@ -335,6 +335,13 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		defer reack.Stop()
 		wrote := false
 		muted := false // a test stopped this node's acks (testOutput)
+		mayAck := func() bool {
+			if !muted && !s.output() {
+				muted = true
+				ss.close(errOutputStopped)
+			}
+			return !muted
+		}
 		for {
 			var p pending
 			select {
@@ -344,7 +351,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				}
 				p = q
 			case <-reack.C():
-				if acked > 0 && !wrote && !failed && !muted && s.output() {
+				if acked > 0 && !wrote && !failed && mayAck() {
 					if writeFrame(bw, ver, frameAck, putU64(nil, acked)) != nil || bw.Flush() != nil {
 						ss.close(errors.New("wip: writing ack"))
 					}
@@ -391,10 +398,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				if s.o.testBeforeAck != nil {
 					s.o.testBeforeAck(toAck)
 				}
-				if !s.output() {
-					muted = true
-					ss.close(errOutputStopped)
-				} else {
+				if mayAck() {
 					if writeFrame(bw, ver, frameAck, putU64(nil, toAck)) != nil || bw.Flush() != nil {
 						ss.close(errors.New("wip: writing ack"))
 					}

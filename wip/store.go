@@ -906,9 +906,8 @@ func (s *Store) earlyPruneBytes() int64 { return min(1<<20, s.o.RetainBytes/8) }
 //     the log records die in the memtable instead of being flushed and
 //     compacted: the log is half of what the LSM would take in (measured
 //     in docs/benchmarks.md);
-//   - when the window has outgrown RetainBytes or RetainAge, whatever it
-//     holds beyond 7/8 of the limit: a peer away that long is caught up by
-//     snapshot.
+//   - when the window has outgrown RetainBytes or RetainAge, its oldest
+//     entries (below): a peer away that long is caught up by snapshot.
 //
 // The current batch's own entries are never pruned. The last pruned entry's
 // (epoch, LSN, checksum) is kept so lineage comparison still works at the
@@ -928,21 +927,18 @@ func (s *Store) retain(pb *pebble.Batch, es []entry) error {
 		s.retained = append(s.retained, retainedEntry{lsn: e.lsn, size: sz, at: e.unixNano, epoch: e.epoch, csum: e.csum})
 		s.retBytes += sz
 	}
-	n := 0
+	// n entries of gone bytes go.
+	n, gone := 0, int64(0)
 	for old := len(s.retained) - len(es); s.heldN < old && s.retained[s.heldN].lsn <= s.peerHolds; s.heldN++ {
 		s.heldBytes += s.retained[s.heldN].size
 	}
 	if s.heldBytes >= s.earlyPruneBytes() {
-		n = s.heldN
+		n, gone = s.heldN, s.heldBytes
 	}
 	now := es[len(es)-1].unixNano
 	if s.retBytes > s.o.RetainBytes || now-s.retained[0].at > int64(s.o.RetainAge) {
 		keepBytes := s.o.RetainBytes - s.o.RetainBytes/8
 		keepAge := int64(s.o.RetainAge - s.o.RetainAge/8)
-		var gone int64
-		for _, e := range s.retained[:n] {
-			gone += e.size
-		}
 		for n < len(s.retained)-1 && (s.retBytes-gone > keepBytes || now-s.retained[n].at > keepAge) {
 			gone += s.retained[n].size
 			n++
@@ -950,10 +946,6 @@ func (s *Store) retain(pb *pebble.Batch, es []entry) error {
 	}
 	if n == 0 {
 		return nil
-	}
-	var gone int64
-	for _, e := range s.retained[:n] {
-		gone += e.size
 	}
 	s.retBytes -= gone
 	if n >= s.heldN {
