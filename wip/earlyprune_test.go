@@ -16,8 +16,17 @@ import (
 // neither case by snapshot.
 func TestInSyncPairPrunesTheLogEarly(t *testing.T) {
 	const window = 64 << 20 // what the size rule would keep: far more than is written
-	p := newPair(t, Options{RetainBytes: window, PeerAckTimeout: 300 * time.Millisecond})
+	p := newPair(t, Options{RetainBytes: window, PeerAckTimeout: 2 * time.Second})
 	a, b := p.synced()
+	// fence commits on the primary and waits until the secondary holds it
+	// and everything before it. Commit alone does not promise that here: a
+	// secondary still catching up on a loaded machine may miss the ack
+	// timeout, and the primary then acknowledges alone (degrade).
+	fence := func(prim, sec *Store, key string) {
+		t.Helper()
+		lsn := commitKV(t, prim, key, "1")
+		waitFor(t, "the secondary to hold "+key, func() bool { return sec.Status().DurableLSN >= lsn })
+	}
 	chunk := a.earlyPruneBytes()
 	w := startWritersPrefixed(a, "in-sync/", 8, 1000)
 	waitFor(t, "6 MiB of commits", func() bool { return w.count() > 6<<10 })
@@ -47,7 +56,7 @@ func TestInSyncPairPrunesTheLogEarly(t *testing.T) {
 	}
 	b = p.open("b", nil)
 	waitFor(t, "b back in sync", inSync(a))
-	commitKV(t, a, "b-back", "1")
+	fence(a, b, "b-back")
 	checkAllIn(t, "b after catching up", b, acked)
 	if c := b.Status().Counters; c.Snapshots != 0 {
 		t.Fatalf("b was caught up by %d snapshot(s), not from the log", c.Snapshots)
@@ -62,9 +71,9 @@ func TestInSyncPairPrunesTheLogEarly(t *testing.T) {
 	for k, v := range w.halt() {
 		acked[k] = v
 	}
-	// A commit whose writer gave up may still be in flight: this one
-	// returns once b holds it and everything before it.
-	commitKV(t, a, "fence", "1")
+	// A commit whose writer gave up may still be in flight: b holds it
+	// and everything before it once it holds the fence.
+	fence(a, b, "fence")
 	a.kill()
 	if st := b.Status(); st.RetainedFirst <= 1 || st.RetainedBytes > 3*chunk+(1<<20) {
 		t.Fatalf("b's window %d..%d, %d bytes; want it pruned early while in sync", st.RetainedFirst, st.RetainedLast, st.RetainedBytes)
@@ -82,7 +91,7 @@ func TestInSyncPairPrunesTheLogEarly(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	waitFor(t, "a in sync with b", inSync(b))
-	commitKV(t, b, "a-back", "1")
+	fence(b, a, "a-back")
 	checkAllIn(t, "a after rejoining", a, acked)
 	if c := a.Status().Counters; c.Snapshots != 0 || c.Divergences != 0 {
 		t.Fatalf("a rejoined with %d snapshot(s), %d divergence(s); want it caught up from b's log", c.Snapshots, c.Divergences)
