@@ -148,9 +148,61 @@ func TestVersion2PeerKeepsTheWindow(t *testing.T) {
 			if st := b.Status(); st.RetainedFirst != 1 {
 				t.Fatalf("the version 2 session's secondary pruned its window to %d..%d", st.RetainedFirst, st.RetainedLast)
 			}
+			if st := b.Status(); st.OtherHoldsLSN != 0 || st.OtherCatchUp != CatchUpUnknown {
+				t.Fatalf("the version 2 session's secondary says the primary holds LSN %d (%q); it cannot know",
+					st.OtherHoldsLSN, st.OtherCatchUp)
+			}
 			if st := a.Status(); st.RetainedFirst <= 1 || st.RetainedBytes > 3*a.earlyPruneBytes() {
 				t.Fatalf("the primary kept %d..%d, %d bytes, that the peer acked", st.RetainedFirst, st.RetainedLast, st.RetainedBytes)
 			}
 		})
+	}
+}
+
+// TestStatusSaysHowThePeerWouldCatchUp: Status reports what the other node
+// is known to hold and whether, reconnecting now, it would be caught up
+// from the log or by snapshot; the prediction is what the primary then
+// does.
+func TestStatusSaysHowThePeerWouldCatchUp(t *testing.T) {
+	p := newPair(t, Options{Mode: Async, RetainBytes: 16 << 10})
+	a, b := p.synced()
+	defer func() { a.Close() }()
+	lsn := commitKV(t, a, "k", "v")
+	waitFor(t, "b to hold the commit", func() bool { return b.Status().DurableLSN >= lsn })
+	waitFor(t, "a to hear b's ack", func() bool { return a.Status().OtherHoldsLSN >= lsn })
+	if st := a.Status(); st.OtherCatchUp != CatchUpLog {
+		t.Fatalf("primary in sync: OtherCatchUp %q (holds %d, window %d..%d); want %q",
+			st.OtherCatchUp, st.OtherHoldsLSN, st.RetainedFirst, st.RetainedLast, CatchUpLog)
+	}
+	// The secondary hears the primary's durable LSN in the next Data frame.
+	lsn = commitKV(t, a, "k2", "v")
+	waitFor(t, "b to hear what a holds", func() bool { return b.Status().OtherHoldsLSN >= lsn-1 })
+	if st := b.Status(); st.OtherCatchUp != CatchUpLog {
+		t.Fatalf("secondary in sync: OtherCatchUp %q (holds %d, window %d..%d); want %q",
+			st.OtherCatchUp, st.OtherHoldsLSN, st.RetainedFirst, st.RetainedLast, CatchUpLog)
+	}
+
+	// b away while a commits far more than the window keeps.
+	b.kill()
+	waitFor(t, "a to notice", func() bool { return a.Status().PeerState == PeerDisconnected })
+	held := a.Status().OtherHoldsLSN
+	fillAlone(t, a, 100, 1000)
+	st := a.Status()
+	if st.OtherHoldsLSN != held || st.OtherCatchUp != CatchUpSnapshot {
+		t.Fatalf("b away past the window: holds %d (was %d), OtherCatchUp %q, window %d..%d; want %q",
+			st.OtherHoldsLSN, held, st.OtherCatchUp, st.RetainedFirst, st.RetainedLast, CatchUpSnapshot)
+	}
+	b = p.open("b", nil)
+	defer func() { b.Close() }()
+	waitFor(t, "b back in sync", inSync(a))
+	last := a.Status().DurableLSN
+	waitFor(t, "b to hold a's last commit", func() bool { st := b.Status(); return st.DurableLSN >= last && !st.Inconsistent })
+	if n := b.Status().Counters.Snapshots; n != 1 {
+		t.Fatalf("b came back with %d snapshot(s); Status predicted one", n)
+	}
+	lsn = commitKV(t, a, "k3", "v")
+	waitFor(t, "a to hear b's ack", func() bool { return a.Status().OtherHoldsLSN >= lsn })
+	if st := a.Status(); st.OtherCatchUp != CatchUpLog {
+		t.Fatalf("after the snapshot: OtherCatchUp %q; want %q", st.OtherCatchUp, CatchUpLog)
 	}
 }

@@ -107,6 +107,20 @@ type Status struct {
 	RetainedFirst uint64
 	RetainedLast  uint64
 	RetainedBytes int64
+	// OtherHoldsLSN is the last LSN of this store's lineage the other node
+	// is known to hold durably: as primary, the peer's last ack; as
+	// secondary, the primary's durable LSN as last reported (protocol
+	// version 3 on). Zero when not known (after Open, after a snapshot,
+	// with a version 2 primary).
+	OtherHoldsLSN uint64
+	// OtherCatchUp says how the other node would be caught up if it
+	// reconnected now, from what it is known to hold: CatchUpLog (the
+	// window still holds everything after OtherHoldsLSN), CatchUpSnapshot
+	// (it was away longer than the window: a full snapshot, Inconsistent
+	// until done) or CatchUpUnknown (OtherHoldsLSN is zero). As
+	// secondary, the other node is the primary, which would rejoin after
+	// this node's promotion.
+	OtherCatchUp string
 	// SessionLocal and SessionPeer are the current replication session's
 	// addresses ("" without a session): which HA link carries it.
 	SessionLocal, SessionPeer string
@@ -114,15 +128,36 @@ type Status struct {
 	Counters                  Counters
 }
 
+// The values of Status.OtherCatchUp.
+const (
+	CatchUpLog      = "log"
+	CatchUpSnapshot = "snapshot"
+	CatchUpUnknown  = "unknown"
+)
+
 // Status returns the current status.
 func (s *Store) Status() Status {
 	first, last, rb := s.retainedRange()
+	s.retMu.Lock()
+	holds := s.peerHolds
+	s.retMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Role: s.role, Mode: s.o.Mode, PeerLoss: s.o.PeerLoss, Epoch: s.epoch,
 		CommittedLSN: s.lsn, DurableLSN: s.durable, PeerAckedLSN: s.peerAcked, PrimaryLSN: s.peerLSN,
 		PeerState: s.peerState, Inconsistent: s.inconsistent, Outdated: s.outdated, PeerOutdated: s.peerOutdated,
-		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, Counters: s.counters}
+		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, OtherHoldsLSN: holds, Counters: s.counters}
+	// The rule of planLocked: stream from holds+1 if that is the end of
+	// the log or inside the window. A secondary may hear of the primary's
+	// durable LSN before it holds that LSN itself: it compares what both hold.
+	switch h := min(holds, s.durable); {
+	case holds == 0:
+		st.OtherCatchUp = CatchUpUnknown
+	case h == s.durable || (first != 0 && first <= h+1):
+		st.OtherCatchUp = CatchUpLog
+	default:
+		st.OtherCatchUp = CatchUpSnapshot
+	}
 	if s.peerState == PeerDisconnected && s.peerOutdated {
 		st.PeerState = PeerOutdated
 	}

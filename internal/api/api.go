@@ -89,6 +89,16 @@ type ReplicationStatus struct {
 	LagBytes     uint64        `json:"lag_bytes"`
 	LagTime      time.Duration `json:"lag_ns"`
 	Rejected     uint64        `json:"rejected_frames"`
+	// The retained log window (LSNs RetainedFirst..RetainedLast, 0..0 when
+	// empty) and the last LSN the peer is known to hold (0: not known).
+	// PeerCatchUp says how the peer would be caught up if it reconnected
+	// now: "log", "snapshot" (a full resync: it was away longer than the
+	// window) or "unknown".
+	RetainedFirst uint64 `json:"retained_first_lsn"`
+	RetainedLast  uint64 `json:"retained_last_lsn"`
+	RetainedBytes uint64 `json:"retained_bytes"`
+	PeerHoldsLSN  uint64 `json:"peer_holds_lsn"`
+	PeerCatchUp   string `json:"peer_catch_up,omitempty"`
 	// Session is the replication session's "local -> peer" addresses
 	// (which HA link carries it); empty without a session.
 	Session string `json:"session,omitempty"`

@@ -332,6 +332,13 @@ func PrintStatus(w io.Writer, st api.Status) {
 	if r.Session != "" {
 		fmt.Fprintf(w, "  session %s\n", r.Session)
 	}
+	if r.PeerCatchUp != "" {
+		window := "empty"
+		if r.RetainedFirst != 0 {
+			window = fmt.Sprintf("LSN %d..%d, %d bytes", r.RetainedFirst, r.RetainedLast, r.RetainedBytes)
+		}
+		fmt.Fprintf(w, "  retained log %s; %s\n", window, peerCatchUp(r))
+	}
 	owner := "not here"
 	if st.VIP.Owned {
 		owner = "owned here since " + ago(st.VIP.Since)
@@ -387,6 +394,17 @@ func PrintStatus(w io.Writer, st api.Status) {
 			fmt.Fprintf(w, "  %s  %-11s %s\n", e.Time.Format("15:04:05.000"), e.Kind, e.Text)
 		}
 	}
+}
+
+// peerCatchUp says how the peer would be caught up if it came back now.
+func peerCatchUp(r api.ReplicationStatus) string {
+	switch r.PeerCatchUp {
+	case "log":
+		return fmt.Sprintf("peer holds LSN %d: it would catch up from the log", r.PeerHoldsLSN)
+	case "snapshot":
+		return fmt.Sprintf("peer holds LSN %d, older than the log: it would need a FULL SNAPSHOT", r.PeerHoldsLSN)
+	}
+	return "what the peer holds is not known"
 }
 
 func orDash(s string) string {

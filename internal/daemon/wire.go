@@ -122,17 +122,22 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		session = s.SessionLocal + " -> " + s.SessionPeer
 	}
 	return r, api.ReplicationStatus{
-		Session:      session,
-		Role:         s.Role.String(),
-		Mode:         w.mode,
-		DataState:    data,
-		PeerState:    peer,
-		CommittedLSN: s.CommittedLSN,
-		PeerAckedLSN: s.PeerAckedLSN,
-		LagBatches:   s.LagBatches,
-		LagBytes:     uint64(max(s.LagBytes, 0)),
-		LagTime:      time.Duration(s.LagSeconds * float64(time.Second)),
-		Rejected:     s.Counters.RejectedFrames + s.Counters.RejectedAuth + s.Counters.RejectedVersion + s.Counters.RejectedMode,
+		Session:       session,
+		Role:          s.Role.String(),
+		Mode:          w.mode,
+		DataState:     data,
+		PeerState:     peer,
+		CommittedLSN:  s.CommittedLSN,
+		PeerAckedLSN:  s.PeerAckedLSN,
+		LagBatches:    s.LagBatches,
+		LagBytes:      uint64(max(s.LagBytes, 0)),
+		LagTime:       time.Duration(s.LagSeconds * float64(time.Second)),
+		Rejected:      s.Counters.RejectedFrames + s.Counters.RejectedAuth + s.Counters.RejectedVersion + s.Counters.RejectedMode,
+		RetainedFirst: s.RetainedFirst,
+		RetainedLast:  s.RetainedLast,
+		RetainedBytes: uint64(max(s.RetainedBytes, 0)),
+		PeerHoldsLSN:  s.OtherHoldsLSN,
+		PeerCatchUp:   s.OtherCatchUp,
 	}
 }
 

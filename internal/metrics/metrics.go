@@ -69,6 +69,9 @@ func NewCollector(fn func(context.Context) (api.Status, error)) *Collector {
 		"lag_bytes":     d("replication_lag_bytes", "Committed bytes the peer has not acknowledged."),
 		"lag_seconds":   d("replication_lag_seconds", "Age of the oldest unacknowledged commit."),
 		"rejected":      d("replication_rejected_frames_total", "Replication frames rejected."),
+		"retained":      d("replication_retained_bytes", "Bytes of log retained to catch the peer up."),
+		"holds":         d("replication_peer_holds_lsn", "Last LSN the peer is known to hold durably (0: not known)."),
+		"needs_snap":    d("replication_peer_needs_snapshot", "1 if the peer, reconnecting now, would need a full snapshot (it holds less than the retained log)."),
 		"vip_owned":     d("vip_owned", "1 while this node owns the VIP."),
 		"vip_conflicts": d("vip_conflicts_total", "Foreign claims of the VIP seen."),
 		"gateway":       d("gateway_reachable", "1 while the tie-breaker reaches a gateway."),
@@ -127,6 +130,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g("lag_bytes", float64(r.LagBytes))
 	g("lag_seconds", r.LagTime.Seconds())
 	cnt("rejected", float64(r.Rejected))
+	g("retained", float64(r.RetainedBytes))
+	g("holds", float64(r.PeerHoldsLSN))
+	g("needs_snap", b2f(r.PeerCatchUp == "snapshot"))
 	g("vip_owned", b2f(st.VIP.Owned))
 	cnt("vip_conflicts", float64(st.VIP.Conflicts))
 	g("gateway", b2f(st.TieBreaker.GatewayReachable))

@@ -18,7 +18,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 		Role: "active", Epoch: 9,
 		PeerView:    api.PeerStatus{Alive: true},
 		Paths:       []api.PathStatus{{Name: "ha1", Up: true, RTT: 250 * time.Microsecond, Loss: 0.05, Dropped: 2}},
-		Replication: api.ReplicationStatus{CommittedLSN: 100, PeerAckedLSN: 98, LagBatches: 2},
+		Replication: api.ReplicationStatus{CommittedLSN: 100, PeerAckedLSN: 98, LagBatches: 2, RetainedBytes: 4096, PeerHoldsLSN: 40, PeerCatchUp: "snapshot"},
 		VIP:         api.VIPStatus{Owned: true},
 		Alarms:      []api.Alarm{{ID: "x", Severity: "critical"}},
 		Counters:    api.Counters{Promotions: 3, SelfFences: 1},
@@ -44,6 +44,12 @@ tandem_heartbeat_rtt_seconds{path="ha1"} 0.00025
 # HELP tandem_promotions_total Times this node became active.
 # TYPE tandem_promotions_total counter
 tandem_promotions_total 3
+# HELP tandem_replication_peer_needs_snapshot 1 if the peer, reconnecting now, would need a full snapshot (it holds less than the retained log).
+# TYPE tandem_replication_peer_needs_snapshot gauge
+tandem_replication_peer_needs_snapshot 1
+# HELP tandem_replication_retained_bytes Bytes of log retained to catch the peer up.
+# TYPE tandem_replication_retained_bytes gauge
+tandem_replication_retained_bytes 4096
 # HELP tandem_role 1 for the node's current role.
 # TYPE tandem_role gauge
 tandem_role{role="active"} 1
@@ -52,7 +58,7 @@ tandem_role{role="passive"} 0
 tandem_role{role="starting"} 0
 tandem_role{role="stopping"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_role"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_replication_peer_needs_snapshot", "tandem_replication_retained_bytes", "tandem_role"); err != nil {
 		t.Error(err)
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || n < 25 {
