@@ -6,7 +6,14 @@
 // It prints one line per configuration:
 //
 //	wip-bench: writers=64 local_ops=N sync_ops=N ratio=R local_p50_ms=.. local_p99_ms=X sync_p50_ms=.. sync_p99_ms=Y
-//	wip-bench-detail: writers=64 local_group=G sync_group=G   (mean commits per group commit)
+//	wip-bench-detail: writers=64 local_group=G sync_group=G local_cpu_us=C sync_cpu_us=C
+//
+// (group: mean commits per group commit; cpu_us: CPU time per commit, in
+// microseconds, of the bench process and, in the sync run, of the local
+// receiver too; "-" with -receiver-via. On shared CPUs the throughput
+// of a 5 s run swings by a third from run to run, with compactions; the
+// CPU cost per commit swings less, and says which run did less work.)
+//
 //	wip-bench: resync snapshot_mb_s=N catchup_mb_s=N store_mb=S
 //
 // Each configuration starts from a store that already holds -prefill-mb of
@@ -48,6 +55,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	mrand "math/rand/v2"
@@ -63,6 +71,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/clock"
@@ -146,7 +155,12 @@ func main() {
 		syncr := run(filepath.Join(*dir, fmt.Sprint("sync-", n)), n, *dur, *valueSize, true)
 		fmt.Printf("wip-bench: writers=%d local_ops=%.0f sync_ops=%.0f ratio=%.2f local_p50_ms=%.2f local_p99_ms=%.2f sync_p50_ms=%.2f sync_p99_ms=%.2f\n",
 			n, local.ops, syncr.ops, syncr.ops/local.ops, local.p50, local.p99, syncr.p50, syncr.p99)
-		fmt.Printf("wip-bench-detail: writers=%d local_group=%.1f sync_group=%.1f\n", n, local.group, syncr.group)
+		syncCPU := fmt.Sprintf("%.1f", syncr.cpuUS)
+		if syncr.cpuUS < 0 {
+			syncCPU = "-"
+		}
+		fmt.Printf("wip-bench-detail: writers=%d local_group=%.1f sync_group=%.1f local_cpu_us=%.1f sync_cpu_us=%s\n",
+			n, local.group, syncr.group, local.cpuUS, syncCPU)
 	}
 	if *resyncMB > 0 {
 		resync(filepath.Join(*dir, "resync"), *resyncMB, *catchupMB)
@@ -242,7 +256,29 @@ func (p *proc) stop() {
 }
 
 // result of one timed run; group is the mean commits per group commit.
-type result struct{ ops, p50, p99, group float64 }
+type result struct{ ops, p50, p99, group, cpuUS float64 }
+
+// cpuTime is the CPU time (user and system) used so far by this process
+// and, if pid is not 0, by process pid (read from /proc; Linux only).
+func cpuTime(pid int) time.Duration {
+	var ru syscall.Rusage
+	check(syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if pid == 0 {
+		return d
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	check(err)
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14 and stime 15, in clock ticks.
+	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+	f := strings.Fields(rest)
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	check(errors.Join(err1, err2))
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return d + time.Duration(ut+st)*tick
+}
 
 // waitUntil waits for cond on the primary s; it fails the bench if s
 // refuses a session (wrong key, version or mode: it would wait forever) or
@@ -285,6 +321,11 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	var lat []time.Duration
 	var wg sync.WaitGroup
 	c0 := s.Status().Counters
+	rpid := 0
+	if rcv != nil && len(receiverVia) == 0 {
+		rpid = rcv.cmd.Process.Pid
+	}
+	cpu0 := cpuTime(rpid)
 	start := c.Now()
 	deadline := start.Add(d)
 	for w := 0; w < writers; w++ {
@@ -307,6 +348,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	}
 	wg.Wait()
 	el := c.Since(start)
+	cpu := cpuTime(rpid) - cpu0
 	c1 := s.Status().Counters
 	group := float64(c1.Commits-c0.Commits) / float64(max(1, c1.Groups-c0.Groups))
 	if replicated && s.Status().PeerOutdated {
@@ -318,7 +360,11 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
-	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99), group: group}
+	cpuUS := float64(cpu.Microseconds()) / float64(len(lat))
+	if rcv != nil && len(receiverVia) > 0 {
+		cpuUS = -1 // the receiver's CPU is on another host
+	}
+	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99), group: group, cpuUS: cpuUS}
 }
 
 // benchKey is the key of writer w's i-th commit: new each time, or with
