@@ -1,0 +1,87 @@
+package wip
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+)
+
+// BenchmarkReadFromTables times what a node reads when it resumes work
+// after a promotion, on a store whose data lies in sstables (flushed, not
+// in the memtable) and does not fit pebble's block cache: 20,000 jobs,
+// each a JSON job record and 4 checkpoints of about 500 bytes (about 60
+// MB). get reads one random job's record; checkpoints scans one random
+// job's checkpoints; jobs scans every job record. The data block size
+// (defaultPebbleOptions) is what moves these: a point read decompresses
+// one whole block.
+func BenchmarkReadFromTables(b *testing.B) {
+	const jobs, steps = 20_000, 4
+	s, err := Open(b.TempDir(), Options{Mode: Async})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Promote(ctx, 1); err != nil {
+		b.Fatal(err)
+	}
+	now := clock.Real().Now()
+	vars, _ := json.Marshal(map[string]string{"order": strings.Repeat("line item, ", 30), "customer": "ACME-0001"})
+	id := func(i int) string { return fmt.Sprintf("job-%08d", i) }
+	for i := 0; i < jobs; {
+		bt := s.NewBatch()
+		for end := min(i+100, jobs); i < end; i++ {
+			if err := bt.PutJob(Job{ID: id(i), Deployment: "orders", State: "running", Input: vars, Created: now, Updated: now}); err != nil {
+				b.Fatal(err)
+			}
+			for st := 0; st < steps; st++ {
+				if err := bt.PutCheckpoint(Checkpoint{JobID: id(i), Step: fmt.Sprintf("s%02d", st), Vars: vars,
+					IdempotencyKey: fmt.Sprintf("%s-s%02d", id(i), st), Done: st < steps-1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if _, err := s.Commit(ctx, bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.db.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	var tables int64
+	for _, l := range s.db.Metrics().Levels {
+		tables += l.TablesCount
+	}
+	if tables == 0 {
+		b.Fatal("nothing was flushed to sstables")
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.Run("get", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, ok, err := s.GetJob(id(rng.IntN(jobs))); err != nil || !ok {
+				b.Fatalf("get: %v, found %v", err, ok)
+			}
+		}
+	})
+	b.Run("checkpoints", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			n := 0
+			if err := s.Checkpoints(id(rng.IntN(jobs)), func(Checkpoint) error { n++; return nil }); err != nil || n != steps {
+				b.Fatalf("checkpoints: %v, %d of %d", err, n, steps)
+			}
+		}
+	})
+	b.Run("jobs", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			n := 0
+			if err := s.Jobs(func(Job) error { n++; return nil }); err != nil || n != jobs {
+				b.Fatalf("jobs: %v, %d of %d", err, n, jobs)
+			}
+		}
+	})
+}
