@@ -465,8 +465,9 @@ const minFormat = pebble.FormatVirtualSSTables
 // compaction's output one block per write(2), and with 4 KiB blocks those
 // system calls, and the per-block index entries, compression calls and
 // checksums, were about a sixth of each node's CPU under wipbench.
-// Measured: CPU per commit -12..-22 %, sync throughput +8..+22 % at 64
-// writers (docs/benchmarks.md). The cost is on reads, which the WIP
+// Measured at 64 writers (docs/benchmarks.md): CPU per commit -27..-31 %
+// and sync throughput +31..+42 % with a new key per commit, -10..-15 %
+// and +6..+15 % with keys overwritten. The cost is on reads, which the WIP
 // store does at start and resume, not per commit: a point read
 // decompresses a 32 KiB block, not a 4 KiB one. It applies to the tables
 // written from then on: an older store's tables are rewritten as they are
