@@ -299,15 +299,8 @@ func BenchmarkBackupRestore(b *testing.B) {
 		fmt.Sscan(v, &mb)
 	}
 	root := b.TempDir()
-	s, err := Open(filepath.Join(root, "store"), Options{Mode: Async})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchPrimary(b, filepath.Join(root, "store"))
 	ctx := context.Background()
-	if err := s.Promote(ctx, 1); err != nil {
-		b.Fatal(err)
-	}
 	val := make([]byte, 1024)
 	rng := rand.NewChaCha8([32]byte{7})
 	for i := 0; i < mb; i++ {

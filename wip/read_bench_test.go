@@ -21,15 +21,8 @@ import (
 // one whole block.
 func BenchmarkReadFromTables(b *testing.B) {
 	const jobs, steps = 20_000, 4
-	s, err := Open(b.TempDir(), Options{Mode: Async})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchPrimary(b, b.TempDir())
 	ctx := context.Background()
-	if err := s.Promote(ctx, 1); err != nil {
-		b.Fatal(err)
-	}
 	now := clock.Real().Now()
 	vars, _ := json.Marshal(map[string]string{"order": strings.Repeat("line item, ", 30), "customer": "ACME-0001"})
 	id := func(i int) string { return fmt.Sprintf("job-%08d", i) }
@@ -84,4 +77,19 @@ func BenchmarkReadFromTables(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchPrimary opens a store in dir as an async primary without a peer,
+// closed when the benchmark ends.
+func benchPrimary(b *testing.B, dir string) *Store {
+	b.Helper()
+	s, err := Open(dir, Options{Mode: Async})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if err := s.Promote(context.Background(), 1); err != nil {
+		b.Fatal(err)
+	}
+	return s
 }
