@@ -261,7 +261,16 @@ func (d *driver) runtimeWorker() {
 // replication polls the store and returns an event when its state changed
 // (or when the machine is waiting for the peer's ack of everything).
 func (d *driver) replication() pair.Event {
-	r, _ := d.store.Replication()
+	r, rs := d.store.Replication()
+	switch raised, cleared := peerSnapshotAlarm(d.ev, d.clk.Now(), rs); {
+	case raised:
+		a, _ := d.ev.alarm("wip-peer-needs-snapshot")
+		d.log.Warn("alarm raised", zap.String("alarm", a.ID), zap.String("text", a.Text))
+		d.ev.add(d.clk.Now(), "alarm", a.ID+": "+a.Text)
+	case cleared:
+		d.log.Info("alarm cleared", zap.String("alarm", "wip-peer-needs-snapshot"))
+		d.ev.add(d.clk.Now(), "alarm", "wip-peer-needs-snapshot cleared")
+	}
 	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
 		return nil
 	}

@@ -77,9 +77,10 @@ func (l *eventLog) raise(now time.Time, id, severity, text string) bool {
 // in package pair): "" for one that records an event and stands until the
 // operator acknowledges it, else what clears the condition it stands for.
 var daemonAlarms = map[string]string{
-	"wip-quarantine":    "", // the file stays; the operator replays or discards it
-	"wip-mode-mismatch": "replication connects (both nodes in the same replication mode)",
-	"backup-failed":     "a backup succeeds",
+	"wip-quarantine":          "", // the file stays; the operator replays or discards it
+	"wip-mode-mismatch":       "replication connects (both nodes in the same replication mode)",
+	"backup-failed":           "a backup succeeds",
+	"wip-peer-needs-snapshot": "the peer holds what the retained log starts from (after its snapshot) or this node stops being primary",
 }
 
 // alarmLatched reports whether the alarm id stands until acknowledged.
@@ -163,4 +164,23 @@ func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
 		}
 		ev.add(now, "replication", text)
 	}
+}
+
+// peerSnapshotAlarm raises wip-peer-needs-snapshot (a warning) while this
+// node is the primary and its peer, if it came back now, would be resynced
+// by a full snapshot: it has been away longer than the retained log keeps
+// (retain-bytes, retain-age). Until that snapshot completes the pair holds
+// one copy of the data and the peer cannot take over, so the operator
+// should know before the peer returns, not when it does. It clears when
+// that no longer holds (the peer holds what the log starts from, after its
+// snapshot, or this node is no longer primary). It returns whether the
+// alarm was raised or cleared by this call.
+func peerSnapshotAlarm(ev *eventLog, now time.Time, r api.ReplicationStatus) (raised, cleared bool) {
+	const id = "wip-peer-needs-snapshot"
+	if r.Role == wip.Primary.String() && r.PeerCatchUp == wip.CatchUpSnapshot {
+		text := fmt.Sprintf("the peer holds LSN %d; the retained log starts at LSN %d: when it returns it is resynced by a full snapshot, and cannot take over until that completes",
+			r.PeerHoldsLSN, r.RetainedFirst)
+		return ev.raise(now, id, "warning", text), false
+	}
+	return false, ev.clear(id)
 }

@@ -118,3 +118,42 @@ func TestReconcileEpoch(t *testing.T) {
 		}
 	}
 }
+
+// The primary warns while its peer, coming back, would need a full
+// snapshot; the warning is a condition (not acknowledged away) and clears
+// when the peer holds what the log starts from again.
+func TestPeerSnapshotAlarm(t *testing.T) {
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	d := &driver{ev: newEventLog(10), clk: clock.NewManual(now), log: zap.NewNop()}
+	b := &backend{d: d}
+	away := api.ReplicationStatus{Role: "primary", PeerCatchUp: wip.CatchUpSnapshot, PeerHoldsLSN: 4000, RetainedFirst: 9100, RetainedLast: 12000}
+	steps := []struct {
+		what            string
+		r               api.ReplicationStatus
+		raised, cleared bool
+		active          bool
+	}{
+		{"a secondary's view", api.ReplicationStatus{Role: "secondary", PeerCatchUp: wip.CatchUpSnapshot}, false, false, false},
+		{"a primary whose peer would rejoin from the log", api.ReplicationStatus{Role: "primary", PeerCatchUp: wip.CatchUpLog}, false, false, false},
+		{"the peer away past the log", away, true, false, true},
+		{"still away", away, false, false, true},
+		{"what the peer holds not known", api.ReplicationStatus{Role: "primary", PeerCatchUp: wip.CatchUpUnknown}, false, true, false},
+		{"away again", away, true, false, true},
+	}
+	for _, s := range steps {
+		raised, cleared := peerSnapshotAlarm(d.ev, now, s.r)
+		a, active := d.ev.alarm("wip-peer-needs-snapshot")
+		if raised != s.raised || cleared != s.cleared || active != s.active {
+			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
+		}
+		if active && (a.Severity != "warning" || a.Latched || !strings.Contains(a.Text, "holds LSN 4000; the retained log starts at LSN 9100")) {
+			t.Fatalf("%s: alarm %+v", s.what, a)
+		}
+	}
+	if _, err := b.AckAlarm(context.Background(), "wip-peer-needs-snapshot"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "retained log starts from") {
+		t.Errorf("ack: %v, want a conflict naming what clears it", err)
+	}
+	if _, cleared := peerSnapshotAlarm(d.ev, now, api.ReplicationStatus{Role: "primary", PeerCatchUp: wip.CatchUpLog, PeerHoldsLSN: 12000}); !cleared {
+		t.Error("the peer caught up (after its snapshot) and the alarm stayed")
+	}
+}
