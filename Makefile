@@ -58,7 +58,7 @@ bench-runtime:
 
 # WIP store: local-only vs sync-replicated commits (receiver in another
 # process over loopback TCP) and resync rates; see docs/benchmarks.md.
-WIPBENCH_FLAGS ?= -duration 5s -writers 1,16,64 -resync-mb 1024 -catchup-mb 256
+WIPBENCH_FLAGS ?= -duration 5s -rounds 3 -writers 1,16,64 -resync-mb 1024 -catchup-mb 256
 bench-wip:
 	$(GO) build -o /tmp/wipbench.$$$$ ./wip/cmd/wipbench && /tmp/wipbench.$$$$ $(WIPBENCH_FLAGS); rc=$$?; rm -f /tmp/wipbench.$$$$; exit $$rc
 

@@ -30,6 +30,15 @@
 // keeps compacting old values (docs/benchmarks.md: that flatters changes
 // that cut such compactions).
 //
+// -rounds N runs each writer count N times, the local and the sync run
+// alternating, and prints the medians in the usual line (its ratio is the
+// median of the rounds' own ratios), then each round's ratios:
+//
+//	wip-bench-rounds: writers=64 ratios=R1,R2,R3 p99_ratios=P1,P2,P3
+//
+// On shared CPUs one 5 s run's ratio swings by a third between identical
+// runs; `make bench-wip` runs 3 rounds.
+//
 // With -role receiver it is the receiving process (started by the bench
 // itself). All time is read through internal/clock.
 //
@@ -99,8 +108,12 @@ func main() {
 	via := flag.String("receiver-via", "", "command that starts wipbench on the receivers' host (e.g. \"ssh -T root@peer /usr/local/bin/wipbench\"); empty: a local process")
 	flag.StringVar(&listenIP, "listen-ip", "127.0.0.1", "the primary's replication address (with -receiver-via: one the receivers' host reaches)")
 	removeDir := flag.Bool("remove-dir", false, "receiver: remove -dir when stopping")
+	rounds := flag.Int("rounds", 1, "rounds per writer count, local and sync alternating; the line reports medians")
 	flag.Parse()
 	receiverVia = strings.Fields(*via)
+	if *rounds < 1 {
+		check(fmt.Errorf("-rounds %d: want 1 or more", *rounds))
+	}
 	if ip := net.ParseIP(listenIP); ip == nil {
 		check(fmt.Errorf("-listen-ip %q: not an IP address", listenIP))
 	}
@@ -151,10 +164,22 @@ func main() {
 	for _, w := range strings.Split(*writers, ",") {
 		n, err := strconv.Atoi(w)
 		check(err)
-		local := run(filepath.Join(*dir, fmt.Sprint("local-", n)), n, *dur, *valueSize, false)
-		syncr := run(filepath.Join(*dir, fmt.Sprint("sync-", n)), n, *dur, *valueSize, true)
+		var locals, syncs []result
+		for r := 1; r <= *rounds; r++ {
+			locals = append(locals, run(filepath.Join(*dir, fmt.Sprintf("local-%d-%d", n, r)), n, *dur, *valueSize, false))
+			syncs = append(syncs, run(filepath.Join(*dir, fmt.Sprintf("sync-%d-%d", n, r)), n, *dur, *valueSize, true))
+		}
+		local, syncr, ratio := medians(locals, syncs)
 		fmt.Printf("wip-bench: writers=%d local_ops=%.0f sync_ops=%.0f ratio=%.2f local_p50_ms=%.2f local_p99_ms=%.2f sync_p50_ms=%.2f sync_p99_ms=%.2f\n",
-			n, local.ops, syncr.ops, syncr.ops/local.ops, local.p50, local.p99, syncr.p50, syncr.p99)
+			n, local.ops, syncr.ops, ratio, local.p50, local.p99, syncr.p50, syncr.p99)
+		if *rounds > 1 {
+			var rs, ps []string
+			for i := range locals {
+				rs = append(rs, fmt.Sprintf("%.2f", syncs[i].ops/locals[i].ops))
+				ps = append(ps, fmt.Sprintf("%.2f", syncs[i].p99/locals[i].p99))
+			}
+			fmt.Printf("wip-bench-rounds: writers=%d ratios=%s p99_ratios=%s\n", n, strings.Join(rs, ","), strings.Join(ps, ","))
+		}
 		syncCPU := fmt.Sprintf("%.1f", syncr.cpuUS)
 		if syncr.cpuUS < 0 {
 			syncCPU = "-"
@@ -253,6 +278,39 @@ func startReceiver(dir, primary string, mode wip.Mode, remove bool) *proc {
 func (p *proc) stop() {
 	_ = p.stdin.Close()
 	_ = p.cmd.Wait()
+}
+
+// medians returns, over rounds of a local and a sync run each, the median
+// of each figure, and the median of the rounds' ratios (sync ops / local
+// ops of the same round: a round's two runs are next to each other in
+// time, so a ratio within a round is less exposed to what the machine
+// does from minute to minute than a ratio of medians).
+func medians(locals, syncs []result) (local, syncr result, ratio float64) {
+	med := func(rs []result, f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	of := func(rs []result) result {
+		return result{
+			ops:   med(rs, func(r result) float64 { return r.ops }),
+			p50:   med(rs, func(r result) float64 { return r.p50 }),
+			p99:   med(rs, func(r result) float64 { return r.p99 }),
+			group: med(rs, func(r result) float64 { return r.group }),
+			cpuUS: med(rs, func(r result) float64 { return r.cpuUS }),
+		}
+	}
+	pairs := make([]result, len(locals))
+	for i := range locals {
+		pairs[i].ops = syncs[i].ops / locals[i].ops
+	}
+	return of(locals), of(syncs), med(pairs, func(r result) float64 { return r.ops })
 }
 
 // result of one timed run; group is the mean commits per group commit.
@@ -358,6 +416,7 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	if rcv != nil {
 		rcv.stop()
 	}
+	check(os.RemoveAll(dir)) // the next run starts afresh; the receiver removes its own
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
 	cpuUS := float64(cpu.Microseconds()) / float64(len(lat))
