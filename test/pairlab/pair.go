@@ -91,6 +91,8 @@ type Options struct {
 	// JobRetention and PurgeEvery set the runtime's job purge ("": the
 	// daemon's defaults).
 	JobRetention, PurgeEvery string
+	// RetainBytes sets replication.retain-bytes ("": the default).
+	RetainBytes string
 	// Extra is appended to each node's configuration file (YAML).
 	Extra string
 	Logf  func(format string, args ...any)
@@ -135,6 +137,9 @@ replication:
   listen: [{{.HA1}}:7101{{if .HA2}}, {{.HA2}}:7101{{end}}]
   peers: [{{.PeerHA1}}:7101{{if .HA2}}, {{.PeerHA2}}:7101{{end}}]
   peer-ack-timeout: 1s
+{{- if .RetainBytes}}
+  retain-bytes: {{.RetainBytes}}
+{{- end}}
 vip:
   interface: {{.LANIf}}
   addresses: [{{.VIP4}}/24, {{.VIP6}}/64]
@@ -194,7 +199,7 @@ func New(o Options) (*Pair, error) {
 			"HA1If": "ha1", "HA1": h.HA[0], "PeerHA1": peer.HA[0],
 			"LANIf": lab.LANIf, "LAN": h.LAN4, "PeerLAN": peer.LAN4,
 			"VIP4": lab.VIP4, "VIP6": lab.VIP6, "GW": gw.LAN4, "ForceStop": o.ForceStopAfter, "Extra": o.Extra,
-			"JobRetention": o.JobRetention, "PurgeEvery": o.PurgeEvery,
+			"JobRetention": o.JobRetention, "PurgeEvery": o.PurgeEvery, "RetainBytes": o.RetainBytes,
 		}
 		if len(h.HA) > 1 {
 			v["HA2If"], v["HA2"], v["PeerHA2"] = "ha2", h.HA[1], peer.HA[1]

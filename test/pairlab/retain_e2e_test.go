@@ -1,0 +1,81 @@
+package pairlab
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+// hasAlarm reports whether st carries the alarm id.
+func hasAlarm(st api.Status, id string) bool {
+	for _, a := range st.Alarms {
+		if a.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// TestE2EPeerAwayPastTheLog: with a 64 KiB retained log, the passive is
+// stopped while the active takes 300 jobs alone. The active's status and
+// tandemctl say that the passive would now need a full snapshot, and the
+// warning wip-peer-needs-snapshot stands; the passive, started again, is
+// resynced by snapshot, the warning clears, and after a kill of the active
+// it holds every acknowledged job.
+func TestE2EPeerAwayPastTheLog(t *testing.T) {
+	const alarm = "wip-peer-needs-snapshot"
+	e := newE2EWith(t, Options{RetainBytes: "65536"})
+	a, b := e.pair.A, e.pair.B
+	if _, err := a.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	acked := startIngestLoad(t, e, "paired", 20, 4, time.Minute).wait(t)
+	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
+	defer cancel()
+	if _, err := a.WaitFor(ctx, "a to know what b holds", func(s api.Status) bool {
+		return s.Replication.PeerCatchUp == "log" && s.Replication.PeerHoldsLSN > 0
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range startIngestLoad(t, e, "alone", 300, 8, time.Minute).wait(t) {
+		acked[k] = v
+	}
+	st, err := a.WaitFor(ctx, "the warning on a", func(s api.Status) bool { return hasAlarm(s, alarm) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Replication; r.PeerCatchUp != "snapshot" || r.PeerHoldsLSN == 0 || r.RetainedFirst <= r.PeerHoldsLSN+1 || r.RetainedBytes > 65536 {
+		t.Errorf("a's replication status with b away past the log: %+v", r)
+	}
+	if out, err := a.Ctl(e.ctx, "status"); err != nil || !strings.Contains(out, "it would need a FULL SNAPSHOT") || !strings.Contains(out, alarm) {
+		t.Errorf("tandemctl status on a: %v; want the snapshot and the warning\n%s", err, out)
+	}
+
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "passive", "in-sync")
+	if _, err := a.WaitFor(ctx, "the warning to clear", func(s api.Status) bool {
+		return !hasAlarm(s, alarm) && s.Replication.PeerCatchUp == "log"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.Log(), "snapshot started") {
+		t.Errorf("b rejoined without a snapshot")
+	}
+	if err := a.Crash(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "active", "")
+	checkJobsOn(t, e, b, acked)
+	if len(acked) != 320 {
+		t.Errorf("%d jobs acknowledged, want 320", len(acked))
+	}
+}
