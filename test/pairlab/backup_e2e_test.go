@@ -25,9 +25,7 @@ func TestE2EBackupAndRestore(t *testing.T) {
 	bdir := filepath.Join(t.TempDir(), "backups")
 	e := newE2EWith(t, Options{Extra: "backup:\n  dir: " + bdir + "\n  every: 1s\n  keep: 100\n"})
 	a, b := e.pair.A, e.pair.B
-	if _, err := a.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
+	deployIngest(t, e, a)
 	acked := startIngestLoad(t, e, "before", 300, 8, time.Minute).wait(t)
 	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
 	defer cancel()
@@ -81,14 +79,7 @@ func TestE2EBackupAndRestore(t *testing.T) {
 	e.role(b, "passive", "in-sync")
 	sa, sb := e.status(a), e.status(b)
 	t.Logf("after the restore: a %s at LSN %d (peer %s), b at LSN %d", sa.Role, sa.Replication.CommittedLSN, sa.Replication.PeerState, sb.Replication.CommittedLSN)
-	if err := a.Crash(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	e.role(b, "active", "")
-	checkJobsOn(t, e, b, acked)
-	if len(acked) != 600 {
-		t.Errorf("%d jobs acknowledged, want 600", len(acked))
-	}
+	crashAndCheck(t, e, a, b, acked, 600)
 }
 
 // TestE2EDisasterRecoveryFromBackup is the DR procedure of
@@ -103,9 +94,7 @@ func TestE2EDisasterRecoveryFromBackup(t *testing.T) {
 	bdir := filepath.Join(t.TempDir(), "backups")
 	e := newE2EWith(t, Options{Extra: "backup:\n  dir: " + bdir + "\n  every: 0s\n"})
 	a, b := e.pair.A, e.pair.B
-	if _, err := a.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
+	deployIngest(t, e, a)
 	acked := startIngestLoad(t, e, "e1-", 100, 8, time.Minute).wait(t)
 	// Epoch 2 on b, then 3 on a: the drill, run on the active (its
 	// second leg is a request to b).

@@ -19,9 +19,7 @@ import (
 // with every acknowledged job.
 func TestE2EOneHALinkCutKeepsThePairProtected(t *testing.T) {
 	e := newE2E(t)
-	if _, err := e.pair.A.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
+	deployIngest(t, e, e.pair.A)
 	evs, err := e.pair.A.API.Events(e.ctx, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -29,9 +29,7 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 	const alarm = "wip-peer-needs-snapshot"
 	e := newE2EWith(t, Options{RetainBytes: "65536"})
 	a, b := e.pair.A, e.pair.B
-	if _, err := a.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
+	deployIngest(t, e, a)
 	acked := startIngestLoad(t, e, "paired", 20, 4, time.Minute).wait(t)
 	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
 	defer cancel()
@@ -70,12 +68,5 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 	if !strings.Contains(b.Log(), "snapshot started") {
 		t.Errorf("b rejoined without a snapshot")
 	}
-	if err := a.Crash(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	e.role(b, "active", "")
-	checkJobsOn(t, e, b, acked)
-	if len(acked) != 320 {
-		t.Errorf("%d jobs acknowledged, want 320", len(acked))
-	}
+	crashAndCheck(t, e, a, b, acked, 320)
 }

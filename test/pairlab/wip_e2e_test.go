@@ -27,6 +27,14 @@ orchestrations:
         assign: {n: "n + 1"}
 `
 
+// deployIngest deploys ingestProject through n.
+func deployIngest(t *testing.T, e *e2e, n *Node) {
+	t.Helper()
+	if _, err := n.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+}
+
 // clientHTTP is an HTTP client whose connections are made inside the
 // client host's namespace.
 func clientHTTP(h *lab.Host) *http.Client {
@@ -41,9 +49,7 @@ func clientHTTP(h *lab.Host) *http.Client {
 // Idempotency-Key) never make a second job.
 func TestE2EWIPSurvivesKill(t *testing.T) {
 	e := newE2E(t)
-	if _, err := e.pair.A.API.Deploy(e.ctx, map[string]string{"load.yaml": ingestProject}); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
+	deployIngest(t, e, e.pair.A)
 	const total, workers = 3000, 16
 	load := startIngestLoad(t, e, "k", total, workers, 2*time.Minute)
 	// Kill the active once a third of the jobs are in.
@@ -140,6 +146,20 @@ func (l *jobLoad) wait(t *testing.T) map[string]string {
 		t.Fatalf("load did not finish: %d of %d accepted", l.accepted.Load(), l.total)
 	}
 	return l.acked
+}
+
+// crashAndCheck kills the active a; b takes over and must hold every
+// acknowledged job, of which there must be want.
+func crashAndCheck(t *testing.T, e *e2e, a, b *Node, acked map[string]string, want int) {
+	t.Helper()
+	if err := a.Crash(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "active", "")
+	checkJobsOn(t, e, b, acked)
+	if len(acked) != want {
+		t.Errorf("%d jobs acknowledged, want %d", len(acked), want)
+	}
 }
 
 // checkJobsOn fails the test for every acknowledged job (trigger key ->
