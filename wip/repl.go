@@ -644,8 +644,8 @@ func (s *Store) planLocked(l lineage) plan {
 			l.lsn, l.csum, c, epochAt(l.history, l.lsn), from, l.lsn)
 		return p
 	}
-	first, _, _ := s.retainedRange()
-	if l.lsn == s.durable || (first != 0 && first <= l.lsn+1) {
+	first, _, _, _ := s.retainedRange()
+	if streamable(l.lsn, s.durable, first) {
 		p.kind, p.from = planStream, l.lsn+1
 		p.detail = fmt.Sprintf("stream from LSN %d", l.lsn+1)
 		return p
@@ -653,6 +653,13 @@ func (s *Store) planLocked(l lineage) plan {
 	p.kind = planSnapshot
 	p.detail = fmt.Sprintf("peer LSN %d is outside the retained log (from %d)", l.lsn, first)
 	return p
+}
+
+// streamable reports whether a peer holding up to lsn can be caught up
+// from the retained log (which starts at first, 0 when empty) of a store
+// durable up to durable: it holds everything, or the log holds lsn+1 on.
+func streamable(lsn, durable, first uint64) bool {
+	return lsn == durable || (first != 0 && first <= lsn+1)
 }
 
 func (s *Store) logCsumLocked(lsn uint64) (uint64, bool) {

@@ -137,23 +137,19 @@ const (
 
 // Status returns the current status.
 func (s *Store) Status() Status {
-	first, last, rb := s.retainedRange()
-	s.retMu.Lock()
-	holds := s.peerHolds
-	s.retMu.Unlock()
+	first, last, rb, holds := s.retainedRange()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Role: s.role, Mode: s.o.Mode, PeerLoss: s.o.PeerLoss, Epoch: s.epoch,
 		CommittedLSN: s.lsn, DurableLSN: s.durable, PeerAckedLSN: s.peerAcked, PrimaryLSN: s.peerLSN,
 		PeerState: s.peerState, Inconsistent: s.inconsistent, Outdated: s.outdated, PeerOutdated: s.peerOutdated,
 		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, OtherHoldsLSN: holds, Counters: s.counters}
-	// The rule of planLocked: stream from holds+1 if that is the end of
-	// the log or inside the window. A secondary may hear of the primary's
-	// durable LSN before it holds that LSN itself: it compares what both hold.
-	switch h := min(holds, s.durable); {
+	// planLocked's rule. A secondary may hear of the primary's durable LSN
+	// before it holds that LSN itself: it compares what both hold.
+	switch {
 	case holds == 0:
 		st.OtherCatchUp = CatchUpUnknown
-	case h == s.durable || (first != 0 && first <= h+1):
+	case streamable(min(holds, s.durable), s.durable, first):
 		st.OtherCatchUp = CatchUpLog
 	default:
 		st.OtherCatchUp = CatchUpSnapshot

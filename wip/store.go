@@ -985,14 +985,15 @@ func (s *Store) retain(pb *pebble.Batch, es []entry) error {
 	return nil
 }
 
-// retainedRange returns the first and last LSN held in the log (0,0 if none).
-func (s *Store) retainedRange() (first, last uint64, bytes int64) {
+// retainedRange returns the first and last LSN held in the log (0,0 if
+// none), its size, and what the other node is known to hold (peerHolds).
+func (s *Store) retainedRange() (first, last uint64, bytes int64, holds uint64) {
 	s.retMu.Lock()
 	defer s.retMu.Unlock()
 	if len(s.retained) == 0 {
-		return 0, 0, 0
+		return 0, 0, 0, s.peerHolds
 	}
-	return s.retained[0].lsn, s.retained[len(s.retained)-1].lsn, s.retBytes
+	return s.retained[0].lsn, s.retained[len(s.retained)-1].lsn, s.retBytes, s.peerHolds
 }
 
 // needPeerLocked: must commits wait for the peer's ack?

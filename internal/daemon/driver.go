@@ -262,15 +262,7 @@ func (d *driver) runtimeWorker() {
 // (or when the machine is waiting for the peer's ack of everything).
 func (d *driver) replication() pair.Event {
 	r, rs := d.store.Replication()
-	switch raised, cleared := peerSnapshotAlarm(d.ev, d.clk.Now(), rs); {
-	case raised:
-		a, _ := d.ev.alarm("wip-peer-needs-snapshot")
-		d.log.Warn("alarm raised", zap.String("alarm", a.ID), zap.String("text", a.Text))
-		d.ev.add(d.clk.Now(), "alarm", a.ID+": "+a.Text)
-	case cleared:
-		d.log.Info("alarm cleared", zap.String("alarm", "wip-peer-needs-snapshot"))
-		d.ev.add(d.clk.Now(), "alarm", "wip-peer-needs-snapshot cleared")
-	}
+	d.peerSnapshotAlarm(rs)
 	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
 		return nil
 	}
@@ -397,6 +389,28 @@ func (d *driver) noteRole() {
 	}
 }
 
+// raiseAlarm raises an alarm; a new one is logged and recorded as an
+// event. It reports whether the alarm is new.
+func (d *driver) raiseAlarm(id, severity, text string) bool {
+	if !d.ev.raise(d.clk.Now(), id, severity, text) {
+		return false
+	}
+	d.log.Warn("alarm raised", zap.String("alarm", id), zap.String("text", text))
+	d.ev.add(d.clk.Now(), "alarm", id+": "+text)
+	return true
+}
+
+// clearAlarm clears an alarm; if it was raised, that is logged and
+// recorded as an event. It reports whether it was raised.
+func (d *driver) clearAlarm(id string) bool {
+	if !d.ev.clear(id) {
+		return false
+	}
+	d.log.Info("alarm cleared", zap.String("alarm", id))
+	d.ev.add(d.clk.Now(), "alarm", id+" cleared")
+	return true
+}
+
 // actionTimeout bounds one store or VIP operation: long enough for an
 // fsync and a netlink round on a loaded host, short enough that a stuck
 // disk turns into an ActionFailed instead of a hung driver.
@@ -482,15 +496,9 @@ func (d *driver) do(a pair.Action) error {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.post(pair.WitnessReply{Seq: seq, OK: false}) }()
 	case pair.ActRaiseAlarm:
-		if d.ev.raise(d.clk.Now(), a.Alarm, "warning", a.Text) {
-			d.log.Warn("alarm raised", zap.String("alarm", a.Alarm), zap.String("text", a.Text))
-			d.ev.add(d.clk.Now(), "alarm", a.Alarm+": "+a.Text)
-		}
+		d.raiseAlarm(a.Alarm, "warning", a.Text)
 	case pair.ActClearAlarm:
-		if d.ev.clear(a.Alarm) {
-			d.log.Info("alarm cleared", zap.String("alarm", a.Alarm))
-			d.ev.add(d.clk.Now(), "alarm", a.Alarm+" cleared")
-		}
+		d.clearAlarm(a.Alarm)
 	case pair.ActNotice:
 		d.log.Info("notice", zap.String("text", a.Text))
 		d.ev.add(d.clk.Now(), "notice", a.Text)

@@ -175,12 +175,12 @@ func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
 // that no longer holds (the peer holds what the log starts from, after its
 // snapshot, or this node is no longer primary). It returns whether the
 // alarm was raised or cleared by this call.
-func peerSnapshotAlarm(ev *eventLog, now time.Time, r api.ReplicationStatus) (raised, cleared bool) {
+func (d *driver) peerSnapshotAlarm(r api.ReplicationStatus) (raised, cleared bool) {
 	const id = "wip-peer-needs-snapshot"
 	if r.Role == wip.Primary.String() && r.PeerCatchUp == wip.CatchUpSnapshot {
 		text := fmt.Sprintf("the peer holds LSN %d; the retained log starts at LSN %d: when it returns it is resynced by a full snapshot, and cannot take over until that completes",
 			r.PeerHoldsLSN, r.RetainedFirst)
-		return ev.raise(now, id, "warning", text), false
+		return d.raiseAlarm(id, "warning", text), false
 	}
-	return false, ev.clear(id)
+	return false, d.clearAlarm(id)
 }

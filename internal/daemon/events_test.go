@@ -141,7 +141,7 @@ func TestPeerSnapshotAlarm(t *testing.T) {
 		{"away again", away, true, false, true},
 	}
 	for _, s := range steps {
-		raised, cleared := peerSnapshotAlarm(d.ev, now, s.r)
+		raised, cleared := d.peerSnapshotAlarm(s.r)
 		a, active := d.ev.alarm("wip-peer-needs-snapshot")
 		if raised != s.raised || cleared != s.cleared || active != s.active {
 			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
@@ -153,7 +153,7 @@ func TestPeerSnapshotAlarm(t *testing.T) {
 	if _, err := b.AckAlarm(context.Background(), "wip-peer-needs-snapshot"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "retained log starts from") {
 		t.Errorf("ack: %v, want a conflict naming what clears it", err)
 	}
-	if _, cleared := peerSnapshotAlarm(d.ev, now, api.ReplicationStatus{Role: "primary", PeerCatchUp: wip.CatchUpLog, PeerHoldsLSN: 12000}); !cleared {
+	if _, cleared := d.peerSnapshotAlarm(api.ReplicationStatus{Role: "primary", PeerCatchUp: wip.CatchUpLog, PeerHoldsLSN: 12000}); !cleared {
 		t.Error("the peer caught up (after its snapshot) and the alarm stayed")
 	}
 }

@@ -169,15 +169,20 @@ func main() {
 			locals = append(locals, run(filepath.Join(*dir, fmt.Sprintf("local-%d-%d", n, r)), n, *dur, *valueSize, false))
 			syncs = append(syncs, run(filepath.Join(*dir, fmt.Sprintf("sync-%d-%d", n, r)), n, *dur, *valueSize, true))
 		}
-		local, syncr, ratio := medians(locals, syncs)
+		// The ratio is the median of the rounds' own ratios: a round's two
+		// runs are next to each other in time, so a ratio within a round is
+		// less exposed to what the machine does from minute to minute.
+		var ratios []float64
+		var rs, ps []string
+		for i := range locals {
+			ratios = append(ratios, syncs[i].ops/locals[i].ops)
+			rs = append(rs, fmt.Sprintf("%.2f", ratios[i]))
+			ps = append(ps, fmt.Sprintf("%.2f", syncs[i].p99/locals[i].p99))
+		}
+		local, syncr := medianRun(locals), medianRun(syncs)
 		fmt.Printf("wip-bench: writers=%d local_ops=%.0f sync_ops=%.0f ratio=%.2f local_p50_ms=%.2f local_p99_ms=%.2f sync_p50_ms=%.2f sync_p99_ms=%.2f\n",
-			n, local.ops, syncr.ops, ratio, local.p50, local.p99, syncr.p50, syncr.p99)
+			n, local.ops, syncr.ops, median(ratios), local.p50, local.p99, syncr.p50, syncr.p99)
 		if *rounds > 1 {
-			var rs, ps []string
-			for i := range locals {
-				rs = append(rs, fmt.Sprintf("%.2f", syncs[i].ops/locals[i].ops))
-				ps = append(ps, fmt.Sprintf("%.2f", syncs[i].p99/locals[i].p99))
-			}
 			fmt.Printf("wip-bench-rounds: writers=%d ratios=%s p99_ratios=%s\n", n, strings.Join(rs, ","), strings.Join(ps, ","))
 		}
 		syncCPU := fmt.Sprintf("%.1f", syncr.cpuUS)
@@ -280,37 +285,31 @@ func (p *proc) stop() {
 	_ = p.cmd.Wait()
 }
 
-// medians returns, over rounds of a local and a sync run each, the median
-// of each figure, and the median of the rounds' ratios (sync ops / local
-// ops of the same round: a round's two runs are next to each other in
-// time, so a ratio within a round is less exposed to what the machine
-// does from minute to minute than a ratio of medians).
-func medians(locals, syncs []result) (local, syncr result, ratio float64) {
-	med := func(rs []result, f func(result) float64) float64 {
+// median returns the median of v (which it sorts).
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// medianRun is a result whose every figure is the median of rs's.
+func medianRun(rs []result) result {
+	of := func(f func(result) float64) float64 {
 		v := make([]float64, len(rs))
 		for i, r := range rs {
 			v[i] = f(r)
 		}
-		sort.Float64s(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		return median(v)
 	}
-	of := func(rs []result) result {
-		return result{
-			ops:   med(rs, func(r result) float64 { return r.ops }),
-			p50:   med(rs, func(r result) float64 { return r.p50 }),
-			p99:   med(rs, func(r result) float64 { return r.p99 }),
-			group: med(rs, func(r result) float64 { return r.group }),
-			cpuUS: med(rs, func(r result) float64 { return r.cpuUS }),
-		}
+	return result{
+		ops:   of(func(r result) float64 { return r.ops }),
+		p50:   of(func(r result) float64 { return r.p50 }),
+		p99:   of(func(r result) float64 { return r.p99 }),
+		group: of(func(r result) float64 { return r.group }),
+		cpuUS: of(func(r result) float64 { return r.cpuUS }),
 	}
-	pairs := make([]result, len(locals))
-	for i := range locals {
-		pairs[i].ops = syncs[i].ops / locals[i].ops
-	}
-	return of(locals), of(syncs), med(pairs, func(r result) float64 { return r.ops })
 }
 
 // result of one timed run; group is the mean commits per group commit.
