@@ -239,6 +239,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		in: make(chan pair.Event, 64), admin: make(chan adminReq), rtOps: make(chan pair.Action, 64),
 		persisted: persisted, gate: gate,
 	}
+	d.watch = newFreezeWatch(clk, driverPeriod(timing))
 	d.dp = &dataPlane{node: cfg.Node, port: cfg.DataPlane.Port, log: log.Named("dataplane"), epoch: &d.epoch}
 	d.dp.handler = rt.Handler()
 	d.ev.add(clk.Now(), "role", fmt.Sprintf("tandemd %s started (%s)", Version, persisted))
@@ -249,6 +250,8 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.runtimeWorker() }()
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.watch.run(runCtx) }()
 	// Heartbeats: their own goroutines, never behind the driver.
 	wg.Add(1)
 	go func() {

@@ -57,6 +57,14 @@ type vipGroup interface {
 	Status() vip.Status
 }
 
+// heartbeats is the heartbeat as the driver uses it.
+type heartbeats interface {
+	// Events delivers the failure detector's verdicts in order.
+	Events() <-chan heartbeat.Event
+	// Publish sets what the following heartbeats carry.
+	Publish(p heartbeat.Payload)
+}
+
 // gatewayProber answers "can this node still reach the outside?".
 type gatewayProber interface {
 	Probe(ctx context.Context) (reachable bool, err error)
@@ -95,7 +103,8 @@ type driver struct {
 	peerActiveEpoch uint64
 
 	m     *pair.Machine
-	hb    *heartbeat.Heartbeat
+	hb    heartbeats
+	watch *freezeWatch
 	store replicaStore
 	vip   vipGroup
 	vips  []netip.Addr
@@ -112,6 +121,8 @@ type driver struct {
 	admin  chan adminReq
 	rtOps  chan pair.Action // runtime start/stop, for runtimeWorker
 	wg     sync.WaitGroup
+	// answering counts answers not yet posted (tests wait for none).
+	answering atomic.Int32
 
 	epoch     atomic.Uint64
 	loopAt    atomic.Int64 // Unix ns of the last loop turn (systemd watchdog)
@@ -132,6 +143,18 @@ type countersAtomic struct {
 	promotions, demotions, fences, switchovers atomic.Uint64
 }
 
+// answer runs f on its own goroutine and posts the event it returns: the
+// machine's requests (a probe, a query) are answered off the loop.
+func (d *driver) answer(f func() pair.Event) {
+	d.wg.Add(1)
+	d.answering.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.post(f())
+		d.answering.Add(-1)
+	}()
+}
+
 // post hands an event to the driver from another goroutine; it gives up
 // when the run ends.
 func (d *driver) post(ev pair.Event) {
@@ -148,29 +171,65 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 	if first.Stopped {
 		return nil
 	}
-	stopping := false
 	stopCh := stopCtx.Done()
-	period := d.timing.Interval / 2
-	if period > 20*time.Millisecond {
-		period = 20 * time.Millisecond
-	}
+	period := driverPeriod(d.timing)
 	t := d.clk.NewTimer(period)
 	defer t.Stop()
 	expect := d.clk.Now().Add(period)
+	// Lateness beyond this is worth a word (and, for the process, a
+	// ClockJump).
+	lateMin := max(d.timing.Interval, 50*time.Millisecond)
+	jumped := false // a ClockJump since the last tick
 	for {
 		d.loopAt.Store(d.clk.Now().UnixNano())
-		var ev pair.Event
+		var (
+			ev   pair.Event
+			hev  *heartbeat.Event
+			req  *adminReq
+			tick bool
+		)
 		select {
 		case <-hardCtx.Done():
 			return fmt.Errorf("daemon: orderly stop abandoned: %w", context.Cause(hardCtx))
 		case <-stopCh:
-			stopCh, stopping = nil, true
+			stopCh = nil
 			d.ev.add(d.clk.Now(), "role", "orderly stop requested")
 			ev = pair.Stop{}
-		case hev := <-d.hb.Events():
-			ev = d.fromHeartbeat(hev)
+		case h := <-d.hb.Events():
+			hev = &h
 		case ev = <-d.in:
-		case req := <-d.admin:
+		case r := <-d.admin:
+			req = &r
+		case <-t.C():
+			tick = true
+		}
+		// A process (or VM) that was frozen wakes with everything it
+		// believes about the peer and the tie-breaker stale, and with the
+		// heartbeats of the whole freeze queued oldest first: whatever
+		// woke the loop, the machine is told first (ClockJump), and steps
+		// down if it was active. Only the freeze watch can tell a freeze:
+		// this loop is also late when one of its own actions was slow,
+		// and then the heartbeats went on and the peer saw nothing amiss.
+		if frozen := d.watch.take(d.clk.Now()); frozen > lateMin {
+			d.log.Warn("the process did not run on time (frozen or starved?)", zap.Duration("late", frozen))
+			jumped = true
+			if d.feed(pair.ClockJump{Delta: frozen}) {
+				return nil
+			}
+		}
+		// Then the heartbeats, oldest first: every step runs the
+		// machine's time rules, and after a stall they must judge the
+		// peer on the newest heartbeat, not on the one from before it.
+		if hev != nil {
+			if e := d.fromHeartbeat(*hev); e != nil && d.feed(e) {
+				return nil
+			}
+		}
+		if d.drain(d.hb.Events(), nil) {
+			return nil
+		}
+		switch {
+		case req != nil:
 			rd, err := d.m.Step(d.clk.Now(), req.ev)
 			req.reply <- adminReply{err: err, st: d.m.Status()}
 			if err == nil {
@@ -179,53 +238,72 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 					return nil
 				}
 			}
-			continue
-		case <-t.C():
+		case tick:
 			now := d.clk.Now()
-			// A timer that fires far later than it should means this
-			// process (or its VM) was frozen. The machine sees the gap
-			// in the times it is given and steps down if it was active;
-			// the log says why.
-			// The machine needs to be told (ClockJump): everything it
-			// believes about the peer and the tie-breaker is stale, and
-			// the heartbeats queued during the freeze arrive oldest first.
-			// Runtime and store work never blocks this loop (see
-			// runtimeWorker), so lateness here is a freeze or starvation.
-			if late := now.Sub(expect); late > d.timing.Interval && late > 50*time.Millisecond {
-				d.log.Warn("the driver did not run on time (frozen or starved?)", zap.Duration("late", late))
-				if rd, err := d.m.Step(now, pair.ClockJump{Delta: late}); err == nil {
-					if d.apply(rd) {
-						return nil
-					}
-				}
+			if late := now.Sub(expect); late > lateMin && !jumped {
+				d.log.Warn("the driver was held up by its own actions; the process ran meanwhile, so this is no freeze", zap.Duration("late", late))
 			}
-			if d.apply(d.m.Tick(now)) {
+			// Answers that came in meanwhile (a gateway probe's) count
+			// before the time rules call them overdue.
+			if d.drain(nil, d.in) {
+				return nil
+			}
+			if d.apply(d.m.Tick(d.clk.Now())) {
 				return nil
 			}
 			d.gate.ticked(now)
-			if r := d.replication(); r != nil {
-				ev = r
+			t.Reset(period)
+			expect, jumped = now.Add(period), false
+			if r := d.replication(); r != nil && d.feed(r) {
+				return nil
 			}
-			next := period
-			if w := d.m.Status(); w.Role == pair.RoleStopped {
-				next = period
+		case ev != nil:
+			if d.feed(ev) {
+				return nil
 			}
-			t.Reset(next)
-			expect = now.Add(next)
 		}
-		if ev == nil {
-			continue
-		}
-		rd, err := d.m.Step(d.clk.Now(), ev)
-		if err != nil {
-			d.log.Warn("state machine refused an event", zap.Stringer("event", ev), zap.Error(err))
-			continue
-		}
-		if d.apply(rd) {
-			return nil
-		}
-		_ = stopping
 	}
+}
+
+// driverPeriod is how often the driver ticks the machine (and the freeze
+// watch wakes): half the heartbeat interval, at most 20 ms.
+func driverPeriod(t pair.Timing) time.Duration {
+	return min(t.Interval/2, 20*time.Millisecond)
+}
+
+// feed steps the machine with ev and carries out the result. It reports
+// whether the machine has stopped.
+func (d *driver) feed(ev pair.Event) bool {
+	rd, err := d.m.Step(d.clk.Now(), ev)
+	if err != nil {
+		d.log.Warn("state machine refused an event", zap.Stringer("event", ev), zap.Error(err))
+		return false
+	}
+	return d.apply(rd)
+}
+
+// drainMax bounds one drain: the heartbeat queue's channel and d.in hold
+// 16 and 64 events.
+const drainMax = 128
+
+// drain feeds the machine the heartbeat verdicts (hb) or component events
+// (in) that are already waiting, without blocking; pass nil for the other.
+// It reports whether the machine has stopped.
+func (d *driver) drain(hb <-chan heartbeat.Event, in <-chan pair.Event) bool {
+	for range drainMax {
+		var ev pair.Event
+		select {
+		case hev := <-hb:
+			ev = d.fromHeartbeat(hev)
+		case ev = <-in:
+		default:
+			return false
+		}
+		if ev != nil && d.feed(ev) {
+			return true
+		}
+	}
+	return false
 }
 
 // runtimeWorker carries out the runtime actions in order, until the run
@@ -325,7 +403,15 @@ func (d *driver) apply(rd pair.Ready) bool {
 		d.syncGate()
 		failed := false
 		for _, a := range rd.Actions {
-			if err := d.do(a); err != nil {
+			start := d.clk.Now()
+			err := d.do(a)
+			if took := d.clk.Since(start); took > d.timing.Interval {
+				// Not a freeze (see freezeWatch), but it delays what the
+				// machine does next: a slow disk shows here first.
+				d.log.Warn("slow action", zap.Stringer("action", a), zap.Duration("took", took))
+				d.ev.add(d.clk.Now(), "action", fmt.Sprintf("%s took %v", a, took.Round(time.Millisecond)))
+			}
+			if err != nil {
 				d.log.Error("action failed", zap.Stringer("action", a), zap.Error(err))
 				d.ev.add(d.clk.Now(), "action", fmt.Sprintf("%s failed: %v", a, err))
 				next, serr := d.m.Step(d.clk.Now(), pair.ActionFailed{Kind: a.Kind, Err: err})
@@ -448,8 +534,7 @@ func (d *driver) do(a pair.Action) error {
 	case pair.ActStartRuntime, pair.ActStopRuntime:
 		if d.rt == nil {
 			if a.Kind == pair.ActStopRuntime && a.Graceful {
-				d.wg.Add(1)
-				go func() { defer d.wg.Done(); d.post(pair.RuntimePaused{}) }()
+				d.answer(func() pair.Event { return pair.RuntimePaused{} })
 			}
 			return nil
 		}
@@ -476,9 +561,7 @@ func (d *driver) do(a pair.Action) error {
 		}
 	case pair.ActProbeGateway:
 		seq := a.Seq
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
+		d.answer(func() pair.Event {
 			pctx, cancel := context.WithTimeout(d.runCtx, d.timing.ProbeTimeout)
 			ok, err := d.gw.Probe(pctx)
 			cancel()
@@ -487,14 +570,13 @@ func (d *driver) do(a pair.Action) error {
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				d.log.Debug("gateway probe", zap.Error(err))
 			}
-			d.post(pair.GatewayProbe{Seq: seq, Reachable: ok})
-		}()
+			return pair.GatewayProbe{Seq: seq, Reachable: ok}
+		})
 	case pair.ActQueryWitness:
 		// No witness client in this build: the machine only asks when one
 		// is configured, and config refuses a witness it cannot use.
 		seq := a.Seq
-		d.wg.Add(1)
-		go func() { defer d.wg.Done(); d.post(pair.WitnessReply{Seq: seq, OK: false}) }()
+		d.answer(func() pair.Event { return pair.WitnessReply{Seq: seq, OK: false} })
 	case pair.ActRaiseAlarm:
 		d.raiseAlarm(a.Alarm, "warning", a.Text)
 	case pair.ActClearAlarm:
