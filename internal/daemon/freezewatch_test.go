@@ -152,6 +152,7 @@ func newDriverRig(t *testing.T, peer bool) *driverRig {
 				cancelRun()
 				r.d.wg.Wait()
 				return
+			case <-r.store.promoting: // a promotion the test did not wait for
 			default:
 				r.clk.Advance(r.period)
 				runtime.Gosched()
