@@ -239,7 +239,17 @@ func TestE2EFreezeThaw(t *testing.T) {
 	if err := proc.Thaw(); err != nil {
 		t.Fatal(err)
 	}
-	e.role(e.pair.A, "passive", "")
+	sa := e.role(e.pair.A, "passive", "")
+	// The thawed node's driver is told of the freeze before it reads the
+	// heartbeats queued meanwhile (its freeze watch), so it steps down for
+	// the freeze itself.
+	frozen := false
+	for _, ev := range sa.Events {
+		frozen = frozen || ev.Kind == "role" && strings.Contains(ev.Text, "frozen for")
+	}
+	if !frozen {
+		t.Errorf("thawed a stepped down, but not for the freeze; its events: %+v", sa.Events)
+	}
 	clock.Sleep(e.ctx, e.clk, time.Second)
 	probes, err := pr.Stop()
 	if err != nil {
