@@ -176,9 +176,7 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 	t := d.clk.NewTimer(period)
 	defer t.Stop()
 	expect := d.clk.Now().Add(period)
-	// Lateness beyond this is worth a word (and, for the process, a
-	// ClockJump).
-	lateMin := max(d.timing.Interval, 50*time.Millisecond)
+	lateMin := d.lateMin()
 	jumped := false // a ClockJump since the last tick
 	for {
 		d.loopAt.Store(d.clk.Now().UnixNano())
@@ -264,6 +262,12 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 		}
 	}
 }
+
+// lateMin is the lateness (of the process, of the loop, of one action)
+// worth a word: a heartbeat interval, and never less than 50 ms, which a
+// loaded host reaches without anything being wrong. For the process, it
+// is also the least freeze the machine is told of (ClockJump).
+func (d *driver) lateMin() time.Duration { return max(d.timing.Interval, 50*time.Millisecond) }
 
 // driverPeriod is how often the driver ticks the machine (and the freeze
 // watch wakes): half the heartbeat interval, at most 20 ms.
@@ -405,7 +409,7 @@ func (d *driver) apply(rd pair.Ready) bool {
 		for _, a := range rd.Actions {
 			start := d.clk.Now()
 			err := d.do(a)
-			if took := d.clk.Since(start); took > d.timing.Interval {
+			if took := d.clk.Since(start); took > d.lateMin() {
 				// Not a freeze (see freezeWatch), but it delays what the
 				// machine does next: a slow disk shows here first.
 				d.log.Warn("slow action", zap.Stringer("action", a), zap.Duration("took", took))
