@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/clock"
@@ -33,7 +32,6 @@ import (
 type freezeWatch struct {
 	clk    clock.Clock
 	period time.Duration
-	turns  atomic.Uint64 // wake-ups done (tests wait on it)
 
 	mu       sync.Mutex
 	last     time.Time     // the watch's last wake-up
@@ -48,6 +46,9 @@ func newFreezeWatch(clk clock.Clock, period time.Duration) *freezeWatch {
 
 // run wakes every period until ctx ends. Its owner is the driver's run.
 func (w *freezeWatch) run(ctx context.Context) {
+	w.mu.Lock()
+	w.last = w.clk.Now() // the first wake-up is due a period from here
+	w.mu.Unlock()
 	t := w.clk.NewTimer(w.period)
 	defer t.Stop()
 	for {
@@ -78,7 +79,6 @@ func (w *freezeWatch) turn(now time.Time) {
 	}
 	w.last = now
 	w.mu.Unlock()
-	w.turns.Add(1)
 }
 
 // take returns how long the process stood still since the last take.
