@@ -314,6 +314,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		epoch      uint64
 		hist       []histEntry
 		n          int
+		applied    time.Time // when it went to pebble (Latencies.LocalSync)
 		inSync     bool
 		inSyncAt   uint64
 	}
@@ -382,7 +383,9 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 					ss.close(err)
 					continue
 				}
+				now := s.clk.Now()
 				s.mu.Lock()
+				s.lat.observe(now, localSyncHist, now.Sub(p.applied))
 				s.lsn, s.durable, s.csum, s.epoch = p.lsn, p.lsn, p.csum, max(s.epoch, p.epoch)
 				s.history = append(s.history, p.hist...)
 				if p.lsn > s.peerLSN {
@@ -543,6 +546,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				binary.BigEndian.PutUint64(f8[:], h.first)
 				_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 			}
+			applied := s.clk.Now()
 			if err == nil {
 				err = applyNoSyncWait(s.db, pb)
 			}
@@ -555,7 +559,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				return err
 			}
 			hist = append(hist, newHist...)
-			pch <- pending{pb: pb, first: es[0].lsn, lsn: lsn, csum: csum, epoch: epoch, hist: newHist, n: len(es)}
+			pch <- pending{pb: pb, applied: applied, first: es[0].lsn, lsn: lsn, csum: csum, epoch: epoch, hist: newHist, n: len(es)}
 		}
 		if haveNotice {
 			pch <- pending{inSync: true, inSyncAt: inSyncNotice}

@@ -126,6 +126,9 @@ type Status struct {
 	SessionLocal, SessionPeer string
 	LastError                 string
 	Counters                  Counters
+	// Latency holds the latency histograms since Open; RecentLatency those
+	// of the last one to two minutes (see Latencies for which fill).
+	Latency, RecentLatency Latencies
 }
 
 // The values of Status.OtherCatchUp.
@@ -143,7 +146,8 @@ func (s *Store) Status() Status {
 	st := Status{Role: s.role, Mode: s.o.Mode, PeerLoss: s.o.PeerLoss, Epoch: s.epoch,
 		CommittedLSN: s.lsn, DurableLSN: s.durable, PeerAckedLSN: s.peerAcked, PrimaryLSN: s.peerLSN,
 		PeerState: s.peerState, Inconsistent: s.inconsistent, Outdated: s.outdated, PeerOutdated: s.peerOutdated,
-		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, OtherHoldsLSN: holds, Counters: s.counters}
+		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, OtherHoldsLSN: holds, Counters: s.counters,
+		Latency: s.lat.total, RecentLatency: s.lat.recent(s.clk.Now())}
 	// planLocked's rule. A secondary may hear of the primary's durable LSN
 	// before it holds that LSN itself: it compares what both hold.
 	switch {

@@ -352,6 +352,7 @@ type commitReq struct {
 type group struct {
 	entries []entry
 	bytes   int
+	formed  time.Time // when the committer formed it (Latencies.Commit)
 	durable time.Time // when the local fsync completed (zero until then)
 	reqs    []*commitReq
 }
@@ -406,6 +407,7 @@ type Store struct {
 	peerLastSeen time.Time
 	sess         *session
 	counters     Counters
+	lat          latencies
 
 	// Retained log accounting (guarded by retMu).
 	retMu    sync.Mutex
@@ -776,7 +778,8 @@ func (s *Store) fail(reqs []*commitReq, err error) {
 }
 
 func (s *Store) commitGroup(reqs []*commitReq) {
-	now := s.clk.Now().UnixNano()
+	formed := s.clk.Now()
+	now := formed.UnixNano()
 	s.mu.Lock()
 	if s.failed != nil || s.role != Primary {
 		err := s.failed
@@ -787,7 +790,7 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 		s.fail(reqs, err)
 		return
 	}
-	g := &group{reqs: reqs}
+	g := &group{reqs: reqs, formed: formed}
 	epoch, lsn, csum := s.epoch, s.lsn, s.csum
 	for _, r := range reqs {
 		lsn++
@@ -806,10 +809,13 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 
 	pb := s.db.NewBatchWithSize(2*g.bytes + 4096)
 	err := s.writeEntries(pb, g.entries)
+	var written time.Time
 	if err == nil {
+		written = s.clk.Now()
 		err = syncCommit(pb)
 	}
 	_ = pb.Close()
+	durable := s.clk.Now()
 	s.mu.Lock()
 	if err != nil {
 		s.failed = fmt.Errorf("%w: commit of LSN %d..%d: %v", ErrFailed, g.first(), g.last(), err)
@@ -823,7 +829,8 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 		return
 	}
 	s.durable = g.last()
-	g.durable = s.clk.Now()
+	g.durable = durable
+	s.lat.observe(durable, localSyncHist, durable.Sub(written))
 	s.waiting = append(s.waiting, g)
 	s.counters.Commits += uint64(len(reqs))
 	s.counters.Groups++
@@ -1005,11 +1012,20 @@ func (s *Store) needPeerLocked() bool {
 // hold, and trims the sender's tail.
 func (s *Store) releaseLocked() {
 	n := 0
+	var now time.Time
 	for _, g := range s.waiting {
-		if s.needPeerLocked() && s.peerAcked < g.last() {
+		needPeer := s.needPeerLocked()
+		if needPeer && s.peerAcked < g.last() {
 			break
 		}
-		if !s.needPeerLocked() && s.o.Mode == Sync && g.last() > s.aloneLSN {
+		if now.IsZero() {
+			now = s.clk.Now()
+		}
+		s.lat.observe(now, commitHist, now.Sub(g.formed))
+		if needPeer {
+			s.lat.observe(now, peerWaitHist, now.Sub(g.durable))
+		}
+		if !needPeer && s.o.Mode == Sync && g.last() > s.aloneLSN {
 			s.aloneLSN = g.last()
 		}
 		for _, r := range g.reqs {

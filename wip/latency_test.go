@@ -1,0 +1,173 @@
+package wip
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestHistogramBucketsAndQuantiles(t *testing.T) {
+	var h Histogram
+	if h.Quantile(0.99) != 0 {
+		t.Errorf("empty histogram: quantile %v, want 0", h.Quantile(0.99))
+	}
+	// Bounds: 50µs, 100µs, 200µs, ... 6.5536s.
+	for _, tc := range []struct {
+		d      time.Duration
+		bucket int
+	}{
+		{-time.Millisecond, 0}, // a clock step back counts as 0
+		{0, 0},
+		{50 * time.Microsecond, 0}, // bounds are inclusive
+		{51 * time.Microsecond, 1},
+		{150 * time.Microsecond, 2},
+		{3 * time.Millisecond, 6}, // 3.2 ms
+		{6553600 * time.Microsecond, LatencyBuckets - 2},
+		{7 * time.Second, LatencyBuckets - 1},
+	} {
+		var one Histogram
+		one.observe(tc.d)
+		if one.Counts[tc.bucket] != 1 || one.Count != 1 {
+			t.Errorf("%v went to %v, want bucket %d", tc.d, one.Counts, tc.bucket)
+		}
+	}
+	if LatencyBounds[len(LatencyBounds)-1] != 6553600*time.Microsecond {
+		t.Errorf("last bound %v", LatencyBounds[len(LatencyBounds)-1])
+	}
+	// 90 fast, 9 medium, 1 slow.
+	for i := 0; i < 90; i++ {
+		h.observe(40 * time.Microsecond)
+	}
+	for i := 0; i < 9; i++ {
+		h.observe(3 * time.Millisecond)
+	}
+	h.observe(time.Second)
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{
+		{0.5, 50 * time.Microsecond},
+		{0.9, 50 * time.Microsecond},
+		{0.91, 3200 * time.Microsecond},
+		{0.99, 3200 * time.Microsecond},
+		{0.999, 1638400 * time.Microsecond},
+		{1, 1638400 * time.Microsecond},
+	} {
+		if got := h.Quantile(tc.q); got != tc.want {
+			t.Errorf("quantile %v = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if h.Count != 100 || h.Sum != 90*40*time.Microsecond+9*3*time.Millisecond+time.Second {
+		t.Errorf("count %d sum %v", h.Count, h.Sum)
+	}
+	h.observe(time.Minute)
+	if got := h.Quantile(1); got != -1 {
+		t.Errorf("quantile above the last bound = %v, want -1", got)
+	}
+}
+
+// The recent histograms cover the last one to two windows; the totals keep
+// everything.
+func TestRecentLatencyWindows(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var l latencies
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	l.observe(at(0), commitHist, time.Millisecond)
+	l.observe(at(30*time.Second), commitHist, time.Millisecond)
+	l.observe(at(30*time.Second), peerWaitHist, time.Millisecond)
+	steps := []struct {
+		at                   time.Duration
+		observe              bool
+		recentCommit, recent uint64 // recent Commit and PeerWait counts after the step
+	}{
+		{59 * time.Second, false, 2, 1},
+		{70 * time.Second, true, 3, 1},   // window 2 begins at 60 s; window 1 is the previous
+		{119 * time.Second, false, 3, 1}, // still windows 1 and 2
+		{121 * time.Second, false, 1, 0}, // window 3: window 1 is out
+		{250 * time.Second, false, 0, 0}, // two windows idle: nothing recent
+		{251 * time.Second, true, 1, 0},
+	}
+	for _, s := range steps {
+		if s.observe {
+			l.observe(at(s.at), commitHist, 2*time.Millisecond)
+		}
+		r := l.recent(at(s.at))
+		if r.Commit.Count != s.recentCommit || r.PeerWait.Count != s.recent {
+			t.Errorf("at %v: recent commit %d, peer wait %d; want %d, %d", s.at, r.Commit.Count, r.PeerWait.Count, s.recentCommit, s.recent)
+		}
+	}
+	if l.total.Commit.Count != 4 || l.total.PeerWait.Count != 1 {
+		t.Errorf("totals: commit %d, peer wait %d; want 4, 1", l.total.Commit.Count, l.total.PeerWait.Count)
+	}
+}
+
+// A sync pair fills the primary's three histograms and the secondary's
+// LocalSync, one observation per group; a commit held for an absent peer
+// until it degraded shows that wait in Commit and none in PeerWait.
+func TestLatencyHistogramsFollowCommits(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	p := newPair(t, Options{PeerAckTimeout: timeout})
+	a, b := p.synced()
+	defer a.Close()
+	before, bBefore := a.Status(), b.Status()
+	const n = 40
+	for i := 0; i < n; i++ {
+		k := fmt.Sprintf("k%02d", i)
+		commitKV(t, a, k, k) // one writer: one group per commit
+	}
+	st, bst := a.Status(), b.Status()
+	groups := st.Counters.Groups - before.Counters.Groups
+	if groups != n {
+		t.Fatalf("%d groups for %d sequential commits", groups, n)
+	}
+	for _, h := range []struct {
+		name       string
+		now, then  Histogram
+		want       uint64
+		wantRecent uint64
+		recent     Histogram
+	}{
+		{"commit", st.Latency.Commit, before.Latency.Commit, n, st.Latency.Commit.Count, st.RecentLatency.Commit},
+		{"local sync", st.Latency.LocalSync, before.Latency.LocalSync, n, st.Latency.LocalSync.Count, st.RecentLatency.LocalSync},
+		{"peer wait", st.Latency.PeerWait, before.Latency.PeerWait, n, st.Latency.PeerWait.Count, st.RecentLatency.PeerWait},
+	} {
+		if got := h.now.Count - h.then.Count; got != h.want {
+			t.Errorf("primary %s: %d observations for %d groups", h.name, got, h.want)
+		}
+		if h.recent.Count != h.wantRecent {
+			t.Errorf("primary %s: %d recent observations, %d since open (all within the minute)", h.name, h.recent.Count, h.wantRecent)
+		}
+	}
+	// Each group's commit spans its local sync and its peer wait.
+	if st.Latency.Commit.Sum < st.Latency.LocalSync.Sum || st.Latency.Commit.Sum < st.Latency.PeerWait.Sum || st.Latency.LocalSync.Sum <= 0 {
+		t.Errorf("sums: commit %v, local sync %v, peer wait %v", st.Latency.Commit.Sum, st.Latency.LocalSync.Sum, st.Latency.PeerWait.Sum)
+	}
+	applied := bst.Latency.LocalSync.Count - bBefore.Latency.LocalSync.Count
+	if applied == 0 || applied > n {
+		t.Errorf("secondary: %d local syncs for %d groups received", applied, n)
+	}
+	if bst.Latency.Commit.Count != 0 || bst.Latency.PeerWait.Count != 0 {
+		t.Errorf("secondary filled primary histograms: %+v", bst.Latency)
+	}
+
+	// The peer goes away: the next commit waits PeerAckTimeout, then the
+	// primary degrades and releases it.
+	b.Close()
+	waitFor(t, "the session to end", func() bool { return a.Status().PeerState != PeerInSync })
+	before = a.Status()
+	commitKV(t, a, "alone", "x")
+	st = a.Status()
+	if st.Latency.PeerWait.Count != before.Latency.PeerWait.Count {
+		t.Errorf("a group released without the peer counted as a peer wait")
+	}
+	var slow uint64
+	for i, c := range st.Latency.Commit.Counts {
+		if i > 0 && LatencyBounds[i-1] >= timeout/2 {
+			slow += c - before.Latency.Commit.Counts[i]
+		}
+	}
+	if st.Latency.Commit.Count-before.Latency.Commit.Count != 1 || slow != 1 {
+		t.Errorf("the commit held for the peer: %d new observations, %d of them above %v; want 1, 1 (states: %v, outdated %v)",
+			st.Latency.Commit.Count-before.Latency.Commit.Count, slow, timeout/2, st.PeerState, st.PeerOutdated)
+	}
+}
