@@ -101,7 +101,7 @@
 //     last one to two minutes: per group, the commit as its writers see it
 //     once grouped, the local write with its fsync (on the secondary, each
 //     received batch's apply and fsync), and the wait for the peer's ack
-//     after local durability. Buckets double from 50 µs (LatencyBounds), so
+//     after local durability. Buckets double from 50 µs (package latency), so
 //     a quantile read from them is within a factor of two. A slow passive
 //     disk shows as the active's PeerWait and the passive's LocalSync.
 //
