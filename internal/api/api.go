@@ -24,6 +24,8 @@ package api
 
 import (
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/latency"
 )
 
 // Status is the pair as one node sees it.
@@ -102,6 +104,23 @@ type ReplicationStatus struct {
 	// Session is the replication session's "local -> peer" addresses
 	// (which HA link carries it); empty without a session.
 	Session string `json:"session,omitempty"`
+	// Latency holds the WIP store's latency histograms since it was
+	// opened; RecentLatency those of the last one to two minutes.
+	Latency       LatencyStatus `json:"latency"`
+	RecentLatency LatencyStatus `json:"recent_latency"`
+}
+
+// LatencyStatus holds the WIP store's latency histograms (buckets: package
+// latency). Which fill depends on the replication role (wip.Latencies):
+// Commit (primary) is a group of commits from forming to its writers'
+// release; LocalSync the node's own durable write (primary: a group's
+// write and fsync; secondary: a received batch's apply and fsync);
+// PeerWait (primary, sync mode) the wait for the peer's ack after local
+// durability.
+type LatencyStatus struct {
+	Commit    latency.Histogram `json:"commit"`
+	LocalSync latency.Histogram `json:"local_sync"`
+	PeerWait  latency.Histogram `json:"peer_wait"`
 }
 
 // VIPStatus is the virtual address group.

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/latency"
 )
 
 // Exit codes.
@@ -329,6 +330,7 @@ func PrintStatus(w io.Writer, st api.Status) {
 	fmt.Fprintf(w, "replication: %s, %s, data %s, peer %s\n", orDash(r.Role), orDash(r.Mode), orDash(r.DataState), orDash(r.PeerState))
 	fmt.Fprintf(w, "  committed LSN %d, peer acked %d, lag %d batches / %d bytes / %s\n",
 		r.CommittedLSN, r.PeerAckedLSN, r.LagBatches, r.LagBytes, r.LagTime.Round(time.Millisecond))
+	fmt.Fprint(w, latencyLine(r.RecentLatency))
 	if r.Session != "" {
 		fmt.Fprintf(w, "  session %s\n", r.Session)
 	}
@@ -394,6 +396,33 @@ func PrintStatus(w io.Writer, st api.Status) {
 			fmt.Fprintf(w, "  %s  %-11s %s\n", e.Time.Format("15:04:05.000"), e.Kind, e.Text)
 		}
 	}
+}
+
+// latencyLine summarises the recent latency histograms, or says nothing
+// when none has an observation. Quantiles are bucket bounds: "<=".
+func latencyLine(l api.LatencyStatus) string {
+	q := func(h latency.Histogram, p float64) string {
+		if v := h.Quantile(p); v >= 0 {
+			return "<=" + v.String()
+		}
+		return ">" + latency.Bounds[len(latency.Bounds)-1].String()
+	}
+	var parts []string
+	if h := l.Commit; h.Count > 0 {
+		parts = append(parts, fmt.Sprintf("commit p50 %s p99 %s over %d groups", q(h, 0.5), q(h, 0.99), h.Count))
+	}
+	if h := l.LocalSync; h.Count > 0 && l.Commit.Count > 0 {
+		parts = append(parts, "local sync p99 "+q(h, 0.99))
+	} else if h.Count > 0 {
+		parts = append(parts, fmt.Sprintf("local sync p50 %s p99 %s over %d batches", q(h, 0.5), q(h, 0.99), h.Count))
+	}
+	if h := l.PeerWait; h.Count > 0 {
+		parts = append(parts, "peer wait p99 "+q(h, 0.99))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "  latency, last 1-2 min: " + strings.Join(parts, "; ") + "\n"
 }
 
 // peerCatchUp says how the peer would be caught up if it came back now.

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/latency"
 )
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
@@ -34,7 +35,8 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 			{Name: "lan", Up: false, Loss: 1, LastSeen: t0.Add(-5 * time.Second), Dropped: 3},
 		},
 		Replication: api.ReplicationStatus{Role: "primary", Mode: "sync", DataState: "up-to-date", PeerState: "in-sync", CommittedLSN: 1234, PeerAckedLSN: 1234, Session: "198.51.100.5:7101 -> 198.51.100.6:41000",
-			RetainedFirst: 1100, RetainedLast: 1234, RetainedBytes: 140000, PeerHoldsLSN: 1234, PeerCatchUp: "log"},
+			RetainedFirst: 1100, RetainedLast: 1234, RetainedBytes: 140000, PeerHoldsLSN: 1234, PeerCatchUp: "log",
+			RecentLatency: api.LatencyStatus{Commit: latency.Histogram{Counts: [latency.Buckets]uint64{5: 10}, Count: 10}}},
 		VIP:        api.VIPStatus{Addresses: []string{"192.0.2.10/24"}, Owned: true, Since: t0.Add(-89 * time.Second)},
 		TieBreaker: api.TieBreakerStatus{GatewayReachable: true, Checked: t0.Add(-time.Second)},
 		Runtime:    api.RuntimeStatus{State: "running", Running: 3},
@@ -107,7 +109,7 @@ func TestStatusHumanAndJSON(t *testing.T) {
 		"ha1   up   rtt 180µs",
 		"lan   DOWN rtt 0s        loss 100.0%  last seen 5s ago  (3 invalid datagrams dropped)",
 		"committed LSN 1234, peer acked 1234",
-		"  session 198.51.100.5:7101 -> 198.51.100.6:41000\n  retained log LSN 1100..1234, 140000 bytes; peer holds LSN 1234: it would catch up from the log\n",
+		"lag 0 batches / 0 bytes / 0s\n  latency, last 1-2 min: commit p50 <=1.6ms p99 <=1.6ms over 10 groups\n  session 198.51.100.5:7101 -> 198.51.100.6:41000\n  retained log LSN 1100..1234, 140000 bytes; peer holds LSN 1234: it would catch up from the log\n",
 		"vip: 192.0.2.10/24: owned here since 1m29s ago",
 		"WARNING  heartbeat path lan is down (path-down:lan, since 5s ago)\n",
 		"(epoch 7, LSN 1200, 5.0 MiB), every 1h0m0s on the active, keep 24, in /var/backups/tandem\n",
@@ -122,6 +124,34 @@ func TestStatusHumanAndJSON(t *testing.T) {
 	var st api.Status
 	if code != ExitOK || json.Unmarshal([]byte(out), &st) != nil || st.Epoch != 7 {
 		t.Errorf("--json: exit %d, %q", code, out)
+	}
+}
+
+func TestLatencyLine(t *testing.T) {
+	hist := func(ds ...time.Duration) latency.Histogram {
+		var h latency.Histogram
+		for _, d := range ds {
+			h.Observe(d)
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name string
+		l    api.LatencyStatus
+		want string
+	}{
+		{"nothing recent", api.LatencyStatus{}, ""},
+		{"primary", api.LatencyStatus{
+			Commit:    hist(300*time.Microsecond, 300*time.Microsecond, 2*time.Millisecond),
+			LocalSync: hist(100*time.Microsecond, 120*time.Microsecond, 150*time.Microsecond),
+			PeerWait:  hist(0, 0, 9*time.Second),
+		}, "  latency, last 1-2 min: commit p50 <=400µs p99 <=3.2ms over 3 groups; local sync p99 <=200µs; peer wait p99 >6.5536s\n"},
+		{"secondary", api.LatencyStatus{LocalSync: hist(60 * time.Microsecond)},
+			"  latency, last 1-2 min: local sync p50 <=100µs p99 <=100µs over 1 batches\n"},
+	} {
+		if got := latencyLine(tc.l); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -138,6 +138,8 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		RetainedBytes: uint64(max(s.RetainedBytes, 0)),
 		PeerHoldsLSN:  s.OtherHoldsLSN,
 		PeerCatchUp:   s.OtherCatchUp,
+		Latency:       api.LatencyStatus(s.Latency),
+		RecentLatency: api.LatencyStatus(s.RecentLatency),
 	}
 }
 

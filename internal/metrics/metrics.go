@@ -19,6 +19,9 @@
 //	replication_peer_acked_lsn          last LSN the peer acknowledged
 //	replication_lag_batches/bytes/seconds
 //	replication_rejected_frames_total
+//	replication_commit_duration_seconds       histogram: a group of commits, formed to released (primary)
+//	replication_local_sync_duration_seconds   histogram: the node's own durable write (group or received batch)
+//	replication_peer_wait_duration_seconds    histogram: local durability to the peer's ack (sync primary)
 //	vip_owned                           1 while this node owns the VIP
 //	vip_conflicts_total                 foreign claims seen on the VIP
 //	gateway_reachable                   tie-breaker verdict
@@ -37,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/latency"
 )
 
 // Roles, in the order the role metric lists them.
@@ -70,6 +74,9 @@ func NewCollector(fn func(context.Context) (api.Status, error)) *Collector {
 		"lag_seconds":   d("replication_lag_seconds", "Age of the oldest unacknowledged commit."),
 		"rejected":      d("replication_rejected_frames_total", "Replication frames rejected."),
 		"retained":      d("replication_retained_bytes", "Bytes of log retained to catch the peer up."),
+		"lat_commit":    d("replication_commit_duration_seconds", "Primary: a group of WIP commits from forming to its writers' release (local fsync and, in sync mode, the peer's ack)."),
+		"lat_local":     d("replication_local_sync_duration_seconds", "This node's durable WIP write: a group's write and fsync (primary) or a received batch's apply and fsync (secondary)."),
+		"lat_peer":      d("replication_peer_wait_duration_seconds", "Sync primary: from a group's local durability to the peer's ack (0 when the ack came first)."),
 		"holds":         d("replication_peer_holds_lsn", "Last LSN the peer is known to hold durably (0: not known)."),
 		"needs_snap":    d("replication_peer_needs_snapshot", "1 if the peer, reconnecting now, would need a full snapshot (it holds less than the retained log)."),
 		"vip_owned":     d("vip_owned", "1 while this node owns the VIP."),
@@ -131,6 +138,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g("lag_seconds", r.LagTime.Seconds())
 	cnt("rejected", float64(r.Rejected))
 	g("retained", float64(r.RetainedBytes))
+	hist := func(name string, h latency.Histogram) {
+		buckets := make(map[float64]uint64, len(latency.Bounds))
+		var cum uint64
+		for i, b := range latency.Bounds {
+			cum += h.Counts[i]
+			// Not b.Seconds(): its sum of whole and fractional seconds
+			// makes le="1.6383999999999999" of 1.6384 s.
+			buckets[float64(b)/float64(time.Second)] = cum
+		}
+		ch <- prometheus.MustNewConstHistogram(c.descs[name], h.Count, float64(h.Sum)/float64(time.Second), buckets)
+	}
+	hist("lat_commit", r.Latency.Commit)
+	hist("lat_local", r.Latency.LocalSync)
+	hist("lat_peer", r.Latency.PeerWait)
 	g("holds", float64(r.PeerHoldsLSN))
 	g("needs_snap", b2f(r.PeerCatchUp == "snapshot"))
 	g("vip_owned", b2f(st.VIP.Owned))

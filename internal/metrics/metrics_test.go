@@ -24,10 +24,60 @@ func TestMetricsFollowStatus(t *testing.T) {
 		Counters:    api.Counters{Promotions: 3, SelfFences: 1},
 		Backup:      api.BackupStatus{Taken: 5, Failed: 1, Last: &api.BackupInfo{Created: time.Unix(1796500000, 0)}},
 	}
+	for _, d := range []time.Duration{40 * time.Microsecond, 40 * time.Microsecond, 40 * time.Microsecond, 3 * time.Millisecond, 8 * time.Second} {
+		st.Replication.Latency.Commit.Observe(d)
+	}
+	st.Replication.RecentLatency.Commit.Observe(time.Second) // not exported: rate() over the totals serves
 	c := NewCollector(func(context.Context) (api.Status, error) { return st, nil })
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	want := `
+# HELP tandem_replication_commit_duration_seconds Primary: a group of WIP commits from forming to its writers' release (local fsync and, in sync mode, the peer's ack).
+# TYPE tandem_replication_commit_duration_seconds histogram
+tandem_replication_commit_duration_seconds_bucket{le="5e-05"} 3
+tandem_replication_commit_duration_seconds_bucket{le="0.0001"} 3
+tandem_replication_commit_duration_seconds_bucket{le="0.0002"} 3
+tandem_replication_commit_duration_seconds_bucket{le="0.0004"} 3
+tandem_replication_commit_duration_seconds_bucket{le="0.0008"} 3
+tandem_replication_commit_duration_seconds_bucket{le="0.0016"} 3
+tandem_replication_commit_duration_seconds_bucket{le="0.0032"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.0064"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.0128"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.0256"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.0512"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.1024"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.2048"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.4096"} 4
+tandem_replication_commit_duration_seconds_bucket{le="0.8192"} 4
+tandem_replication_commit_duration_seconds_bucket{le="1.6384"} 4
+tandem_replication_commit_duration_seconds_bucket{le="3.2768"} 4
+tandem_replication_commit_duration_seconds_bucket{le="6.5536"} 4
+tandem_replication_commit_duration_seconds_bucket{le="+Inf"} 5
+tandem_replication_commit_duration_seconds_sum 8.00312
+tandem_replication_commit_duration_seconds_count 5
+# HELP tandem_replication_peer_wait_duration_seconds Sync primary: from a group's local durability to the peer's ack (0 when the ack came first).
+# TYPE tandem_replication_peer_wait_duration_seconds histogram
+tandem_replication_peer_wait_duration_seconds_bucket{le="5e-05"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0001"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0002"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0004"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0008"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0016"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0032"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0064"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0128"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0256"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.0512"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.1024"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.2048"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.4096"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="0.8192"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="1.6384"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="3.2768"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="6.5536"} 0
+tandem_replication_peer_wait_duration_seconds_bucket{le="+Inf"} 0
+tandem_replication_peer_wait_duration_seconds_sum 0
+tandem_replication_peer_wait_duration_seconds_count 0
 # HELP tandem_backup_last_success_timestamp_seconds Creation time of the last WIP store backup taken since the daemon started (0: none).
 # TYPE tandem_backup_last_success_timestamp_seconds gauge
 tandem_backup_last_success_timestamp_seconds 1.7965e+09
@@ -58,7 +108,7 @@ tandem_role{role="passive"} 0
 tandem_role{role="starting"} 0
 tandem_role{role="stopping"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_replication_peer_needs_snapshot", "tandem_replication_retained_bytes", "tandem_role"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_replication_commit_duration_seconds", "tandem_replication_peer_wait_duration_seconds", "tandem_replication_peer_needs_snapshot", "tandem_replication_retained_bytes", "tandem_role"); err != nil {
 		t.Error(err)
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || n < 25 {

@@ -38,6 +38,15 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The jobs' commits, paired in sync mode, are in the latency
+	// histograms: the active's commit and peer wait, the passive's syncs.
+	if sa, sb := e.status(a), e.status(b); sa.Replication.Latency.Commit.Count == 0 || sa.Replication.Latency.PeerWait.Count == 0 ||
+		sb.Replication.Latency.LocalSync.Count == 0 || sb.Replication.Latency.Commit.Count != 0 {
+		t.Errorf("latency histograms after paired commits: a %+v, b %+v", sa.Replication.Latency, sb.Replication.Latency)
+	}
+	if out, err := a.Ctl(e.ctx, "status"); err != nil || !strings.Contains(out, "latency, last 1-2 min: commit p50 <=") {
+		t.Errorf("tandemctl status on a: %v; want the latency line\n%s", err, out)
+	}
 
 	if err := b.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
