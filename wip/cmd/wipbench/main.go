@@ -7,12 +7,17 @@
 //
 //	wip-bench: writers=64 local_ops=N sync_ops=N ratio=R local_p50_ms=.. local_p99_ms=X sync_p50_ms=.. sync_p99_ms=Y
 //	wip-bench-detail: writers=64 local_group=G sync_group=G local_cpu_us=C sync_cpu_us=C
+//	wip-bench-groups: writers=64 local_commit_ms=.. local_fsync_ms=.. sync_commit_ms=.. sync_fsync_ms=.. sync_peer_wait_ms=..
 //
 // (group: mean commits per group commit; cpu_us: CPU time per commit, in
 // microseconds, of the bench process and, in the sync run, of the local
 // receiver too; "-" with -receiver-via. On shared CPUs the throughput
 // of a 5 s run swings by a third from run to run, with compactions; the
-// CPU cost per commit swings less, and says which run did less work.)
+// CPU cost per commit swings less, and says which run did less work.
+// groups: the store's latency histograms (Status.Latency) over the timed
+// part, as means per group: from forming a group to releasing its writers,
+// its local write and fsync, and in the sync run the wait for the peer's
+// ack after local durability. They say where a sync commit's time goes.)
 //
 //	wip-bench: resync snapshot_mb_s=N catchup_mb_s=N store_mb=S
 //
@@ -84,6 +89,7 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/latency"
 	"github.com/tandem-ha/tandem/wip"
 )
 
@@ -191,6 +197,8 @@ func main() {
 		}
 		fmt.Printf("wip-bench-detail: writers=%d local_group=%.1f sync_group=%.1f local_cpu_us=%.1f sync_cpu_us=%s\n",
 			n, local.group, syncr.group, local.cpuUS, syncCPU)
+		fmt.Printf("wip-bench-groups: writers=%d local_commit_ms=%.3f local_fsync_ms=%.3f sync_commit_ms=%.3f sync_fsync_ms=%.3f sync_peer_wait_ms=%.3f\n",
+			n, local.commitMS, local.fsyncMS, syncr.commitMS, syncr.fsyncMS, syncr.peerMS)
 	}
 	if *resyncMB > 0 {
 		resync(filepath.Join(*dir, "resync"), *resyncMB, *catchupMB)
@@ -304,16 +312,22 @@ func medianRun(rs []result) result {
 		return median(v)
 	}
 	return result{
-		ops:   of(func(r result) float64 { return r.ops }),
-		p50:   of(func(r result) float64 { return r.p50 }),
-		p99:   of(func(r result) float64 { return r.p99 }),
-		group: of(func(r result) float64 { return r.group }),
-		cpuUS: of(func(r result) float64 { return r.cpuUS }),
+		ops:      of(func(r result) float64 { return r.ops }),
+		p50:      of(func(r result) float64 { return r.p50 }),
+		p99:      of(func(r result) float64 { return r.p99 }),
+		group:    of(func(r result) float64 { return r.group }),
+		cpuUS:    of(func(r result) float64 { return r.cpuUS }),
+		commitMS: of(func(r result) float64 { return r.commitMS }),
+		fsyncMS:  of(func(r result) float64 { return r.fsyncMS }),
+		peerMS:   of(func(r result) float64 { return r.peerMS }),
 	}
 }
 
 // result of one timed run; group is the mean commits per group commit.
-type result struct{ ops, p50, p99, group, cpuUS float64 }
+type result struct {
+	ops, p50, p99, group, cpuUS float64
+	commitMS, fsyncMS, peerMS   float64 // means per group (Status.Latency)
+}
 
 // cpuTime is the CPU time (user and system) used so far by this process
 // and, if pid is not 0, by process pid (read from /proc; Linux only).
@@ -377,7 +391,8 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	var mu sync.Mutex
 	var lat []time.Duration
 	var wg sync.WaitGroup
-	c0 := s.Status().Counters
+	st0 := s.Status()
+	c0 := st0.Counters
 	rpid := 0
 	if rcv != nil && len(receiverVia) == 0 {
 		rpid = rcv.cmd.Process.Pid
@@ -406,7 +421,11 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	wg.Wait()
 	el := c.Since(start)
 	cpu := cpuTime(rpid) - cpu0
-	c1 := s.Status().Counters
+	st1 := s.Status()
+	c1 := st1.Counters
+	mean := func(h0, h1 latency.Histogram) float64 {
+		return float64(h1.Sum-h0.Sum) / 1e6 / float64(max(1, h1.Count-h0.Count))
+	}
 	group := float64(c1.Commits-c0.Commits) / float64(max(1, c1.Groups-c0.Groups))
 	if replicated && s.Status().PeerOutdated {
 		check(fmt.Errorf("peer degraded during the sync run"))
@@ -422,7 +441,9 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	if rcv != nil && len(receiverVia) > 0 {
 		cpuUS = -1 // the receiver's CPU is on another host
 	}
-	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99), group: group, cpuUS: cpuUS}
+	return result{ops: float64(len(lat)) / el.Seconds(), p50: ms(0.50), p99: ms(0.99), group: group, cpuUS: cpuUS,
+		commitMS: mean(st0.Latency.Commit, st1.Latency.Commit), fsyncMS: mean(st0.Latency.LocalSync, st1.Latency.LocalSync),
+		peerMS: mean(st0.Latency.PeerWait, st1.Latency.PeerWait)}
 }
 
 // benchKey is the key of writer w's i-th commit: new each time, or with
