@@ -1,10 +1,17 @@
 package wip
 
 import (
+	"context"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/latency"
 )
 
@@ -112,4 +119,60 @@ func TestLatencyHistogramsFollowCommits(t *testing.T) {
 		t.Errorf("the commit held for the peer: %d new observations, %d of them above %v; want 1, 1 (states: %v, outdated %v)",
 			st.Latency.Commit.Count-before.Latency.Commit.Count, slow, timeout/2, st.PeerState, st.PeerOutdated)
 	}
+}
+
+// A slow passive disk (every WAL sync of b's store takes 30 ms more) shows
+// in b's LocalSync and in a's Commit: each of them holds such a sync. Only
+// these lower bounds are asserted (they follow from the delay, whatever the
+// machine); where the rest of a's time went is what the histograms tell an
+// operator, and the test logs it.
+func TestSlowPassiveDiskShowsInLatency(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	var slow atomic.Bool
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		switch op.Kind {
+		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+			if slow.Load() && strings.HasSuffix(op.Path, ".log") {
+				clock.Sleep(context.Background(), clock.Real(), delay)
+			}
+		}
+		return nil
+	})
+	p := newPair(t, Options{PeerAckTimeout: time.Minute})
+	a := p.open("a", nil)
+	defer a.Close()
+	b := p.open("b", func(o *Options) { o.FS = errorfs.Wrap(vfs.Default, inj) })
+	defer b.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	slow.Store(true)
+	before, bBefore := a.Status().Latency, b.Status().Latency
+	const n = 10
+	for i := 0; i < n; i++ {
+		commitKV(t, a, fmt.Sprintf("k%02d", i), "v")
+	}
+	after, bAfter := a.Status().Latency, b.Status().Latency
+	// Observations in buckets whose upper bound is below the delay.
+	fast := func(h0, h1 latency.Histogram) (below, all uint64) {
+		for i, bound := range latency.Bounds {
+			if bound < delay {
+				below += h1.Counts[i] - h0.Counts[i]
+			}
+		}
+		return below, h1.Count - h0.Count
+	}
+	if below, all := fast(bBefore.LocalSync, bAfter.LocalSync); all == 0 || below != 0 {
+		t.Errorf("b's local syncs: %d of %d below %v, want none of at least one", below, all, delay)
+	}
+	if below, all := fast(before.Commit, after.Commit); all != n || below != 0 {
+		t.Errorf("a's commits: %d of %d below %v, want none of %d", below, all, delay, n)
+	}
+	mean := func(h0, h1 latency.Histogram) time.Duration {
+		return (h1.Sum - h0.Sum) / time.Duration(max(1, h1.Count-h0.Count))
+	}
+	t.Logf("a: commit %v, local sync %v, peer wait %v (means); b: local sync %v",
+		mean(before.Commit, after.Commit), mean(before.LocalSync, after.LocalSync),
+		mean(before.PeerWait, after.PeerWait), mean(bBefore.LocalSync, bAfter.LocalSync))
 }
