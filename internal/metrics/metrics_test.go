@@ -55,29 +55,6 @@ tandem_replication_commit_duration_seconds_bucket{le="6.5536"} 4
 tandem_replication_commit_duration_seconds_bucket{le="+Inf"} 5
 tandem_replication_commit_duration_seconds_sum 8.00312
 tandem_replication_commit_duration_seconds_count 5
-# HELP tandem_replication_peer_wait_duration_seconds Sync primary: from a group's local durability to the peer's ack (0 when the ack came first).
-# TYPE tandem_replication_peer_wait_duration_seconds histogram
-tandem_replication_peer_wait_duration_seconds_bucket{le="5e-05"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0001"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0002"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0004"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0008"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0016"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0032"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0064"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0128"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0256"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.0512"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.1024"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.2048"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.4096"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="0.8192"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="1.6384"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="3.2768"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="6.5536"} 0
-tandem_replication_peer_wait_duration_seconds_bucket{le="+Inf"} 0
-tandem_replication_peer_wait_duration_seconds_sum 0
-tandem_replication_peer_wait_duration_seconds_count 0
 # HELP tandem_backup_last_success_timestamp_seconds Creation time of the last WIP store backup taken since the daemon started (0: none).
 # TYPE tandem_backup_last_success_timestamp_seconds gauge
 tandem_backup_last_success_timestamp_seconds 1.7965e+09
@@ -108,8 +85,12 @@ tandem_role{role="passive"} 0
 tandem_role{role="starting"} 0
 tandem_role{role="stopping"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_replication_commit_duration_seconds", "tandem_replication_peer_wait_duration_seconds", "tandem_replication_peer_needs_snapshot", "tandem_replication_retained_bytes", "tandem_role"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_replication_commit_duration_seconds", "tandem_replication_peer_needs_snapshot", "tandem_replication_retained_bytes", "tandem_role"); err != nil {
 		t.Error(err)
+	}
+	// The other two histograms are there, empty.
+	if n, err := testutil.GatherAndCount(reg, "tandem_replication_local_sync_duration_seconds", "tandem_replication_peer_wait_duration_seconds"); err != nil || n != 2 {
+		t.Errorf("gathered %d local sync and peer wait histograms (%v), want 2", n, err)
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || n < 25 {
 		t.Errorf("gathered %d metrics (%v)", n, err)
