@@ -118,6 +118,10 @@ type ReplicationStatus struct {
 // PeerWait (primary, sync mode) the wait for the peer's ack after local
 // durability.
 type LatencyStatus struct {
+	// Bounds are the buckets' upper bounds (latency.Bounds), for clients
+	// that read the JSON: counts[i] of each histogram lies in
+	// (bounds_ns[i-1], bounds_ns[i]], the last above every bound.
+	Bounds    []time.Duration   `json:"bounds_ns"`
 	Commit    latency.Histogram `json:"commit"`
 	LocalSync latency.Histogram `json:"local_sync"`
 	PeerWait  latency.Histogram `json:"peer_wait"`

@@ -14,6 +14,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/engine"
+	"github.com/tandem-ha/tandem/internal/latency"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/internal/tiebreak"
 	"github.com/tandem-ha/tandem/wip"
@@ -138,9 +139,13 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		RetainedBytes: uint64(max(s.RetainedBytes, 0)),
 		PeerHoldsLSN:  s.OtherHoldsLSN,
 		PeerCatchUp:   s.OtherCatchUp,
-		Latency:       api.LatencyStatus(s.Latency),
-		RecentLatency: api.LatencyStatus(s.RecentLatency),
+		Latency:       latencyStatus(s.Latency),
+		RecentLatency: latencyStatus(s.RecentLatency),
 	}
+}
+
+func latencyStatus(l wip.Latencies) api.LatencyStatus {
+	return api.LatencyStatus{Bounds: append([]time.Duration(nil), latency.Bounds[:]...), Commit: l.Commit, LocalSync: l.LocalSync, PeerWait: l.PeerWait}
 }
 
 // runtimeAdapter is the engine as the driver sees it.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/latency"
 )
 
 // hasAlarm reports whether st carries the alarm id.
@@ -41,7 +42,7 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 	// The jobs' commits, paired in sync mode, are in the latency
 	// histograms: the active's commit and peer wait, the passive's syncs.
 	if sa, sb := e.status(a), e.status(b); sa.Replication.Latency.Commit.Count == 0 || sa.Replication.Latency.PeerWait.Count == 0 ||
-		sb.Replication.Latency.LocalSync.Count == 0 || sb.Replication.Latency.Commit.Count != 0 {
+		sb.Replication.Latency.LocalSync.Count == 0 || sb.Replication.Latency.Commit.Count != 0 || len(sa.Replication.Latency.Bounds) != latency.Buckets-1 {
 		t.Errorf("latency histograms after paired commits: a %+v, b %+v", sa.Replication.Latency, sb.Replication.Latency)
 	}
 	if out, err := a.Ctl(e.ctx, "status"); err != nil || !strings.Contains(out, "latency, last 1-2 min: commit p50 <=") {
