@@ -25,9 +25,9 @@ func TestRecentLatencyWindows(t *testing.T) {
 	l.observe(at(30*time.Second), commitHist, time.Millisecond)
 	l.observe(at(30*time.Second), peerWaitHist, time.Millisecond)
 	steps := []struct {
-		at                   time.Duration
-		observe              bool
-		recentCommit, recent uint64 // recent Commit and PeerWait counts after the step
+		at                       time.Duration
+		observe                  bool
+		recentCommit, recentPeer uint64 // recent Commit and PeerWait counts after the step
 	}{
 		{59 * time.Second, false, 2, 1},
 		{70 * time.Second, true, 3, 1},   // window 2 begins at 60 s; window 1 is the previous
@@ -41,8 +41,8 @@ func TestRecentLatencyWindows(t *testing.T) {
 			l.observe(at(s.at), commitHist, 2*time.Millisecond)
 		}
 		r := l.recent(at(s.at))
-		if r.Commit.Count != s.recentCommit || r.PeerWait.Count != s.recent {
-			t.Errorf("at %v: recent commit %d, peer wait %d; want %d, %d", s.at, r.Commit.Count, r.PeerWait.Count, s.recentCommit, s.recent)
+		if r.Commit.Count != s.recentCommit || r.PeerWait.Count != s.recentPeer {
+			t.Errorf("at %v: recent commit %d, peer wait %d; want %d, %d", s.at, r.Commit.Count, r.PeerWait.Count, s.recentCommit, s.recentPeer)
 		}
 	}
 	if l.total.Commit.Count != 4 || l.total.PeerWait.Count != 1 {
@@ -70,21 +70,18 @@ func TestLatencyHistogramsFollowCommits(t *testing.T) {
 		t.Fatalf("%d groups for %d sequential commits", groups, n)
 	}
 	for _, h := range []struct {
-		name       string
-		now, then  latency.Histogram
-		want       uint64
-		wantRecent uint64
-		recent     latency.Histogram
+		name              string
+		now, then, recent latency.Histogram
 	}{
-		{"commit", st.Latency.Commit, before.Latency.Commit, n, st.Latency.Commit.Count, st.RecentLatency.Commit},
-		{"local sync", st.Latency.LocalSync, before.Latency.LocalSync, n, st.Latency.LocalSync.Count, st.RecentLatency.LocalSync},
-		{"peer wait", st.Latency.PeerWait, before.Latency.PeerWait, n, st.Latency.PeerWait.Count, st.RecentLatency.PeerWait},
+		{"commit", st.Latency.Commit, before.Latency.Commit, st.RecentLatency.Commit},
+		{"local sync", st.Latency.LocalSync, before.Latency.LocalSync, st.RecentLatency.LocalSync},
+		{"peer wait", st.Latency.PeerWait, before.Latency.PeerWait, st.RecentLatency.PeerWait},
 	} {
-		if got := h.now.Count - h.then.Count; got != h.want {
-			t.Errorf("primary %s: %d observations for %d groups", h.name, got, h.want)
+		if got := h.now.Count - h.then.Count; got != n {
+			t.Errorf("primary %s: %d observations for %d groups", h.name, got, n)
 		}
-		if h.recent.Count != h.wantRecent {
-			t.Errorf("primary %s: %d recent observations, %d since open (all within the minute)", h.name, h.recent.Count, h.wantRecent)
+		if h.recent.Count != h.now.Count {
+			t.Errorf("primary %s: %d recent observations, %d since open (all within the minute)", h.name, h.recent.Count, h.now.Count)
 		}
 	}
 	// Each group's commit spans its local sync and its peer wait.

@@ -144,8 +144,12 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	}
 }
 
+// latencyStatus is l for the API, with its own copy of the bucket bounds.
 func latencyStatus(l wip.Latencies) api.LatencyStatus {
-	return api.LatencyStatus{Bounds: append([]time.Duration(nil), latency.Bounds[:]...), Commit: l.Commit, LocalSync: l.LocalSync, PeerWait: l.PeerWait}
+	return api.LatencyStatus{
+		Bounds: append([]time.Duration(nil), latency.Bounds[:]...),
+		Commit: l.Commit, LocalSync: l.LocalSync, PeerWait: l.PeerWait,
+	}
 }
 
 // runtimeAdapter is the engine as the driver sees it.
