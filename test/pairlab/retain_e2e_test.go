@@ -1,14 +1,49 @@
 package pairlab
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/latency"
+	"github.com/tandem-ha/tandem/test/lab"
 )
+
+// scrapeMetrics fetches h's /metrics (management.metrics: its LAN address,
+// port 9100) over a connection opened inside h's namespace. The request is
+// written by hand: net/http would dial from another goroutine, outside it.
+func scrapeMetrics(t *testing.T, h *lab.Host) string {
+	t.Helper()
+	var c net.Conn
+	if err := h.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(h.LAN4.String(), "9100"), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s's metrics: %v", h.Name, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", h.LAN4); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s's metrics: %v", h.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s's metrics: %s, %v", h.Name, resp.Status, err)
+	}
+	return string(b)
+}
 
 // hasAlarm reports whether st carries the alarm id.
 func hasAlarm(st api.Status, id string) bool {
@@ -47,6 +82,10 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 	}
 	if out, err := a.Ctl(e.ctx, "status"); err != nil || !strings.Contains(out, "latency, last 1-2 min: commit p50 <=") {
 		t.Errorf("tandemctl status on a: %v; want the latency line\n%s", err, out)
+	}
+	if m := scrapeMetrics(t, e.lab.Host(lab.NodeA)); !strings.Contains(m, "tandem_replication_peer_wait_duration_seconds_bucket{le=\"0.0001\"}") ||
+		strings.Contains(m, "tandem_replication_commit_duration_seconds_count 0\n") {
+		t.Errorf("a's /metrics lacks the latency histograms or counts no commit:\n%s", m)
 	}
 
 	if err := b.Stop(10 * time.Second); err != nil {
