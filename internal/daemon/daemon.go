@@ -237,7 +237,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		m: m, hb: hb, store: st, vip: vm, vips: addrs, gw: gw, wd: wd, rt: rt,
 		ev: evlog, runCtx: runCtx,
 		in: make(chan pair.Event, 64), admin: make(chan adminReq), rtOps: make(chan pair.Action, 64),
-		persisted: persisted, gate: gate,
+		persisted: persisted, gate: gate, ackTimeout: cfg.Replication.PeerAckTimeout.D(),
 	}
 	d.watch = newFreezeWatch(clk, driverPeriod(timing))
 	d.dp = &dataPlane{node: cfg.Node, port: cfg.DataPlane.Port, log: log.Named("dataplane"), epoch: &d.epoch}

@@ -97,6 +97,8 @@ type driver struct {
 	clk     clock.Clock
 	timing  pair.Timing
 	dir     string // data directory: the pair state file
+	// ackTimeout is the store's peer-ack-timeout (the slow-acks alarm).
+	ackTimeout time.Duration
 
 	// peerActiveEpoch is the epoch in which the peer's heartbeat last
 	// said it was active (0: not active): a new one makes the store redial.
@@ -345,6 +347,7 @@ func (d *driver) runtimeWorker() {
 func (d *driver) replication() pair.Event {
 	r, rs := d.store.Replication()
 	d.peerSnapshotAlarm(rs)
+	d.slowAcksAlarm(rs)
 	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
 		return nil
 	}

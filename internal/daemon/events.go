@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/latency"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/wip"
 )
@@ -81,6 +82,7 @@ var daemonAlarms = map[string]string{
 	"wip-mode-mismatch":       "replication connects (both nodes in the same replication mode)",
 	"backup-failed":           "a backup succeeds",
 	"wip-peer-needs-snapshot": "the peer holds what the retained log starts from (after its snapshot) or this node stops being primary",
+	"wip-slow-acks":           "fewer than 1 % of the last one to two minutes' commit groups wait long for the peer (a quarter to a half of peer-ack-timeout), or this node stops being primary",
 }
 
 // alarmLatched reports whether the alarm id stands until acknowledged.
@@ -165,6 +167,46 @@ func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
 		ev.add(now, "replication", text)
 	}
 }
+
+// slowAcksAlarm raises wip-slow-acks (a warning) while this node is the
+// primary and at least 1 % of its recent groups (the last one to two
+// minutes, and at least slowAcksMin of them) waited longer than a quarter
+// to a half of peer-ack-timeout for the peer's ack after their own fsync:
+// the margin before the active goes on alone (degrade) or stops
+// committing (block) is being eaten, and a little more will cost the pair
+// its second copy. The threshold is the first bucket bound at or above a
+// quarter of the timeout, and only buckets wholly above it count, so every
+// counted wait was longer than the text says. A slow passive disk is the
+// usual cause (the passive's status shows its local sync). It clears when
+// that no longer holds, at the latest two minutes after the slow acks
+// stopped. It returns whether the alarm was raised or cleared.
+func (d *driver) slowAcksAlarm(r api.ReplicationStatus) (raised, cleared bool) {
+	const id = "wip-slow-acks"
+	h := r.RecentLatency.PeerWait
+	edge := -1
+	for i, b := range latency.Bounds {
+		if b >= d.ackTimeout/4 {
+			edge = i
+			break
+		}
+	}
+	var slow uint64
+	if edge >= 0 {
+		for _, c := range h.Counts[edge+1:] {
+			slow += c
+		}
+	}
+	if r.Role == wip.Primary.String() && d.ackTimeout > 0 && slow >= slowAcksMin && slow*100 >= h.Count {
+		text := fmt.Sprintf("%d of the last %d commit groups waited more than %v for the peer's ack after their own fsync (peer-ack-timeout %v); is the peer's disk slow (its local sync latency)?",
+			slow, h.Count, latency.Bounds[edge], d.ackTimeout)
+		return d.raiseAlarm(id, "warning", text), false
+	}
+	return false, d.clearAlarm(id)
+}
+
+// slowAcksMin is the fewest slow groups that raise wip-slow-acks: one
+// stall of the peer is not a trend.
+const slowAcksMin = 5
 
 // peerSnapshotAlarm raises wip-peer-needs-snapshot (a warning) while this
 // node is the primary and its peer, if it came back now, would be resynced

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/latency"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/wip"
 )
@@ -155,5 +156,60 @@ func TestPeerSnapshotAlarm(t *testing.T) {
 	}
 	if _, cleared := d.peerSnapshotAlarm(api.ReplicationStatus{Role: "primary", PeerCatchUp: wip.CatchUpLog, PeerHoldsLSN: 12000}); !cleared {
 		t.Error("the peer caught up (after its snapshot) and the alarm stayed")
+	}
+}
+
+// The primary warns while 1 % of its recent groups (at least 5) waited for
+// the peer longer than the first bucket bound at or above a quarter of
+// peer-ack-timeout (1.6384 s of 5 s); the warning is a condition.
+func TestSlowAcksAlarm(t *testing.T) {
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	d := &driver{ev: newEventLog(10), clk: clock.NewManual(now), log: zap.NewNop(), ackTimeout: 5 * time.Second}
+	b := &backend{d: d}
+	waits := func(role string, n map[time.Duration]int) api.ReplicationStatus {
+		var h latency.Histogram
+		for w, k := range n {
+			for i := 0; i < k; i++ {
+				h.Observe(w)
+			}
+		}
+		return api.ReplicationStatus{Role: role, RecentLatency: api.LatencyStatus{PeerWait: h}}
+	}
+	ms := time.Millisecond
+	steps := []struct {
+		what            string
+		r               api.ReplicationStatus
+		raised, cleared bool
+		active          bool
+		text            string
+	}{
+		{"a secondary's view", waits("secondary", map[time.Duration]int{2 * time.Second: 50}), false, false, false, ""},
+		{"fast acks", waits("primary", map[time.Duration]int{ms: 100}), false, false, false, ""},
+		{"four slow ones", waits("primary", map[time.Duration]int{ms: 100, 2 * time.Second: 4}), false, false, false, ""},
+		{"waits in the bucket across the threshold do not count", waits("primary", map[time.Duration]int{1500 * ms: 50}), false, false, false, ""},
+		{"five slow of 105", waits("primary", map[time.Duration]int{ms: 100, 2 * time.Second: 5}), true, false, true,
+			"5 of the last 105 commit groups waited more than 1.6384s for the peer's ack after their own fsync (peer-ack-timeout 5s)"},
+		{"still slow", waits("primary", map[time.Duration]int{ms: 200, 3 * time.Second: 6}), false, false, true, "6 of the last 206"},
+		{"under 1 %", waits("primary", map[time.Duration]int{ms: 600, 2 * time.Second: 5}), false, true, false, ""},
+		{"slow again", waits("primary", map[time.Duration]int{10 * time.Second: 5}), true, false, true, "5 of the last 5"},
+		{"no longer primary", waits("secondary", map[time.Duration]int{10 * time.Second: 5}), false, true, false, ""},
+	}
+	for _, s := range steps {
+		raised, cleared := d.slowAcksAlarm(s.r)
+		a, active := d.ev.alarm("wip-slow-acks")
+		if raised != s.raised || cleared != s.cleared || active != s.active {
+			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
+		}
+		if active && (a.Severity != "warning" || a.Latched || !strings.Contains(a.Text, s.text)) {
+			t.Fatalf("%s: alarm %+v, want its text to hold %q", s.what, a, s.text)
+		}
+	}
+	d.slowAcksAlarm(waits("primary", map[time.Duration]int{2 * time.Second: 5}))
+	if _, err := b.AckAlarm(context.Background(), "wip-slow-acks"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "quarter to a half of peer-ack-timeout") {
+		t.Errorf("ack: %v, want a conflict naming what clears it", err)
+	}
+	d.ackTimeout = 0 // not configured (tests): never raised
+	if _, cleared := d.slowAcksAlarm(waits("primary", map[time.Duration]int{2 * time.Second: 5})); !cleared {
+		t.Error("without a peer-ack-timeout the alarm stayed")
 	}
 }
