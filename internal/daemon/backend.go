@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandem-ha/tandem/heartbeat"
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/latency"
 	"github.com/tandem-ha/tandem/internal/pair"
 
 	"go.uber.org/zap"
@@ -67,6 +68,8 @@ func (b *backend) Status(ctx context.Context) (api.Status, error) {
 		st.Paths = append(st.Paths, pathStatus(p))
 	}
 	_, st.Replication = d.store.Replication()
+	bounds := append([]time.Duration(nil), latency.Bounds[:]...) // the JSON's own copy
+	st.Replication.Latency.Bounds, st.Replication.RecentLatency.Bounds = bounds, bounds
 	if b.bj != nil {
 		st.Backup = *b.bj.status.Load()
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/engine"
-	"github.com/tandem-ha/tandem/internal/latency"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/internal/tiebreak"
 	"github.com/tandem-ha/tandem/wip"
@@ -144,12 +143,10 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	}
 }
 
-// latencyStatus is l for the API, with its own copy of the bucket bounds.
+// latencyStatus is l for the API. The bucket bounds are the API
+// handler's to add (backend.Status): the driver reads this every tick.
 func latencyStatus(l wip.Latencies) api.LatencyStatus {
-	return api.LatencyStatus{
-		Bounds: append([]time.Duration(nil), latency.Bounds[:]...),
-		Commit: l.Commit, LocalSync: l.LocalSync, PeerWait: l.PeerWait,
-	}
+	return api.LatencyStatus{Commit: l.Commit, LocalSync: l.LocalSync, PeerWait: l.PeerWait}
 }
 
 // runtimeAdapter is the engine as the driver sees it.
