@@ -85,6 +85,27 @@ func Sleep(ctx context.Context, c Clock, d time.Duration) error {
 	}
 }
 
+// Loop calls f after first, and then again each time the delay f returned
+// has passed since f returned, until ctx ends: the periodic goroutine
+// (a purge, a backup schedule, a watch) with one timer and one stop path.
+// f gets the time the timer fired at (its clock's reading then). f is not
+// called once ctx has ended, even if the timer fired in the same moment.
+func Loop(ctx context.Context, c Clock, first time.Duration, f func(now time.Time) (next time.Duration)) {
+	t := c.NewTimer(first)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t.Reset(f(c.Now()))
+	}
+}
+
 // Real returns the Clock backed by package time.
 func Real() Clock { return realClock{} }
 

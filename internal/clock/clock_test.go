@@ -221,3 +221,51 @@ func TestRealClock(t *testing.T) {
 	<-tk.C()
 	tk.Stop()
 }
+
+// Loop calls f after the first delay, then after each delay f returned,
+// with the time the timer fired at, and stops at ctx without a last call.
+func TestLoopFollowsTheDelaysItIsGiven(t *testing.T) {
+	m := NewManual(epoch)
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := make(chan time.Time)
+	next := []time.Duration{3 * time.Second, time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Loop(ctx, m, 2*time.Second, func(now time.Time) time.Duration {
+			calls <- now
+			d := next[0]
+			next = next[1:]
+			return d
+		})
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	for _, want := range []time.Duration{2 * time.Second, 5 * time.Second, 6 * time.Second} {
+		if err := m.WaitForTimers(wctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		if want == 6*time.Second {
+			// The last call: the test stops the loop before the one after.
+			next = append(next, time.Hour)
+		}
+		m.Advance(want - m.Since(epoch))
+		if got := (<-calls).Sub(epoch); got != want {
+			t.Fatalf("call at %v, want %v", got, want)
+		}
+	}
+	if err := m.WaitForTimers(wctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	m.Advance(2 * time.Hour)
+	select {
+	case c := <-calls:
+		t.Fatalf("called at %v after ctx ended", c.Sub(epoch))
+	default:
+	}
+	if m.Pending() != 0 {
+		t.Errorf("%d timers left armed after the loop ended", m.Pending())
+	}
+}

@@ -66,15 +66,7 @@ func (b *backupJob) run(ctx context.Context) {
 	}
 	tick := min(max(b.every/4, 100*time.Millisecond), time.Minute)
 	retry := min(b.every, time.Minute)
-	t := b.clk.NewTimer(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
-		now := b.clk.Now()
+	clock.Loop(ctx, b.clk, tick, func(now time.Time) time.Duration {
 		b.mu.Lock()
 		due := now.Sub(b.last) >= b.every && now.Sub(b.tried) >= retry
 		b.mu.Unlock()
@@ -85,8 +77,8 @@ func (b *backupJob) run(ctx context.Context) {
 				b.mu.Unlock()
 			}
 		}
-		t.Reset(tick)
-	}
+		return tick
+	})
 }
 
 // take takes one backup now and prunes the directory.

@@ -49,17 +49,10 @@ func (w *freezeWatch) run(ctx context.Context) {
 	w.mu.Lock()
 	w.last = w.clk.Now() // the first wake-up is due a period from here
 	w.mu.Unlock()
-	t := w.clk.NewTimer(w.period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
-		w.turn(w.clk.Now())
-		t.Reset(w.period)
-	}
+	clock.Loop(ctx, w.clk, w.period, func(now time.Time) time.Duration {
+		w.turn(now)
+		return w.period
+	})
 }
 
 // dueLocked is when the next wake-up was due, for what is not yet reported.

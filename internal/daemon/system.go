@@ -47,20 +47,14 @@ func (s systemd) watchdog(ctx context.Context, clk clock.Clock, alive func() boo
 	if err != nil || every <= 0 {
 		return
 	}
-	t := clk.NewTicker(every / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-			if alive() {
-				s.notify(sdd.SdNotifyWatchdog)
-			} else {
-				s.log.Error("driver loop stuck: not pinging the systemd watchdog")
-			}
+	clock.Loop(ctx, clk, every/2, func(time.Time) time.Duration {
+		if alive() {
+			s.notify(sdd.SdNotifyWatchdog)
+		} else {
+			s.log.Error("driver loop stuck: not pinging the systemd watchdog")
 		}
-	}
+		return every / 2
+	})
 }
 
 // setRealtime puts every thread of the process under SCHED_RR at prio.

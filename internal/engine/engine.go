@@ -1015,20 +1015,13 @@ func (e *Engine) Status() api.RuntimeStatus {
 // the next turn: what it could not delete is only kept longer.
 func (e *Engine) purgeLoop(ctx context.Context) {
 	defer e.purgeWG.Done()
-	t := e.clk.NewTimer(min(time.Minute, e.o.PurgeEvery))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
-		cutoff := e.clk.Now().Add(-e.o.JobRetention)
+	clock.Loop(ctx, e.clk, min(time.Minute, e.o.PurgeEvery), func(now time.Time) time.Duration {
+		cutoff := now.Add(-e.o.JobRetention)
 		n, more, err := e.purge(ctx, cutoff, purgePassMax)
 		e.purged.Add(uint64(n))
 		switch {
 		case err != nil && ctx.Err() != nil:
-			return
+			return 0 // the loop ends at ctx
 		case err != nil:
 			e.log.Warn("job purge failed; retried next period", zap.Int("purged", n), zap.Error(err))
 			e.event(fmt.Sprintf("job purge failed after %d jobs (retried in %s): %v", n, e.o.PurgeEvery, err))
@@ -1039,11 +1032,10 @@ func (e *Engine) purgeLoop(ctx context.Context) {
 		if more && err == nil {
 			// A backlog (the first pass after an upgrade, a shorter
 			// retention): the next bounded pass after a breath.
-			t.Reset(min(time.Second, e.o.PurgeEvery))
-			continue
+			return min(time.Second, e.o.PurgeEvery)
 		}
-		t.Reset(e.o.PurgeEvery)
-	}
+		return e.o.PurgeEvery
+	})
 }
 
 // resumeGroup is how many resumed jobs Start commits at once (two ops
