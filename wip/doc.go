@@ -9,9 +9,10 @@
 //     ErrNotPrimary. Promote(epoch) makes it Primary after the epoch and the
 //     history entry (epoch, first LSN) are durable (I1, I3); it refuses with
 //     ErrNotPromotable, naming why, a store that is Inconsistent (mid-snapshot),
-//     Outdated (told by the primary that it missed commits), behind the
-//     primary it last heard, or still connected to a live primary, unless
-//     Force() is given (I5). Demote waits for in-flight commits.
+//     Outdated (told by the primary that it missed commits), corrupt (below),
+//     behind the primary it last heard, or still connected to a live
+//     primary, unless Force() is given (I5). Demote waits for in-flight
+//     commits.
 //   - A single committer goroutine takes queued batches, assigns each an LSN,
 //     extends the rolling checksum (CRC-64/ECMA over epoch, LSN, operations),
 //     and writes the user operations, one log record per LSN, and the marker
@@ -61,7 +62,8 @@
 //     marks itself Inconsistent and resyncs by snapshot (I4).
 //   - A snapshot is a pebble snapshot of the user keys at a marker LSN, sent
 //     in key order. The receiver persists Inconsistent and wipes its data
-//     before the first pair; it writes the pairs into sstables in
+//     before the first pair (range deletions, then an excise of the log and
+//     user key spans, which takes their files out of the LSM); it writes the pairs into sstables in
 //     dir/snapshot.tmp (each synced when full), ingests them after the last
 //     pair with one IngestAndExcise of the user key span, and then clears
 //     the flag with the marker. An interrupted snapshot leaves an
@@ -87,6 +89,20 @@
 //     (epoch, LSN, checksum) is kept so the window's edge still compares.
 //     A node that was out of the pair (restored from a backup, a rebuilt
 //     disk) is usually behind the window, so it is caught up by snapshot.
+//   - On-disk corruption (a block or file whose checksum does not match)
+//     is an error of the read that meets it, not the end of the process
+//     (pebble's default): the store records the first report
+//     (Status.Corruption: the file, its key bounds, the error; counted in
+//     Counters.Corruptions), raises EventCorrupt, and is not promotable. A
+//     secondary then persists Inconsistent, drops its session and resyncs
+//     by snapshot; after it, pebble reads every level back (CheckLevels),
+//     and a clean read clears the corruption (EventCorruptRepaired). A
+//     repair that fails is reported and not retried: the operator moves
+//     the store away. A primary stays primary, as its store may be the
+//     only copy and commits read no old file; demoted (the daemon hands
+//     the role to an in-sync peer), it resyncs as a secondary. Corruption
+//     met by Open itself (the meta keys, the log window) fails Open with
+//     pebble's error naming the file.
 //   - Every rejected frame or handshake is counted (Status.Counters) and
 //     reported with its reason as EventRejected (EventModeMismatch for a
 //     mode refusal), and nothing of it is applied. It is logged with its

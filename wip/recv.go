@@ -48,6 +48,15 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	if err != nil {
 		return fmt.Errorf("wip: snapshot: clearing the store: %w", err)
 	}
+	// The range deletions hide the old log and user keys; excising their
+	// spans also takes the files that held them out of the LSM at once, so
+	// no compaction reads them again (a corrupt store's bad block among
+	// them, corrupt.go). It is tidying: on error the deletions stand.
+	for _, sp := range []pebble.KeyRange{{Start: logPrefix, End: logPrefixEnd}, {Start: userPrefix, End: userPrefixEnd}} {
+		if err := s.db.Excise(context.Background(), sp); err != nil {
+			s.log.Warn("snapshot: excising the old data failed; its range deletion stands", zap.ByteString("from", sp.Start), zap.Error(err))
+		}
+	}
 	s.retMu.Lock()
 	s.retained, s.retBytes, s.peerHolds, s.heldN, s.heldBytes = nil, 0, 0, 0, 0
 	s.retMu.Unlock()
@@ -278,6 +287,7 @@ func (s *Store) finishSnapshot(l lineage, pairs uint64) error {
 	s.mu.Unlock()
 	s.log.Info("snapshot complete", zap.Uint64("lsn", l.lsn), zap.Uint64("pairs", pairs))
 	s.emit(Event{Kind: EventSnapshotDone, Detail: fmt.Sprintf("snapshot of LSN %d complete, %d pairs", l.lsn, pairs)})
+	s.verifyRepair()
 	return nil
 }
 

@@ -1065,6 +1065,12 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 		s.mu.Unlock()
 		return true, ErrNotPrimary
 	}
+	if s.inconsistent && !my.inconsistent {
+		// Marked Inconsistent during the handshake (a corruption found,
+		// corrupt.go): the plan answers a lineage that no longer holds.
+		s.mu.Unlock()
+		return true, errors.New("wip: the store became inconsistent during the handshake")
+	}
 	s.sess = ss
 	s.peerLSN = p.primaryLSN
 	s.counters.Sessions++

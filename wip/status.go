@@ -46,11 +46,18 @@ const (
 	EventModeMismatch
 	// EventSessionStarted: a replication session passed its handshake.
 	EventSessionStarted
+	// EventCorrupt: pebble found on-disk corruption (alarm): the store is
+	// not promotable; a secondary resyncs by snapshot (Status.Corruption).
+	EventCorrupt
+	// EventCorruptRepaired: a snapshot replaced a corrupt store's data and
+	// a full read found no corruption.
+	EventCorruptRepaired
 )
 
 func (k EventKind) String() string {
 	return [...]string{"?", "peer-outdated", "peer-ack-timeout", "peer-in-sync", "outdated",
-		"snapshot-started", "snapshot-done", "diverged", "rejected", "mode-mismatch", "session-started"}[k]
+		"snapshot-started", "snapshot-done", "diverged", "rejected", "mode-mismatch", "session-started",
+		"corrupt", "corrupt-repaired"}[k]
 }
 
 // Event is one state change.
@@ -77,6 +84,7 @@ type Counters struct {
 	EntriesApplied   uint64
 	SnapshotBytesIn  uint64
 	SnapshotBytesOut uint64
+	Corruptions      uint64 // pebble's reports of on-disk corruption
 }
 
 // Status is a consistent view of the store for the console and the CLI.
@@ -97,6 +105,11 @@ type Status struct {
 	// This node's own flags (I5: not promotable while set).
 	Inconsistent bool
 	Outdated     bool
+	// Corruption is the on-disk corruption pebble found in this store ("" when
+	// none): the file, its key bounds and the error. Not promotable while set.
+	// A secondary resyncs by snapshot and clears it when a full read of the
+	// result is clean; a primary keeps it until it is demoted and resynced.
+	Corruption   string
 	PeerOutdated bool // primary: commits were acknowledged without the peer
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
@@ -173,6 +186,7 @@ func (s *Store) Status() Status {
 	if s.lastErr != nil {
 		st.LastError = s.lastErr.Error()
 	}
+	st.Corruption, st.Counters.Corruptions = s.corr.state()
 	if s.role == Primary {
 		if s.lsn > s.peerAcked {
 			st.LagBatches = s.lsn - s.peerAcked

@@ -151,6 +151,10 @@ type Options struct {
 	// testMaxVersion, when set, caps the protocol version this store
 	// speaks, to pair it as an older build would.
 	testMaxVersion byte
+	// testVerify, when set, is called after pebble's read-back of a
+	// repaired store (verifyRepair) and may replace its result, to script
+	// a repair that fails.
+	testVerify func(error) error
 }
 
 // output reports whether a frame that tells the peer what a node holds
@@ -370,6 +374,7 @@ type Store struct {
 
 	backupMu sync.Mutex      // one Backup at a time
 	po       *pebble.Options // as opened, defaults filled; for snapshot sstables
+	corr     *corruptWatch   // pebble's corruption reports (corrupt.go)
 
 	queue   chan *commitReq
 	closing chan struct{}
@@ -509,6 +514,14 @@ func Open(dir string, o Options) (*Store, error) {
 	if po.Logger == nil {
 		po.Logger = pebbleLogger{o.Logger.Named("pebble").Sugar()}
 	}
+	// Corruption is reported to the store, which goes on (corrupt.go);
+	// pebble's default listener would end the process through Fatalf.
+	corr := newCorruptWatch()
+	el := pebble.EventListener{DataCorruption: corr.report}
+	if po.EventListener != nil {
+		el = pebble.TeeEventListener(*po.EventListener, el)
+	}
+	po.EventListener = &el
 	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
@@ -521,7 +534,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if err := po.FS.RemoveAll(po.FS.PathJoin(dir, snapTmpDir)); err != nil {
 		o.Logger.Warn("leftover snapshot tables not removed", zap.String("dir", dir), zap.Error(err))
 	}
-	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po,
+	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po, corr: corr,
 		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1), redial: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
@@ -1067,6 +1080,7 @@ func (s *Store) supervisor() {
 	blockedReported := false
 	refused := "" // the last MayGoAlone refusal reported
 	for {
+		s.checkCorruption()
 		var tc <-chan time.Time
 		s.mu.Lock()
 		active := len(s.waiting) > 0 && s.needPeerLocked()
@@ -1126,6 +1140,7 @@ func (s *Store) supervisor() {
 		}
 		select {
 		case <-s.kick:
+		case <-s.corr.kick:
 		case <-tc:
 		case <-s.closing:
 			if timer != nil {
@@ -1322,6 +1337,9 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	}
 	if s.outdated {
 		why = append(why, fmt.Sprintf("outdated (local LSN %d, primary was at least at %d)", s.lsn, s.peerLSN))
+	}
+	if c, _ := s.corr.state(); c != "" {
+		why = append(why, "corrupt: "+c)
 	}
 	if s.peerLSN > s.lsn && !s.outdated && !(cfg.peerGone && s.o.Mode == Sync) {
 		why = append(why, fmt.Sprintf("behind (local LSN %d, primary at %d)", s.lsn, s.peerLSN))

@@ -1,0 +1,148 @@
+package wip
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
+)
+
+// corruptWatch holds what pebble reported of on-disk corruption (a block
+// or file whose checksum does not match). Pebble calls report
+// synchronously on its read paths, some of which run under Store.mu (the
+// lineage checksum reads the log), so the watch has its own lock and
+// report never blocks: the supervisor acts on it.
+type corruptWatch struct {
+	mu sync.Mutex
+	// desc is the first corruption not yet repaired ("" when none):
+	// the file, its key bounds and pebble's error.
+	desc     string
+	reports  uint64 // every report since Open
+	notified bool   // the event and the log line for desc went out
+	resync   bool   // the store marked itself Inconsistent for desc
+	failed   string // a snapshot did not repair desc: the full read's error
+	kick     chan struct{}
+}
+
+func newCorruptWatch() *corruptWatch { return &corruptWatch{kick: make(chan struct{}, 1)} }
+
+func (w *corruptWatch) report(info pebble.DataCorruptionInfo) {
+	w.mu.Lock()
+	w.reports++
+	if w.desc == "" {
+		w.desc = describeCorruption(info)
+	}
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func describeCorruption(info pebble.DataCorruptionInfo) string {
+	bounds := ""
+	if info.Bounds.Start != nil {
+		bounds = fmt.Sprintf(" (keys %q..%q)", info.Bounds.Start, info.Bounds.End.Key)
+	}
+	return fmt.Sprintf("%s%s: %v", info.Path, bounds, info.Details)
+}
+
+// state returns the corruption ("" when none), with the failed repair's
+// error appended, and the number of reports.
+func (w *corruptWatch) state() (string, uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.desc
+	if d != "" && w.failed != "" {
+		d += "; a snapshot from the primary did not repair it (" + w.failed + "): move the store away and restart (docs/configuration.md)"
+	}
+	return d, w.reports
+}
+
+// checkCorruption runs on the supervisor. It reports a new corruption
+// once (log and EventCorrupt), and makes a corrupt secondary resync: it
+// marks itself Inconsistent, durably, and drops its session, so that its
+// next handshake asks the primary for a snapshot. The snapshot replaces
+// every replicated key (receiveSnapshot excises their spans), then
+// finishSnapshot reads the whole store back (verifyRepair). A primary
+// stays primary: its data may be the pair's only copy, and its commits do
+// not read old files; the daemon hands the role over to an in-sync peer.
+func (s *Store) checkCorruption() {
+	w := s.corr
+	w.mu.Lock()
+	desc, notify := w.desc, w.desc != "" && !w.notified
+	w.notified = w.notified || notify
+	resync := desc != "" && !w.resync && w.failed == ""
+	w.mu.Unlock()
+	if desc == "" {
+		return
+	}
+	if notify {
+		s.log.Error("on-disk corruption in the WIP store; it is not promotable until a snapshot replaces its data",
+			zap.String("corruption", desc))
+		s.emit(Event{Kind: EventCorrupt, Detail: desc})
+	}
+	if !resync {
+		return
+	}
+	// Under mu: a Force promotion cannot slip in between the role check
+	// and the flag, and leave a primary marked Inconsistent on disk.
+	s.mu.Lock()
+	if s.role != Secondary || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	err := s.setFlag(keyInconsistent, true)
+	if err == nil {
+		s.inconsistent = true
+	}
+	sess := s.sess
+	s.mu.Unlock()
+	if err != nil {
+		// The next report or the next role change tries again.
+		s.log.Error("corrupt store: marking it inconsistent failed", zap.Error(err))
+		return
+	}
+	w.mu.Lock()
+	w.resync = true
+	w.mu.Unlock()
+	s.log.Warn("corrupt store: resyncing from the primary by snapshot", zap.String("corruption", desc))
+	if sess != nil {
+		sess.close(errors.New("wip: the store is corrupt; resyncing by snapshot"))
+	}
+	s.Redial()
+}
+
+// verifyRepair runs after a snapshot completed on a store that reported
+// corruption: pebble reads every key of every level back (CheckLevels
+// verifies each block's checksum). A clean read clears the corruption; a
+// failed one keeps it, and the store does not try again by itself.
+func (s *Store) verifyRepair() {
+	w := s.corr
+	w.mu.Lock()
+	desc := w.desc
+	w.mu.Unlock()
+	if desc == "" {
+		return
+	}
+	err := s.db.CheckLevels(nil)
+	if s.o.testVerify != nil {
+		err = s.o.testVerify(err)
+	}
+	w.mu.Lock()
+	if err == nil {
+		w.desc, w.notified, w.resync, w.failed = "", false, false, ""
+	} else {
+		w.failed = err.Error()
+	}
+	w.mu.Unlock()
+	if err != nil {
+		s.log.Error("corrupt store: still corrupt after the snapshot; not promotable", zap.String("corruption", desc), zap.Error(err))
+		s.emit(Event{Kind: EventCorrupt, Detail: fmt.Sprintf("%s; still corrupt after a snapshot: %v", desc, err)})
+		return
+	}
+	s.log.Info("corrupt store repaired: the snapshot replaced its data and a full read found no corruption", zap.String("was", desc))
+	s.emit(Event{Kind: EventCorruptRepaired, Detail: "the snapshot replaced the data of " + desc})
+}
