@@ -104,6 +104,9 @@ type ReplicationStatus struct {
 	// Session is the replication session's "local -> peer" addresses
 	// (which HA link carries it); empty without a session.
 	Session string `json:"session,omitempty"`
+	// Corruption is the on-disk corruption found in this node's WIP store
+	// (the file, its key bounds, the error); empty when none.
+	Corruption string `json:"corruption,omitempty"`
 	// Latency holds the WIP store's latency histograms since it was
 	// opened; RecentLatency those of the last one to two minutes.
 	Latency       LatencyStatus `json:"latency"`

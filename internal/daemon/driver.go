@@ -17,6 +17,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/vip"
+	"github.com/tandem-ha/tandem/wip"
 )
 
 // The driver's view of the other components: narrow interfaces defined
@@ -132,6 +133,7 @@ type driver struct {
 	lastRepl  pair.Replication
 	replSent  bool
 	awaitAck  bool
+	corrupt   bool // this node is primary and its store reports corruption
 	gwState   atomic.Pointer[api.TieBreakerStatus]
 	counters  countersAtomic
 	persisted pair.Persisted
@@ -257,6 +259,9 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 			if r := d.replication(); r != nil && d.feed(r) {
 				return nil
 			}
+			if d.corruptHandover(now) {
+				return nil
+			}
 		case ev != nil:
 			if d.feed(ev) {
 				return nil
@@ -348,6 +353,8 @@ func (d *driver) replication() pair.Event {
 	r, rs := d.store.Replication()
 	d.peerSnapshotAlarm(rs)
 	d.slowAcksAlarm(rs)
+	d.corruptAlarm(rs, d.m.Status())
+	d.corrupt = rs.Role == wip.Primary.String() && rs.Corruption != ""
 	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
 		return nil
 	}
@@ -356,6 +363,27 @@ func (d *driver) replication() pair.Event {
 	}
 	d.lastRepl, d.replSent = r, true
 	return r
+}
+
+// corruptHandover starts a switchover when this node is active, its WIP
+// store reports corruption, and the machine would accept one (the peer is
+// passive, alive and in sync): the peer's copy is whole, this one is not.
+// It reports whether the machine has stopped.
+func (d *driver) corruptHandover(now time.Time) bool {
+	if !d.corrupt {
+		return false
+	}
+	if st := d.m.Status(); st.Role != pair.RoleActive || st.SwitchoverBlocked != "" {
+		return false
+	}
+	rd, err := d.m.Step(now, pair.Admin{Cmd: pair.AdminSwitchover, Why: "the WIP store is corrupt"})
+	if err != nil {
+		d.log.Warn("corrupt WIP store: switchover refused", zap.Error(err))
+		return false
+	}
+	d.log.Warn("corrupt WIP store: handing the active role over to the peer")
+	d.ev.add(now, "role", "switchover started: the WIP store is corrupt")
+	return d.apply(rd)
 }
 
 // fromHeartbeat turns a detector verdict into a machine event (nil for

@@ -83,6 +83,7 @@ var daemonAlarms = map[string]string{
 	"backup-failed":           "a backup succeeds",
 	"wip-peer-needs-snapshot": "the peer holds what the retained log starts from (after its snapshot) or this node stops being primary",
 	"wip-slow-acks":           "fewer than 1 % of the last one to two minutes' commit groups wait long for the peer (a quarter to a half of peer-ack-timeout), or this node stops being primary",
+	"wip-corrupt":             "a snapshot from the active has replaced this node's WIP data and a full read of the store finds no corruption",
 }
 
 // alarmLatched reports whether the alarm id stands until acknowledged.
@@ -225,4 +226,28 @@ func (d *driver) peerSnapshotAlarm(r api.ReplicationStatus) (raised, cleared boo
 		return d.raiseAlarm(id, "warning", text), false
 	}
 	return false, d.clearAlarm(id)
+}
+
+// corruptAlarm raises wip-corrupt (critical) while this node's WIP store
+// reports on-disk corruption, and says what happens next: a secondary
+// resyncs from the active by snapshot, and is not promotable until a full
+// read of the result is clean; an active hands the role over to its peer
+// when the peer is in sync (corruptHandover), and otherwise stays active,
+// since its store may then be the only copy. It clears when the store no
+// longer reports it. It returns whether the alarm was raised or cleared.
+func (d *driver) corruptAlarm(r api.ReplicationStatus, st pair.Status) (raised, cleared bool) {
+	const id = "wip-corrupt"
+	if r.Corruption == "" {
+		return false, d.clearAlarm(id)
+	}
+	var next string
+	switch {
+	case r.Role != wip.Primary.String():
+		next = "not promotable; resyncing from the active by snapshot"
+	case st.Role != pair.RoleActive || st.Substate == "handing-over" || st.SwitchoverBlocked == "":
+		next = "handing the active role over to the in-sync peer"
+	default:
+		next = "staying active, as the peer cannot take over (" + st.SwitchoverBlocked + "): reads of that file fail; bring the peer in sync, then switch over"
+	}
+	return d.raiseAlarm(id, "critical", "the WIP store has a corrupt file, "+r.Corruption+": "+next), false
 }

@@ -84,6 +84,7 @@ type slowStore struct {
 	promotes  int
 	promoting chan struct{}
 	release   chan struct{}
+	view      func() (pair.Replication, api.ReplicationStatus) // nil: in sync, nothing else
 }
 
 func (s *slowStore) Promote(ctx context.Context, epoch uint64, force, peerFollows bool) error {
@@ -99,7 +100,19 @@ func (s *slowStore) Promote(ctx context.Context, epoch uint64, force, peerFollow
 }
 func (s *slowStore) Demote(ctx context.Context) error { return nil }
 func (s *slowStore) Replication() (pair.Replication, api.ReplicationStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.view != nil {
+		return s.view()
+	}
 	return pair.Replication{State: pair.ReplInSync}, api.ReplicationStatus{}
+}
+
+// setView makes Replication report what f returns.
+func (s *slowStore) setView(f func() (pair.Replication, api.ReplicationStatus)) {
+	s.mu.Lock()
+	s.view = f
+	s.mu.Unlock()
 }
 func (s *slowStore) Redial() {}
 

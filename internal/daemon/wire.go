@@ -94,7 +94,9 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	s := w.Store.Status()
 	r := pair.Replication{LSN: s.DurableLSN}
 	switch {
-	case s.Inconsistent:
+	case s.Inconsistent, s.Corruption != "" && s.Role != wip.Primary:
+		// A corrupt secondary is not promotable (wip refuses it) even
+		// when a snapshot did not repair it and it is consistent again.
 		r.State = pair.ReplInconsistent
 	case s.Outdated:
 		r.State = pair.ReplOutdated
@@ -112,6 +114,9 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	data := r.State.String()
 	if s.Inconsistent && s.SnapshotPercent > 0 {
 		data = fmt.Sprintf("inconsistent (snapshot %.0f%%)", s.SnapshotPercent)
+	}
+	if s.Corruption != "" {
+		data += ", corrupt"
 	}
 	peer := s.PeerState.String()
 	if s.PeerOutdated && s.Role == wip.Primary && s.PeerState != wip.PeerInSync {
@@ -138,6 +143,7 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		RetainedBytes: uint64(max(s.RetainedBytes, 0)),
 		PeerHoldsLSN:  s.OtherHoldsLSN,
 		PeerCatchUp:   s.OtherCatchUp,
+		Corruption:    s.Corruption,
 		Latency:       latencyStatus(s.Latency),
 		RecentLatency: latencyStatus(s.RecentLatency),
 	}

@@ -602,7 +602,11 @@ func (m *Machine) onAdmin(e Admin) error {
 		if why := m.switchoverBlocked(); why != "" {
 			return fmt.Errorf("%w: switchover: %s", ErrRefused, why)
 		}
-		m.startSwitchover("operator switchover", false)
+		why := "operator switchover"
+		if e.Why != "" {
+			why = e.Why
+		}
+		m.startSwitchover(why, false)
 	case AdminForcePromote:
 		if !e.AckDataLoss {
 			return fmt.Errorf("%w (admin force-promote)", ErrNeedAck)

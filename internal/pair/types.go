@@ -321,6 +321,9 @@ type Admin struct {
 	Cmd         AdminCmd
 	AckDataLoss bool
 	Alarm       string // AdminAckAlarm: the alarm's id
+	// Why, for AdminSwitchover on the active, is the reason it records
+	// ("" : an operator's switchover).
+	Why string
 }
 
 // VIPConflict: another MAC answered for the VIP while we hold it.

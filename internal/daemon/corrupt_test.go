@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/pair"
+)
+
+// An active whose WIP store reports corruption raises wip-corrupt and,
+// while the peer is not in sync, stays active and says why; once the peer
+// is in sync it hands the role over by itself. The alarm clears when the
+// store no longer reports the corruption.
+func TestCorruptActiveHandsOver(t *testing.T) {
+	r := newDriverRig(t, true)
+	promoted := false
+	for i := 0; i < 3000 && !promoted; i++ {
+		promoted = r.step()
+	}
+	if !promoted {
+		t.Fatalf("no promotion in 3000 steps; status %+v", r.status())
+	}
+	r.release()
+	const bad = "/var/lib/tandem/wip/000009.sst (keys \"l/\"..\"u/k\"): crc32c checksum mismatch"
+	var peerInSync, clean atomic.Bool
+	r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
+		rs := api.ReplicationStatus{Role: "primary"}
+		if !clean.Load() {
+			rs.Corruption = bad
+		}
+		in := peerInSync.Load()
+		return pair.Replication{State: pair.ReplInSync, PeerInSync: in, PeerAckedAll: in, LSN: 10}, rs
+	})
+	for range 20 {
+		r.step()
+	}
+	a, ok := r.d.ev.alarm("wip-corrupt")
+	if !ok || a.Severity != "critical" || a.Latched || !strings.Contains(a.Text, bad) ||
+		!strings.Contains(a.Text, "staying active") || !strings.Contains(a.Text, "not in sync") {
+		t.Fatalf("peer not in sync: alarm %+v (raised %t)", a, ok)
+	}
+	if st := r.status(); st.Role != pair.RoleActive || st.Substate == "handing-over" {
+		t.Fatalf("peer not in sync: %s/%s, want active and no handover", st.Role, st.Substate)
+	}
+
+	peerInSync.Store(true)
+	for range 20 {
+		r.step()
+	}
+	a, _ = r.d.ev.alarm("wip-corrupt")
+	if !strings.Contains(a.Text, "handing the active role over") {
+		t.Fatalf("peer in sync: alarm text %q", a.Text)
+	}
+	// The rig's runtime pauses at once: the handover completes.
+	if st := r.status(); st.Role != pair.RolePassive || !strings.Contains(st.Reason, "the WIP store is corrupt") {
+		t.Fatalf("peer in sync: %s/%s (%s), want handed over for the corruption", st.Role, st.Substate, st.Reason)
+	}
+	found := false
+	for _, e := range r.d.ev.last(50) {
+		found = found || strings.Contains(e.Text, "switchover started: the WIP store is corrupt")
+	}
+	if !found {
+		t.Fatalf("no event for the handover in %+v", r.d.ev.last(50))
+	}
+
+	clean.Store(true)
+	for range 5 {
+		r.step()
+	}
+	if a, ok := r.d.ev.alarm("wip-corrupt"); ok {
+		t.Fatalf("alarm still raised with no corruption: %+v", a)
+	}
+}
