@@ -81,6 +81,12 @@ func flipByte(t *testing.T, dir string, frac float64) string {
 	return path
 }
 
+// verifyErr runs Verify, which reads every block as a compaction would.
+func verifyErr(s *Store) error {
+	_, err := s.Verify()
+	return err
+}
+
 // scanErr reads every user key of s and returns the first error.
 func scanErr(s *Store) error {
 	return s.Scan(nil, func(k, v []byte) error { return nil })
@@ -99,11 +105,12 @@ func fillSync(t *testing.T, a, b *Store, n int) {
 // corruption error (the process goes on: pebble's default would end it);
 // the store reports the file, marks itself Inconsistent and resyncs by
 // snapshot; a full read of the result is clean and the corruption clears.
-// Two blocks, each corrupted under the running store: one of user keys,
-// met by a scan, and one of log records (the secondary keeps its window,
-// as with a version 2 primary; a cache too small to keep what its opening
-// read), met by a full check as a compaction would meet it. The snapshot
-// must take both spans' files out of the LSM.
+// Blocks corrupted under the running store: one of user keys, met by a
+// scan; one of log records (the secondary keeps its window, as with a
+// version 2 primary; a cache too small to keep what its opening read),
+// met by Verify as a compaction would meet it; and one of user keys that
+// nothing reads, found by Verify (the daemon's scrub of the passive). The
+// snapshot must take both spans' files out of the LSM.
 func TestCorruptSecondaryResyncsBySnapshot(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -116,7 +123,8 @@ func TestCorruptSecondaryResyncsBySnapshot(t *testing.T) {
 			o.testMaxVersion = 2
 			o.PebbleOptions = defaultPebbleOptions()
 			o.PebbleOptions.CacheSize = 1 // every read goes to the file
-		}, func(s *Store) error { return s.db.CheckLevels(nil) }},
+		}, verifyErr},
+		{"user keys, never read", 0.5, nil, verifyErr},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := newPair(t, Options{RetainBytes: 64 << 20})
@@ -157,8 +165,8 @@ func TestCorruptSecondaryResyncsBySnapshot(t *testing.T) {
 				t.Fatalf("b after the repair: corruption %q inconsistent %v snapshots %d reports %d",
 					st.Corruption, st.Inconsistent, st.Counters.Snapshots, st.Counters.Corruptions)
 			}
-			if err := b.db.CheckLevels(nil); err != nil {
-				t.Fatalf("b's levels after the repair: %v", err)
+			if pts, err := b.Verify(); err != nil || pts < n {
+				t.Fatalf("verify after the repair: %d points, %v; want at least %d and no error", pts, err, n)
 			}
 			checkFill(t, b, n, 1<<10)
 			commitKV(t, a, "after", "x")
