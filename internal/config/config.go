@@ -102,6 +102,9 @@ type Replication struct {
 	PeerAckTimeout Duration   `yaml:"peer-ack-timeout"`
 	RetainBytes    int64      `yaml:"retain-bytes"`
 	RetainAge      Duration   `yaml:"retain-age"`
+	// VerifyEvery is how often the passive reads its whole WIP store back
+	// to find bad blocks before a failover needs them (0: never).
+	VerifyEvery *Duration `yaml:"verify-every"`
 }
 
 // VIP is the group of virtual addresses the active owns.
@@ -218,6 +221,7 @@ const (
 	DefaultJobRetention  = Duration(168 * time.Hour)
 	DefaultPurgeEvery    = Duration(10 * time.Minute)
 	DefaultBackupEvery   = Duration(time.Hour)
+	DefaultVerifyEvery   = Duration(24 * time.Hour)
 	DefaultBackupKeep    = 24
 )
 
@@ -235,6 +239,10 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Replication.OnPeerLoss == "" {
 		c.Replication.OnPeerLoss = "degrade"
+	}
+	if c.Replication.VerifyEvery == nil {
+		d := DefaultVerifyEvery
+		c.Replication.VerifyEvery = &d
 	}
 	if c.VIP.GARP.Repeats == nil {
 		n := DefaultGARPRepeats
@@ -371,6 +379,11 @@ func (c *Config) check() error {
 	}
 	if r.RetainBytes < 0 {
 		p.add("replication.retain-bytes", "must not be negative")
+	}
+	if v := *r.VerifyEvery; v < 0 {
+		p.add("replication.verify-every", "must not be negative (0: never)")
+	} else if v > 0 && v < Duration(time.Minute) {
+		p.add("replication.verify-every", "%s: want at least 1m (0: never); each run reads the whole store", time.Duration(v))
 	}
 
 	v := c.VIP

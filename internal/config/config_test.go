@@ -51,6 +51,9 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if *c.Runtime.JobRetention != DefaultJobRetention || c.Runtime.PurgeEvery != DefaultPurgeEvery {
 		t.Errorf("job-retention/purge-every defaults = %v/%v", *c.Runtime.JobRetention, c.Runtime.PurgeEvery)
 	}
+	if *c.Replication.VerifyEvery != DefaultVerifyEvery {
+		t.Errorf("verify-every default = %v", *c.Replication.VerifyEvery)
+	}
 	if c.Backup.Dir != "" || *c.Backup.Every != DefaultBackupEvery || c.Backup.Keep != DefaultBackupKeep {
 		t.Errorf("backup defaults = %+v", c.Backup)
 	}
@@ -91,6 +94,8 @@ func TestBadInputsNameFieldAndLine(t *testing.T) {
 		{"same node and peer", "peer: b", "peer: a", []string{"bad.yaml:2: peer: must differ from node"}},
 		{"missing pair id", "pair-id: 42\n", "", []string{"bad.yaml: pair-id: required"}},
 		{"bad mode", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  mode: semi", []string{"bad.yaml:13: replication.mode: \"semi\": want sync or async"}},
+		{"verify too often", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  verify-every: 5s", []string{"bad.yaml:13: replication.verify-every: 5s: want at least 1m (0: never)"}},
+		{"negative verify", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  verify-every: -1h", []string{"bad.yaml:13: replication.verify-every: must not be negative"}},
 		{"duplicate vip", "[192.0.2.10/24, 2001:db8:0:1::10/64]", "[192.0.2.10/24, 192.0.2.10/24]", []string{"vip.addresses[1]: 192.0.2.10 listed twice"}},
 		{"family mismatch", "peer: 198.51.100.2}", "peer: 2001:db8::2}", []string{"bad.yaml:8: paths[0].peer: address family differs"}},
 		{"no gateways", "tie-breaker:\n  gateways: [192.0.2.1]\n", "", []string{"tie-breaker.gateways: at least one gateway"}},

@@ -27,6 +27,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/metrics"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/vip"
+	"github.com/tandem-ha/tandem/wip"
 )
 
 // vipLease is the valid lifetime of the VIP addresses: the owner renews it
@@ -299,6 +300,17 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	bj.init()
 	wg.Add(1)
 	go func() { defer wg.Done(); bj.run(runCtx) }()
+	vj := &verifyJob{every: cfg.Replication.VerifyEvery.D(), store: st.Store, clk: clk, log: log.Named("verify"), ev: evlog,
+		passive: func() bool {
+			ps := d.status.Load()
+			if ps == nil || ps.Role != pair.RolePassive {
+				return false
+			}
+			ws := st.Store.Status()
+			return ws.Role == wip.Secondary && !ws.Inconsistent && ws.Corruption == ""
+		}}
+	wg.Add(1)
+	go func() { defer wg.Done(); vj.run(runCtx) }()
 	be := &backend{d: d, peer: cfg.Peer, hb: hb, bj: bj}
 	srv := api.NewServer(be, log.Named("api"))
 	rt.RegisterAPI(srv)

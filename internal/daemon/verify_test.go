@@ -1,0 +1,102 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/wip"
+)
+
+// failingVerify stands for a store whose read-back fails.
+type failingVerify struct{}
+
+func (failingVerify) Verify() (int64, error) {
+	return 12, errors.New("wip: verify: pebble: file 000009: block 91341/1841: crc32c checksum mismatch")
+}
+
+// The read-back runs on a passive only: first verifyFirstAfter after the
+// start, then every verify-every; a node that is not passive is asked
+// again within a minute. Each run is in the event log.
+func TestVerifySchedule(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC))
+	st, err := wip.Open(t.TempDir(), wip.Options{Mode: wip.Async, Clock: clock.NewManual(clk.Now()), Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := st.Promote(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		b := st.NewBatch()
+		b.Set([]byte(fmt.Sprint("k", i)), []byte("v"))
+		if _, err := st.Commit(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Demote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var passive atomic.Bool
+	ev := newEventLog(100)
+	vj := &verifyJob{every: 24 * time.Hour, store: st, clk: clk, log: zap.NewNop(), ev: ev, passive: passive.Load}
+	done := make(chan struct{})
+	go func() { defer close(done); vj.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	step := func(d time.Duration) {
+		t.Helper()
+		if err := clk.WaitForTimers(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(d)
+		if err := clk.WaitForTimers(ctx, 1); err != nil { // the turn is done
+			t.Fatal(err)
+		}
+	}
+	runs := func() (n int, last string) {
+		for _, e := range ev.last(100) {
+			if strings.Contains(e.Text, "store read") {
+				n, last = n+1, e.Text
+			}
+		}
+		return n, last
+	}
+	step(9 * time.Minute)
+	if n, _ := runs(); n != 0 {
+		t.Fatalf("%d runs before verifyFirstAfter", n)
+	}
+	step(time.Minute) // 10 min: the first turn, but not passive
+	if n, _ := runs(); n != 0 {
+		t.Fatalf("%d runs while not passive", n)
+	}
+	passive.Store(true)
+	step(time.Minute) // asked again within a minute
+	n, last := runs()
+	if n != 1 || !strings.Contains(last, "store read back: ") || !strings.Contains(last, "no corruption") {
+		t.Fatalf("after the first passive turn: %d runs, last %q", n, last)
+	}
+	var keys int
+	if _, err := fmt.Sscanf(last, "store read back: %d keys", &keys); err != nil || keys < 100 {
+		t.Fatalf("the run did not count the 100 keys committed: %q", last)
+	}
+	step(23 * time.Hour)
+	if n, _ := runs(); n != 1 {
+		t.Fatalf("%d runs within verify-every", n)
+	}
+	vj.store = failingVerify{} // the loop reads it on its own goroutine only after the next Advance
+	step(time.Hour)
+	n, last = runs()
+	if n != 2 || !strings.Contains(last, "store read-back failed after 12 keys") || !strings.Contains(last, "checksum mismatch") {
+		t.Fatalf("a failing read-back: %d runs, last %q", n, last)
+	}
+}
