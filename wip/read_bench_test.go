@@ -16,7 +16,8 @@ import (
 // in the memtable) and does not fit pebble's block cache: 20,000 jobs,
 // each a JSON job record and 4 checkpoints of about 500 bytes (about 60
 // MB). get reads one random job's record; checkpoints scans one random
-// job's checkpoints; jobs scans every job record. The data block size
+// job's checkpoints; jobs scans every job record; verify reads the whole
+// store back (Store.Verify). The data block size
 // (defaultPebbleOptions) is what moves these: a point read decompresses
 // one whole block.
 func BenchmarkReadFromTables(b *testing.B) {
@@ -66,6 +67,17 @@ func BenchmarkReadFromTables(b *testing.B) {
 			n := 0
 			if err := s.Checkpoints(id(rng.IntN(jobs)), func(Checkpoint) error { n++; return nil }); err != nil || n != steps {
 				b.Fatalf("checkpoints: %v, %d of %d", err, n, steps)
+			}
+		}
+	})
+	// verify is the passive's read-back (Store.Verify): every block of
+	// every level, the log records' too. Its rate is per byte of the
+	// store's files.
+	b.Run("verify", func(b *testing.B) {
+		b.SetBytes(int64(s.db.Metrics().DiskSpaceUsage()))
+		for i := 0; i < b.N; i++ {
+			if n, err := s.Verify(); err != nil || n < jobs*(1+steps) {
+				b.Fatalf("verify: %v, %d points", err, n)
 			}
 		}
 	})
