@@ -290,8 +290,12 @@ func TestImpairLossAndDuplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 400 requests through 30 % loss: 120 ± 9 lost (1 sigma); the band
-	// below is more than 5 sigma wide on each side.
-	r := ping(t, a, b.HA[0].String(), 400, 2*time.Millisecond, time.Second)
+	// below is more than 5 sigma wide on each side. Paced at 5 ms: at 2 ms
+	// one CI run (the race tests of other packages running beside it)
+	// counted 181 of 400 lost. The cause was not found (six busy loops
+	// beside it gave 122-130); a slower pace leaves a starved ping fewer
+	// replies queued in its socket buffer, the likeliest suspect.
+	r := ping(t, a, b.HA[0].String(), 400, 5*time.Millisecond, time.Second)
 	lost := r.sent - r.received
 	if lost < 60 || lost > 180 {
 		t.Errorf("30%% loss: %d of %d lost", lost, r.sent)
