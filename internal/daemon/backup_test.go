@@ -49,17 +49,7 @@ func TestBackupSchedule(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); bj.run(ctx) }()
 	defer func() { cancel(); <-done }()
-	step := func(d time.Duration) {
-		t.Helper()
-		if err := clk.WaitForTimers(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		storeClk.Advance(d)
-		clk.Advance(d)
-		if err := clk.WaitForTimers(ctx, 1); err != nil { // the loop is done with the turn
-			t.Fatal(err)
-		}
-	}
+	step := func(d time.Duration) { t.Helper(); loopTurn(t, ctx, clk, d, storeClk) }
 	step(15 * time.Minute)
 	if s := bj.status.Load(); s.Taken+s.Failed != 0 {
 		t.Fatalf("a passive node backed up: %+v", s)
@@ -109,5 +99,23 @@ func TestBackupSchedule(t *testing.T) {
 	bj2.init()
 	if !bj2.last.Equal(bs[1].Created) {
 		t.Fatalf("a restarted job starts from %v, want the newest backup's %v", bj2.last, bs[1].Created)
+	}
+}
+
+// loopTurn moves a clock.Loop on by d: the loop's timer must be the only
+// one on clk. It waits until the loop waits, advances clk and the clocks
+// in also (which keep the same time: a store's, say), and waits until the
+// loop is done with the turn and waits again.
+func loopTurn(t *testing.T, ctx context.Context, clk *clock.Manual, d time.Duration, also ...*clock.Manual) {
+	t.Helper()
+	if err := clk.WaitForTimers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range also {
+		c.Advance(d)
+	}
+	clk.Advance(d)
+	if err := clk.WaitForTimers(ctx, 1); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -53,16 +53,7 @@ func TestVerifySchedule(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); vj.run(ctx) }()
 	defer func() { cancel(); <-done }()
-	step := func(d time.Duration) {
-		t.Helper()
-		if err := clk.WaitForTimers(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		clk.Advance(d)
-		if err := clk.WaitForTimers(ctx, 1); err != nil { // the turn is done
-			t.Fatal(err)
-		}
-	}
+	step := func(d time.Duration) { t.Helper(); loopTurn(t, ctx, clk, d) }
 	runs := func() (n int, last string) {
 		for _, e := range ev.last(100) {
 			if strings.Contains(e.Text, "store read") {
