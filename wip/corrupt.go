@@ -3,6 +3,7 @@ package wip
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -49,16 +50,32 @@ func describeCorruption(info pebble.DataCorruptionInfo) string {
 	return fmt.Sprintf("%s%s: %v", info.Path, bounds, info.Details)
 }
 
-// state returns the corruption ("" when none), with the failed repair's
-// error appended, and the number of reports.
-func (w *corruptWatch) state() (string, uint64) {
+// state returns the corruption ("" when none), what is being done about
+// it (Status.CorruptionRepair) and the number of reports.
+func (w *corruptWatch) state() (desc, repair string, reports uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	d := w.desc
-	if d != "" && w.failed != "" {
-		d += "; a snapshot from the primary did not repair it (" + w.failed + "): move the store away and restart (docs/configuration.md)"
+	switch {
+	case w.desc == "":
+	case w.failed != "":
+		repair = "failed: a snapshot from the primary did not clear it (" + w.failed + ")"
+	case w.resync:
+		repair = "resync"
 	}
-	return d, w.reports
+	return w.desc, repair, w.reports
+}
+
+// promoteRefusal is the reason Promote gives for a corrupt store ("" when
+// it is not corrupt).
+func (w *corruptWatch) promoteRefusal() string {
+	desc, repair, _ := w.state()
+	if desc == "" {
+		return ""
+	}
+	if strings.HasPrefix(repair, "failed") {
+		return "corrupt: " + desc + "; repair " + repair + ": move the store away and restart (docs/configuration.md)"
+	}
+	return "corrupt: " + desc
 }
 
 // checkCorruption runs on the supervisor. It reports a new corruption

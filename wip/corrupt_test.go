@@ -192,8 +192,8 @@ func TestCorruptSecondaryIsNotPromotable(t *testing.T) {
 	}
 	waitFor(t, "marked inconsistent", func() bool { return b.Status().Inconsistent })
 	st := b.Status()
-	if !strings.Contains(st.Corruption, filepath.Base(file)) {
-		t.Fatalf("Status.Corruption %q does not name %s", st.Corruption, file)
+	if !strings.Contains(st.Corruption, filepath.Base(file)) || st.CorruptionRepair != "resync" {
+		t.Fatalf("Status.Corruption %q does not name %s, or repair %q is not resync", st.Corruption, file, st.CorruptionRepair)
 	}
 	err := b.Promote(context.Background(), 2, PeerGone())
 	if !errors.Is(err, ErrNotPromotable) || !strings.Contains(err.Error(), "corrupt: ") || !strings.Contains(err.Error(), filepath.Base(file)) {
@@ -288,15 +288,17 @@ func TestCorruptRepairThatFailsIsNotRetried(t *testing.T) {
 	}
 	waitFor(t, "b streams", func() bool { return b.Status().DurableLSN == a.Status().DurableLSN })
 	st := b.Status()
-	if st.Counters.Snapshots != 1 || st.Inconsistent || !strings.Contains(st.Corruption, "did not repair it (block 7/1841") {
-		t.Fatalf("after a failed repair: snapshots %d inconsistent %v corruption %q", st.Counters.Snapshots, st.Inconsistent, st.Corruption)
+	if st.Counters.Snapshots != 1 || st.Inconsistent || st.Corruption == "" || !strings.HasPrefix(st.CorruptionRepair, "failed: ") ||
+		!strings.Contains(st.CorruptionRepair, "(block 7/1841") {
+		t.Fatalf("after a failed repair: snapshots %d inconsistent %v corruption %q repair %q",
+			st.Counters.Snapshots, st.Inconsistent, st.Corruption, st.CorruptionRepair)
 	}
 	if len(ev.of(EventCorruptRepaired)) != 0 {
 		t.Fatal("reported repaired")
 	}
 	a.kill()
 	err := b.Promote(context.Background(), 2, PeerGone())
-	if !errors.Is(err, ErrNotPromotable) || !strings.Contains(err.Error(), "did not repair it") {
+	if !errors.Is(err, ErrNotPromotable) || !strings.Contains(err.Error(), "did not clear it") || !strings.Contains(err.Error(), "move the store away") {
 		t.Fatalf("promote after a failed repair: %v", err)
 	}
 }

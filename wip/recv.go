@@ -53,7 +53,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	// no compaction reads them again (a corrupt store's bad block among
 	// them, corrupt.go). It is tidying: on error the deletions stand.
 	for _, sp := range []pebble.KeyRange{{Start: logPrefix, End: logPrefixEnd}, {Start: userPrefix, End: userPrefixEnd}} {
-		if err := s.db.Excise(context.Background(), sp); err != nil {
+		if err := s.db.Excise(s.ctx(), sp); err != nil {
 			s.log.Warn("snapshot: excising the old data failed; its range deletion stands", zap.ByteString("from", sp.Start), zap.Error(err))
 		}
 	}

@@ -109,7 +109,11 @@ type Status struct {
 	// none): the file, its key bounds and the error. Not promotable while set.
 	// A secondary resyncs by snapshot and clears it when a full read of the
 	// result is clean; a primary keeps it until it is demoted and resynced.
-	Corruption   string
+	// CorruptionRepair says where that stands: "" (not started: a primary),
+	// "resync" (the secondary resyncs), or "failed: ..." (the read after
+	// the snapshot still failed; not retried).
+	Corruption       string
+	CorruptionRepair string
 	PeerOutdated bool // primary: commits were acknowledged without the peer
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
@@ -186,7 +190,7 @@ func (s *Store) Status() Status {
 	if s.lastErr != nil {
 		st.LastError = s.lastErr.Error()
 	}
-	st.Corruption, st.Counters.Corruptions = s.corr.state()
+	st.Corruption, st.CorruptionRepair, st.Counters.Corruptions = s.corr.state()
 	if s.role == Primary {
 		if s.lsn > s.peerAcked {
 			st.LagBatches = s.lsn - s.peerAcked

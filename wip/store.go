@@ -1338,8 +1338,8 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	if s.outdated {
 		why = append(why, fmt.Sprintf("outdated (local LSN %d, primary was at least at %d)", s.lsn, s.peerLSN))
 	}
-	if c, _ := s.corr.state(); c != "" {
-		why = append(why, "corrupt: "+c)
+	if c := s.corr.promoteRefusal(); c != "" {
+		why = append(why, c)
 	}
 	if s.peerLSN > s.lsn && !s.outdated && !(cfg.peerGone && s.o.Mode == Sync) {
 		why = append(why, fmt.Sprintf("behind (local LSN %d, primary at %d)", s.lsn, s.peerLSN))

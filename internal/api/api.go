@@ -107,6 +107,9 @@ type ReplicationStatus struct {
 	// Corruption is the on-disk corruption found in this node's WIP store
 	// (the file, its key bounds, the error); empty when none.
 	Corruption string `json:"corruption,omitempty"`
+	// CorruptionRepair: "" (none started: the active), "resync" (the
+	// passive resyncs by snapshot) or "failed: ..." (not retried).
+	CorruptionRepair string `json:"corruption_repair,omitempty"`
 	// Latency holds the WIP store's latency histograms since it was
 	// opened; RecentLatency those of the last one to two minutes.
 	Latency       LatencyStatus `json:"latency"`

@@ -4,8 +4,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/pair"
 )
 
@@ -71,5 +75,27 @@ func TestCorruptActiveHandsOver(t *testing.T) {
 	}
 	if a, ok := r.d.ev.alarm("wip-corrupt"); ok {
 		t.Fatalf("alarm still raised with no corruption: %+v", a)
+	}
+}
+
+// The passive's wip-corrupt says what the store does about it, and what
+// the operator must do when the store's own repair failed.
+func TestCorruptAlarmOnThePassive(t *testing.T) {
+	d := &driver{ev: newEventLog(10), clk: clock.NewManual(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)), log: zap.NewNop()}
+	passive := pair.Status{Role: pair.RolePassive}
+	for _, c := range []struct {
+		repair, want string
+	}{
+		{"resync", "not promotable; resyncing from the active by snapshot"},
+		{"failed: a snapshot from the primary did not clear it (block 7)", "repair failed: a snapshot from the primary did not clear it (block 7): stop tandemd, move data-dir/wip away"},
+	} {
+		d.corruptAlarm(api.ReplicationStatus{Role: "secondary", Corruption: "000009.sst: bad", CorruptionRepair: c.repair}, passive)
+		a, ok := d.ev.alarm("wip-corrupt")
+		if !ok || !strings.Contains(a.Text, "000009.sst: bad") || !strings.Contains(a.Text, c.want) {
+			t.Fatalf("repair %q: alarm %+v (raised %t), want %q", c.repair, a, ok, c.want)
+		}
+	}
+	if _, cleared := d.corruptAlarm(api.ReplicationStatus{Role: "secondary"}, passive); !cleared {
+		t.Fatal("not cleared when the store no longer reports corruption")
 	}
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -242,6 +243,8 @@ func (d *driver) corruptAlarm(r api.ReplicationStatus, st pair.Status) (raised, 
 	}
 	var next string
 	switch {
+	case strings.HasPrefix(r.CorruptionRepair, "failed"):
+		next = "not promotable; repair " + r.CorruptionRepair + ": stop tandemd, move data-dir/wip away and start it (docs/configuration.md)"
 	case r.Role != wip.Primary.String():
 		next = "not promotable; resyncing from the active by snapshot"
 	case st.Role != pair.RoleActive || st.Substate == "handing-over" || st.SwitchoverBlocked == "":
