@@ -93,6 +93,8 @@ type Options struct {
 	JobRetention, PurgeEvery string
 	// RetainBytes sets replication.retain-bytes ("": the default).
 	RetainBytes string
+	// VerifyEvery sets replication.verify-every ("": the default).
+	VerifyEvery string
 	// Extra is appended to each node's configuration file (YAML).
 	Extra string
 	Logf  func(format string, args ...any)
@@ -139,6 +141,9 @@ replication:
   peer-ack-timeout: 1s
 {{- if .RetainBytes}}
   retain-bytes: {{.RetainBytes}}
+{{- end}}
+{{- if .VerifyEvery}}
+  verify-every: {{.VerifyEvery}}
 {{- end}}
 vip:
   interface: {{.LANIf}}
@@ -199,7 +204,7 @@ func New(o Options) (*Pair, error) {
 			"HA1If": "ha1", "HA1": h.HA[0], "PeerHA1": peer.HA[0],
 			"LANIf": lab.LANIf, "LAN": h.LAN4, "PeerLAN": peer.LAN4,
 			"VIP4": lab.VIP4, "VIP6": lab.VIP6, "GW": gw.LAN4, "ForceStop": o.ForceStopAfter, "Extra": o.Extra,
-			"JobRetention": o.JobRetention, "PurgeEvery": o.PurgeEvery, "RetainBytes": o.RetainBytes,
+			"JobRetention": o.JobRetention, "PurgeEvery": o.PurgeEvery, "RetainBytes": o.RetainBytes, "VerifyEvery": o.VerifyEvery,
 		}
 		if len(h.HA) > 1 {
 			v["HA2If"], v["HA2"], v["PeerHA2"] = "ha2", h.HA[1], peer.HA[1]

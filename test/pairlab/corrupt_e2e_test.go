@@ -1,0 +1,100 @@
+package pairlab
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/api"
+)
+
+// TestE2ECorruptPassiveRepairsItself: a byte of the passive's WIP store
+// rots on disk under the running tandemd, in a block nothing has read
+// since it started. Its read-back (replication.verify-every, first run a
+// minute after the start) finds it; the passive raises wip-corrupt,
+// resyncs from the active by snapshot, reads the result back clean and
+// clears the alarm; tandemd never stops. Then the active is killed and
+// the repaired passive takes over with every acknowledged job.
+func TestE2ECorruptPassiveRepairsItself(t *testing.T) {
+	e := newE2EWith(t, Options{VerifyEvery: "1m"})
+	a, b := e.pair.A, e.pair.B
+	deployIngest(t, e, a)
+	acked := startIngestLoad(t, e, "c", 1500, 16, 2*time.Minute).wait(t)
+	// A restart flushes what b's WAL holds into an sstable (pebble flushes
+	// the WAL it replays at open).
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "passive", "in-sync")
+	file := flipLargestTable(t, filepath.Join(b.Dir, "data", "wip"))
+	t.Logf("flipped the middle byte of %s", file)
+
+	ctx, cancel := context.WithTimeout(e.ctx, 3*time.Minute)
+	defer cancel()
+	var seen api.Alarm
+	if _, err := b.WaitFor(ctx, "wip-corrupt on b", func(s api.Status) bool {
+		for _, al := range s.Alarms {
+			if al.ID == "wip-corrupt" {
+				seen = al
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
+	}
+	if seen.Severity != "critical" || !strings.Contains(seen.Text, filepath.Base(file)) {
+		t.Errorf("alarm %+v does not name %s", seen, file)
+	}
+	if _, err := b.WaitFor(ctx, "b repaired", func(s api.Status) bool {
+		return s.Replication.Corruption == "" && !hasAlarm(s, "wip-corrupt") && strings.HasPrefix(s.Replication.DataState, "in-sync")
+	}); err != nil {
+		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
+	}
+	for _, want := range []string{"WIP store read-back found a fault", "on-disk corruption in the WIP store", "snapshot complete", "corrupt store repaired"} {
+		if !strings.Contains(b.Log(), want) {
+			t.Errorf("b's log lacks %q", want)
+		}
+	}
+	if b.Proc().Exited() {
+		t.Fatal("b's tandemd stopped")
+	}
+	crashAndCheck(t, e, a, b, acked, 1500)
+}
+
+// flipLargestTable flips the byte in the middle of the largest sstable in
+// dir: a block of user keys, which make up most of a WIP store's data.
+func flipLargestTable(t *testing.T, dir string) string {
+	t.Helper()
+	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	var path string
+	var size int64
+	for _, p := range ssts {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > size {
+			path, size = p, fi.Size()
+		}
+	}
+	if size < 64<<10 {
+		t.Fatalf("largest sstable in %s is %q, %d bytes: too small for a block of user keys in its middle", dir, path, size)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, size/2); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, size/2); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
