@@ -127,20 +127,21 @@ type driver struct {
 	// answering counts answers not yet posted (tests wait for none).
 	answering atomic.Int32
 
-	epoch     atomic.Uint64
-	loopAt    atomic.Int64 // Unix ns of the last loop turn (systemd watchdog)
-	status    atomic.Pointer[pair.Status]
-	lastRepl  pair.Replication
-	replSent  bool
-	awaitAck  bool
-	corrupt   bool // this node is primary and its store reports corruption
-	gwState   atomic.Pointer[api.TieBreakerStatus]
-	counters  countersAtomic
-	persisted pair.Persisted
-	roleAt    atomic.Pointer[time.Time]
-	prev      pair.Status // machine status after the last Ready (noteRole)
-	gate      *goAloneGate
-	gateFrom  *pair.Status // the status the gate was last set from (syncGate)
+	epoch           atomic.Uint64
+	loopAt          atomic.Int64 // Unix ns of the last loop turn (systemd watchdog)
+	status          atomic.Pointer[pair.Status]
+	lastRepl        pair.Replication
+	replSent        bool
+	awaitAck        bool
+	corrupt         bool   // this node is primary and its store reports corruption
+	handoverRefused string // corruptHandover's last refusal, logged once
+	gwState         atomic.Pointer[api.TieBreakerStatus]
+	counters        countersAtomic
+	persisted       pair.Persisted
+	roleAt          atomic.Pointer[time.Time]
+	prev            pair.Status // machine status after the last Ready (noteRole)
+	gate            *goAloneGate
+	gateFrom        *pair.Status // the status the gate was last set from (syncGate)
 }
 
 type countersAtomic struct {
@@ -259,7 +260,7 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 			if r := d.replication(); r != nil && d.feed(r) {
 				return nil
 			}
-			if d.corruptHandover(now) {
+			if d.corruptHandover() {
 				return nil
 			}
 		case ev != nil:
@@ -369,18 +370,25 @@ func (d *driver) replication() pair.Event {
 // store reports corruption, and the machine would accept one (the peer is
 // passive, alive and in sync): the peer's copy is whole, this one is not.
 // It reports whether the machine has stopped.
-func (d *driver) corruptHandover(now time.Time) bool {
+func (d *driver) corruptHandover() bool {
 	if !d.corrupt {
 		return false
 	}
 	if st := d.m.Status(); st.Role != pair.RoleActive || st.SwitchoverBlocked != "" {
 		return false
 	}
+	now := d.clk.Now() // not the tick's: the tick has stepped the machine since
 	rd, err := d.m.Step(now, pair.Admin{Cmd: pair.AdminSwitchover, Why: "the WIP store is corrupt"})
 	if err != nil {
-		d.log.Warn("corrupt WIP store: switchover refused", zap.Error(err))
+		// Not expected (SwitchoverBlocked was ""): said once per reason,
+		// not at every tick.
+		if msg := err.Error(); msg != d.handoverRefused {
+			d.handoverRefused = msg
+			d.log.Warn("corrupt WIP store: switchover refused", zap.Error(err))
+		}
 		return false
 	}
+	d.handoverRefused = ""
 	d.log.Warn("corrupt WIP store: handing the active role over to the peer")
 	d.ev.add(now, "role", "switchover started: the WIP store is corrupt")
 	return d.apply(rd)
