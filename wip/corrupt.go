@@ -142,10 +142,25 @@ func (s *Store) checkCorruption() {
 func (s *Store) Verify() (points int64, err error) {
 	var st pebble.CheckLevelsStats
 	if err := s.db.CheckLevels(&st); err != nil {
+		if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+			err = &corruptionError{desc: describeCorruption(*info), err: err}
+		}
 		return st.NumPoints, fmt.Errorf("wip: verify: %w", err)
 	}
 	return st.NumPoints, nil
 }
+
+// corruptionError is pebble's corruption error, said as Status.Corruption
+// says it (the file, its key bounds, the error) instead of with pebble's
+// "<corruption detail carrier>"; errors.Is and pebble.IsCorruptionError
+// still see pebble's.
+type corruptionError struct {
+	desc string
+	err  error
+}
+
+func (e *corruptionError) Error() string { return e.desc }
+func (e *corruptionError) Unwrap() error { return e.err }
 
 // verifyRepair runs after a snapshot completed on a store that reported
 // corruption: pebble reads every key of every level back (CheckLevels

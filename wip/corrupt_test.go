@@ -151,8 +151,12 @@ func TestCorruptSecondaryResyncsBySnapshot(t *testing.T) {
 			// Bit rot under a running store: its opening read the log
 			// window (load), not the user keys.
 			file := flipByte(t, p.dirB, c.frac)
-			if err := c.meet(b); !pebble.IsCorruptionError(err) {
+			err := c.meet(b)
+			if !pebble.IsCorruptionError(err) {
 				t.Fatalf("reading the corrupt store: %v, want a corruption error", err)
+			}
+			if c.name != "user keys" && (!strings.Contains(err.Error(), filepath.Base(file)) || strings.Contains(err.Error(), "carrier")) {
+				t.Fatalf("Verify's error %q does not name %s plainly", err, file)
 			}
 			waitFor(t, "the corruption reported", func() bool { return len(ev.of(EventCorrupt)) > 0 })
 			if d := ev.of(EventCorrupt)[0].Detail; !strings.Contains(d, filepath.Base(file)) {

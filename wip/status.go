@@ -114,7 +114,7 @@ type Status struct {
 	// the snapshot still failed; not retried).
 	Corruption       string
 	CorruptionRepair string
-	PeerOutdated bool // primary: commits were acknowledged without the peer
+	PeerOutdated     bool // primary: commits were acknowledged without the peer
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
 	// The retained log window: LSNs a peer can still be caught up from
