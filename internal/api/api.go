@@ -228,6 +228,15 @@ type BackupStatus struct {
 	Failed      uint64    `json:"failed"` // since the daemon started
 }
 
+// VerifyResult is a read-back of the WIP store (tandemctl verify): the keys
+// read (when it met no fault), how long it took, and the fault it met (""
+// when none; corruption is also this node's wip-corrupt alarm).
+type VerifyResult struct {
+	Keys  int64         `json:"keys"`
+	Took  time.Duration `json:"took_ns"`
+	Fault string        `json:"fault,omitempty"`
+}
+
 // BackupInfo describes one backup.
 type BackupInfo struct {
 	Path    string        `json:"path"`

@@ -121,6 +121,13 @@ func (c *Client) Backup(ctx context.Context) (BackupInfo, error) {
 	return b, err
 }
 
+// Verify reads this node's whole WIP store back now.
+func (c *Client) Verify(ctx context.Context) (VerifyResult, error) {
+	var v VerifyResult
+	err := c.Do(ctx, http.MethodPost, "/v1/admin/verify", struct{}{}, &v)
+	return v, err
+}
+
 // Backups lists the backups in this node's backup directory, oldest first.
 func (c *Client) Backups(ctx context.Context) ([]BackupInfo, error) {
 	var bs []BackupInfo

@@ -69,7 +69,7 @@ func newRoot(o *options) *cobra.Command {
 	root.PersistentFlags().BoolVar(&o.json, "json", false, "print the API's JSON, for scripts")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	root.SetOut(o.out)
-	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), drillCmd(o), maintenanceCmd(o), forcePromoteCmd(o), ackAlarmCmd(o), backupCmd(o), backupsCmd(o), connectorCmd(o))
+	root.AddCommand(statusCmd(o), eventsCmd(o), switchoverCmd(o), drillCmd(o), maintenanceCmd(o), forcePromoteCmd(o), ackAlarmCmd(o), backupCmd(o), backupsCmd(o), verifyCmd(o), connectorCmd(o))
 	root.AddCommand(runtimeCmds(o)...)
 	return root
 }
@@ -223,6 +223,37 @@ func backupCmd(o *options) *cobra.Command {
 				return o.printJSON(b)
 			}
 			fmt.Fprintf(o.out, "backup %s: epoch %d, LSN %d, %s, took %v\n", b.Path, b.Epoch, b.LSN, mib(b.Bytes), b.Took.Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+func verifyCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Read this node's whole WIP store back now, checking every block",
+		Long: "Reads every block of every level of this node's WIP store and checks its checksum,\n" +
+			"as the passive does every replication.verify-every. A corrupt store raises the alarm\n" +
+			"wip-corrupt: a passive then resyncs from the active by snapshot, and an active hands over\n" +
+			"to an in-sync passive. On the active the read competes with the commits.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c, ctx, cancel := o.client()
+			defer cancel()
+			v, err := c.Verify(ctx)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				if err := o.printJSON(v); err != nil {
+					return err
+				}
+			} else if v.Fault == "" {
+				fmt.Fprintf(o.out, "store read back: %d keys, no corruption, took %v\n", v.Keys, v.Took)
+			}
+			if v.Fault != "" {
+				return fmt.Errorf("store read-back failed: %s (see the wip-corrupt alarm in `tandemctl status`)", v.Fault)
+			}
 			return nil
 		},
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,6 +84,14 @@ func start(t *testing.T) (string, *backend) {
 	})
 	as.Handle("GET /v1/backups", func(w http.ResponseWriter, r *http.Request) {
 		as.Reply(w, r, []api.BackupInfo{{Path: "/var/backups/tandem/wip-x", Created: t0, Node: "a", Epoch: 7, LSN: 1234, Bytes: 3 << 20}}, nil)
+	})
+	var verifies atomic.Int32 // the first read-back is clean, the next ones meet a bad block
+	as.Handle("POST /v1/admin/verify", func(w http.ResponseWriter, r *http.Request) {
+		v := api.VerifyResult{Keys: 30412, Took: 180 * time.Millisecond}
+		if verifies.Add(1) > 1 {
+			v.Keys, v.Fault = 1200, "wip: verify: pebble: file 000008: block 142205/7101: crc32c checksum mismatch"
+		}
+		as.Reply(w, r, v, nil)
 	})
 	srv := &http.Server{Handler: as}
 	done := make(chan struct{})
@@ -183,6 +192,13 @@ func TestActionsAndExitCodes(t *testing.T) {
 	}
 	if code, out, _ := run("--socket", sock, "backup"); code != ExitOK || out != "backup /var/backups/tandem/wip-x: epoch 7, LSN 1234, 3.0 MiB, took 42ms\n" {
 		t.Errorf("backup: exit %d, %q", code, out)
+	}
+	if code, out, _ := run("--socket", sock, "verify"); code != ExitOK || out != "store read back: 30412 keys, no corruption, took 180ms\n" {
+		t.Errorf("verify: exit %d, %q", code, out)
+	}
+	if code, _, errOut := run("--socket", sock, "verify"); code != ExitFailed ||
+		!strings.Contains(errOut, "store read-back failed: wip: verify: pebble: file 000008: block 142205/7101: crc32c checksum mismatch (see the wip-corrupt alarm") {
+		t.Errorf("verify meeting a bad block: exit %d, %q", code, errOut)
 	}
 	if code, out, _ := run("--socket", sock, "backups"); code != ExitOK || !strings.Contains(out, "2026-11-22T12:00:00Z  node a    epoch 7    LSN 1234") {
 		t.Errorf("backups: exit %d, %q", code, out)

@@ -315,6 +315,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	srv := api.NewServer(be, log.Named("api"))
 	rt.RegisterAPI(srv)
 	bj.register(srv)
+	vj.register(srv)
 	if err := os.MkdirAll(filepath.Dir(cfg.Management.Socket), 0o755); err != nil {
 		return cfg.Wrap("management.socket", err)
 	}

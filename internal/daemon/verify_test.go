@@ -73,11 +73,11 @@ func TestVerifySchedule(t *testing.T) {
 	passive.Store(true)
 	step(time.Minute) // asked again within a minute
 	n, last := runs()
-	if n != 1 || !strings.Contains(last, "store read back: ") || !strings.Contains(last, "no corruption") {
+	if n != 1 || !strings.Contains(last, "store read back (scheduled): ") || !strings.Contains(last, "no corruption") {
 		t.Fatalf("after the first passive turn: %d runs, last %q", n, last)
 	}
 	var keys int
-	if _, err := fmt.Sscanf(last, "store read back: %d keys", &keys); err != nil || keys < 100 {
+	if _, err := fmt.Sscanf(last, "store read back (scheduled): %d keys", &keys); err != nil || keys < 100 {
 		t.Fatalf("the run did not count the 100 keys committed: %q", last)
 	}
 	step(23 * time.Hour)
@@ -87,7 +87,7 @@ func TestVerifySchedule(t *testing.T) {
 	vj.store = failingVerify{} // the loop reads it on its own goroutine only after the next Advance
 	step(time.Hour)
 	n, last = runs()
-	if n != 2 || !strings.Contains(last, "store read-back failed after 12 keys") || !strings.Contains(last, "checksum mismatch") {
+	if n != 2 || !strings.Contains(last, "store read-back (scheduled) failed (") || !strings.Contains(last, "checksum mismatch") {
 		t.Fatalf("a failing read-back: %d runs, last %q", n, last)
 	}
 }
