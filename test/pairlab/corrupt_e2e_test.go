@@ -68,6 +68,65 @@ func TestE2ECorruptPassiveRepairsItself(t *testing.T) {
 	crashAndCheck(t, e, a, b, acked, 1500)
 }
 
+// TestE2ECorruptActiveHandsOver: the active's store has a bad block, met
+// by `tandemctl verify` on it. The active hands the role over to the
+// in-sync passive by itself, as a switchover does (no job is lost or
+// repeated), then resyncs as the passive and repairs its store; after the
+// new active's crash it takes the role back with every acknowledged job.
+func TestE2ECorruptActiveHandsOver(t *testing.T) {
+	e := newE2E(t)
+	a, b := e.pair.A, e.pair.B
+	deployIngest(t, e, a)
+	acked := startIngestLoad(t, e, "c", 1500, 16, 2*time.Minute).wait(t)
+	// b's store becomes an sstable at its restart; then b takes the role.
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "passive", "in-sync")
+	if out, err := a.Ctl(e.ctx, "switchover", "--wait"); err != nil {
+		t.Fatalf("tandemctl switchover --wait: %v\n%s", err, out)
+	}
+	e.role(b, "active", "paired")
+	e.role(a, "passive", "in-sync")
+	file := flipLargestTable(t, filepath.Join(b.Dir, "data", "wip"))
+	before, err := a.API.Events(e.ctx, 0) // a's own start, alone, marked b outdated then
+	if err != nil || len(before) == 0 {
+		t.Fatalf("a's events: %v, %d", err, len(before))
+	}
+
+	out, err := b.Ctl(e.ctx, "verify")
+	if err == nil || !strings.Contains(out, "store read-back failed: ") || !strings.Contains(out, filepath.Base(file)) {
+		t.Fatalf("tandemctl verify on the corrupt active: %v\n%s", err, out)
+	}
+	e.role(a, "active", "")
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := b.WaitFor(ctx, "b repaired and in sync", func(s api.Status) bool {
+		return s.Role == "passive" && s.Replication.Corruption == "" && !hasAlarm(s, "wip-corrupt") &&
+			strings.HasPrefix(s.Replication.DataState, "in-sync")
+	}); err != nil {
+		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
+	}
+	for _, want := range []string{"corrupt WIP store: handing the active role over to the peer", "corrupt store repaired"} {
+		if !strings.Contains(b.Log(), want) {
+			t.Errorf("b's log lacks %q", want)
+		}
+	}
+	evs, err := a.API.Events(e.ctx, before[len(before)-1].Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Kind == "replication" && strings.HasPrefix(ev.Text, "peer-outdated") {
+			t.Errorf("a marked b outdated at the handover: %s", ev.Text)
+		}
+	}
+	crashAndCheck(t, e, a, b, acked, 1500)
+}
+
 // flipLargestTable flips the byte in the middle of the largest sstable in
 // dir: a block of user keys, which make up most of a WIP store's data.
 func flipLargestTable(t *testing.T, dir string) string {
