@@ -99,3 +99,52 @@ func TestCorruptAlarmOnThePassive(t *testing.T) {
 		t.Fatal("not cleared when the store no longer reports corruption")
 	}
 }
+
+// A handover for a corrupt store that does not complete (the peer never
+// acks the last commits, so the switchover times out) is not started
+// again at the next tick, each try pausing the runtime: only a
+// switchover-timeout after it ended.
+func TestCorruptHandoverRetriesAfterATimeout(t *testing.T) {
+	r := newDriverRig(t, true)
+	promoted := false
+	for i := 0; i < 3000 && !promoted; i++ {
+		promoted = r.step()
+	}
+	if !promoted {
+		t.Fatalf("no promotion in 3000 steps; status %+v", r.status())
+	}
+	r.release()
+	r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
+		return pair.Replication{State: pair.ReplInSync, PeerInSync: true, LSN: 10},
+			api.ReplicationStatus{Role: "primary", Corruption: "000009.sst: bad"}
+	})
+	starts := func() int {
+		n := 0
+		for _, e := range r.d.ev.last(1000) {
+			if strings.Contains(e.Text, "switchover started: the WIP store is corrupt") {
+				n++
+			}
+		}
+		return n
+	}
+	timeout := r.d.timing.SwitchoverTimeout
+	var aborted time.Time
+	for el := time.Duration(0); el < 3*timeout; el += r.period {
+		r.step()
+		if _, ok := r.d.ev.alarm("switchover-failed"); ok && aborted.IsZero() {
+			aborted = r.clk.Now()
+			if n := starts(); n != 1 {
+				t.Fatalf("%d handovers started before the first timed out", n)
+			}
+		}
+		if !aborted.IsZero() && r.clk.Now().Sub(aborted) < timeout-2*r.period && starts() != 1 {
+			t.Fatalf("a second handover %v after the first timed out", r.clk.Now().Sub(aborted))
+		}
+	}
+	if aborted.IsZero() {
+		t.Fatalf("the handover never timed out; status %+v", r.status())
+	}
+	if n := starts(); n != 2 {
+		t.Fatalf("%d handovers started in 3 switchover-timeouts, want 2 (one timed out, one a timeout later)", n)
+	}
+}

@@ -133,8 +133,9 @@ type driver struct {
 	lastRepl        pair.Replication
 	replSent        bool
 	awaitAck        bool
-	corrupt         bool   // this node is primary and its store reports corruption
-	handoverRefused string // corruptHandover's last refusal, logged once
+	corrupt         bool      // this node is primary and its store reports corruption
+	handoverRefused string    // corruptHandover's last refusal, logged once
+	handoverAt      time.Time // when corruptHandover last saw its switchover under way
 	gwState         atomic.Pointer[api.TieBreakerStatus]
 	counters        countersAtomic
 	persisted       pair.Persisted
@@ -369,15 +370,26 @@ func (d *driver) replication() pair.Event {
 // corruptHandover starts a switchover when this node is active, its WIP
 // store reports corruption, and the machine would accept one (the peer is
 // passive, alive and in sync): the peer's copy is whole, this one is not.
-// It reports whether the machine has stopped.
+// One that did not complete (aborted: the peer fell out of sync, the pause
+// failed) is tried again a switchover-timeout after it ended, not at the
+// next tick: each try pauses the runtime. It reports whether the machine
+// has stopped.
 func (d *driver) corruptHandover() bool {
 	if !d.corrupt {
 		return false
 	}
-	if st := d.m.Status(); st.Role != pair.RoleActive || st.SwitchoverBlocked != "" {
+	now := d.clk.Now() // not the tick's: the tick has stepped the machine since
+	st := d.m.Status()
+	if st.Substate == "handing-over" {
+		d.handoverAt = now
 		return false
 	}
-	now := d.clk.Now() // not the tick's: the tick has stepped the machine since
+	if st.Role != pair.RoleActive || st.SwitchoverBlocked != "" {
+		return false
+	}
+	if !d.handoverAt.IsZero() && now.Sub(d.handoverAt) < d.timing.SwitchoverTimeout {
+		return false
+	}
 	rd, err := d.m.Step(now, pair.Admin{Cmd: pair.AdminSwitchover, Why: "the WIP store is corrupt"})
 	if err != nil {
 		// Not expected (SwitchoverBlocked was ""): said once per reason,
@@ -388,9 +400,8 @@ func (d *driver) corruptHandover() bool {
 		}
 		return false
 	}
-	d.handoverRefused = ""
-	d.log.Warn("corrupt WIP store: handing the active role over to the peer")
-	d.ev.add(now, "role", "switchover started: the WIP store is corrupt")
+	d.handoverRefused, d.handoverAt = "", now
+	d.log.Warn("corrupt WIP store: handing the active role over to the peer") // the machine's notice records it
 	return d.apply(rd)
 }
 
