@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tandem-ha/tandem/internal/diskrot"
 )
 
 // eventsSeen collects a store's events for a test.
@@ -49,33 +50,11 @@ func corruptLargestTable(t *testing.T, s *Store, dir string, frac float64) strin
 	return flipByte(t, dir, frac)
 }
 
-// flipByte flips the byte at frac of the size of the largest sstable in
-// dir and returns the file.
+// flipByte flips the byte at frac of the largest sstable in dir.
 func flipByte(t *testing.T, dir string, frac float64) string {
 	t.Helper()
-	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	var path string
-	var size int64
-	for _, p := range ssts {
-		if fi, err := os.Stat(p); err == nil && fi.Size() > size {
-			path, size = p, fi.Size()
-		}
-	}
-	if size < 64<<10 {
-		t.Fatalf("largest sstable in %s is %q, %d bytes: too small to hit a data block", dir, path, size)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	path, err := diskrot.FlipLargestTable(dir, frac)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	off := int64(frac * float64(size))
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -13,20 +13,27 @@ import (
 	"github.com/tandem-ha/tandem/internal/pair"
 )
 
+// activate steps the rig until its node is promoted, and lets the
+// promotion finish.
+func (r *driverRig) activate() {
+	r.t.Helper()
+	promoted := false
+	for i := 0; i < 3000 && !promoted; i++ {
+		promoted = r.step()
+	}
+	if !promoted {
+		r.t.Fatalf("no promotion in 3000 steps; status %+v", r.status())
+	}
+	r.release()
+}
+
 // An active whose WIP store reports corruption raises wip-corrupt and,
 // while the peer is not in sync, stays active and says why; once the peer
 // is in sync it hands the role over by itself. The alarm clears when the
 // store no longer reports the corruption.
 func TestCorruptActiveHandsOver(t *testing.T) {
 	r := newDriverRig(t, true)
-	promoted := false
-	for i := 0; i < 3000 && !promoted; i++ {
-		promoted = r.step()
-	}
-	if !promoted {
-		t.Fatalf("no promotion in 3000 steps; status %+v", r.status())
-	}
-	r.release()
+	r.activate()
 	const bad = "/var/lib/tandem/wip/000009.sst (keys \"l/\"..\"u/k\"): crc32c checksum mismatch"
 	var peerInSync, clean atomic.Bool
 	r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
@@ -106,14 +113,7 @@ func TestCorruptAlarmOnThePassive(t *testing.T) {
 // switchover-timeout after it ended.
 func TestCorruptHandoverRetriesAfterATimeout(t *testing.T) {
 	r := newDriverRig(t, true)
-	promoted := false
-	for i := 0; i < 3000 && !promoted; i++ {
-		promoted = r.step()
-	}
-	if !promoted {
-		t.Fatalf("no promotion in 3000 steps; status %+v", r.status())
-	}
-	r.release()
+	r.activate()
 	r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
 		return pair.Replication{State: pair.ReplInSync, PeerInSync: true, LSN: 10},
 			api.ReplicationStatus{Role: "primary", Corruption: "000009.sst: bad"}

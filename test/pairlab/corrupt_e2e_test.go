@@ -2,13 +2,13 @@ package pairlab
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/diskrot"
 )
 
 // TestE2ECorruptPassiveRepairsItself: a byte of the passive's WIP store
@@ -21,17 +21,7 @@ import (
 func TestE2ECorruptPassiveRepairsItself(t *testing.T) {
 	e := newE2EWith(t, Options{VerifyEvery: "1m"})
 	a, b := e.pair.A, e.pair.B
-	deployIngest(t, e, a)
-	acked := startIngestLoad(t, e, "c", 1500, 16, 2*time.Minute).wait(t)
-	// A restart flushes what b's WAL holds into an sstable (pebble flushes
-	// the WAL it replays at open).
-	if err := b.Stop(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.role(b, "passive", "in-sync")
+	acked := jobsInTables(t, e)
 	file := flipLargestTable(t, filepath.Join(b.Dir, "data", "wip"))
 	t.Logf("flipped the middle byte of %s", file)
 
@@ -76,16 +66,8 @@ func TestE2ECorruptPassiveRepairsItself(t *testing.T) {
 func TestE2ECorruptActiveHandsOver(t *testing.T) {
 	e := newE2E(t)
 	a, b := e.pair.A, e.pair.B
-	deployIngest(t, e, a)
-	acked := startIngestLoad(t, e, "c", 1500, 16, 2*time.Minute).wait(t)
-	// b's store becomes an sstable at its restart; then b takes the role.
-	if err := b.Stop(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.role(b, "passive", "in-sync")
+	acked := jobsInTables(t, e)
+	// b takes the role, its store in an sstable.
 	if out, err := a.Ctl(e.ctx, "switchover", "--wait"); err != nil {
 		t.Fatalf("tandemctl switchover --wait: %v\n%s", err, out)
 	}
@@ -127,32 +109,30 @@ func TestE2ECorruptActiveHandsOver(t *testing.T) {
 	crashAndCheck(t, e, a, b, acked, 1500)
 }
 
+// jobsInTables runs 1500 jobs on the pair (a active) and restarts b, so
+// that b's store holds them in an sstable (pebble flushes the WAL it
+// replays at open); it returns the acknowledged jobs.
+func jobsInTables(t *testing.T, e *e2e) map[string]string {
+	t.Helper()
+	a, b := e.pair.A, e.pair.B
+	deployIngest(t, e, a)
+	acked := startIngestLoad(t, e, "c", 1500, 16, 2*time.Minute).wait(t)
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "passive", "in-sync")
+	return acked
+}
+
 // flipLargestTable flips the byte in the middle of the largest sstable in
 // dir: a block of user keys, which make up most of a WIP store's data.
 func flipLargestTable(t *testing.T, dir string) string {
 	t.Helper()
-	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	var path string
-	var size int64
-	for _, p := range ssts {
-		if fi, err := os.Stat(p); err == nil && fi.Size() > size {
-			path, size = p, fi.Size()
-		}
-	}
-	if size < 64<<10 {
-		t.Fatalf("largest sstable in %s is %q, %d bytes: too small for a block of user keys in its middle", dir, path, size)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	path, err := diskrot.FlipLargestTable(dir, 0.5)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, size/2); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, size/2); err != nil {
 		t.Fatal(err)
 	}
 	return path
