@@ -36,6 +36,12 @@ func (w *corruptWatch) report(info pebble.DataCorruptionInfo) {
 		w.desc = describeCorruption(info)
 	}
 	w.mu.Unlock()
+	w.poke()
+}
+
+// poke wakes the supervisor to act on the watch (checkCorruption): on a
+// report, and when the role changes (a demoted corrupt primary resyncs).
+func (w *corruptWatch) poke() {
 	select {
 	case w.kick <- struct{}{}:
 	default:
@@ -78,7 +84,7 @@ func (w *corruptWatch) promoteRefusal() string {
 	return "corrupt: " + desc
 }
 
-// checkCorruption runs on the supervisor. It reports a new corruption
+// checkCorruption runs on the supervisor when the watch is poked. It reports a new corruption
 // once (log and EventCorrupt), and makes a corrupt secondary resync: it
 // marks itself Inconsistent, durably, and drops its session, so that its
 // next handshake asks the primary for a snapshot. The snapshot replaces

@@ -1080,7 +1080,6 @@ func (s *Store) supervisor() {
 	blockedReported := false
 	refused := "" // the last MayGoAlone refusal reported
 	for {
-		s.checkCorruption()
 		var tc <-chan time.Time
 		s.mu.Lock()
 		active := len(s.waiting) > 0 && s.needPeerLocked()
@@ -1141,6 +1140,8 @@ func (s *Store) supervisor() {
 		select {
 		case <-s.kick:
 		case <-s.corr.kick:
+			// Not on s.kick, which every commit group sends.
+			s.checkCorruption()
 		case <-tc:
 		case <-s.closing:
 			if timer != nil {
@@ -1436,6 +1437,7 @@ func (s *Store) Demote(ctx context.Context) error {
 	s.cond.Broadcast() // a committer held by the pipeline bound fails the queue at once
 	s.Redial()         // a dial loop in a backoff from before the promotion
 	s.kickSupervisor() // groups past PeerAckTimeout are failed at once
+	s.corr.poke()      // a corrupt store resyncs as a secondary
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.cond.Broadcast()
