@@ -27,7 +27,6 @@ import (
 	"github.com/tandem-ha/tandem/internal/metrics"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/vip"
-	"github.com/tandem-ha/tandem/wip"
 )
 
 // vipLease is the valid lifetime of the VIP addresses: the owner renews it
@@ -301,13 +300,11 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	wg.Add(1)
 	go func() { defer wg.Done(); bj.run(runCtx) }()
 	vj := &verifyJob{every: cfg.Replication.VerifyEvery.D(), store: st.Store, clk: clk, log: log.Named("verify"), ev: evlog,
+		// Passive, and its store neither mid-snapshot nor corrupt: the
+		// machine's view of it (wipStore.Replication's mapping).
 		passive: func() bool {
 			ps := d.status.Load()
-			if ps == nil || ps.Role != pair.RolePassive {
-				return false
-			}
-			ws := st.Store.Status()
-			return ws.Role == wip.Secondary && !ws.Inconsistent && ws.Corruption == ""
+			return ps != nil && ps.Role == pair.RolePassive && ps.Substate != "inconsistent"
 		}}
 	wg.Add(1)
 	go func() { defer wg.Done(); vj.run(runCtx) }()

@@ -133,7 +133,6 @@ type driver struct {
 	lastRepl        pair.Replication
 	replSent        bool
 	awaitAck        bool
-	corrupt         bool      // this node is primary and its store reports corruption
 	handoverRefused string    // corruptHandover's last refusal, logged once
 	handoverAt      time.Time // when corruptHandover last saw its switchover under way
 	gwState         atomic.Pointer[api.TieBreakerStatus]
@@ -258,10 +257,11 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 			d.gate.ticked(now)
 			t.Reset(period)
 			expect, jumped = now.Add(period), false
-			if r := d.replication(); r != nil && d.feed(r) {
+			r, rs := d.replication()
+			if r != nil && d.feed(r) {
 				return nil
 			}
-			if d.corruptHandover() {
+			if d.corruptHandover(rs) {
 				return nil
 			}
 		case ev != nil:
@@ -350,21 +350,21 @@ func (d *driver) runtimeWorker() {
 }
 
 // replication polls the store and returns an event when its state changed
-// (or when the machine is waiting for the peer's ack of everything).
-func (d *driver) replication() pair.Event {
+// (or when the machine is waiting for the peer's ack of everything), and
+// the store's status as the API shows it.
+func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 	r, rs := d.store.Replication()
 	d.peerSnapshotAlarm(rs)
 	d.slowAcksAlarm(rs)
 	d.corruptAlarm(rs, d.m.Status())
-	d.corrupt = rs.Role == wip.Primary.String() && rs.Corruption != ""
 	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
-		return nil
+		return nil, rs
 	}
 	if d.awaitAck && r.PeerAckedAll {
 		d.awaitAck = false
 	}
 	d.lastRepl, d.replSent = r, true
-	return r
+	return r, rs
 }
 
 // corruptHandover starts a switchover when this node is active, its WIP
@@ -374,8 +374,8 @@ func (d *driver) replication() pair.Event {
 // failed) is tried again a switchover-timeout after it ended, not at the
 // next tick: each try pauses the runtime. It reports whether the machine
 // has stopped.
-func (d *driver) corruptHandover() bool {
-	if !d.corrupt {
+func (d *driver) corruptHandover(rs api.ReplicationStatus) bool {
+	if rs.Role != wip.Primary.String() || rs.Corruption == "" {
 		return false
 	}
 	now := d.clk.Now() // not the tick's: the tick has stepped the machine since
