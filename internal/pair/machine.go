@@ -923,6 +923,13 @@ func (m *Machine) demote(why string, fence bool) {
 	} else {
 		m.notice("demoted: %s", why)
 	}
+	if m.stopAfterHO {
+		// An orderly stop waited for a handover that this demotion cut
+		// short: it is passive now, so the stop ends here (onStop ignores
+		// a second one while stopAfterHO is set).
+		m.stopAfterHO = false
+		m.finishStop()
+	}
 }
 
 // probe starts a tie-breaker probe (and a witness query when configured).
