@@ -119,7 +119,12 @@ func (s *Store) checkCorruption() {
 	}
 	err := s.setFlag(keyInconsistent, true)
 	if err == nil {
+		// Both under mu (corr.mu nests inside it, as in Status): no
+		// status shows the store Inconsistent without its repair.
 		s.inconsistent = true
+		w.mu.Lock()
+		w.resync = true
+		w.mu.Unlock()
 	}
 	sess := s.sess
 	s.mu.Unlock()
@@ -128,9 +133,6 @@ func (s *Store) checkCorruption() {
 		s.log.Error("corrupt store: marking it inconsistent failed", zap.Error(err))
 		return
 	}
-	w.mu.Lock()
-	w.resync = true
-	w.mu.Unlock()
 	s.log.Warn("corrupt store: resyncing from the primary by snapshot", zap.String("corruption", desc))
 	if sess != nil {
 		sess.close(errors.New("wip: the store is corrupt; resyncing by snapshot"))
