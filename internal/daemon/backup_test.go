@@ -17,7 +17,9 @@ import (
 // TestBackupSchedule drives the backup loop on the manual clock against a
 // real store: nothing while passive; on the active one backup per period,
 // pruned to keep; a failure raises backup-failed, is retried a minute
-// later and the success clears it.
+// later (not at the loop's next turn, 30 s later) and the success clears
+// it. A 2-minute period makes the loop turn every 30 s, inside the retry
+// minute.
 func TestBackupSchedule(t *testing.T) {
 	// The loop's timer is the only one on clk, so WaitForTimers(1) means
 	// the loop waits; the store keeps the same time on a clock of its own.
@@ -44,18 +46,19 @@ func TestBackupSchedule(t *testing.T) {
 	}
 	var active atomic.Bool
 	ev := newEventLog(100)
-	bj := &backupJob{dir: dir, every: time.Hour, keep: 2, node: "a", store: st, clk: clk, log: zap.NewNop(), ev: ev, active: active.Load}
+	const every = 2 * time.Minute
+	bj := &backupJob{dir: dir, every: every, keep: 2, node: "a", store: st, clk: clk, log: zap.NewNop(), ev: ev, active: active.Load}
 	bj.init()
 	done := make(chan struct{})
 	go func() { defer close(done); bj.run(ctx) }()
 	defer func() { cancel(); <-done }()
-	step := func(d time.Duration) { t.Helper(); loopTurn(t, ctx, clk, d, storeClk) }
-	step(15 * time.Minute)
+	turn := func() { t.Helper(); loopTurn(t, ctx, clk, every/4, storeClk) } // one turn of the loop
+	turn()
 	if s := bj.status.Load(); s.Taken+s.Failed != 0 {
 		t.Fatalf("a passive node backed up: %+v", s)
 	}
 	active.Store(true)
-	step(15 * time.Minute)
+	turn()
 	s := bj.status.Load()
 	if s.Failed != 1 || s.LastError == "" {
 		t.Fatalf("after a failing attempt: %+v", s)
@@ -66,11 +69,11 @@ func TestBackupSchedule(t *testing.T) {
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
-	step(15 * time.Second) // a turn within the minute: no retry yet
+	turn() // 30 s after the failure: no retry yet
 	if s := bj.status.Load(); s.Failed != 1 || s.Taken != 0 {
 		t.Fatalf("retried within a minute: %+v", s)
 	}
-	step(time.Minute)
+	turn()
 	s = bj.status.Load()
 	if s.Taken != 1 || s.LastError != "" || s.Last == nil || s.Last.LSN != 1 {
 		t.Fatalf("after the retry: %+v", s)
@@ -78,14 +81,14 @@ func TestBackupSchedule(t *testing.T) {
 	if _, ok := ev.alarm("backup-failed"); ok {
 		t.Fatal("backup-failed still raised after a success")
 	}
-	for i := 0; i < 3; i++ { // 45 minutes: not due
-		step(15 * time.Minute)
+	for i := 0; i < 3; i++ { // 90 s: not due
+		turn()
 	}
 	if s := bj.status.Load(); s.Taken != 1 {
 		t.Fatalf("a backup before the period ended: %+v", s)
 	}
 	for i := 0; i < 8; i++ { // two more periods
-		step(15 * time.Minute)
+		turn()
 	}
 	if s := bj.status.Load(); s.Taken != 3 {
 		t.Fatalf("after two more periods: %d backups, want 3", s.Taken)
@@ -95,17 +98,23 @@ func TestBackupSchedule(t *testing.T) {
 		t.Fatalf("kept %d backups (%v), want 2", len(bs), err)
 	}
 	// A restart finds the newest and does not take one at once.
-	bj2 := &backupJob{dir: dir, every: time.Hour, keep: 2, store: st, clk: clk, log: zap.NewNop(), ev: ev, active: active.Load}
+	bj2 := &backupJob{dir: dir, every: every, keep: 2, store: st, clk: clk, log: zap.NewNop(), ev: ev, active: active.Load}
 	bj2.init()
 	if !bj2.last.Equal(bs[1].Created) {
 		t.Fatalf("a restarted job starts from %v, want the newest backup's %v", bj2.last, bs[1].Created)
 	}
 }
 
-// loopTurn moves a clock.Loop on by d: the loop's timer must be the only
-// one on clk. It waits until the loop waits, advances clk and the clocks
-// in also (which keep the same time: a store's, say), and waits until the
-// loop is done with the turn and waits again.
+// loopTurn moves a clock.Loop on by d and lets it take at most one turn:
+// the loop's timer must be the only one on clk. It waits until the loop
+// waits; advances the clocks in also (which keep the same time: a store's,
+// say); steps clk to now+d without firing and then fires what is overdue,
+// which is the loop's timer if d reached its deadline (once: the loop
+// re-arms it after now); and waits until the loop is done with the turn and
+// waits again. Advancing clk by d instead would fire the loop once per
+// re-arm that the loop managed before Advance looked again: a number of
+// turns that depends on the scheduler (a CI run once saw two backups
+// attempted in a step meant to hold one).
 func loopTurn(t *testing.T, ctx context.Context, clk *clock.Manual, d time.Duration, also ...*clock.Manual) {
 	t.Helper()
 	if err := clk.WaitForTimers(ctx, 1); err != nil {
@@ -114,7 +123,8 @@ func loopTurn(t *testing.T, ctx context.Context, clk *clock.Manual, d time.Durat
 	for _, c := range also {
 		c.Advance(d)
 	}
-	clk.Advance(d)
+	clk.Set(clk.Now().Add(d))
+	clk.Advance(0)
 	if err := clk.WaitForTimers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
