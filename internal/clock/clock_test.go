@@ -2,6 +2,7 @@ package clock
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -149,6 +150,37 @@ func TestManualSetDoesNotFireButOverdueFiresOnNextAdvance(t *testing.T) {
 	if got := m.Since(epoch.Add(time.Hour)); got != -time.Hour {
 		t.Fatalf("Since after a backward step = %v", got)
 	}
+}
+
+// Jump fires what falls due once, at the new time, where Advance fires
+// each deadline on the way.
+func TestManualJumpFiresOnceAtTheNewTime(t *testing.T) {
+	m := NewManual(epoch)
+	var at []time.Duration
+	var again func()
+	again = func() {
+		at = append(at, m.Since(epoch))
+		m.AfterFunc(time.Second, again)
+	}
+	m.AfterFunc(time.Second, again)
+	m.Jump(10 * time.Second)
+	if len(at) != 1 || at[0] != 10*time.Second {
+		t.Fatalf("Jump(10s) over a 1 s AfterFunc chain fired at %v, want once at 10s", at)
+	}
+	m.Jump(500 * time.Millisecond) // the re-armed timer is due at 11 s
+	if len(at) != 1 {
+		t.Fatalf("Jump fired a timer not yet due: %v", at)
+	}
+	m.Advance(3 * time.Second)
+	if want := []time.Duration{10 * time.Second, 11 * time.Second, 12 * time.Second, 13 * time.Second}; !slices.Equal(at, want) {
+		t.Fatalf("Advance after Jump fired at %v, want %v", at, want)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Jump(-1) did not panic")
+		}
+	}()
+	m.Jump(-1)
 }
 
 func TestManualAfterFuncMayUseTheClock(t *testing.T) {

@@ -117,6 +117,25 @@ func (m *Manual) Advance(d time.Duration) {
 	m.mu.Unlock()
 }
 
+// Jump moves the clock forward by d in one step and then fires what is
+// overdue, each timer at the new time: a host resumed after d. A timer
+// re-armed by what it woke is not fired again unless its new deadline is
+// already due. Tests that drive a periodic goroutine use it to get exactly
+// one turn whatever d is: Advance(d) would fire the goroutine's timer once
+// per re-arm that the goroutine managed before Advance looked again, a
+// count that depends on the scheduler. It panics on a negative d.
+func (m *Manual) Jump(d time.Duration) {
+	if d < 0 {
+		panic("clock: Jump with negative duration")
+	}
+	m.mu.Lock()
+	m.now = m.now.Add(d)
+	end := m.now
+	m.mu.Unlock()
+	for m.fireNext(end) {
+	}
+}
+
 // Set moves the clock to t without firing anything that falls due in
 // between (a wall-clock step, as after a VM resume or an NTP correction).
 // Timers keep their absolute deadlines; one already overdue fires on the next

@@ -108,13 +108,10 @@ func TestBackupSchedule(t *testing.T) {
 // loopTurn moves a clock.Loop on by d and lets it take at most one turn:
 // the loop's timer must be the only one on clk. It waits until the loop
 // waits; advances the clocks in also (which keep the same time: a store's,
-// say); steps clk to now+d without firing and then fires what is overdue,
-// which is the loop's timer if d reached its deadline (once: the loop
-// re-arms it after now); and waits until the loop is done with the turn and
-// waits again. Advancing clk by d instead would fire the loop once per
-// re-arm that the loop managed before Advance looked again: a number of
-// turns that depends on the scheduler (a CI run once saw two backups
-// attempted in a step meant to hold one).
+// say); jumps clk by d, which fires the loop's timer once if d reached its
+// deadline (Advance would fire it a scheduler-dependent number of times: a
+// CI run once saw two backups attempted in a step meant to hold one); and
+// waits until the loop is done with the turn and waits again.
 func loopTurn(t *testing.T, ctx context.Context, clk *clock.Manual, d time.Duration, also ...*clock.Manual) {
 	t.Helper()
 	if err := clk.WaitForTimers(ctx, 1); err != nil {
@@ -123,8 +120,7 @@ func loopTurn(t *testing.T, ctx context.Context, clk *clock.Manual, d time.Durat
 	for _, c := range also {
 		c.Advance(d)
 	}
-	clk.Set(clk.Now().Add(d))
-	clk.Advance(0)
+	clk.Jump(d)
 	if err := clk.WaitForTimers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
