@@ -150,10 +150,7 @@ func (s *Store) checkCorruption() {
 func (s *Store) Verify() (points int64, err error) {
 	var st pebble.CheckLevelsStats
 	if err := s.db.CheckLevels(&st); err != nil {
-		if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
-			err = &corruptionError{desc: describeCorruption(*info), err: err}
-		}
-		return st.NumPoints, fmt.Errorf("wip: verify: %w", err)
+		return st.NumPoints, fmt.Errorf("wip: verify: %w", plainCorruption(err))
 	}
 	return st.NumPoints, nil
 }
@@ -168,6 +165,17 @@ type corruptionError struct {
 }
 
 func (e *corruptionError) Error() string { return e.desc }
+
+// plainCorruption returns err as a corruptionError if it is pebble's data
+// corruption error, and err itself otherwise: every read the store serves
+// (Get, Scan, Verify) goes through it, so what reaches an operator names
+// the file plainly.
+func plainCorruption(err error) error {
+	if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+		return &corruptionError{desc: describeCorruption(*info), err: err}
+	}
+	return err
+}
 func (e *corruptionError) Unwrap() error { return e.err }
 
 // verifyRepair runs after a snapshot completed on a store that reported

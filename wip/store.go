@@ -1225,7 +1225,7 @@ func (s *Store) Get(key []byte) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, false, plainCorruption(err)
 	}
 	out := append([]byte(nil), v...)
 	return out, true, c.Close()
@@ -1247,7 +1247,7 @@ func (s *Store) scan(prefix []byte, reverse bool, fn func(key, value []byte) err
 	lo := userKey(prefix)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
-		return err
+		return plainCorruption(err)
 	}
 	first, next := it.First, it.Next
 	if reverse {
@@ -1259,7 +1259,7 @@ func (s *Store) scan(prefix []byte, reverse bool, fn func(key, value []byte) err
 			return err
 		}
 	}
-	return it.Close()
+	return plainCorruption(it.Close())
 }
 
 func prefixEnd(p []byte) []byte {
