@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
 
 	"github.com/tandem-ha/tandem/internal/diskrot"
 )
@@ -283,5 +285,151 @@ func TestCorruptRepairThatFailsIsNotRetried(t *testing.T) {
 	err := b.Promote(context.Background(), 2, PeerGone())
 	if !errors.Is(err, ErrNotPromotable) || !strings.Contains(err.Error(), "did not clear it") || !strings.Contains(err.Error(), "move the store away") {
 		t.Fatalf("promote after a failed repair: %v", err)
+	}
+}
+
+// TestCorruptAtOpenSetsTheStoreAside: pebble cannot open a secondary's
+// store for corruption (a byte of a table's trailing blocks, which opening
+// the store reads). With SetAsideCorrupt, Open renames the store aside
+// with every file, moves the quarantine files back, and opens a new store,
+// Inconsistent and not promotable, which says what was met and where the
+// old store went. When the primary returns, the new store resyncs by
+// snapshot and a full read clears the corruption. A second corruption at
+// open, with the first set-aside store still there, fails Open, naming
+// both, and moves nothing.
+func TestCorruptAtOpenSetsTheStoreAside(t *testing.T) {
+	p := newPair(t, Options{RetainBytes: 64 << 20, SetAsideCorrupt: true})
+	a, b := p.synced()
+	const n = 3000
+	fillSync(t, a, b, n)
+	if err := b.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	a.kill()
+	b.kill()
+	qfile := filepath.Join(p.dirB, "quarantine", "q-1-lsn5-9.jsonl")
+	if err := os.MkdirAll(filepath.Dir(qfile), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(qfile, []byte("{}\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	files, err := diskrot.FlipTrailers(p.dirB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := p.base
+	o.SetAsideCorrupt = false
+	o.Logger = zap.NewNop()
+	if s, err := Open(p.dirB, o); err == nil || !pebble.IsCorruptionError(err) {
+		if s != nil {
+			_ = s.Close()
+		}
+		t.Fatalf("opening the corrupt store without SetAsideCorrupt: %v, want a corruption error", err)
+	}
+
+	var ev eventsSeen
+	b = p.open("b", func(o *Options) { o.Events = ev.add })
+	sa := ev.of(EventSetAside)
+	if len(sa) != 1 || !strings.HasPrefix(sa[0].File, p.dirB+".corrupt-") || !strings.Contains(sa[0].Detail, ".sst") {
+		t.Fatalf("set-aside events %+v: want one naming a table and a directory beside %s", sa, p.dirB)
+	}
+	aside := sa[0].File
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(aside, filepath.Base(f))); err != nil {
+			t.Fatalf("the set-aside store lacks a corrupt table: %v", err)
+		}
+	}
+	if _, err := os.Stat(qfile); err != nil {
+		t.Fatalf("the quarantine file did not come back: %v", err)
+	}
+	st := b.Status()
+	if !st.Inconsistent || st.DurableLSN != 0 || !strings.Contains(st.Corruption, "met at open") ||
+		!strings.Contains(st.Corruption, aside) || st.CorruptionRepair != "resync" {
+		t.Fatalf("the new store: inconsistent %v LSN %d corruption %q repair %q", st.Inconsistent, st.DurableLSN, st.Corruption, st.CorruptionRepair)
+	}
+	if err := b.Promote(context.Background(), 2, PeerGone()); !errors.Is(err, ErrNotPromotable) {
+		t.Fatalf("promote of the new store: %v, want ErrNotPromotable", err)
+	}
+	waitFor(t, "the corruption reported", func() bool { return len(ev.of(EventCorrupt)) > 0 })
+
+	a = p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "repaired", func() bool { return len(ev.of(EventCorruptRepaired)) > 0 })
+	waitFor(t, "in sync", inSync(a))
+	if st := b.Status(); st.Corruption != "" || st.Inconsistent {
+		t.Fatalf("after the repair: corruption %q inconsistent %v", st.Corruption, st.Inconsistent)
+	}
+	checkFill(t, b, n, 1<<10)
+	if _, err := os.Stat(aside); err != nil {
+		t.Fatalf("the set-aside store is gone after the repair: %v", err)
+	}
+
+	// Again, with the first set-aside store still there.
+	commitKV(t, a, "after", "x")
+	waitFor(t, "streamed", func() bool { return b.Status().DurableLSN == a.Status().DurableLSN })
+	if err := b.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.kill()
+	if _, err := diskrot.FlipTrailers(p.dirB); err != nil {
+		t.Fatal(err)
+	}
+	o.SetAsideCorrupt = true
+	s, err := Open(p.dirB, o)
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("a second corruption at open set the store aside again")
+	}
+	if !pebble.IsCorruptionError(err) || !strings.Contains(err.Error(), aside) {
+		t.Fatalf("the second corruption at open: %v, want a corruption error naming %s", err, aside)
+	}
+	if m, _ := filepath.Glob(p.dirB + ".corrupt-*"); len(m) != 1 {
+		t.Fatalf("set-aside stores after the refusal: %v, want only %s", m, aside)
+	}
+	if m, _ := filepath.Glob(filepath.Join(p.dirB, "MANIFEST-*")); len(m) == 0 {
+		t.Fatalf("the refused store was moved: no MANIFEST left in %s", p.dirB)
+	}
+}
+
+// TestNewStoreOfAPairNodeIsInconsistent: a store created with
+// NewIsInconsistent (the daemon's, on a node whose pair state holds an
+// epoch: its store was moved away) is Inconsistent from the start and
+// across a restart, and not promotable, where one created without it is
+// an empty consistent store; an existing store is not marked.
+func TestNewStoreOfAPairNodeIsInconsistent(t *testing.T) {
+	o := Options{Mode: Async, NewIsInconsistent: true}
+	dir := t.TempDir()
+	s := openT(t, dir, o)
+	if !s.Status().Inconsistent {
+		t.Fatal("a new store with NewIsInconsistent is consistent")
+	}
+	if err := s.Promote(context.Background(), 1, PeerGone()); !errors.Is(err, ErrNotPromotable) {
+		t.Fatalf("promote: %v, want ErrNotPromotable", err)
+	}
+	_ = s.Close()
+	s = openT(t, dir, Options{Mode: Async})
+	if !s.Status().Inconsistent {
+		t.Fatal("the Inconsistent mark did not persist")
+	}
+	_ = s.Close()
+
+	dir = t.TempDir()
+	s = openT(t, dir, Options{Mode: Async})
+	if s.Status().Inconsistent {
+		t.Fatal("a new store without NewIsInconsistent is inconsistent")
+	}
+	if err := s.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	commitKV(t, s, "k", "v")
+	_ = s.Close()
+	s = openT(t, dir, o)
+	defer s.Close()
+	if s.Status().Inconsistent {
+		t.Fatal("NewIsInconsistent marked an existing store")
 	}
 }

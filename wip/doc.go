@@ -102,7 +102,15 @@
 //     only copy and commits read no old file; demoted (the daemon hands
 //     the role to an in-sync peer), it resyncs as a secondary. Corruption
 //     met by Open itself (the meta keys, the log window) fails Open with
-//     pebble's error naming the file.
+//     pebble's error naming the file, unless Options.SetAsideCorrupt: then
+//     Open renames the store to dir.corrupt-<time> with every file (the
+//     quarantine files come back), opens a new store Inconsistent in its
+//     place and reports it corrupt ("met at open", naming where the old
+//     one went) until a snapshot has repaired it as above (EventSetAside,
+//     then EventCorrupt). One set-aside store is kept: with one there,
+//     Open fails. Options.NewIsInconsistent makes any store Open creates
+//     Inconsistent: on a node that has been in a pair, an empty store is
+//     not a promotable one.
 //   - Every rejected frame or handshake is counted (Status.Counters) and
 //     reported with its reason as EventRejected (EventModeMismatch for a
 //     mode refusal), and nothing of it is applied. It is logged with its

@@ -52,12 +52,17 @@ const (
 	// EventCorruptRepaired: a snapshot replaced a corrupt store's data and
 	// a full read found no corruption.
 	EventCorruptRepaired
+	// EventSetAside: Open met corruption and set the store aside
+	// (Options.SetAsideCorrupt); File is where it went, Detail what was
+	// met. The new store follows with EventCorrupt and, once a snapshot
+	// has replaced its data, EventCorruptRepaired.
+	EventSetAside
 )
 
 func (k EventKind) String() string {
 	return [...]string{"?", "peer-outdated", "peer-ack-timeout", "peer-in-sync", "outdated",
 		"snapshot-started", "snapshot-done", "diverged", "rejected", "mode-mismatch", "session-started",
-		"corrupt", "corrupt-repaired"}[k]
+		"corrupt", "corrupt-repaired", "set-aside"}[k]
 }
 
 // Event is one state change.
@@ -65,7 +70,7 @@ type Event struct {
 	Kind   EventKind
 	Detail string
 	Err    error
-	File   string // EventDiverged: the quarantine file
+	File   string // EventDiverged: the quarantine file; EventSetAside: the set-aside store
 }
 
 // Counters are monotonic since Open.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc64"
+	iofs "io/fs"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,6 +134,25 @@ type Options struct {
 	// PebbleOptions, when set, is used as the base of the pebble options
 	// (FS is still taken from Options.FS). Benchmarks and tests tune it.
 	PebbleOptions *pebble.Options
+	// SetAsideCorrupt: when Open meets on-disk corruption (pebble's
+	// checksum error, or a meta record of the store's own that does not
+	// decode), it renames dir to dir.corrupt-<UTC time>, keeping every
+	// file, moves the quarantine files back, and opens a new store in
+	// dir, Inconsistent: the node then receives the primary's data by
+	// snapshot. Until a full read of the result is clean, as for
+	// corruption found later, Status.Corruption says what was met and
+	// where the old store went; EventSetAside reports the move. One
+	// set-aside store is kept: if one is there already, Open fails,
+	// naming both (a second corruption at open is the disk's, or needs
+	// the operator's eyes).
+	SetAsideCorrupt bool
+	// NewIsInconsistent marks a store that Open creates (dir holds none)
+	// Inconsistent: it holds none of the pair's data and is not
+	// promotable until it has received a snapshot. The daemon sets it on
+	// a node that has been in a pair (its pair state holds an epoch), so
+	// that a store moved away by hand cannot come back as an empty but
+	// promotable one.
+	NewIsInconsistent bool
 
 	// testSnapChunk, when set, is called by a receiving secondary after each
 	// snapshot chunk is applied; an error interrupts the snapshot there.
@@ -514,6 +535,60 @@ func Open(dir string, o Options) (*Store, error) {
 	if po.Logger == nil {
 		po.Logger = pebbleLogger{o.Logger.Named("pebble").Sugar()}
 	}
+	s, err := openDB(dir, o, po, o.NewIsInconsistent)
+	if err != nil && o.SetAsideCorrupt && isCorrupt(err) {
+		met := plainCorruption(err).Error()
+		aside, aerr := setAside(o.FS, dir, o.Clock.Now())
+		if aerr != nil {
+			return nil, fmt.Errorf("%w; setting the store aside failed: %v", err, aerr)
+		}
+		o.Logger.Error("the WIP store met corruption when it was opened; it was set aside and a new, inconsistent store resyncs from the primary by snapshot",
+			zap.String("aside", aside), zap.String("corruption", met))
+		if s, err = openDB(dir, o, po, true); err != nil {
+			return nil, fmt.Errorf("wip: the store set aside at %s after corruption at open (%s): the new store: %w", aside, met, err)
+		}
+		w := s.corr
+		w.mu.Lock()
+		w.desc = "met at open: " + met + "; the store was set aside at " + aside
+		w.resync = true // openDB marked the new store Inconsistent
+		w.mu.Unlock()
+		w.poke() // checkCorruption reports it
+		s.emit(Event{Kind: EventSetAside, Detail: met, File: aside})
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.peerState = PeerDisconnected
+	// What was loaded, logged below: read now, before the replication
+	// goroutines may change it.
+	epoch, lsn, inc, outd := s.epoch, s.lsn, s.inconsistent, s.outdated
+	s.wg.Add(2)
+	go s.committer()
+	go s.supervisor()
+	if err := s.startRepl(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.log.Info("wip store opened", zap.String("dir", dir), zap.Uint64("epoch", epoch),
+		zap.Uint64("lsn", lsn), zap.Bool("inconsistent", inc), zap.Bool("outdated", outd))
+	return s, nil
+}
+
+// openDB opens pebble in dir with po and loads the store's state. A store
+// that it creates (dir holds none) is marked Inconsistent when
+// inconsistentIfNew.
+func openDB(dir string, o Options, po *pebble.Options, inconsistentIfNew bool) (*Store, error) {
+	exists := false
+	if _, err := po.FS.Stat(dir); err == nil {
+		desc, err := pebble.Peek(dir, po.FS)
+		if err != nil {
+			return nil, fmt.Errorf("wip: open %s: %w", dir, err)
+		}
+		exists = desc.Exists
+	} else if !errors.Is(err, iofs.ErrNotExist) {
+		return nil, fmt.Errorf("wip: open %s: %w", dir, err)
+	}
+	po = po.Clone()
 	// Corruption is reported to the store, which goes on (corrupt.go);
 	// pebble's default listener would end the process through Fatalf.
 	corr := newCorruptWatch()
@@ -539,22 +614,66 @@ func Open(dir string, o Options) (*Store, error) {
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
 		_ = db.Close()
-		return nil, err
+		return nil, fmt.Errorf("wip: open %s: %w", dir, err)
 	}
-	s.peerState = PeerDisconnected
-	// What was loaded, logged below: read now, before the replication
-	// goroutines may change it.
-	epoch, lsn, inc, outd := s.epoch, s.lsn, s.inconsistent, s.outdated
-	s.wg.Add(2)
-	go s.committer()
-	go s.supervisor()
-	if err := s.startRepl(); err != nil {
-		_ = s.Close()
-		return nil, err
+	if !exists && inconsistentIfNew && !s.inconsistent {
+		if err := s.setFlag(keyInconsistent, true); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("wip: open %s: marking the new store inconsistent: %w", dir, err)
+		}
+		s.inconsistent = true
+		o.Logger.Warn("a new WIP store on a node that has been in a pair: inconsistent, not promotable until it receives a snapshot", zap.String("dir", dir))
 	}
-	s.log.Info("wip store opened", zap.String("dir", dir), zap.Uint64("epoch", epoch),
-		zap.Uint64("lsn", lsn), zap.Bool("inconsistent", inc), zap.Bool("outdated", outd))
 	return s, nil
+}
+
+// isCorrupt reports whether Open failed on on-disk corruption.
+func isCorrupt(err error) bool { return pebble.IsCorruptionError(err) || errors.Is(err, ErrCorrupt) }
+
+// setAside renames the store in dir to dir.corrupt-<now, UTC>, unless a
+// store set aside earlier is still there, and moves its quarantine files
+// (the losing suffixes of a divergence, which the operator may still
+// replay) back into a new dir, where the daemon's alarm says they are.
+func setAside(fs vfs.FS, dir string, now time.Time) (string, error) {
+	parent, base := fs.PathDir(dir), fs.PathBase(dir)
+	names, err := fs.List(parent)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, base+asideSuffix) {
+			return "", fmt.Errorf("a store set aside earlier is still at %s: remove it (or move it off this disk) once it has been looked at, and start again", fs.PathJoin(parent, n))
+		}
+	}
+	aside := dir + asideSuffix + now.UTC().Format("20060102T150405Z")
+	if err := fs.Rename(dir, aside); err != nil {
+		return "", err
+	}
+	if err := fs.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
+	q := fs.PathJoin(aside, "quarantine")
+	if _, err := fs.Stat(q); err == nil {
+		if err := fs.Rename(q, fs.PathJoin(dir, "quarantine")); err != nil {
+			return "", fmt.Errorf("moving the quarantine files back: %w", err)
+		}
+	}
+	if err := syncDir(fs, parent); err != nil {
+		return "", err
+	}
+	return aside, syncDir(fs, dir)
+}
+
+// asideSuffix follows the store directory's name in a set-aside store's.
+const asideSuffix = ".corrupt-"
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 type pebbleLogger struct{ *zap.SugaredLogger }

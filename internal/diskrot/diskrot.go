@@ -21,6 +21,46 @@ const MinTable = 64 << 10
 // keys. The store may be running: pebble reads the file again on the
 // next read of that block that its cache does not serve.
 func FlipLargestTable(dir string, frac float64) (string, error) {
+	return flip(dir, func(size int64) int64 { return int64(frac * float64(size)) })
+}
+
+// TrailerOffset is how far before its end FlipTrailers hits a table:
+// inside the blocks that precede the footer (the properties, the index),
+// which pebble reads and checks when it opens the table. A store opening
+// reads its meta keys and its log window, and so opens the tables that
+// hold them.
+const TrailerOffset = 200
+
+// minTrailerTable: a table this small (a flush of one commit) still has
+// more than TrailerOffset bytes of blocks before its footer.
+const minTrailerTable = 400
+
+// FlipTrailers inverts the byte TrailerOffset bytes before the end of
+// every sstable in dir of at least minTrailerTable bytes, and returns the
+// files.
+func FlipTrailers(dir string) ([]string, error) {
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		return nil, err
+	}
+	var hit []string
+	for _, p := range ssts {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Size() < minTrailerTable {
+			continue
+		}
+		if err := flipAt(p, fi.Size()-TrailerOffset); err != nil {
+			return hit, err
+		}
+		hit = append(hit, p)
+	}
+	if len(hit) == 0 {
+		return nil, fmt.Errorf("diskrot: no sstable of %d bytes or more in %s", minTrailerTable, dir)
+	}
+	return hit, nil
+}
+
+func flip(dir string, at func(size int64) int64) (string, error) {
 	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
 	if err != nil {
 		return "", err
@@ -35,19 +75,23 @@ func FlipLargestTable(dir string, frac float64) (string, error) {
 	if size < MinTable {
 		return "", fmt.Errorf("diskrot: largest sstable in %s is %q, %d bytes: too small to hit a data block", dir, path, size)
 	}
+	return path, flipAt(path, at(size))
+}
+
+// flipAt inverts the byte at off of the file at path, durably.
+func flipAt(path string, off int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer f.Close()
-	off := int64(frac * float64(size))
 	b := make([]byte, 1)
 	if _, err := f.ReadAt(b, off); err != nil {
-		return "", err
+		return err
 	}
 	b[0] ^= 0xff
 	if _, err := f.WriteAt(b, off); err != nil {
-		return "", err
+		return err
 	}
-	return path, f.Sync()
+	return f.Sync()
 }
