@@ -167,7 +167,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	// freeze, and the machine's verdict is too old to act on alone.
 	gate := newGoAloneGate(clk, max(4*timing.Interval, 250*time.Millisecond))
 	evlog := newEventLog(1000)
-	st, err := openStore(cfg, key, self, clk, log.Named("wip"), gate, storeEvents(evlog, clk))
+	st, err := openStore(cfg, key, self, persisted.Epoch, clk, log.Named("wip"), gate, storeEvents(evlog, clk))
 	if err != nil {
 		return err
 	}

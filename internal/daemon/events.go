@@ -80,6 +80,7 @@ func (l *eventLog) raise(now time.Time, id, severity, text string) bool {
 // operator acknowledges it, else what clears the condition it stands for.
 var daemonAlarms = map[string]string{
 	"wip-quarantine":          "", // the file stays; the operator replays or discards it
+	"wip-set-aside":           "", // the set-aside store stays; the operator inspects and deletes it
 	"wip-mode-mismatch":       "replication connects (both nodes in the same replication mode)",
 	"backup-failed":           "a backup succeeds",
 	"wip-peer-needs-snapshot": "the peer holds what the retained log starts from (after its snapshot) or this node stops being primary",
@@ -165,6 +166,9 @@ func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
 			}
 		case wip.EventSessionStarted:
 			ev.clear("wip-mode-mismatch")
+		case wip.EventSetAside:
+			ev.raise(now, "wip-set-aside", "warning", fmt.Sprintf("the WIP store met corruption when tandemd opened it (%s); it was moved to %s with every file, and this node resyncs from the active by snapshot (wip-corrupt stands until then). Keep it for inspection, then delete it: while it is there, another corruption at open stops tandemd", e.Detail, e.File))
+			text += "; set aside at " + e.File
 		}
 		ev.add(now, "replication", text)
 	}

@@ -1,16 +1,25 @@
 package daemon
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/diskrot"
+	"github.com/tandem-ha/tandem/internal/pair"
 )
 
 // TestOpenStoreWarnsOfUnevenHALinkAddresses: a configuration with one
@@ -34,7 +43,7 @@ func TestOpenStoreWarnsOfUnevenHALinkAddresses(t *testing.T) {
 			cfg.Replication.Peers = []config.AddrPort{closedAddr(t), closedAddr(t)}
 			cfg.Replication.Mode = "sync"
 			key := make([]byte, 32)
-			s, err := openStore(cfg, key, 1, clock.Real(), zap.New(core), nil, nil)
+			s, err := openStore(cfg, key, 1, 0, clock.Real(), zap.New(core), nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,4 +70,82 @@ func closedAddr(t *testing.T) config.AddrPort {
 	a := ln.Addr().(*net.TCPAddr).AddrPort()
 	_ = ln.Close()
 	return config.AddrPort{AddrPort: a}
+}
+
+// TestOpenStoreReplacesWhatItCannotUse: the node's pair state decides
+// what a missing store becomes, and a store pebble cannot open for
+// corruption is set aside with the latched wip-set-aside alarm, in the
+// event log too, and replaced by an Inconsistent one (not promotable: the
+// machine sees ReplInconsistent until a snapshot arrives).
+func TestOpenStoreReplacesWhatItCannotUse(t *testing.T) {
+	open := func(t *testing.T, cfg *config.Config, epoch uint64, ev *eventLog) *wipStore {
+		t.Helper()
+		cfg.Replication.Listen = config.AddrPorts{closedAddr(t)}
+		cfg.Replication.Peers = []config.AddrPort{closedAddr(t)}
+		if cfg.Replication.Mode == "" {
+			cfg.Replication.Mode = "sync"
+		}
+		s, err := openStore(cfg, make([]byte, 32), 1, epoch, clock.Real(), zap.NewNop(), newGoAloneGate(clock.Real(), time.Second), storeEvents(ev, clock.Real()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	t.Run("no store, new pair", func(t *testing.T) {
+		s := open(t, &config.Config{DataDir: t.TempDir()}, 0, newEventLog(10))
+		defer s.Close()
+		if r, _ := s.Replication(); r.State == pair.ReplInconsistent {
+			t.Fatal("a new pair's first store is inconsistent")
+		}
+	})
+	t.Run("no store, node of a pair", func(t *testing.T) {
+		s := open(t, &config.Config{DataDir: t.TempDir()}, 7, newEventLog(10))
+		defer s.Close()
+		if r, _ := s.Replication(); r.State != pair.ReplInconsistent {
+			t.Fatalf("a node of a pair with its store moved away: %v, want inconsistent", r.State)
+		}
+	})
+	t.Run("corrupt at open", func(t *testing.T) {
+		cfg := &config.Config{DataDir: t.TempDir()}
+		cfg.Replication.Mode = "async" // no peer here
+		ev := newEventLog(10)
+		s := open(t, cfg, 0, ev)
+		ctx := context.Background()
+		if err := s.Store.Promote(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2000; i++ {
+			b := s.NewBatch()
+			b.Set([]byte(fmt.Sprint("k", i)), make([]byte, 1024))
+			if _, err := s.Commit(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Opening it again turns its WAL into a table.
+		if err := open(t, cfg, 1, ev).Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := diskrot.FlipTrailers(cfg.DataDir + "/wip"); err != nil {
+			t.Fatal(err)
+		}
+		s = open(t, cfg, 1, ev)
+		defer s.Close()
+		a, ok := ev.alarm("wip-set-aside")
+		if !ok || !a.Latched || a.Severity != "warning" || !strings.Contains(a.Text, cfg.DataDir+"/wip.corrupt-") || !strings.Contains(a.Text, ".sst") {
+			t.Fatalf("wip-set-aside alarm %+v (raised %v): want a latched warning naming the table and the set-aside store", a, ok)
+		}
+		if m, _ := filepath.Glob(cfg.DataDir + "/wip.corrupt-*/*.sst"); len(m) == 0 {
+			t.Fatal("no tables in the set-aside store")
+		}
+		r, rs := s.Replication()
+		if r.State != pair.ReplInconsistent || !strings.HasSuffix(rs.DataState, ", corrupt") || !strings.Contains(rs.Corruption, "met at open") {
+			t.Fatalf("after the set-aside: %v, data %q, corruption %q", r.State, rs.DataState, rs.Corruption)
+		}
+		if !slices.ContainsFunc(ev.last(10), func(e api.Event) bool { return strings.Contains(e.Text, "set aside at ") }) {
+			t.Fatalf("no set-aside event in %+v", ev.last(10))
+		}
+	})
 }

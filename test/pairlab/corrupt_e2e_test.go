@@ -158,3 +158,54 @@ func flipLargestTable(t *testing.T, dir string) string {
 	}
 	return path
 }
+
+// TestE2ECorruptAtOpen: the passive's store rots while its tandemd is
+// stopped, in the blocks that opening the store reads (a table's trailing
+// blocks). The restarted tandemd does not stop: it sets the store aside
+// with every file (wip-set-aside, which stands until acknowledged), starts
+// with a new, inconsistent store, resyncs from the active and reads the
+// result back clean. Then the active is killed and the passive takes over
+// with every acknowledged job.
+func TestE2ECorruptAtOpen(t *testing.T) {
+	e := newE2E(t)
+	a, b := e.pair.A, e.pair.B
+	acked := jobsInTables(t, e)
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(b.Dir, "data", "wip")
+	files, err := diskrot.FlipTrailers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flipped a trailing byte of %d tables", len(files))
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	st, err := b.WaitFor(ctx, "b set its store aside and resynced", func(s api.Status) bool {
+		return hasAlarm(s, "wip-set-aside") && s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Corruption == "" &&
+			!hasAlarm(s, "wip-corrupt") && strings.HasPrefix(s.Replication.DataState, "in-sync")
+	})
+	if err != nil {
+		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
+	}
+	for _, al := range st.Alarms {
+		if al.ID == "wip-set-aside" && !strings.Contains(al.Text, dir+".corrupt-") {
+			t.Errorf("wip-set-aside %q does not say where the store went", al.Text)
+		}
+	}
+	if m, _ := filepath.Glob(dir + ".corrupt-*/*.sst"); len(m) < len(files) {
+		t.Errorf("the set-aside store holds %d tables, want the %d flipped", len(m), len(files))
+	}
+	for _, want := range []string{"met corruption when it was opened", "snapshot complete", "corrupt store repaired"} {
+		if !strings.Contains(b.Log(), want) {
+			t.Errorf("b's log lacks %q", want)
+		}
+	}
+	if out, err := b.Ctl(e.ctx, "ack-alarm", "wip-set-aside"); err != nil {
+		t.Fatalf("tandemctl ack-alarm wip-set-aside: %v\n%s", err, out)
+	}
+	crashAndCheck(t, e, a, b, acked, 1500)
+}
