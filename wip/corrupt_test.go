@@ -395,17 +395,19 @@ func TestCorruptAtOpenSetsTheStoreAside(t *testing.T) {
 	}
 }
 
-// TestNewStoreOfAPairNodeIsInconsistent: a store created with
-// NewIsInconsistent (the daemon's, on a node whose pair state holds an
-// epoch: its store was moved away) is Inconsistent from the start and
-// across a restart, and not promotable, where one created without it is
-// an empty consistent store; an existing store is not marked.
-func TestNewStoreOfAPairNodeIsInconsistent(t *testing.T) {
-	o := Options{Mode: Async, NewIsInconsistent: true}
+// TestEmptyStoreOfAPairNodeIsInconsistent: with EmptyIsInconsistent (the
+// daemon's, on a node whose pair state holds an epoch: its store was
+// moved away) a new store is Inconsistent from the start and across a
+// restart, and not promotable, where one created without it is an empty
+// consistent store. An empty store created without it (a first Open cut
+// short before the mark) is marked at the next Open with it; a store that
+// holds a pair's history is not.
+func TestEmptyStoreOfAPairNodeIsInconsistent(t *testing.T) {
+	o := Options{Mode: Async, EmptyIsInconsistent: true}
 	dir := t.TempDir()
 	s := openT(t, dir, o)
 	if !s.Status().Inconsistent {
-		t.Fatal("a new store with NewIsInconsistent is consistent")
+		t.Fatal("a new store with EmptyIsInconsistent is consistent")
 	}
 	if err := s.Promote(context.Background(), 1, PeerGone()); !errors.Is(err, ErrNotPromotable) {
 		t.Fatalf("promote: %v, want ErrNotPromotable", err)
@@ -420,16 +422,24 @@ func TestNewStoreOfAPairNodeIsInconsistent(t *testing.T) {
 	dir = t.TempDir()
 	s = openT(t, dir, Options{Mode: Async})
 	if s.Status().Inconsistent {
-		t.Fatal("a new store without NewIsInconsistent is inconsistent")
+		t.Fatal("a new store without EmptyIsInconsistent is inconsistent")
 	}
+	_ = s.Close()
+	s = openT(t, dir, o)
+	if !s.Status().Inconsistent {
+		t.Fatal("an empty store opened again with EmptyIsInconsistent is consistent")
+	}
+	_ = s.Close()
+
+	dir = t.TempDir()
+	s = openT(t, dir, Options{Mode: Async})
 	if err := s.Promote(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
-	commitKV(t, s, "k", "v")
-	_ = s.Close()
+	_ = s.Close() // promoted, nothing committed: the history says epoch 1
 	s = openT(t, dir, o)
 	defer s.Close()
 	if s.Status().Inconsistent {
-		t.Fatal("NewIsInconsistent marked an existing store")
+		t.Fatal("EmptyIsInconsistent marked a store that holds a pair's history")
 	}
 }

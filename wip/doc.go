@@ -108,9 +108,10 @@
 //     place and reports it corrupt ("met at open", naming where the old
 //     one went) until a snapshot has repaired it as above (EventSetAside,
 //     then EventCorrupt). One set-aside store is kept: with one there,
-//     Open fails. Options.NewIsInconsistent makes any store Open creates
-//     Inconsistent: on a node that has been in a pair, an empty store is
-//     not a promotable one.
+//     Open fails. Options.EmptyIsInconsistent makes Open mark a store that
+//     holds nothing of a pair (no epoch history, LSN 0) Inconsistent: on
+//     a node that has been in a pair, an empty store is not a promotable
+//     one.
 //   - Every rejected frame or handshake is counted (Status.Counters) and
 //     reported with its reason as EventRejected (EventModeMismatch for a
 //     mode refusal), and nothing of it is applied. It is logged with its

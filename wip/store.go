@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc64"
-	iofs "io/fs"
 	"net"
 	"strings"
 	"sync"
@@ -146,13 +145,14 @@ type Options struct {
 	// naming both (a second corruption at open is the disk's, or needs
 	// the operator's eyes).
 	SetAsideCorrupt bool
-	// NewIsInconsistent marks a store that Open creates (dir holds none)
-	// Inconsistent: it holds none of the pair's data and is not
-	// promotable until it has received a snapshot. The daemon sets it on
-	// a node that has been in a pair (its pair state holds an epoch), so
-	// that a store moved away by hand cannot come back as an empty but
-	// promotable one.
-	NewIsInconsistent bool
+	// EmptyIsInconsistent marks a store that holds nothing of a pair (no
+	// epoch history and LSN 0: never promoted, never replicated to; a new
+	// one, say) Inconsistent when Open opens it: it is not promotable
+	// until it has received a snapshot. The daemon sets it on a node that
+	// has been in a pair (its pair state holds an epoch), so that a store
+	// moved away by hand cannot come back as an empty but promotable one,
+	// even if a crash cut the first Open of the new store short.
+	EmptyIsInconsistent bool
 
 	// testSnapChunk, when set, is called by a receiving secondary after each
 	// snapshot chunk is applied; an error interrupts the snapshot there.
@@ -535,7 +535,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if po.Logger == nil {
 		po.Logger = pebbleLogger{o.Logger.Named("pebble").Sugar()}
 	}
-	s, err := openDB(dir, o, po, o.NewIsInconsistent)
+	s, err := openDB(dir, o, po, o.EmptyIsInconsistent)
 	if err != nil && o.SetAsideCorrupt && isCorrupt(err) {
 		met := plainCorruption(err).Error()
 		aside, aerr := setAside(o.FS, dir, o.Clock.Now())
@@ -575,19 +575,9 @@ func Open(dir string, o Options) (*Store, error) {
 }
 
 // openDB opens pebble in dir with po and loads the store's state. A store
-// that it creates (dir holds none) is marked Inconsistent when
-// inconsistentIfNew.
-func openDB(dir string, o Options, po *pebble.Options, inconsistentIfNew bool) (*Store, error) {
-	exists := false
-	if _, err := po.FS.Stat(dir); err == nil {
-		desc, err := pebble.Peek(dir, po.FS)
-		if err != nil {
-			return nil, fmt.Errorf("wip: open %s: %w", dir, err)
-		}
-		exists = desc.Exists
-	} else if !errors.Is(err, iofs.ErrNotExist) {
-		return nil, fmt.Errorf("wip: open %s: %w", dir, err)
-	}
+// that holds nothing of a pair is marked Inconsistent when
+// inconsistentIfEmpty (Options.EmptyIsInconsistent).
+func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool) (*Store, error) {
 	po = po.Clone()
 	// Corruption is reported to the store, which goes on (corrupt.go);
 	// pebble's default listener would end the process through Fatalf.
@@ -616,13 +606,13 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfNew bool) (
 		_ = db.Close()
 		return nil, fmt.Errorf("wip: open %s: %w", dir, err)
 	}
-	if !exists && inconsistentIfNew && !s.inconsistent {
+	if inconsistentIfEmpty && len(s.history) == 0 && s.lsn == 0 && !s.inconsistent {
 		if err := s.setFlag(keyInconsistent, true); err != nil {
 			_ = db.Close()
-			return nil, fmt.Errorf("wip: open %s: marking the new store inconsistent: %w", dir, err)
+			return nil, fmt.Errorf("wip: open %s: marking the empty store inconsistent: %w", dir, err)
 		}
 		s.inconsistent = true
-		o.Logger.Warn("a new WIP store on a node that has been in a pair: inconsistent, not promotable until it receives a snapshot", zap.String("dir", dir))
+		o.Logger.Warn("an empty WIP store on a node that has been in a pair: inconsistent, not promotable until it receives a snapshot", zap.String("dir", dir))
 	}
 	return s, nil
 }

@@ -28,23 +28,24 @@ type wipStore struct {
 	mode string
 }
 
-// openStore opens data-dir/wip. pairEpoch is the pair state's epoch: a
-// node that has been in a pair (> 0) and finds no store (moved away by
-// the operator) creates an Inconsistent one, which receives the active's
-// data before it can be promoted, instead of an empty promotable one. A
+// openStore opens data-dir/wip. pairEpoch is the pair state's epoch: on a
+// node that has been in a pair (> 0), a store that holds nothing of it
+// (moved away by the operator, a new one) is Inconsistent, and receives
+// the active's data before it can be promoted, instead of being an empty
+// promotable one. A
 // store that pebble cannot open for corruption is set aside beside it and
 // replaced the same way (wip.Options.SetAsideCorrupt); the wip-set-aside
 // alarm says where it went.
 func openStore(cfg *config.Config, key []byte, self uint8, pairEpoch uint64, clk clock.Clock, log *zap.Logger, gate *goAloneGate, events func(wip.Event)) (*wipStore, error) {
 	o := wip.Options{
 		Clock: clk, Logger: log, NodeID: self, PairKey: key,
-		PeerAckTimeout:    cfg.Replication.PeerAckTimeout.D(),
-		RetainBytes:       cfg.Replication.RetainBytes,
-		RetainAge:         cfg.Replication.RetainAge.D(),
-		MayGoAlone:        gate.check,
-		Events:            events,
-		SetAsideCorrupt:   true,
-		NewIsInconsistent: pairEpoch > 0,
+		PeerAckTimeout:      cfg.Replication.PeerAckTimeout.D(),
+		RetainBytes:         cfg.Replication.RetainBytes,
+		RetainAge:           cfg.Replication.RetainAge.D(),
+		MayGoAlone:          gate.check,
+		Events:              events,
+		SetAsideCorrupt:     true,
+		EmptyIsInconsistent: pairEpoch > 0,
 	}
 	if nl, np := len(cfg.Replication.Listen), len(cfg.Replication.Peers); nl != np {
 		// Not an error: a configuration written before listen took a list
