@@ -165,6 +165,7 @@ type corruptionError struct {
 }
 
 func (e *corruptionError) Error() string { return e.desc }
+func (e *corruptionError) Unwrap() error { return e.err }
 
 // plainCorruption returns err as a corruptionError if it is pebble's data
 // corruption error, and err itself otherwise: every read the store serves
@@ -176,7 +177,6 @@ func plainCorruption(err error) error {
 	}
 	return err
 }
-func (e *corruptionError) Unwrap() error { return e.err }
 
 // verifyRepair runs after a snapshot completed on a store that reported
 // corruption: pebble reads every key of every level back (CheckLevels

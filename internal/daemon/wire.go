@@ -32,10 +32,9 @@ type wipStore struct {
 // node that has been in a pair (> 0), a store that holds nothing of it
 // (moved away by the operator, a new one) is Inconsistent, and receives
 // the active's data before it can be promoted, instead of being an empty
-// promotable one. A
-// store that pebble cannot open for corruption is set aside beside it and
-// replaced the same way (wip.Options.SetAsideCorrupt); the wip-set-aside
-// alarm says where it went.
+// promotable one. A store that pebble cannot open for corruption is set
+// aside beside it and replaced the same way (wip.Options.SetAsideCorrupt);
+// the wip-set-aside alarm says where it went.
 func openStore(cfg *config.Config, key []byte, self uint8, pairEpoch uint64, clk clock.Clock, log *zap.Logger, gate *goAloneGate, events func(wip.Event)) (*wipStore, error) {
 	o := wip.Options{
 		Clock: clk, Logger: log, NodeID: self, PairKey: key,
