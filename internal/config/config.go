@@ -105,6 +105,10 @@ type Replication struct {
 	// VerifyEvery is how often the passive reads its whole WIP store back
 	// to find bad blocks before a failover needs them (0: never).
 	VerifyEvery *Duration `yaml:"verify-every"`
+	// MaxUnackedGroups is how many locally durable commit groups of a
+	// sync-mode active may wait for the passive's ack before the next
+	// group is held back (0: DefaultMaxUnackedGroups).
+	MaxUnackedGroups int `yaml:"max-unacked-groups"`
 }
 
 // VIP is the group of virtual addresses the active owns.
@@ -222,7 +226,14 @@ const (
 	DefaultPurgeEvery    = Duration(10 * time.Minute)
 	DefaultBackupEvery   = Duration(time.Hour)
 	DefaultVerifyEvery   = Duration(24 * time.Hour)
-	DefaultBackupKeep    = 24
+	// DefaultMaxUnackedGroups: the next group is committed and sent while
+	// the previous one waits for the peer (docs/benchmarks.md, "A bounded
+	// sync pipeline").
+	DefaultMaxUnackedGroups = 2
+	// MaxMaxUnackedGroups bounds replication.max-unacked-groups: more
+	// groups in flight are more fsyncs of smaller groups on both nodes.
+	MaxMaxUnackedGroups = 64
+	DefaultBackupKeep   = 24
 )
 
 func (c *Config) applyDefaults() {
@@ -243,6 +254,9 @@ func (c *Config) applyDefaults() {
 	if c.Replication.VerifyEvery == nil {
 		d := DefaultVerifyEvery
 		c.Replication.VerifyEvery = &d
+	}
+	if c.Replication.MaxUnackedGroups == 0 {
+		c.Replication.MaxUnackedGroups = DefaultMaxUnackedGroups
 	}
 	if c.VIP.GARP.Repeats == nil {
 		n := DefaultGARPRepeats
@@ -384,6 +398,9 @@ func (c *Config) check() error {
 		p.add("replication.verify-every", "must not be negative (0: never)")
 	} else if v > 0 && v < Duration(time.Minute) {
 		p.add("replication.verify-every", "%s: want at least 1m (0: never); each run reads the whole store", time.Duration(v))
+	}
+	if n := r.MaxUnackedGroups; n < 1 || n > MaxMaxUnackedGroups {
+		p.add("replication.max-unacked-groups", "%d: want 1 to %d", n, MaxMaxUnackedGroups)
 	}
 
 	v := c.VIP

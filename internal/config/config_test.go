@@ -54,6 +54,9 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if *c.Replication.VerifyEvery != DefaultVerifyEvery {
 		t.Errorf("verify-every default = %v", *c.Replication.VerifyEvery)
 	}
+	if c.Replication.MaxUnackedGroups != DefaultMaxUnackedGroups {
+		t.Errorf("max-unacked-groups default = %d", c.Replication.MaxUnackedGroups)
+	}
 	if c.Backup.Dir != "" || *c.Backup.Every != DefaultBackupEvery || c.Backup.Keep != DefaultBackupKeep {
 		t.Errorf("backup defaults = %+v", c.Backup)
 	}
@@ -96,6 +99,8 @@ func TestBadInputsNameFieldAndLine(t *testing.T) {
 		{"bad mode", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  mode: semi", []string{"bad.yaml:13: replication.mode: \"semi\": want sync or async"}},
 		{"verify too often", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  verify-every: 5s", []string{"bad.yaml:13: replication.verify-every: 5s: want at least 1m (0: never)"}},
 		{"negative verify", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  verify-every: -1h", []string{"bad.yaml:13: replication.verify-every: must not be negative"}},
+		{"pipeline too deep", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  max-unacked-groups: 65", []string{"bad.yaml:13: replication.max-unacked-groups: 65: want 1 to 64"}},
+		{"negative pipeline", "  peers: [198.51.100.2:7101]", "  peers: [198.51.100.2:7101]\n  max-unacked-groups: -1", []string{"bad.yaml:13: replication.max-unacked-groups: -1: want 1 to 64"}},
 		{"duplicate vip", "[192.0.2.10/24, 2001:db8:0:1::10/64]", "[192.0.2.10/24, 192.0.2.10/24]", []string{"vip.addresses[1]: 192.0.2.10 listed twice"}},
 		{"family mismatch", "peer: 198.51.100.2}", "peer: 2001:db8::2}", []string{"bad.yaml:8: paths[0].peer: address family differs"}},
 		{"no gateways", "tie-breaker:\n  gateways: [192.0.2.1]\n", "", []string{"tie-breaker.gateways: at least one gateway"}},

@@ -41,6 +41,7 @@ func openStore(cfg *config.Config, key []byte, self uint8, pairEpoch uint64, clk
 		PeerAckTimeout:      cfg.Replication.PeerAckTimeout.D(),
 		RetainBytes:         cfg.Replication.RetainBytes,
 		RetainAge:           cfg.Replication.RetainAge.D(),
+		MaxUnackedGroups:    cfg.Replication.MaxUnackedGroups,
 		MayGoAlone:          gate.check,
 		Events:              events,
 		SetAsideCorrupt:     true,
