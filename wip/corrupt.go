@@ -1,13 +1,18 @@
 package wip
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // corruptWatch holds what pebble reported of on-disk corruption (a block
@@ -153,6 +158,61 @@ func (s *Store) Verify() (points int64, err error) {
 		return st.NumPoints, fmt.Errorf("wip: verify: %w", plainCorruption(err))
 	}
 	return st.NumPoints, nil
+}
+
+// Scrub reads every live key and value of the store, in key order, at
+// about rate bytes of keys and values per second (0: as fast as it can):
+// the primary's read-back, where Verify would compete with the commits at
+// full speed. Pebble checks each block's checksum as it loads it, so a bad
+// block among those that hold live data is found and reported
+// (Status.Corruption, EventCorrupt) as by any read, and returned. It reads
+// in chunks of scrubChunk bytes, each through its own iterator, so that a
+// slow scrub keeps no file from compaction's deletion for longer than a
+// chunk. It returns the number of keys read; ctx ends it early.
+func (s *Store) Scrub(ctx context.Context, rate int64) (keys int64, err error) {
+	var from []byte
+	for {
+		start := s.clk.Now()
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: from})
+		if err != nil {
+			return keys, fmt.Errorf("wip: scrub: %w", plainCorruption(err))
+		}
+		var n int64
+		more := false
+		for valid := it.First(); valid; valid = it.Next() {
+			keys++
+			n += int64(len(it.Key()) + len(it.Value()))
+			if n >= scrubChunk {
+				from, more = append(bytes.Clone(it.Key()), 0), true // the next key
+				break
+			}
+		}
+		if err := it.Close(); err != nil {
+			return keys, fmt.Errorf("wip: scrub: %w", plainCorruption(err))
+		}
+		if !more {
+			return keys, nil
+		}
+		if err := clock.Sleep(ctx, s.clk, scrubPause(n, rate, s.clk.Since(start))); err != nil {
+			return keys, err
+		}
+		if err := ctx.Err(); err != nil {
+			return keys, err
+		}
+	}
+}
+
+// scrubChunk is how many bytes of keys and values one iterator of Scrub
+// reads.
+const scrubChunk = 1 << 20
+
+// scrubPause is how long Scrub waits after reading n bytes in took to hold
+// rate bytes per second (0: no limit).
+func scrubPause(n, rate int64, took time.Duration) time.Duration {
+	if rate <= 0 {
+		return 0
+	}
+	return max(time.Duration(float64(n)/float64(rate)*float64(time.Second))-took, 0)
 }
 
 // corruptionError is pebble's corruption error, said as Status.Corruption

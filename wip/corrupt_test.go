@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/zap"
@@ -441,5 +442,77 @@ func TestEmptyStoreOfAPairNodeIsInconsistent(t *testing.T) {
 	defer s.Close()
 	if s.Status().Inconsistent {
 		t.Fatal("EmptyIsInconsistent marked a store that holds a pair's history")
+	}
+}
+
+// TestScrubReadsEveryKeyAndFindsABadBlock: Scrub, the primary's throttled
+// read-back, reads every live key once across its chunks (as many as one
+// iterator over the whole store sees), and on a store with a rotten block
+// of user keys it fails naming the file plainly, reports the corruption,
+// and the store stays primary.
+func TestScrubReadsEveryKeyAndFindsABadBlock(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Mode: Async}
+	s := openT(t, dir, o)
+	if err := s.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000 // 3 MB of values: several scrubChunks
+	fillAlone(t, s, n, 1<<10)
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all int64
+	for v := it.First(); v; v = it.Next() {
+		all++
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.Scrub(context.Background(), 0)
+	if err != nil || keys != all || keys < n {
+		t.Fatalf("scrub of a clean store: %d keys, %v; want %d (at least %d) and no error", keys, err, all, n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Scrub(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("scrub with an ended context: %v", err)
+	}
+
+	// The primary keeps its log window: l/ records make the first half of
+	// the table, user keys the second.
+	file := corruptLargestTable(t, s, dir, 0.8)
+	var ev eventsSeen
+	o.Events = ev.add
+	s = openT(t, dir, o)
+	defer s.Close()
+	if err := s.Promote(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Scrub(context.Background(), 0)
+	if !pebble.IsCorruptionError(err) || !strings.Contains(err.Error(), filepath.Base(file)) || strings.Contains(err.Error(), "carrier") {
+		t.Fatalf("scrub of a corrupt store: %v, want a corruption error naming %s plainly", err, file)
+	}
+	waitFor(t, "the corruption reported", func() bool { return len(ev.of(EventCorrupt)) > 0 })
+	if st := s.Status(); st.Role != Primary || !strings.Contains(st.Corruption, filepath.Base(file)) {
+		t.Fatalf("after the scrub: role %v, corruption %q", st.Role, st.Corruption)
+	}
+}
+
+func TestScrubPause(t *testing.T) {
+	for _, c := range []struct {
+		n, rate int64
+		took    time.Duration
+		want    time.Duration
+	}{
+		{1 << 20, 0, 0, 0},                       // no limit
+		{1 << 20, 16 << 20, 0, time.Second / 16}, // a sixteenth of the second's budget
+		{1 << 20, 16 << 20, 50 * time.Millisecond, 12500 * time.Microsecond}, // less what the read took
+		{1 << 20, 16 << 20, time.Second, 0},                                  // a slow read: no pause
+	} {
+		if got := scrubPause(c.n, c.rate, c.took); got != c.want {
+			t.Errorf("scrubPause(%d, %d, %v) = %v, want %v", c.n, c.rate, c.took, got, c.want)
+		}
 	}
 }

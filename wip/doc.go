@@ -100,8 +100,11 @@
 //     repair that fails is reported and not retried: the operator moves
 //     the store away. A primary stays primary, as its store may be the
 //     only copy and commits read no old file; demoted (the daemon hands
-//     the role to an in-sync peer), it resyncs as a secondary. Corruption
-//     met by Open itself (the meta keys, the log window) fails Open with
+//     the role to an in-sync peer), it resyncs as a secondary. Pebble reads
+//     a block only when something needs it: Verify reads every block of
+//     every level at full speed (the passive's read-back), Scrub every
+//     live key at a given rate (the primary's, beside its commits).
+//     Corruption met by Open itself (the meta keys, the log window) fails Open with
 //     pebble's error naming the file, unless Options.SetAsideCorrupt: then
 //     Open renames the store to dir.corrupt-<time> with every file (the
 //     quarantine files come back), opens a new store Inconsistent in its

@@ -17,7 +17,7 @@ import (
 // each a JSON job record and 4 checkpoints of about 500 bytes (about 60
 // MB). get reads one random job's record; checkpoints scans one random
 // job's checkpoints; jobs scans every job record; verify reads the whole
-// store back (Store.Verify). The data block size
+// store back (Store.Verify), scrub its live keys (Store.Scrub, unthrottled). The data block size
 // (defaultPebbleOptions) is what moves these: a point read decompresses
 // one whole block.
 func BenchmarkReadFromTables(b *testing.B) {
@@ -78,6 +78,17 @@ func BenchmarkReadFromTables(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			if n, err := s.Verify(); err != nil || n < jobs*(1+steps) {
 				b.Fatalf("verify: %v, %d points", err, n)
+			}
+		}
+	})
+	// scrub is the active's read-back (Store.Scrub) without its rate
+	// limit: every live key through 1 MiB chunks of iteration. Its rate
+	// is per byte of the store's files too, for comparison with verify.
+	b.Run("scrub", func(b *testing.B) {
+		b.SetBytes(int64(s.db.Metrics().DiskSpaceUsage()))
+		for i := 0; i < b.N; i++ {
+			if n, err := s.Scrub(ctx, 0); err != nil || n < jobs*(1+steps) {
+				b.Fatalf("scrub: %v, %d keys", err, n)
 			}
 		}
 	})
