@@ -305,6 +305,10 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		passive: func() bool {
 			ps := d.status.Load()
 			return ps != nil && ps.Role == pair.RolePassive && ps.Substate != "inconsistent"
+		},
+		active: func() bool {
+			ps := d.status.Load()
+			return ps != nil && ps.Role == pair.RoleActive
 		}}
 	wg.Add(1)
 	go func() { defer wg.Done(); vj.run(runCtx) }()

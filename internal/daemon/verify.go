@@ -18,46 +18,82 @@ import (
 // verify-every still verifies.
 const verifyFirstAfter = 10 * time.Minute
 
-// verifyJob reads the WIP store back, every block of every level
-// (wip.Store.Verify): on the passive, once every `every`
+// activeScrubRate bounds the active's scheduled read-back, in bytes of
+// keys and values per second: a 1 GiB store in about a minute, beside the
+// commits.
+const activeScrubRate = 16 << 20
+
+// verifyJob reads the WIP store back once every `every`
 // (replication.verify-every), and on any node when the operator asks
 // (tandemctl verify). Pebble reads a block only when something needs it,
-// so without this a bad block on the passive lies unseen until a failover
-// resumes the jobs whose state it holds. Corruption found is reported by
-// the store itself (the wip-corrupt alarm; a passive resyncs by snapshot,
-// an active hands over to an in-sync passive); the job records each run
-// in the event log. The schedule runs only on a passive whose store is
-// consistent: on the active the read competes with the commits, and its
-// corruption is met by its own reads and compactions. One read-back at a
-// time. Run owns the schedule: run ends with ctx.
+// so without this a bad block lies unseen until a failover resumes the
+// jobs whose state it holds (on the passive) or until the active's store
+// is the only copy (the passive lost). On a passive whose store is
+// consistent, and on the operator's request, it reads every block of
+// every level at full speed (wip.Store.Verify); on the active it reads
+// every live key at activeScrubRate (wip.Store.Scrub), so as not to
+// compete with the commits. Corruption found is reported by the store
+// itself (the wip-corrupt alarm; a passive resyncs by snapshot, an active
+// hands over to an in-sync passive); the job records each run in the
+// event log. One Verify at a time. Run owns the schedule: run ends with
+// ctx, which also ends a scrub.
 type verifyJob struct {
-	every   time.Duration
-	store   interface{ Verify() (int64, error) }
+	every time.Duration
+	store interface {
+		Verify() (int64, error)
+		Scrub(ctx context.Context, rate int64) (int64, error)
+	}
 	clk     clock.Clock
 	log     *zap.Logger
 	ev      *eventLog
-	passive func() bool
+	passive func() bool // a passive whose store is consistent
+	active  func() bool
 
-	mu sync.Mutex // one read-back at a time
+	mu  sync.Mutex      // one Verify at a time
+	ctx context.Context // run's: ends a scrub
 }
 
 func (v *verifyJob) run(ctx context.Context) {
 	if v.every <= 0 {
 		return
 	}
+	v.ctx = ctx
 	clock.Loop(ctx, v.clk, min(v.every, verifyFirstAfter), v.once)
 }
 
-// once verifies if this node is a consistent passive, and returns the
-// delay to the next turn: verify-every after a run, at most a minute
-// while the node is not passive (so a node that becomes passive is
-// verified soon after).
+// once reads the store back if this node is a consistent passive or the
+// active, and returns the delay to the next turn: verify-every after a
+// run, at most a minute while the node is neither (so a node that becomes
+// one is read soon after).
 func (v *verifyJob) once(time.Time) time.Duration {
-	if !v.passive() {
+	switch {
+	case v.passive():
+		v.verify("scheduled")
+	case v.active():
+		v.scrub()
+	default:
 		return min(v.every, time.Minute)
 	}
-	v.verify("scheduled")
 	return v.every
+}
+
+// scrub reads the active's store back at activeScrubRate and records the
+// outcome.
+func (v *verifyJob) scrub() {
+	const why = "scheduled, active"
+	start := v.clk.Now()
+	keys, err := v.store.Scrub(v.ctx, activeScrubRate)
+	took := v.clk.Since(start).Round(time.Millisecond)
+	switch {
+	case v.ctx.Err() != nil:
+		return // stopping
+	case err != nil:
+		v.log.Error("WIP store read-back found a fault", zap.String("why", why), zap.Int64("keys", keys), zap.Duration("took", took), zap.Error(err))
+		v.ev.add(start, "replication", fmt.Sprintf("store read-back (%s) failed (%v): %v", why, took, err))
+	default:
+		v.log.Info("WIP store read back: no corruption", zap.String("why", why), zap.Int64("keys", keys), zap.Duration("took", took))
+		v.ev.add(start, "replication", fmt.Sprintf("store read back (%s): %d keys, no corruption (%v)", why, keys, took))
+	}
 }
 
 // verify reads the store back and records the outcome.
