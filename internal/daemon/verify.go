@@ -80,20 +80,12 @@ func (v *verifyJob) once(time.Time) time.Duration {
 // scrub reads the active's store back at activeScrubRate and records the
 // outcome.
 func (v *verifyJob) scrub() {
-	const why = "scheduled, active"
 	start := v.clk.Now()
 	keys, err := v.store.Scrub(v.ctx, activeScrubRate)
-	took := v.clk.Since(start).Round(time.Millisecond)
-	switch {
-	case v.ctx.Err() != nil:
+	if v.ctx.Err() != nil {
 		return // stopping
-	case err != nil:
-		v.log.Error("WIP store read-back found a fault", zap.String("why", why), zap.Int64("keys", keys), zap.Duration("took", took), zap.Error(err))
-		v.ev.add(start, "replication", fmt.Sprintf("store read-back (%s) failed (%v): %v", why, took, err))
-	default:
-		v.log.Info("WIP store read back: no corruption", zap.String("why", why), zap.Int64("keys", keys), zap.Duration("took", took))
-		v.ev.add(start, "replication", fmt.Sprintf("store read back (%s): %d keys, no corruption (%v)", why, keys, took))
 	}
+	v.record("scheduled, active", start, keys, err)
 }
 
 // verify reads the store back and records the outcome.
@@ -102,6 +94,12 @@ func (v *verifyJob) verify(why string) api.VerifyResult {
 	defer v.mu.Unlock()
 	start := v.clk.Now()
 	keys, err := v.store.Verify()
+	return v.record(why, start, keys, err)
+}
+
+// record logs a read-back that began at start and puts it in the event
+// log.
+func (v *verifyJob) record(why string, start time.Time, keys int64, err error) api.VerifyResult {
 	r := api.VerifyResult{Keys: keys, Took: v.clk.Since(start).Round(time.Millisecond)}
 	if err != nil {
 		r.Fault = err.Error()
