@@ -128,12 +128,8 @@ func (m *Manual) Jump(d time.Duration) {
 	if d < 0 {
 		panic("clock: Jump with negative duration")
 	}
-	m.mu.Lock()
-	m.now = m.now.Add(d)
-	end := m.now
-	m.mu.Unlock()
-	for m.fireNext(end) {
-	}
+	m.Set(m.Now().Add(d))
+	m.Advance(0) // fires what is overdue, at the new time
 }
 
 // Set moves the clock to t without firing anything that falls due in

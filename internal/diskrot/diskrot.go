@@ -21,7 +21,21 @@ const MinTable = 64 << 10
 // keys. The store may be running: pebble reads the file again on the
 // next read of that block that its cache does not serve.
 func FlipLargestTable(dir string, frac float64) (string, error) {
-	return flip(dir, func(size int64) int64 { return int64(frac * float64(size)) })
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		return "", err
+	}
+	var path string
+	var size int64
+	for _, p := range ssts {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > size {
+			path, size = p, fi.Size()
+		}
+	}
+	if size < MinTable {
+		return "", fmt.Errorf("diskrot: largest sstable in %s is %q, %d bytes: too small to hit a data block", dir, path, size)
+	}
+	return path, flipAt(path, int64(frac*float64(size)))
 }
 
 // TrailerOffset is how far before its end FlipTrailers hits a table:
@@ -58,24 +72,6 @@ func FlipTrailers(dir string) ([]string, error) {
 		return nil, fmt.Errorf("diskrot: no sstable of %d bytes or more in %s", minTrailerTable, dir)
 	}
 	return hit, nil
-}
-
-func flip(dir string, at func(size int64) int64) (string, error) {
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if err != nil {
-		return "", err
-	}
-	var path string
-	var size int64
-	for _, p := range ssts {
-		if fi, err := os.Stat(p); err == nil && fi.Size() > size {
-			path, size = p, fi.Size()
-		}
-	}
-	if size < MinTable {
-		return "", fmt.Errorf("diskrot: largest sstable in %s is %q, %d bytes: too small to hit a data block", dir, path, size)
-	}
-	return path, flipAt(path, at(size))
 }
 
 // flipAt inverts the byte at off of the file at path, durably.
