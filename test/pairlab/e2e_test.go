@@ -123,11 +123,28 @@ func newE2EPair(t *testing.T, o Options) *e2e {
 		p.Close()
 		if t.Failed() {
 			for _, n := range []*Node{p.A, p.B} {
+				// The tail shows how it ended; the notable lines how it
+				// got there (a role change early in the run is long
+				// out of the tail by the time a check fails).
+				t.Logf("--- %s's notable lines (roles, notices, warnings; last 40):\n%s", n.Name, tailLines(notableLines(n.Log()), 40))
 				t.Logf("--- %s's log (tail):\n%s", n.Name, tailLines(n.Log(), 60))
 			}
 		}
 	})
 	return e
+}
+
+// notableLines keeps the log lines a post-mortem starts from: role
+// changes, the machine's notices and everything at warn level or above.
+func notableLines(log string) string {
+	var b strings.Builder
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, `"msg":"role"`) || strings.Contains(line, `"msg":"notice"`) ||
+			strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 func tailLines(s string, n int) string {
