@@ -10,9 +10,11 @@ type EventKind uint8
 
 // Event kinds.
 const (
-	// PeerAlive: a valid heartbeat arrived while the peer was not alive, or
-	// the peer's payload changed. Event.Payload is the latest payload,
-	// Event.Path the path it came on.
+	// PeerAlive: the first valid heartbeat of a new round (one per
+	// Interval, and one per urgent send), or any valid heartbeat while the
+	// peer was not alive. It is reported whether or not the payload
+	// changed: the reader counts the peer's silence from it. Event.Payload
+	// is the latest payload, Event.Path the path it came on.
 	PeerAlive EventKind = iota + 1
 	// PeerSilent: no valid heartbeat on any path for DeadAfter (or none at
 	// all within DeadAfter of Run's start). Event.LastSeen is the last
@@ -278,7 +280,11 @@ func (d *detector) accept(i int, f *frame, now time.Time, evs []Event) ([]Event,
 	}
 	d.lastSeen = now
 	if f.Round >= d.lastRound {
-		if f.Round > d.lastRound && f.Payload != d.lastPayload {
+		if f.Round > d.lastRound {
+			// Every new round is reported, changed or not: a PeerAlive is
+			// how the reader hears the peer now (the state machine's
+			// silence and the active's lease count from it). Only the
+			// same round on the other paths adds nothing.
 			d.emitted = false
 		}
 		d.lastRound, d.lastPayload = f.Round, f.Payload

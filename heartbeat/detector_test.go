@@ -76,13 +76,17 @@ func TestDetectorSilentWhenNoPathHearsThePeer(t *testing.T) {
 		h.hb(1, 7, p)
 		h.advance(100 * time.Millisecond)
 	}
-	h.expect("0s path-up path=ha1", "0s peer-alive path=ha1 epoch=3 role=1 committed=0 applied=0 health=0x0 handover=0/0", "0s path-up path=lan")
+	// One peer-alive per round, on the path that brought it first.
+	alive := func(at, path string) string {
+		return at + " peer-alive path=" + path + " epoch=3 role=1 committed=0 applied=0 health=0x0 handover=0/0"
+	}
+	h.expect("0s path-up path=ha1", alive("0s", "ha1"), "0s path-up path=lan", alive("100ms", "ha1"), alive("200ms", "ha1"))
 	// ha1 is cut: lan keeps the peer alive, ha1 goes down after 300 ms.
 	for i := 0; i < 5; i++ {
 		h.hb(1, 7, p)
 		h.advance(100 * time.Millisecond)
 	}
-	h.expect("500ms path-down path=ha1")
+	h.expect(alive("300ms", "lan"), alive("400ms", "lan"), "500ms path-down path=ha1", alive("500ms", "lan"), alive("600ms", "lan"), alive("700ms", "lan"))
 	// Everything is cut at 800 ms: the last datagram was at 700 ms.
 	h.advance(time.Second)
 	h.expect("1s path-down path=lan", "1s peer-silent")
@@ -99,14 +103,30 @@ func TestDetectorSilentAtStartWhenNothingArrives(t *testing.T) {
 	h.expect("1s path-up path=ha1", "1s peer-alive path=ha1 epoch=0 role=0 committed=0 applied=0 health=0x0 handover=0/0")
 }
 
-func TestDetectorPayloadChangeIsReportedOnce(t *testing.T) {
+// TestDetectorReportsEveryRoundOnce: each new round is a peer-alive,
+// changed or not (the state machine counts the peer's silence from it); the
+// same round on another path, or an older round arriving late, is not.
+func TestDetectorReportsEveryRoundOnce(t *testing.T) {
 	h := newDetHarness(t, time.Second, time.Second, "ha1", "ha2")
 	h.hb(0, 1, Payload{Epoch: 1})
 	h.hb(1, 1, Payload{Epoch: 1})
 	h.expect("0s path-up path=ha1", "0s peer-alive path=ha1 epoch=1 role=0 committed=0 applied=0 health=0x0 handover=0/0", "0s path-up path=ha2")
+	h.advance(100 * time.Millisecond)
+	h.hb(0, 1, Payload{Epoch: 1}) // round 2, unchanged
+	h.hb(1, 1, Payload{Epoch: 1}) // round 2 again on ha2: nothing new
+	h.expect("100ms peer-alive path=ha1 epoch=1 role=0 committed=0 applied=0 health=0x0 handover=0/0")
+	h.advance(100 * time.Millisecond)
+	h.hb(1, 1, Payload{Epoch: 1, CommittedLSN: 5}) // round 3 first on ha2
 	h.hb(0, 1, Payload{Epoch: 1, CommittedLSN: 5})
-	h.hb(1, 1, Payload{Epoch: 1, CommittedLSN: 5}) // same payload, other path: nothing new
-	h.expect("0s peer-alive path=ha1 epoch=1 role=0 committed=5 applied=0 health=0x0 handover=0/0")
+	h.expect("200ms peer-alive path=ha2 epoch=1 role=0 committed=5 applied=0 health=0x0 handover=0/0")
+	// ha1 lags: its round 4 comes after ha2's round 5 and is not
+	// reported (nor does it step the payload back: see
+	// TestDetectorOlderRoundOnASlowPathIsNotNews).
+	h.seq[1]++
+	h.hb(1, 1, Payload{Epoch: 1, CommittedLSN: 7}) // round 5
+	h.seq[0] = 3
+	h.hb(0, 1, Payload{Epoch: 1, CommittedLSN: 6}) // round 4, late
+	h.expect("200ms peer-alive path=ha2 epoch=1 role=0 committed=7 applied=0 health=0x0 handover=0/0")
 }
 
 // TestUnauthenticatedOrReplayedHeartbeatNeverChangesAVerdict replays every

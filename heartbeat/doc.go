@@ -10,6 +10,14 @@
 //     PeerRestarted, in order, on Events, and BootRaised when it raised
 //     its own boot id past the one the peer last accepted (see Freshness).
 //
+//   - PeerAlive comes once per round the peer sends (the first datagram
+//     of the round, on whichever path it arrives), whether or not the
+//     payload changed. The pair state machine counts the peer's silence,
+//     and the active its lease, from the last PeerAlive; reporting only
+//     payload changes left both running on stale hearings in an idle
+//     pair (up to 250 ms at a 100 ms interval) and the active leaning on
+//     its tie-breaker for the lease.
+//
 //   - The peer is silent when no valid heartbeat arrived on ANY path for
 //     Config.DeadAfter (or none at all within DeadAfter of Run's start). A
 //     single path that falls silent for Config.PathDeadAfter (default

@@ -141,6 +141,34 @@ func TestPeersOverLoopbackAliveThenSilent(t *testing.T) {
 	}
 }
 
+// TestSteadyPeerIsHeardEveryRound: a peer whose payload does not change
+// is still reported round after round (over real sockets); the state
+// machine counts the peer's silence, and the active its lease, from these.
+// Reporting only changes left an idle pair's machines 250 ms behind a
+// peer that sent every 100 ms.
+func TestSteadyPeerIsHeardEveryRound(t *testing.T) {
+	ca, cb, pa, pb := udpPair(t, 2)
+	a := newWithConns(testConfig(t, 1, pa, clock.Real()), ca)
+	b := newWithConns(testConfig(t, 2, pb, clock.Real()), cb)
+	steady := Payload{Epoch: 5, Role: 2, AppliedLSN: 9}
+	a.Publish(Payload{Epoch: 5, Role: 1, CommittedLSN: 9})
+	b.Publish(steady)
+	run(t, a)
+	run(t, b)
+	var seen []string
+	alive := 0
+	for alive < 10 {
+		if e := waitEvent(t, a.Events(), PeerAlive, &seen); e.Payload != steady {
+			t.Fatalf("payload %+v, want the steady %+v", e.Payload, steady)
+		}
+		alive++
+	}
+	// Two paths carry each round; one report per round.
+	if sent := b.Stats()[0].Sent; uint64(alive) > sent+1 {
+		t.Fatalf("%d peer-alive events for %d rounds sent", alive, sent)
+	}
+}
+
 // TestUnauthenticatedOrReplayedHeartbeatNeverChangesAVerdict sends A, whose
 // peer is silent, every kind of bad datagram over a real socket: none may
 // bring the peer back; each is counted under its reason. Then one honest
@@ -365,6 +393,15 @@ func TestLateWakeupReadsQueuedDatagramsBeforeJudging(t *testing.T) {
 	ticks := a.ticks.Load()
 	clk.Advance(cfg.Interval) // the grace ends: judge
 	waitFor("tick after the grace", func() bool { return a.ticks.Load() > ticks })
+	// The queued datagram is a new round: heard, and nothing else.
+	select {
+	case e := <-a.Events():
+		if e.Kind != PeerAlive {
+			t.Fatalf("got %s, want the queued round's peer-alive", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("the queued round was not reported")
+	}
 	assertNoEvents(t, a, &seen)
 	if _, alive := a.Peer(); !alive {
 		t.Fatal("peer judged silent although its datagram was queued")

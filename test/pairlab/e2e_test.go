@@ -347,6 +347,39 @@ func TestE2EIsolatedActiveFences(t *testing.T) {
 	}
 }
 
+// TestE2EGatewayLostPairHolds: the gateway stops answering both nodes (a
+// router down) while they hear each other. The active's lease then rests
+// on the heartbeats alone, and the pair must hold: no fence, no new epoch,
+// for 25 dead-afters; both raise lan-down. Until the heartbeat reported
+// every round (not only changes), an idle pair's machines heard each other
+// up to 250 ms late and the active leaned on the gateway for its lease:
+// this cut made it fence within a second, over and over.
+func TestE2EGatewayLostPairHolds(t *testing.T) {
+	e := newE2E(t)
+	a, b := e.pair.A, e.pair.B
+	before := e.status(a)
+	for _, n := range []string{lab.NodeA, lab.NodeB} {
+		if _, err := e.lab.Partition(e.ctx, n, lab.Gateway); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []*Node{a, b} {
+		if _, err := n.WaitFor(e.ctx, n.Name+" raises lan-down", func(s api.Status) bool { return hasAlarm(s, "lan-down") }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.hold(a, 25*deadAfter, fmt.Sprintf("active in epoch %d", before.Epoch), func(s api.Status) bool {
+		return s.Role == "active" && s.Epoch == before.Epoch
+	})
+	sa, sb := e.status(a), e.status(b)
+	if sa.Counters.SelfFences != 0 || sa.Counters.Demotions != 0 {
+		t.Errorf("a's counters without a gateway: %+v, want no fence and no demotion", sa.Counters)
+	}
+	if sb.Role != "passive" || sb.SubState != "in-sync" || sb.Epoch != before.Epoch {
+		t.Errorf("b %s/%s in epoch %d, want passive in sync in epoch %d", sb.Role, sb.SubState, sb.Epoch, before.Epoch)
+	}
+}
+
 // TestE2ESwitchover: `tandemctl switchover` on the active hands the role
 // to the peer, which becomes active; the old active stays passive in sync.
 func TestE2ESwitchover(t *testing.T) {
