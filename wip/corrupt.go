@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -23,8 +24,9 @@ import (
 type corruptWatch struct {
 	mu sync.Mutex
 	// desc is the first corruption not yet repaired ("" when none):
-	// the file, its key bounds and pebble's error.
+	// the file, its key bounds and pebble's error; path is the file.
 	desc     string
+	path     string
 	reports  uint64 // every report since Open
 	notified bool   // the event and the log line for desc went out
 	resync   bool   // the store marked itself Inconsistent for desc
@@ -38,7 +40,7 @@ func (w *corruptWatch) report(info pebble.DataCorruptionInfo) {
 	w.mu.Lock()
 	w.reports++
 	if w.desc == "" {
-		w.desc = describeCorruption(info)
+		w.desc, w.path = describeCorruption(info), info.Path
 	}
 	w.mu.Unlock()
 	w.poke()
@@ -100,6 +102,12 @@ func (w *corruptWatch) promoteRefusal() string {
 func (s *Store) checkCorruption() {
 	w := s.corr
 	w.mu.Lock()
+	desc, path, fresh := w.desc, w.path, w.desc != "" && !w.notified
+	w.mu.Unlock()
+	if fresh && s.staleReport(desc, path) {
+		return
+	}
+	w.mu.Lock()
 	desc, notify := w.desc, w.desc != "" && !w.notified
 	w.notified = w.notified || notify
 	resync := desc != "" && !w.resync && w.failed == ""
@@ -143,6 +151,62 @@ func (s *Store) checkCorruption() {
 		sess.close(errors.New("wip: the store is corrupt; resyncing by snapshot"))
 	}
 	s.Redial()
+}
+
+// staleReport reports whether a new corruption report (desc, about the
+// file at path) is about data the store no longer holds, and if so drops
+// it. A snapshot's excise takes the corrupt file out of the LSM and
+// cancels the compactions that read it, but one already reading it may
+// still meet the bad block and report it, after the repair's read-back
+// found the store clean (seen in the lab: 12 ms after it). Acting on it
+// would mark a repaired store Inconsistent again, as the active fails.
+//
+// A report about a table that is still live and whole is taken as it
+// is. One about a file that is gone, or that only backs virtual tables
+// (the excise left the keys outside its spans), is confirmed first by a
+// full read-back of the store: a clean read drops it; a read that meets
+// corruption replaces it with what it met.
+func (s *Store) staleReport(desc, path string) bool {
+	if !strings.HasSuffix(path, ".sst") || s.liveTable(path) {
+		return false
+	}
+	err := s.db.CheckLevels(nil)
+	w := s.corr
+	w.mu.Lock()
+	dropped := false
+	if w.desc == desc && !w.notified {
+		if err == nil {
+			w.desc, w.path, dropped = "", "", true
+		} else if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+			// Confirmed, but elsewhere: say what the read met.
+			w.desc, w.path = describeCorruption(*info), info.Path
+		}
+	}
+	w.mu.Unlock()
+	if dropped {
+		s.log.Info("corruption report dropped: it names a file the store no longer holds whole, and a full read-back found no corruption",
+			zap.String("report", desc))
+	}
+	return dropped
+}
+
+// liveTable reports whether path is the file of a live, whole (not
+// virtual) table of the store. When the LSM cannot be listed it says yes:
+// the report is then taken as it is.
+func (s *Store) liveTable(path string) bool {
+	levels, err := s.db.SSTables()
+	if err != nil {
+		return true
+	}
+	name := filepath.Base(path)
+	for _, level := range levels {
+		for _, t := range level {
+			if !t.Virtual && t.BackingSSTNum.String()+".sst" == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Verify reads every key of every level of the store, checking each
@@ -256,7 +320,7 @@ func (s *Store) verifyRepair() {
 	}
 	w.mu.Lock()
 	if err == nil {
-		w.desc, w.notified, w.resync, w.failed = "", false, false, ""
+		w.desc, w.path, w.notified, w.resync, w.failed = "", "", false, false, ""
 	} else {
 		w.failed = err.Error()
 	}

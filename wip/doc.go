@@ -104,6 +104,10 @@
 //     a block only when something needs it: Verify reads every block of
 //     every level at full speed (the passive's read-back), Scrub every
 //     live key at a given rate (the primary's, beside its commits).
+//     A report about a table file the store no longer holds whole (a
+//     compaction the snapshot's excise cancelled, still reading the old
+//     file) is confirmed by a full read-back before anything is done: a
+//     clean read drops it.
 //     Corruption met by Open itself (the meta keys, the log window) fails Open with
 //     pebble's error naming the file, unless Options.SetAsideCorrupt: then
 //     Open renames the store to dir.corrupt-<time> with every file (the
