@@ -63,6 +63,21 @@ func flipByte(t *testing.T, dir string, frac float64) string {
 	return path
 }
 
+// syncedThenBKilled returns a pair whose primary a holds 3000 1 KiB
+// values that b has too, in tables (flushed), and b killed: the test
+// reopens b with its options and corrupts its files.
+func syncedThenBKilled(t *testing.T) (*pairT, *Store) {
+	t.Helper()
+	p := newPair(t, Options{})
+	a, b := p.synced()
+	fillSync(t, a, b, 3000)
+	if err := b.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.kill()
+	return p, a
+}
+
 // verifyErr runs Verify, which reads every block as a compaction would.
 func verifyErr(s *Store) error {
 	_, err := s.Verify()
@@ -248,16 +263,10 @@ func TestCorruptPrimaryHandsOverThenResyncs(t *testing.T) {
 // status and its events, and does not ask for another snapshot, even
 // when pebble reports again.
 func TestCorruptRepairThatFailsIsNotRetried(t *testing.T) {
-	p := newPair(t, Options{})
-	a, b := p.synced()
+	p, a := syncedThenBKilled(t)
 	defer a.Close()
-	fillSync(t, a, b, 3000)
-	if err := b.db.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	b.kill()
 	var ev eventsSeen
-	b = p.open("b", func(o *Options) {
+	b := p.open("b", func(o *Options) {
 		o.Events = ev.add
 		o.testVerify = func(error) error { return errors.New("block 7/1841: crc32c checksum mismatch (scripted)") }
 	})
@@ -297,16 +306,10 @@ func TestCorruptRepairThatFailsIsNotRetried(t *testing.T) {
 // same stale name while a live table is corrupt is confirmed by that read
 // and acted on.
 func TestCorruptReportAboutReplacedDataIsDropped(t *testing.T) {
-	p := newPair(t, Options{})
-	a, b := p.synced()
+	p, a := syncedThenBKilled(t)
 	defer a.Close()
-	fillSync(t, a, b, 3000)
-	if err := b.db.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	b.kill()
 	var ev eventsSeen
-	b = p.open("b", func(o *Options) { o.Events = ev.add })
+	b := p.open("b", func(o *Options) { o.Events = ev.add })
 	defer b.Close()
 	file := flipByte(t, p.dirB, 0.5)
 	if err := scanErr(b); !pebble.IsCorruptionError(err) {
