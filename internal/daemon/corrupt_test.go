@@ -11,6 +11,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/pair"
+	"github.com/tandem-ha/tandem/wip"
 )
 
 // activate steps the rig until its node is promoted, and lets the
@@ -104,6 +105,32 @@ func TestCorruptAlarmOnThePassive(t *testing.T) {
 	}
 	if _, cleared := d.corruptAlarm(api.ReplicationStatus{Role: "secondary"}, passive); !cleared {
 		t.Fatal("not cleared when the store no longer reports corruption")
+	}
+}
+
+// A repair can be over between two of the driver's polls (the lab's
+// small store: under 20 ms). The alarm is raised as the store reports the
+// corruption, so it stands at least until the next poll and the event log
+// keeps both its raise and its clearing.
+func TestCorruptAlarmRaisedByTheStoreEvent(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	d := &driver{ev: newEventLog(10), clk: clk, log: zap.NewNop()}
+	storeEvents(d.ev, clk)(wip.Event{Kind: wip.EventCorrupt, Detail: "000008.sst: crc32c checksum mismatch"})
+	if a, ok := d.ev.alarm("wip-corrupt"); !ok || a.Severity != "critical" || !strings.Contains(a.Text, "000008.sst") {
+		t.Fatalf("after the store's event: alarm %+v (raised %t)", a, ok)
+	}
+	// The next poll finds the store repaired.
+	if _, cleared := d.corruptAlarm(api.ReplicationStatus{Role: "secondary"}, pair.Status{Role: pair.RolePassive}); !cleared {
+		t.Fatal("not cleared by the poll that finds the store repaired")
+	}
+	var texts []string
+	for _, e := range d.ev.last(10) {
+		if e.Kind == "alarm" {
+			texts = append(texts, e.Text)
+		}
+	}
+	if len(texts) != 2 || !strings.HasPrefix(texts[0], "wip-corrupt: ") || !strings.Contains(texts[0], "000008.sst") || texts[1] != "wip-corrupt cleared" {
+		t.Fatalf("alarm events %q, want the raise naming the file, then the clearing", texts)
 	}
 }
 

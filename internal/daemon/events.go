@@ -164,6 +164,15 @@ func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
 			if !ev.raise(now, "wip-mode-mismatch", "critical", "no replication: "+e.Detail) {
 				return
 			}
+		case wip.EventCorrupt:
+			// Raised here, as the store reports it, and not only by the
+			// driver's poll (corruptAlarm, which then says what happens
+			// next and clears it): a small store's repair can be over
+			// between two polls (under 20 ms in CI), and an alarm that
+			// never stood would leave the operator no trace of it.
+			if ev.raise(now, "wip-corrupt", "critical", "the WIP store has a corrupt file, "+e.Detail) {
+				ev.add(now, "alarm", "wip-corrupt: the WIP store has a corrupt file, "+e.Detail)
+			}
 		case wip.EventSessionStarted:
 			ev.clear("wip-mode-mismatch")
 		case wip.EventSetAside:
