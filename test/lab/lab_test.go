@@ -104,6 +104,26 @@ func ping(t *testing.T, h *Host, addr string, count int, interval time.Duration,
 	return r
 }
 
+// pinNeighbour gives h a permanent neighbour entry on ifname for peer's
+// address there (its first HA address, the link's), so that nothing h
+// sends to it waits for ARP.
+func pinNeighbour(t *testing.T, h, peer *Host, ifname string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mac, err := peer.Run(ctx, "cat", "/sys/class/net/"+ifname+"/address")
+	if err != nil {
+		t.Fatalf("%s's %s address: %v: %s", peer.Name, ifname, err, mac)
+	}
+	addr := peer.HA[0].String()
+	if ifname == HA2If {
+		addr = peer.HA[1].String()
+	}
+	if out, err := h.Run(ctx, "ip", "neigh", "replace", addr, "lladdr", strings.TrimSpace(string(mac)), "dev", ifname, "nud", "permanent"); err != nil {
+		t.Fatalf("permanent neighbour %s on %s's %s: %v: %s", addr, h.Name, ifname, err, out)
+	}
+}
+
 // reaches reports whether a few pings from h to addr get any reply.
 func reaches(t *testing.T, h *Host, addr string) bool {
 	t.Helper()
@@ -285,18 +305,25 @@ func TestImpairLossAndDuplicate(t *testing.T) {
 	ctx := context.Background()
 	a, b := l.Host(NodeA), l.Host(NodeB)
 
+	// ARP crosses the impaired port too. In a new lab a has no entry for
+	// b: its first request is lost with p 0.3, the first two with p 0.09,
+	// and each loss holds every ping for a second (the retransmit time)
+	// in a queue of 212992 bytes (unres_qlen_bytes: a few hundred pings).
+	// Two lost requests hold the whole 2-second run: the excess is
+	// dropped, or answered after ping has ended. CI counted 181 and 198 of
+	// 400 lost. Permanent neighbour entries on ha1, both ways, keep the
+	// count to what the impairment drops.
+	pinNeighbour(t, a, b, HA1If)
+	pinNeighbour(t, b, a, HA1If)
 	f, err := l.Impair(ctx, NodeA, HA1If, Impairment{Loss: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// 400 requests through 30 % loss: 120 ± 9 lost (1 sigma); the band
-	// below is more than 5 sigma wide on each side. Paced at 5 ms: at 2 ms
-	// one CI run (the race tests of other packages running beside it)
-	// counted 181 of 400 lost. The cause was not found (six busy loops
-	// beside it gave 122-130); a slower pace leaves a starved ping fewer
-	// replies queued in its socket buffer, the likeliest suspect.
+	// below is more than 5 sigma wide on each side.
 	r := ping(t, a, b.HA[0].String(), 400, 5*time.Millisecond, time.Second)
 	lost := r.sent - r.received
+	t.Logf("30%% loss on a's ha1: %d of %d lost", lost, r.sent)
 	if lost < 60 || lost > 180 {
 		t.Errorf("30%% loss: %d of %d lost", lost, r.sent)
 	}
