@@ -310,9 +310,10 @@ func TestImpairLossAndDuplicate(t *testing.T) {
 	// and each loss holds every ping for a second (the retransmit time)
 	// in a queue of 212992 bytes (unres_qlen_bytes: a few hundred pings).
 	// Two lost requests hold the whole 2-second run: the excess is
-	// dropped, or answered after ping has ended. CI counted 181 and 198 of
-	// 400 lost. Permanent neighbour entries on ha1, both ways, keep the
-	// count to what the impairment drops.
+	// dropped, or answered after ping has ended. That is the likeliest
+	// cause of the 181 and 198 of 400 lost that CI counted (not
+	// reproduced here). Permanent neighbour entries on ha1, both ways,
+	// keep the count to what the impairment drops.
 	pinNeighbour(t, a, b, HA1If)
 	pinNeighbour(t, b, a, HA1If)
 	f, err := l.Impair(ctx, NodeA, HA1If, Impairment{Loss: 30})
