@@ -31,7 +31,11 @@ type corruptWatch struct {
 	notified bool   // the event and the log line for desc went out
 	resync   bool   // the store marked itself Inconsistent for desc
 	failed   string // a snapshot did not repair desc: the full read's error
-	kick     chan struct{}
+	// checked is the report (desc) that needs no confirmation, or has
+	// had it; confirming: a read-back for a report is running.
+	checked    string
+	confirming bool
+	kick       chan struct{}
 }
 
 func newCorruptWatch() *corruptWatch { return &corruptWatch{kick: make(chan struct{}, 1)} }
@@ -102,10 +106,10 @@ func (w *corruptWatch) promoteRefusal() string {
 func (s *Store) checkCorruption() {
 	w := s.corr
 	w.mu.Lock()
-	desc, path, fresh := w.desc, w.path, w.desc != "" && !w.notified
+	desc, path, unchecked := w.desc, w.path, w.desc != "" && !w.notified && w.checked != w.desc
 	w.mu.Unlock()
-	if fresh && s.staleReport(desc, path) {
-		return
+	if unchecked && s.confirmReport(desc, path) {
+		return // the read-back pokes the watch when it is done
 	}
 	w.mu.Lock()
 	desc, notify := w.desc, w.desc != "" && !w.notified
@@ -153,41 +157,63 @@ func (s *Store) checkCorruption() {
 	s.Redial()
 }
 
-// staleReport reports whether a new corruption report (desc, about the
-// file at path) is about data the store no longer holds, and if so drops
-// it. A snapshot's excise takes the corrupt file out of the LSM and
-// cancels the compactions that read it, but one already reading it may
-// still meet the bad block and report it, after the repair's read-back
-// found the store clean (seen in the lab: 12 ms after it). Acting on it
-// would mark a repaired store Inconsistent again, as the active fails.
+// confirmReport decides whether a new corruption report (desc, about the
+// file at path) needs confirming before the store acts on it, and if so
+// starts the confirmation and reports true. A snapshot's excise takes the
+// corrupt file out of the LSM and cancels the compactions that read it,
+// but one already reading it may still meet the bad block and report it,
+// after the repair's read-back found the store clean (seen in the lab: 12
+// ms after it). Acting on it would mark a repaired store Inconsistent
+// again, as the active fails.
 //
-// A report about a table that is still live and whole is taken as it
-// is. One about a file that is gone, or that only backs virtual tables
-// (the excise left the keys outside its spans), is confirmed first by a
-// full read-back of the store: a clean read drops it; a read that meets
-// corruption replaces it with what it met.
-func (s *Store) staleReport(desc, path string) bool {
+// A report about a table that is still live and whole is taken as it is.
+// One about a file that is gone, or that only backs virtual tables (the
+// excise left the keys outside its spans), is confirmed by a full
+// read-back of the store, on its own goroutine: it takes seconds on a
+// large store, and the supervisor that calls this also times the peer's
+// acks. A clean read drops the report; a read that meets corruption
+// replaces it with what it met. Either way the watch is poked again.
+func (s *Store) confirmReport(desc, path string) bool {
+	w := s.corr
 	if !strings.HasSuffix(path, ".sst") || s.liveTable(path) {
+		w.mu.Lock()
+		if w.desc == desc {
+			w.checked = desc
+		}
+		w.mu.Unlock()
 		return false
 	}
-	err := s.db.CheckLevels(nil)
-	w := s.corr
 	w.mu.Lock()
-	dropped := false
-	if w.desc == desc && !w.notified {
-		if err == nil {
-			w.desc, w.path, dropped = "", "", true
-		} else if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
-			// Confirmed, but elsewhere: say what the read met.
-			w.desc, w.path = describeCorruption(*info), info.Path
-		}
-	}
+	running := w.confirming
+	w.confirming = true
 	w.mu.Unlock()
-	if dropped {
-		s.log.Info("corruption report dropped: it names a file the store no longer holds whole, and a full read-back found no corruption",
-			zap.String("report", desc))
+	if running {
+		return true
 	}
-	return dropped
+	s.wg.Add(1) // the supervisor, a member, is running: Close is not past its Wait
+	go func() {
+		defer s.wg.Done()
+		err := s.db.CheckLevels(nil)
+		w.mu.Lock()
+		w.confirming = false
+		dropped := false
+		if w.desc == desc && !w.notified {
+			if err == nil {
+				w.desc, w.path, dropped = "", "", true
+			} else if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+				// Confirmed, but elsewhere: say what the read met.
+				w.desc, w.path = describeCorruption(*info), info.Path
+			}
+			w.checked = w.desc
+		}
+		w.mu.Unlock()
+		if dropped {
+			s.log.Info("corruption report dropped: it names a file the store no longer holds whole, and a full read-back found no corruption",
+				zap.String("report", desc))
+		}
+		w.poke()
+	}()
+	return true
 }
 
 // liveTable reports whether path is the file of a live, whole (not
@@ -320,7 +346,7 @@ func (s *Store) verifyRepair() {
 	}
 	w.mu.Lock()
 	if err == nil {
-		w.desc, w.path, w.notified, w.resync, w.failed = "", "", false, false, ""
+		w.desc, w.path, w.notified, w.resync, w.failed, w.checked = "", "", false, false, "", ""
 	} else {
 		w.failed = err.Error()
 	}

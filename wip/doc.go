@@ -106,8 +106,8 @@
 //     live key at a given rate (the primary's, beside its commits).
 //     A report about a table file the store no longer holds whole (a
 //     compaction the snapshot's excise cancelled, still reading the old
-//     file) is confirmed by a full read-back before anything is done: a
-//     clean read drops it.
+//     file) is confirmed by a full read-back, on its own goroutine, before
+//     anything is done: a clean read drops it.
 //     Corruption met by Open itself (the meta keys, the log window) fails Open with
 //     pebble's error naming the file, unless Options.SetAsideCorrupt: then
 //     Open renames the store to dir.corrupt-<time> with every file (the
