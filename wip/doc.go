@@ -10,6 +10,7 @@
 //     history entry (epoch, first LSN) are durable (I1, I3); it refuses with
 //     ErrNotPromotable, naming why, a store that is Inconsistent (mid-snapshot),
 //     Outdated (told by the primary that it missed commits), corrupt (below),
+//     failed (below; even with Force()),
 //     behind the primary it last heard, or still connected to a live
 //     primary, unless Force() is given (I5). Demote waits for in-flight
 //     commits.
@@ -38,6 +39,16 @@
 //     acknowledging a commit alone that its successor never saw. A peer
 //     that catches up again is told (InSync frame) the LSN that ends the part
 //     it missed, and clears its own Outdated flag once it holds it.
+//   - A local write or sync that fails (a full file system, a failing
+//     disk) fails the store: pebble's commit pipeline does not come back
+//     from a failed WAL write. The waiting commits get ErrFailed, nothing
+//     more is committed, applied or acknowledged, and Promote refuses the
+//     store even with Force(). Status.Failed says why and EventFailed
+//     reports it once. A failed primary's CommittedLSN is its DurableLSN:
+//     the group whose write failed was never acknowledged, so the peer's
+//     ack of DurableLSN means it holds every commit, and the daemon hands
+//     the role to it. Only a new Open, once the cause is dealt with,
+//     clears the failure; what was synced before it is all there.
 //   - Replication: the secondary dials the peer's listener (PeerAddr) with
 //     exponential backoff (20 ms .. 2 s); the primary accepts on ListenAddr
 //     and serves one session at a time (a new one replaces the old). With

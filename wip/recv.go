@@ -387,8 +387,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				if err != nil {
 					failed = true
 					s.mu.Lock()
-					s.failed = fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, p.first, p.lsn, err)
-					s.lastErr = s.failed
+					s.failLocked(fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, p.first, p.lsn, err))
 					s.mu.Unlock()
 					ss.close(err)
 					continue
@@ -563,8 +562,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			if err != nil {
 				_ = pb.Close()
 				s.mu.Lock()
-				s.failed = fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, es[0].lsn, lsn, err)
-				s.lastErr = s.failed
+				s.failLocked(fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, es[0].lsn, lsn, err))
 				s.mu.Unlock()
 				return err
 			}

@@ -57,12 +57,16 @@ const (
 	// met. The new store follows with EventCorrupt and, once a snapshot
 	// has replaced its data, EventCorruptRepaired.
 	EventSetAside
+	// EventFailed: a local write or sync failed (a full file system, a
+	// failing disk; Detail and Err say which): the store commits, applies
+	// and acknowledges nothing more until it is reopened (Status.Failed).
+	EventFailed
 )
 
 func (k EventKind) String() string {
 	return [...]string{"?", "peer-outdated", "peer-ack-timeout", "peer-in-sync", "outdated",
 		"snapshot-started", "snapshot-done", "diverged", "rejected", "mode-mismatch", "session-started",
-		"corrupt", "corrupt-repaired", "set-aside"}[k]
+		"corrupt", "corrupt-repaired", "set-aside", "failed"}[k]
 }
 
 // Event is one state change.
@@ -94,11 +98,14 @@ type Counters struct {
 
 // Status is a consistent view of the store for the console and the CLI.
 type Status struct {
-	Role         Role
-	Mode         Mode
-	PeerLoss     PeerLoss
-	Epoch        uint64
-	CommittedLSN uint64 // last LSN assigned (primary) or applied (secondary)
+	Role     Role
+	Mode     Mode
+	PeerLoss PeerLoss
+	Epoch    uint64
+	// CommittedLSN is the last LSN assigned (primary) or applied
+	// (secondary). A failed primary's is its DurableLSN: the group whose
+	// write failed was assigned LSNs but never acknowledged.
+	CommittedLSN uint64
 	DurableLSN   uint64 // last LSN durable on this node
 	PeerAckedLSN uint64 // primary: last LSN the peer acked durable
 	PrimaryLSN   uint64 // secondary: the primary's LSN as last heard
@@ -119,7 +126,11 @@ type Status struct {
 	// the snapshot still failed; not retried).
 	Corruption       string
 	CorruptionRepair string
-	PeerOutdated     bool // primary: commits were acknowledged without the peer
+	// Failed is the local write or sync error that failed the store ("" when
+	// it works): nothing more is committed, applied or acknowledged, and
+	// it is not promotable, until it is reopened (EventFailed).
+	Failed       string
+	PeerOutdated bool // primary: commits were acknowledged without the peer
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
 	// The retained log window: LSNs a peer can still be caught up from
@@ -165,8 +176,12 @@ func (s *Store) Status() Status {
 	first, last, rb, holds := s.retainedRange()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	committed := s.lsn
+	if s.failed != nil && s.role == Primary {
+		committed = s.durable // the failed group was never acknowledged
+	}
 	st := Status{Role: s.role, Mode: s.o.Mode, PeerLoss: s.o.PeerLoss, Epoch: s.epoch,
-		CommittedLSN: s.lsn, DurableLSN: s.durable, PeerAckedLSN: s.peerAcked, PrimaryLSN: s.peerLSN,
+		CommittedLSN: committed, DurableLSN: s.durable, PeerAckedLSN: s.peerAcked, PrimaryLSN: s.peerLSN,
 		PeerState: s.peerState, Inconsistent: s.inconsistent, Outdated: s.outdated, PeerOutdated: s.peerOutdated,
 		RetainedFirst: first, RetainedLast: last, RetainedBytes: rb, OtherHoldsLSN: holds, Counters: s.counters,
 		Latency: s.lat.total, RecentLatency: s.lat.recent(s.clk.Now())}
@@ -195,10 +210,13 @@ func (s *Store) Status() Status {
 	if s.lastErr != nil {
 		st.LastError = s.lastErr.Error()
 	}
+	if s.failed != nil {
+		st.Failed = s.failed.Error()
+	}
 	st.Corruption, st.CorruptionRepair, st.Counters.Corruptions = s.corr.state()
 	if s.role == Primary {
-		if s.lsn > s.peerAcked {
-			st.LagBatches = s.lsn - s.peerAcked
+		if committed > s.peerAcked {
+			st.LagBatches = committed - s.peerAcked
 		}
 		var oldest int64
 		for _, g := range s.tail {

@@ -940,9 +940,7 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	durable := s.clk.Now()
 	s.mu.Lock()
 	if err != nil {
-		s.failed = fmt.Errorf("%w: commit of LSN %d..%d: %v", ErrFailed, g.first(), g.last(), err)
-		s.lastErr = s.failed
-		s.log.Error("local commit failed; store is failed", zap.Error(err))
+		s.failLocked(fmt.Errorf("%w: commit of LSN %d..%d: %v", ErrFailed, g.first(), g.last(), err))
 		// Drop the unpublished group from the tail so it is never sent.
 		s.removeTail(g)
 		s.cond.Broadcast()
@@ -971,10 +969,20 @@ func syncCommit(pb *pebble.Batch) error { return commitWith(pb, pebble.Sync) }
 func commitWith(pb *pebble.Batch, o *pebble.WriteOptions) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("pebble: %v", r)
+			err = recovered(r)
 		}
 	}()
 	return pb.Commit(o)
+}
+
+// recovered turns the value of a pebble panic into an error, prefixed
+// "pebble: " once (pebble's own fatal messages carry it already).
+func recovered(r any) error {
+	msg := fmt.Sprint(r)
+	if strings.HasPrefix(msg, "pebble: ") {
+		return errors.New(msg)
+	}
+	return errors.New("pebble: " + msg)
 }
 
 // applyNoSyncWait applies pb with pebble.Sync without waiting for the WAL
@@ -982,7 +990,7 @@ func commitWith(pb *pebble.Batch, o *pebble.WriteOptions) (err error) {
 func applyNoSyncWait(db *pebble.DB, pb *pebble.Batch) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("pebble: %v", r)
+			err = recovered(r)
 		}
 	}()
 	return db.ApplyNoSyncWait(pb, pebble.Sync)
@@ -991,7 +999,7 @@ func applyNoSyncWait(db *pebble.DB, pb *pebble.Batch) (err error) {
 func syncWait(pb *pebble.Batch) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("pebble: %v", r)
+			err = recovered(r)
 		}
 	}()
 	return pb.SyncWait()
@@ -1299,7 +1307,7 @@ func (s *Store) degrade() {
 	_ = pb.Close()
 	if err != nil {
 		s.mu.Lock()
-		s.failed = fmt.Errorf("%w: persisting peer-outdated: %v", ErrFailed, err)
+		s.failLocked(fmt.Errorf("%w: persisting peer-outdated: %v", ErrFailed, err))
 		s.cond.Broadcast()
 		s.mu.Unlock()
 		return
@@ -1319,6 +1327,21 @@ func (s *Store) degrade() {
 		// that it is Outdated when it reconnects.
 		sess.close(errors.New("wip: peer did not ack within peer-ack-timeout"))
 	}
+}
+
+// failLocked fails the store with err, a local write or sync that did not
+// succeed (the first failure stays): nothing more is committed, applied or
+// acknowledged, Status.Failed says why and EventFailed reports it once.
+// Pebble's commit pipeline does not come back from a failed WAL write or
+// sync, so only a new Open (a restart, once the cause is dealt with: a
+// full file system, a failing disk) clears it.
+func (s *Store) failLocked(err error) {
+	if s.failed != nil {
+		return
+	}
+	s.failed, s.lastErr = err, err
+	s.log.Error("the store has failed: it commits and acknowledges nothing more until it is reopened", zap.Error(err))
+	s.emit(Event{Kind: EventFailed, Detail: err.Error(), Err: err})
 }
 
 func (s *Store) emit(e Event) {
@@ -1440,6 +1463,12 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	if epoch <= s.epoch {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: epoch %d is not above the highest seen, %d", ErrNotPromotable, epoch, s.epoch)
+	}
+	if s.failed != nil {
+		// Not even forced: pebble would refuse to persist the epoch.
+		err := s.failed
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %v (reopen the store once the cause is dealt with)", ErrNotPromotable, err)
 	}
 	var why []string
 	if s.inconsistent {

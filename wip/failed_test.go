@@ -1,0 +1,165 @@
+package wip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+)
+
+// walFull returns an injector that fails every WAL write with ENOSPC once
+// full is set, as a file system that has filled up does.
+func walFull(full *atomic.Bool) errorfs.Injector {
+	return errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, ".log") {
+			return fmt.Errorf("write %s: %w", op.Path, syscall.ENOSPC)
+		}
+		return nil
+	})
+}
+
+// eventsOf records a store's events of one kind.
+type eventsOf struct {
+	kind EventKind
+	mu   sync.Mutex
+	got  []Event
+}
+
+func (e *eventsOf) add(ev Event) {
+	if ev.Kind == e.kind {
+		e.mu.Lock()
+		e.got = append(e.got, ev)
+		e.mu.Unlock()
+	}
+}
+
+func (e *eventsOf) list() []Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Event(nil), e.got...)
+}
+
+// A primary whose file system fills up fails: the commit that met it gets
+// ErrFailed, so does every later one, EventFailed says why (once), Status
+// says so, and CommittedLSN is the last durable LSN, so that the peer's
+// ack of it (which the daemon's handover waits for) comes. What was
+// acknowledged before is on both nodes, and the store, reopened once
+// there is room, works again.
+func TestPrimaryFailsCleanlyWhenItsDiskIsFull(t *testing.T) {
+	var full atomic.Bool
+	ev := &eventsOf{kind: EventFailed}
+	p := newPair(t, Options{PeerAckTimeout: time.Minute})
+	a := p.open("a", func(o *Options) {
+		o.FS = errorfs.Wrap(vfs.Default, walFull(&full))
+		o.Events = ev.add
+	})
+	b := p.open("b", nil)
+	defer b.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	var acked []string
+	for i := 0; i < 20; i++ {
+		k := fmt.Sprintf("k%02d", i)
+		commitKV(t, a, k, k)
+		acked = append(acked, k)
+	}
+	full.Store(true)
+	for i := 0; i < 3; i++ {
+		b := a.NewBatch()
+		b.Set([]byte(fmt.Sprintf("late%d", i)), []byte("x"))
+		_, err := a.Commit(context.Background(), b)
+		if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space left") {
+			t.Fatalf("commit %d on a full disk: %v, want ErrFailed naming ENOSPC", i, err)
+		}
+	}
+	st := a.Status()
+	if !strings.Contains(st.Failed, "no space left on device") || !strings.Contains(st.Failed, "commit of LSN 21..21") {
+		t.Errorf("Status.Failed = %q, want the commit's LSNs and the ENOSPC", st.Failed)
+	}
+	if strings.Contains(st.Failed, "pebble: pebble:") {
+		t.Errorf("Status.Failed = %q: the prefix is doubled", st.Failed)
+	}
+	if st.CommittedLSN != 20 || st.DurableLSN != 20 {
+		t.Errorf("committed %d, durable %d; want 20, 20 (the failed group was never acknowledged)", st.CommittedLSN, st.DurableLSN)
+	}
+	waitFor(t, "the peer's ack of every acknowledged commit", func() bool {
+		st := a.Status()
+		return st.PeerState == PeerInSync && st.PeerAckedLSN >= st.CommittedLSN
+	})
+	if got := ev.list(); len(got) != 1 || !strings.Contains(got[0].Detail, "no space left on device") || !errors.Is(got[0].Err, ErrFailed) {
+		t.Errorf("EventFailed: %+v, want one naming ENOSPC", got)
+	}
+	for _, k := range acked {
+		mustGet(t, b, k, k)
+	}
+	_ = a.Close()
+
+	// Room again (the operator freed it) and a restart: every
+	// acknowledged commit is there and the store commits again.
+	full.Store(false)
+	b.Close()
+	a = p.open("a", nil)
+	defer a.Close()
+	for _, k := range acked {
+		mustGet(t, a, k, k)
+	}
+	if st := a.Status(); st.Failed != "" {
+		t.Errorf("reopened: Failed = %q", st.Failed)
+	}
+	if err := a.Promote(context.Background(), 2, PeerGone()); err != nil {
+		t.Fatal(err)
+	}
+	commitKV(t, a, "after", "x")
+}
+
+// A secondary whose disk fills up fails too: it acknowledges nothing more,
+// says so, and refuses promotion even when forced (pebble could not
+// persist the epoch); the primary goes on alone after peer-ack-timeout.
+func TestFailedSecondaryIsNotPromotable(t *testing.T) {
+	var full atomic.Bool
+	ev := &eventsOf{kind: EventFailed}
+	p := newPair(t, Options{PeerAckTimeout: 200 * time.Millisecond})
+	a := p.open("a", nil)
+	defer a.Close()
+	b := p.open("b", func(o *Options) {
+		o.FS = errorfs.Wrap(vfs.Default, walFull(&full))
+		o.Events = ev.add
+	})
+	defer b.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	commitKV(t, a, "before", "x")
+	full.Store(true)
+	lsn := commitKV(t, a, "during", "x") // acknowledged alone, after the timeout
+	if st := a.Status(); !st.PeerOutdated || st.PeerAckedLSN >= lsn {
+		t.Errorf("a: peer outdated %v, acked %d; want true, below %d", st.PeerOutdated, st.PeerAckedLSN, lsn)
+	}
+	waitFor(t, "b failed", func() bool { return b.Status().Failed != "" })
+	if st := b.Status(); !strings.Contains(st.Failed, "no space left on device") || st.DurableLSN >= lsn {
+		t.Errorf("b: Failed %q, durable %d; want ENOSPC, below %d", st.Failed, st.DurableLSN, lsn)
+	}
+	a.Close() // the primary is gone: b would be asked to take over
+	for _, opts := range [][]PromoteOption{{PeerGone()}, {Force()}} {
+		if err := b.Promote(context.Background(), 2, opts...); !errors.Is(err, ErrNotPromotable) || !strings.Contains(err.Error(), "no space left on device") {
+			t.Errorf("promoting the failed secondary: %v, want ErrNotPromotable naming ENOSPC", err)
+		}
+	}
+	if st := b.Status(); st.Role != Secondary {
+		t.Errorf("b is %v after refused promotions", st.Role)
+	}
+	if got := ev.list(); len(got) != 1 {
+		t.Errorf("EventFailed %d times (%+v), want once", len(got), got)
+	}
+}
