@@ -110,6 +110,11 @@ type ReplicationStatus struct {
 	// CorruptionRepair: "" (none started: the active), "resync" (the
 	// passive resyncs by snapshot) or "failed: ..." (not retried).
 	CorruptionRepair string `json:"corruption_repair,omitempty"`
+	// Failed is the local write or sync error that failed this node's WIP
+	// store (a full file system, a failing disk); empty when it works. A
+	// failed store commits and acknowledges nothing more and is not
+	// promotable until tandemd is restarted.
+	Failed string `json:"failed,omitempty"`
 	// Latency holds the WIP store's latency histograms since it was
 	// opened; RecentLatency those of the last one to two minutes.
 	Latency       LatencyStatus `json:"latency"`

@@ -133,8 +133,8 @@ type driver struct {
 	lastRepl        pair.Replication
 	replSent        bool
 	awaitAck        bool
-	handoverRefused string    // corruptHandover's last refusal, logged once
-	handoverAt      time.Time // when corruptHandover last saw its switchover under way
+	handoverRefused string    // storeHandover's last refusal, logged once
+	handoverAt      time.Time // when storeHandover last saw its switchover under way
 	gwState         atomic.Pointer[api.TieBreakerStatus]
 	counters        countersAtomic
 	persisted       pair.Persisted
@@ -261,7 +261,7 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 			if r != nil && d.feed(r) {
 				return nil
 			}
-			if d.corruptHandover(rs) {
+			if d.storeHandover(rs) {
 				return nil
 			}
 		case ev != nil:
@@ -357,6 +357,7 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 	d.peerSnapshotAlarm(rs)
 	d.slowAcksAlarm(rs)
 	d.corruptAlarm(rs, d.m.Status())
+	d.failedAlarm(rs, d.m.Status())
 	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
 		return nil, rs
 	}
@@ -367,16 +368,23 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 	return r, rs
 }
 
-// corruptHandover starts a switchover when this node is active, its WIP
-// store reports corruption, and the machine would accept one (the peer is
-// passive, alive and in sync): the peer's copy is whole, this one is not.
+// storeHandover starts a switchover when this node is active, its WIP
+// store reports corruption or has failed (a local write or sync error),
+// and the machine would accept one (the peer is passive, alive and in
+// sync): the peer's copy is whole and writable, this one is not. A failed
+// store's committed LSN is its last durable one, so the switchover's wait
+// for the peer's ack of every commit ends as for a working store.
 // One that did not complete (aborted: the peer fell out of sync, the pause
 // failed) is tried again a switchover-timeout after it ended, not at the
 // next tick: each try pauses the runtime. It reports whether the machine
 // has stopped.
-func (d *driver) corruptHandover(rs api.ReplicationStatus) bool {
-	if rs.Role != wip.Primary.String() || rs.Corruption == "" {
+func (d *driver) storeHandover(rs api.ReplicationStatus) bool {
+	if rs.Role != wip.Primary.String() || rs.Corruption == "" && rs.Failed == "" {
 		return false
+	}
+	why := "the WIP store is corrupt"
+	if rs.Failed != "" {
+		why = "the WIP store has failed"
 	}
 	now := d.clk.Now() // not the tick's: the tick has stepped the machine since
 	st := d.m.Status()
@@ -390,18 +398,18 @@ func (d *driver) corruptHandover(rs api.ReplicationStatus) bool {
 	if !d.handoverAt.IsZero() && now.Sub(d.handoverAt) < d.timing.SwitchoverTimeout {
 		return false
 	}
-	rd, err := d.m.Step(now, pair.Admin{Cmd: pair.AdminSwitchover, Why: "the WIP store is corrupt"})
+	rd, err := d.m.Step(now, pair.Admin{Cmd: pair.AdminSwitchover, Why: why})
 	if err != nil {
 		// Not expected (SwitchoverBlocked was ""): said once per reason,
 		// not at every tick.
 		if msg := err.Error(); msg != d.handoverRefused {
 			d.handoverRefused = msg
-			d.log.Warn("corrupt WIP store: switchover refused", zap.Error(err))
+			d.log.Warn(why+": switchover refused", zap.Error(err))
 		}
 		return false
 	}
 	d.handoverRefused, d.handoverAt = "", now
-	d.log.Warn("corrupt WIP store: handing the active role over to the peer") // the machine's notice records it
+	d.log.Warn(why + ": handing the active role over to the peer") // the machine's notice records it
 	return d.apply(rd)
 }
 

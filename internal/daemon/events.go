@@ -86,6 +86,7 @@ var daemonAlarms = map[string]string{
 	"wip-peer-needs-snapshot": "the peer holds what the retained log starts from (after its snapshot) or this node stops being primary",
 	"wip-slow-acks":           "fewer than 1 % of the last one to two minutes' commit groups wait long for the peer (a quarter to a half of peer-ack-timeout), or this node stops being primary",
 	"wip-corrupt":             "a snapshot from the active has replaced this node's WIP data and a full read of the store finds no corruption",
+	"wip-failed":              "tandemd is restarted once the cause (a full file system, a failing disk) is dealt with: a failed store commits nothing more until it is reopened",
 }
 
 // alarmLatched reports whether the alarm id stands until acknowledged.
@@ -173,6 +174,12 @@ func storeEvents(ev *eventLog, clk clock.Clock) func(wip.Event) {
 			if ev.raise(now, "wip-corrupt", "critical", "the WIP store has a corrupt file, "+e.Detail) {
 				ev.add(now, "alarm", "wip-corrupt: the WIP store has a corrupt file, "+e.Detail)
 			}
+		case wip.EventFailed:
+			// Raised as the store reports it, like wip-corrupt; the
+			// driver's poll (failedAlarm) then says what happens next.
+			if ev.raise(now, "wip-failed", "critical", "the WIP store has failed: "+e.Detail) {
+				ev.add(now, "alarm", "wip-failed: the WIP store has failed: "+e.Detail)
+			}
 		case wip.EventSessionStarted:
 			ev.clear("wip-mode-mismatch")
 		case wip.EventSetAside:
@@ -242,11 +249,39 @@ func (d *driver) peerSnapshotAlarm(r api.ReplicationStatus) (raised, cleared boo
 	return false, d.clearAlarm(id)
 }
 
+// failedAlarm raises wip-failed (critical) while this node's WIP store has
+// failed (a local write or sync error: a full file system, a failing
+// disk), and says what happens next: an active hands the role over to its
+// peer when the peer is in sync (storeHandover; the peer holds every
+// acknowledged commit), and otherwise stays active without committing,
+// since its store may then hold commits the peer lacks; a passive is not
+// promotable. Either way the store works again only after a restart, once
+// the cause is dealt with. It clears when the store no longer reports it
+// (a restarted process starts without it). It returns whether the alarm
+// was raised or cleared.
+func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, cleared bool) {
+	const id = "wip-failed"
+	if r.Failed == "" {
+		return false, d.clearAlarm(id)
+	}
+	const restart = "free the space or replace the disk, then restart tandemd"
+	var next string
+	switch {
+	case r.Role != wip.Primary.String():
+		next = "not promotable; " + restart
+	case st.Role != pair.RoleActive || st.Substate == "handing-over" || st.SwitchoverBlocked == "":
+		next = "handing the active role over to the in-sync peer; then " + restart
+	default:
+		next = "staying active without committing, as the peer cannot take over (" + st.SwitchoverBlocked + "); " + restart
+	}
+	return d.raiseAlarm(id, "critical", "the WIP store has failed: "+r.Failed+": "+next), false
+}
+
 // corruptAlarm raises wip-corrupt (critical) while this node's WIP store
 // reports on-disk corruption, and says what happens next: a secondary
 // resyncs from the active by snapshot, and is not promotable until a full
 // read of the result is clean; an active hands the role over to its peer
-// when the peer is in sync (corruptHandover), and otherwise stays active,
+// when the peer is in sync (storeHandover), and otherwise stays active,
 // since its store may then be the only copy. It clears when the store no
 // longer reports it. It returns whether the alarm was raised or cleared.
 func (d *driver) corruptAlarm(r api.ReplicationStatus, st pair.Status) (raised, cleared bool) {

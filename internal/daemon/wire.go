@@ -104,9 +104,10 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	s := w.Store.Status()
 	r := pair.Replication{LSN: s.DurableLSN}
 	switch {
-	case s.Inconsistent, s.Corruption != "" && s.Role != wip.Primary:
+	case s.Inconsistent, (s.Corruption != "" || s.Failed != "") && s.Role != wip.Primary:
 		// A corrupt secondary is not promotable (wip refuses it) even
-		// when a snapshot did not repair it and it is consistent again.
+		// when a snapshot did not repair it and it is consistent again;
+		// nor is a failed one, until tandemd is restarted.
 		r.State = pair.ReplInconsistent
 	case s.Outdated:
 		r.State = pair.ReplOutdated
@@ -127,6 +128,9 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	}
 	if s.Corruption != "" {
 		data += ", corrupt"
+	}
+	if s.Failed != "" {
+		data += ", failed"
 	}
 	peer := s.PeerState.String()
 	if s.PeerOutdated && s.Role == wip.Primary && s.PeerState != wip.PeerInSync {
@@ -155,6 +159,7 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		PeerCatchUp:      s.OtherCatchUp,
 		Corruption:       s.Corruption,
 		CorruptionRepair: s.CorruptionRepair,
+		Failed:           s.Failed,
 		Latency:          latencyStatus(s.Latency),
 		RecentLatency:    latencyStatus(s.RecentLatency),
 	}

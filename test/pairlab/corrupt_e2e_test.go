@@ -92,7 +92,7 @@ func TestE2ECorruptActiveHandsOver(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
 	}
-	for _, want := range []string{"corrupt WIP store: handing the active role over to the peer", "corrupt store repaired"} {
+	for _, want := range []string{"the WIP store is corrupt: handing the active role over to the peer", "corrupt store repaired"} {
 		if !strings.Contains(b.Log(), want) {
 			t.Errorf("b's log lacks %q", want)
 		}

@@ -1,0 +1,76 @@
+package daemon
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/pair"
+	"github.com/tandem-ha/tandem/wip"
+)
+
+const diskFull = "wip: store failed: commit of LSN 11..11: pebble: fatal commit error: write /var/lib/tandem/wip/000005.log: no space left on device"
+
+// An active whose WIP store has failed (a full disk) raises wip-failed at
+// once, from the store's event, and stays active while the peer cannot
+// take over, saying so; once the peer is in sync it hands the role over,
+// and the alarm then says what the operator must do.
+func TestFailedStoreActiveHandsOver(t *testing.T) {
+	r := newDriverRig(t, true)
+	r.activate()
+	storeEvents(r.d.ev, r.clk)(wip.Event{Kind: wip.EventFailed, Detail: diskFull})
+	if a, ok := r.d.ev.alarm("wip-failed"); !ok || a.Severity != "critical" || a.Latched || !strings.Contains(a.Text, "no space left on device") {
+		t.Fatalf("after the store's event: alarm %+v (raised %t)", a, ok)
+	}
+	var peerInSync atomic.Bool
+	r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
+		in := peerInSync.Load()
+		return pair.Replication{State: pair.ReplInSync, PeerInSync: in, PeerAckedAll: in, LSN: 10},
+			api.ReplicationStatus{Role: "primary", Failed: diskFull}
+	})
+	for range 20 {
+		r.step()
+	}
+	a, _ := r.d.ev.alarm("wip-failed")
+	if !strings.Contains(a.Text, diskFull) || !strings.Contains(a.Text, "staying active without committing") || !strings.Contains(a.Text, "not in sync") {
+		t.Fatalf("peer not in sync: alarm text %q", a.Text)
+	}
+	if st := r.status(); st.Role != pair.RoleActive || st.Substate == "handing-over" {
+		t.Fatalf("peer not in sync: %s/%s, want active and no handover", st.Role, st.Substate)
+	}
+
+	peerInSync.Store(true)
+	for range 20 {
+		r.step()
+	}
+	if st := r.status(); st.Role != pair.RolePassive || !strings.Contains(st.Reason, "the WIP store has failed") {
+		t.Fatalf("peer in sync: %s/%s (%s), want handed over for the failed store", st.Role, st.Substate, st.Reason)
+	}
+	found := false
+	for _, e := range r.d.ev.last(50) {
+		found = found || strings.Contains(e.Text, "switchover started: the WIP store has failed")
+	}
+	if !found {
+		t.Fatalf("no event for the handover in %+v", r.d.ev.last(50))
+	}
+}
+
+// The passive's wip-failed: not promotable, and what to do. The wire
+// marks a failed secondary Inconsistent for the machine (I5), and the
+// alarm clears once the store works (a restarted tandemd).
+func TestFailedStoreOnThePassive(t *testing.T) {
+	d := &driver{ev: newEventLog(10), clk: clock.NewManual(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)), log: zap.NewNop()}
+	d.failedAlarm(api.ReplicationStatus{Role: "secondary", Failed: diskFull}, pair.Status{Role: pair.RolePassive})
+	a, ok := d.ev.alarm("wip-failed")
+	if !ok || !strings.Contains(a.Text, diskFull) || !strings.Contains(a.Text, "not promotable; free the space or replace the disk, then restart tandemd") {
+		t.Fatalf("alarm %+v (raised %t)", a, ok)
+	}
+	if _, cleared := d.failedAlarm(api.ReplicationStatus{Role: "secondary"}, pair.Status{Role: pair.RolePassive}); !cleared {
+		t.Fatal("not cleared when the store works")
+	}
+}
