@@ -66,7 +66,14 @@ func newE2E(t *testing.T) *e2e { return newE2EWith(t, Options{}) }
 // filled in).
 func newE2EWith(t *testing.T, o Options) *e2e {
 	e := newE2EPair(t, o)
-	p, ctx := e.pair, e.ctx
+	e.start()
+	return e
+}
+
+// start starts a, then b, and waits until the pair is paired with a
+// active and b passive in sync.
+func (e *e2e) start() {
+	t, p, ctx := e.t, e.pair, e.ctx
 	if err := p.A.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +90,6 @@ func newE2EWith(t *testing.T, o Options) *e2e {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return e
 }
 
 // newE2EPair brings up the lab and writes the pair's configuration; it
