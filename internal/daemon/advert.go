@@ -19,6 +19,7 @@ const (
 	flagDataKnown
 	flagWantActive
 	flagRefused
+	flagNoFollow
 )
 
 func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
@@ -37,6 +38,7 @@ func payloadFromAdvert(a pair.Advert) heartbeat.Payload {
 	set(a.DataKnown, flagDataKnown)
 	set(a.WantActive, flagWantActive)
 	set(a.Refused, flagRefused)
+	set(a.NoFollow, flagNoFollow)
 	p := heartbeat.Payload{Epoch: a.Epoch, Role: uint8(a.Role), CommittedLSN: a.LSN, AppliedLSN: a.LSN, Health: h, Generation: a.MaintGen}
 	if a.Handover {
 		p.Handover = 1
@@ -59,6 +61,7 @@ func advertFromPayload(p heartbeat.Payload) pair.Advert {
 		DataKnown:   h&flagDataKnown != 0,
 		WantActive:  h&flagWantActive != 0,
 		Refused:     h&flagRefused != 0,
+		NoFollow:    h&flagNoFollow != 0,
 		MaintGen:    p.Generation,
 	}
 }

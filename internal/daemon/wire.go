@@ -102,7 +102,7 @@ func (w *wipStore) Promote(ctx context.Context, epoch uint64, force, peerFollows
 // an Outdated or Inconsistent replica says so) and the API's view.
 func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	s := w.Store.Status()
-	r := pair.Replication{LSN: s.DurableLSN}
+	r := pair.Replication{LSN: s.DurableLSN, Failed: s.Failed != ""}
 	switch {
 	case s.Inconsistent, (s.Corruption != "" || s.Failed != "") && s.Role != wip.Primary:
 		// A corrupt secondary is not promotable (wip refuses it) even

@@ -68,6 +68,9 @@ type Machine struct {
 	lsnGrew  time.Time // a passive's store last received commits: some primary is alive
 	peerSync bool      // primary: peer acks synchronously
 	peerAll  bool      // primary: peer acked all
+	// replFailed: the store has failed (Replication.Failed); the advert
+	// says NoFollow.
+	replFailed bool
 
 	// peer view
 	peerSeen      bool
@@ -275,7 +278,7 @@ func (m *Machine) Advert() Advert {
 		Maintenance: m.maint, MaintGen: m.maintGen, Outdated: m.outdated || m.repl == ReplInconsistent || m.repl == ReplOutdated,
 		LANUp: m.lanHealthy(), HearPeer: m.peerSeen && !m.forcedSilent && m.silentFor() < m.t.SuspectAfter,
 		Handover: m.handover, WantActive: m.asking, Refused: m.role == RoleActive && m.answer == answerRefused,
-		Degraded: m.now.Before(m.degraded), DataKnown: m.lsnKnown,
+		Degraded: m.now.Before(m.degraded), DataKnown: m.lsnKnown, NoFollow: m.replFailed,
 	}
 }
 
@@ -555,7 +558,7 @@ func (m *Machine) onRepl(e Replication) error {
 	if e.LSN > m.lsn && m.role != RoleActive && m.lsnKnown {
 		m.lsnGrew = m.now
 	}
-	m.repl, m.lsn, m.peerSync, m.peerAll, m.lsnKnown = e.State, e.LSN, e.PeerInSync, e.PeerAckedAll, true
+	m.repl, m.lsn, m.peerSync, m.peerAll, m.lsnKnown, m.replFailed = e.State, e.LSN, e.PeerInSync, e.PeerAckedAll, true, e.Failed
 	switch e.State {
 	case ReplOutdated, ReplInconsistent:
 		if !m.outdated {
@@ -1063,7 +1066,9 @@ func (m *Machine) evalPassive() {
 			m.raise("handover-refused", "the peer hands over but this node's data is stale (I5)")
 			return
 		}
-		m.promoteWith("handover from the peer", false, true)
+		// The old active follows as passive, and the store waits for
+		// it, unless its store has failed (NoFollow).
+		m.promoteWith("handover from the peer", false, !m.peer.NoFollow)
 	case alive && m.peer.Role == RoleActive:
 	case alive:
 		// Both passive: the better-ranked node takes the role.
@@ -1091,7 +1096,7 @@ func (m *Machine) evalPassive() {
 		// The peer is alive and follows as passive: the store waits for
 		// it rather than marking it Outdated at once, so that this node
 		// dying right after the election leaves it promotable.
-		m.promoteWith("both passive, this node ranks first", false, true)
+		m.promoteWith("both passive, this node ranks first", false, !m.peer.NoFollow)
 	case m.peerDead():
 		if m.handover && m.now.Sub(m.handoverAt) < m.t.DeadAfter {
 			return

@@ -280,8 +280,15 @@ func (s *sim) exec(t *testing.T, line string) string {
 			st = ReplOutdated
 		case "inconsistent":
 			st = ReplInconsistent
+		case "failed":
+			// The store failed (disk full): it reports Failed from now
+			// on, and as a secondary it is Inconsistent. Reported at
+			// once, as the daemon's poll does before it hands over.
+			n.storeFailed = true
+			s.reportRepl(n)
+			return strings.Join(s.log, "\n")
 		case "auto":
-			n.forcedRepl = nil
+			n.forcedRepl, n.storeFailed = nil, false
 			return strings.Join(s.log, "\n")
 		default:
 			t.Fatalf("%q: unknown replication state", line)

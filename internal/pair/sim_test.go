@@ -61,6 +61,7 @@ type simNode struct {
 	lsn         uint64
 	replState   ReplState
 	forcedRepl  *ReplState
+	storeFailed bool // the store reports Failed ("repl X failed")
 	lastRepl    Replication
 	replSent    bool
 	advert      Advert
@@ -360,7 +361,7 @@ func (s *sim) do(n *simNode, a Action) {
 		gen := n.gen
 		s.at(s.now.Add(time.Millisecond), func() {
 			if n.gen == gen && s.replConnected() && s.other(n).lsn == n.lsn {
-				s.deliver(n, Replication{State: ReplInSync, LSN: n.lsn, PeerInSync: true, PeerAckedAll: true})
+				s.deliver(n, Replication{State: ReplInSync, LSN: n.lsn, PeerInSync: true, PeerAckedAll: true, Failed: n.storeFailed})
 			}
 		})
 	case ActProbeGateway:
@@ -497,7 +498,7 @@ func (s *sim) reportRepl(n *simNode) {
 		if peerSec {
 			o.lsn = n.lsn
 		}
-		r = Replication{State: ReplInSync, LSN: n.lsn, PeerInSync: peerSec, PeerAckedAll: peerSec}
+		r = Replication{State: ReplInSync, LSN: n.lsn, PeerInSync: peerSec, PeerAckedAll: peerSec, Failed: n.storeFailed}
 	} else {
 		st := ReplDisconnected
 		if conn && o.replPrimary {
@@ -509,7 +510,10 @@ func (s *sim) reportRepl(n *simNode) {
 		if n.forcedRepl != nil {
 			st = *n.forcedRepl
 		}
-		r = Replication{State: st, LSN: n.lsn}
+		if n.storeFailed {
+			st = ReplInconsistent // as the daemon's wire reports a failed secondary
+		}
+		r = Replication{State: st, LSN: n.lsn, Failed: n.storeFailed}
 	}
 	if r != n.lastRepl || !n.replSent {
 		n.lastRepl, n.replSent = r, true

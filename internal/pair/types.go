@@ -94,6 +94,10 @@ type Advert struct {
 	Refused     bool   // the (active) sender refused the receiver's standing WantActive
 	Degraded    bool   // the sender failed to take the role recently: prefer the other
 	DataKnown   bool   // the sender's store reported its LSN: elections wait for it
+	// NoFollow: the sender's store has failed (Replication.Failed): it
+	// cannot follow as passive, so a handover from it (or an election it
+	// loses) is not waited for: the new active goes on alone at once.
+	NoFollow bool
 }
 
 func (a Advert) String() string {
@@ -101,7 +105,7 @@ func (a Advert) String() string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{a.Maintenance, "maint"}, {a.Outdated, "outdated"}, {!a.LANUp, "lan-down"}, {a.Handover, "handover"}, {a.WantActive, "want-active"}, {a.Refused, "refused"}, {a.Degraded, "degraded"}} {
+	}{{a.Maintenance, "maint"}, {a.Outdated, "outdated"}, {!a.LANUp, "lan-down"}, {a.Handover, "handover"}, {a.WantActive, "want-active"}, {a.Refused, "refused"}, {a.Degraded, "degraded"}, {a.NoFollow, "no-follow"}} {
 		if f.on {
 			fl = append(fl, f.name)
 		}
@@ -286,6 +290,9 @@ type Replication struct {
 	LSN          uint64 // last durable local LSN
 	PeerInSync   bool   // primary: the peer acks synchronously
 	PeerAckedAll bool   // primary: the peer acked every commit so far
+	// Failed: the local store failed (a write or sync error) and works
+	// again only after a restart; the advert says NoFollow.
+	Failed bool
 }
 
 // AdminCmd is an operator command.

@@ -2,6 +2,7 @@ package pairlab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -82,6 +83,16 @@ func TestE2EActiveDiskFullHandsOver(t *testing.T) {
 	if !strings.Contains(a.Log(), "the WIP store has failed: handing the active role over to the peer") {
 		t.Error("a's log does not say it handed over for its failed store")
 	}
+	// a's heartbeat said no-follow: b went on alone at once, and did not
+	// hold the resumed jobs for peer-ack-timeout waiting for a.
+	if !strings.Contains(b.Log(), "promoted with the old primary gone: peer marked outdated") || strings.Contains(b.Log(), "peer marked outdated; continuing alone") {
+		t.Error("b did not go on alone at its promotion")
+	}
+	if at, ok := logTime(a.Log(), "the store has failed"); ok {
+		if up, ok := logTime(b.Log(), "runtime started on b"); ok {
+			t.Logf("b's runtime started %v after a's store failed", up.Sub(at).Round(time.Millisecond))
+		}
+	}
 	if a.Proc().Exited() {
 		t.Error("a's tandemd stopped")
 	}
@@ -120,4 +131,21 @@ func fillFS(t *testing.T, path string) int64 {
 		}
 	}
 	return n
+}
+
+// logTime returns the time of the first line of a JSON log that holds
+// text.
+func logTime(log, text string) (time.Time, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, text) {
+			continue
+		}
+		var l struct {
+			TS time.Time `json:"ts"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && !l.TS.IsZero() {
+			return l.TS, true
+		}
+	}
+	return time.Time{}, false
 }
