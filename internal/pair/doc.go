@@ -112,7 +112,10 @@
 // peer): graceful stop of the runtime, wait for RuntimePaused, wait until the
 // peer acked every commit (ActAwaitPeerAck, Replication{PeerAckedAll}), release
 // the VIP, persist passive, advertise Handover; the peer promotes on the first
-// heartbeat carrying it. If the peer goes silent or the timeout passes before
+// heartbeat carrying it, with the store told that the old active follows
+// (ActSetReplication.PeerFollows), unless the old active's advert says
+// NoFollow (its store failed: Replication.Failed), when it goes on alone at
+// once. If the peer goes silent or the timeout passes before
 // the VIP is released, the runtime restarts where it was; if the handover is
 // not taken within switchover-timeout, the old active takes the role back in a
 // new epoch (higher than anything the peer may have picked meanwhile, or lower
