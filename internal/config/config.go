@@ -52,6 +52,7 @@ type Config struct {
 	DataPlane   DataPlane   `yaml:"data-plane"`
 	Runtime     Runtime     `yaml:"runtime"`
 	Backup      Backup      `yaml:"backup"`
+	Disk        Disk        `yaml:"disk"`
 	Log         Log         `yaml:"log"`
 	// RealtimePriority, 1-99, runs every thread of tandemd under SCHED_RR
 	// at that priority so heartbeats keep their timing while the host is
@@ -110,6 +111,21 @@ type Replication struct {
 	// group is held back (0: DefaultMaxUnackedGroups).
 	MaxUnackedGroups int `yaml:"max-unacked-groups"`
 }
+
+// Disk sets the free-space alarm of the file system that holds the WIP
+// store (DataDir/wip): the store fails when it is full (wip-failed), so the
+// alarm disk-space comes first, a warning below WarnFreePercent of it free
+// and critical below CriticalFreePercent (0 turns a level off).
+type Disk struct {
+	WarnFreePercent     *int `yaml:"warn-free-percent"`
+	CriticalFreePercent *int `yaml:"critical-free-percent"`
+}
+
+// Default free-space alarm levels (Disk), in percent of the file system.
+const (
+	DefaultWarnFreePercent     = 15
+	DefaultCriticalFreePercent = 5
+)
 
 // VIP is the group of virtual addresses the active owns.
 type VIP struct {
@@ -284,6 +300,14 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Backup.Keep == 0 {
 		c.Backup.Keep = DefaultBackupKeep
+	}
+	if c.Disk.WarnFreePercent == nil {
+		n := DefaultWarnFreePercent
+		c.Disk.WarnFreePercent = &n
+	}
+	if c.Disk.CriticalFreePercent == nil {
+		n := DefaultCriticalFreePercent
+		c.Disk.CriticalFreePercent = &n
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -475,6 +499,15 @@ func (c *Config) check() error {
 	}
 	if c.Backup.Keep < 0 {
 		p.add("backup.keep", "%d: want at least 1", c.Backup.Keep)
+	}
+	warn, crit := *c.Disk.WarnFreePercent, *c.Disk.CriticalFreePercent
+	if warn < 0 || warn > 90 {
+		p.add("disk.warn-free-percent", "%d: want 0 (off) to 90", warn)
+	}
+	if crit < 0 || crit > 90 {
+		p.add("disk.critical-free-percent", "%d: want 0 (off) to 90", crit)
+	} else if crit > 0 && warn > 0 && crit >= warn {
+		p.add("disk.critical-free-percent", "%d: must be below disk.warn-free-percent (%d), or 0 (off)", crit, warn)
 	}
 	if c.RealtimePriority < 0 || c.RealtimePriority > 99 {
 		p.add("realtime-priority", "%d: want 0 (off) or 1-99", c.RealtimePriority)

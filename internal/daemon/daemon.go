@@ -252,6 +252,10 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 	go func() { defer d.wg.Done(); d.runtimeWorker() }()
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.watch.run(runCtx) }()
+	dw := &diskWatch{dir: filepath.Join(cfg.DataDir, "wip"), warnPct: *cfg.Disk.WarnFreePercent, critPct: *cfg.Disk.CriticalFreePercent,
+		every: diskWatchEvery, clk: clk, ev: evlog, log: log.Named("disk"), statfs: statfs}
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); dw.run(runCtx) }()
 	// Heartbeats: their own goroutines, never behind the driver.
 	wg.Add(1)
 	go func() {

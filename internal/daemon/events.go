@@ -86,6 +86,7 @@ var daemonAlarms = map[string]string{
 	"wip-peer-needs-snapshot": "the peer holds what the retained log starts from (after its snapshot) or this node stops being primary",
 	"wip-slow-acks":           "fewer than 1 % of the last one to two minutes' commit groups wait long for the peer (a quarter to a half of peer-ack-timeout), or this node stops being primary",
 	"wip-corrupt":             "a snapshot from the active has replaced this node's WIP data and a full read of the store finds no corruption",
+	"disk-space":              "the WIP store's file system has a point more free than the warning level (disk.warn-free-percent)",
 	"wip-failed":              "tandemd is restarted once the cause (a full file system, a failing disk) is dealt with: a failed store commits nothing more until it is reopened",
 }
 

@@ -93,6 +93,17 @@ func TestE2EActiveDiskFullHandsOver(t *testing.T) {
 			t.Logf("b's runtime started %v after a's store failed", up.Sub(at).Round(time.Millisecond))
 		}
 	}
+	// The free-space watch (every 5 s) says why, on the file system
+	// itself.
+	st, err = a.WaitFor(ctx, "a's disk-space alarm", func(s api.Status) bool { return hasAlarm(s, "disk-space") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, al := range st.Alarms {
+		if al.ID == "disk-space" && (al.Severity != "critical" || !strings.Contains(al.Text, "the file system of "+wipDir)) {
+			t.Errorf("disk-space on a: %s %q", al.Severity, al.Text)
+		}
+	}
 	if a.Proc().Exited() {
 		t.Error("a's tandemd stopped")
 	}
