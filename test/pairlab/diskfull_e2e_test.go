@@ -23,7 +23,9 @@ import (
 // WAL write; the active raises wip-failed, hands the role over to the
 // in-sync passive as a switchover does, and stays passive, not
 // promotable, without stopping. Every job acknowledged before, during and
-// after is on the new active, and no trigger became two jobs.
+// after is on the new active, and no trigger became two jobs. Once the
+// space is freed and a restarted, a catches up and, when b dies, takes
+// over with every acknowledged job.
 func TestE2EActiveDiskFullHandsOver(t *testing.T) {
 	testenv.RequireCommands(t, "mount", "umount")
 	e := newE2EPair(t, Options{})
@@ -118,6 +120,25 @@ func TestE2EActiveDiskFullHandsOver(t *testing.T) {
 	if len(jobs) != total {
 		t.Errorf("the new active lists %d jobs for %d distinct triggers", len(jobs), total)
 	}
+
+	// The operator frees the space and restarts a: its store reopens with
+	// what it had synced, catches up from b, and the alarms clear. Then
+	// b dies, and a takes over with every acknowledged job.
+	if err := os.Remove(filepath.Join(wipDir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WaitFor(ctx, "a restarted, in sync, no store alarm", func(s api.Status) bool {
+		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Failed == "" && !hasAlarm(s, "wip-failed") && !hasAlarm(s, "disk-space")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	crashAndCheck(t, e, b, a, acked, total)
 }
 
 // fillFS writes path until its file system has no room left and returns
