@@ -75,9 +75,9 @@ func TestPrimaryFailsCleanlyWhenItsDiskIsFull(t *testing.T) {
 	}
 	full.Store(true)
 	for i := 0; i < 3; i++ {
-		b := a.NewBatch()
-		b.Set([]byte(fmt.Sprintf("late%d", i)), []byte("x"))
-		_, err := a.Commit(context.Background(), b)
+		bt := a.NewBatch()
+		bt.Set([]byte(fmt.Sprintf("late%d", i)), []byte("x"))
+		_, err := a.Commit(context.Background(), bt)
 		if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space left") {
 			t.Fatalf("commit %d on a full disk: %v, want ErrFailed naming ENOSPC", i, err)
 		}
