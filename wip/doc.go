@@ -48,7 +48,10 @@
 //     the group whose write failed was never acknowledged, so the peer's
 //     ack of DurableLSN means it holds every commit, and the daemon hands
 //     the role to it. Only a new Open, once the cause is dealt with,
-//     clears the failure; what was synced before it is all there.
+//     clears the failure; what was synced before it is all there. A
+//     primary told by the pair that its peer's store failed
+//     (PeerCannotAck) does not wait PeerAckTimeout for that peer's acks:
+//     Degrade goes on alone at once (MayGoAlone permitting).
 //   - Replication: the secondary dials the peer's listener (PeerAddr) with
 //     exponential backoff (20 ms .. 2 s); the primary accepts on ListenAddr
 //     and serves one session at a time (a new one replaces the old). With

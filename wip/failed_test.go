@@ -163,3 +163,51 @@ func TestFailedSecondaryIsNotPromotable(t *testing.T) {
 		t.Errorf("EventFailed %d times (%+v), want once", len(got), got)
 	}
 }
+
+// PeerCannotAck (the pair's word that the peer's store failed) makes a
+// primary go on alone at once rather than after PeerAckTimeout (a minute
+// here), and changes nothing while the peer is in sync.
+func TestPeerCannotAckGoesAloneAtOnce(t *testing.T) {
+	var full atomic.Bool
+	p := newPair(t, Options{PeerAckTimeout: time.Minute})
+	a := p.open("a", nil)
+	defer a.Close()
+	b := p.open("b", func(o *Options) { o.FS = errorfs.Wrap(vfs.Default, walFull(&full)) })
+	defer b.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	a.PeerCannotAck("a stale word")
+	lsn := commitKV(t, a, "in-sync", "x")
+	if st := a.Status(); st.PeerOutdated || st.PeerAckedLSN < lsn {
+		t.Fatalf("in sync, after PeerCannotAck: peer outdated %v, acked %d of %d; want the peer's ack", st.PeerOutdated, st.PeerAckedLSN, lsn)
+	}
+
+	full.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		bt := a.NewBatch()
+		bt.Set([]byte("alone"), []byte("x"))
+		_, err := a.Commit(context.Background(), bt)
+		done <- err
+	}()
+	waitFor(t, "b failed", func() bool { return b.Status().Failed != "" })
+	waitFor(t, "a waiting for the peer", func() bool { st := a.Status(); return st.PeerState != PeerInSync && st.LagBatches > 0 })
+	a.PeerCannotAck("the peer's store has failed")
+	// Bounded far below PeerAckTimeout: without the word the commit
+	// would wait the whole minute.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("commit after PeerCannotAck: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the commit still waits for a peer the pair says cannot ack")
+	}
+	if st := a.Status(); !st.PeerOutdated {
+		t.Fatal("the peer is not marked outdated")
+	}
+}

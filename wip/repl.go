@@ -823,7 +823,7 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 // it, from now on they wait for it again, and the peer is told which LSN
 // ends the part it missed so it can clear its Outdated flag once it holds it.
 func (s *Store) goInSyncLocked(ss *session) uint64 {
-	s.peerState = PeerInSync
+	s.peerState, s.cannotAck = PeerInSync, ""
 	ss.inSyncPending, ss.inSyncLSN = true, s.aloneLSN
 	if s.peerOutdated {
 		s.peerOutdated = false

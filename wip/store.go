@@ -425,6 +425,7 @@ type Store struct {
 	// Replication view.
 	peerAcked    uint64
 	peerState    PeerState
+	cannotAck    string // why the pair says the peer cannot ack (PeerCannotAck); "" when not
 	peerLSN      uint64 // primary's LSN as last seen (secondary) / peer's LSN at handshake (primary)
 	snapDone     int64
 	snapTotal    int64
@@ -1195,7 +1196,8 @@ func (s *Store) supervisor() {
 	defer s.wg.Done()
 	var timer clock.Timer
 	blockedReported := false
-	refused := "" // the last MayGoAlone refusal reported
+	refused := ""   // the last MayGoAlone refusal reported
+	cannotAck := "" // the last PeerCannotAck logged
 	for {
 		var tc <-chan time.Time
 		s.mu.Lock()
@@ -1203,6 +1205,14 @@ func (s *Store) supervisor() {
 		var wait time.Duration
 		if active {
 			wait = s.o.PeerAckTimeout - s.clk.Since(s.waiting[0].durable)
+			if s.cannotAck != "" && s.peerState != PeerInSync && s.role == Primary && wait > 0 {
+				if s.cannotAck != cannotAck {
+					cannotAck = s.cannotAck
+					s.log.Info("the peer cannot ack (the pair says so): on-peer-loss applies now, not after peer-ack-timeout",
+						zap.String("why", cannotAck), zap.Duration("waited", s.clk.Since(s.waiting[0].durable)))
+				}
+				wait = 0
+			}
 		}
 		if active && wait <= 0 && s.role != Primary {
 			// Demoted while groups wait for a peer that does not ack:
@@ -1543,11 +1553,29 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	s.epoch = epoch
 	s.history = append(s.history, histEntry{epoch, first})
 	s.inconsistent, s.outdated = false, false
-	s.peerAcked = 0
+	s.peerAcked, s.cannotAck = 0, ""
 	s.peerState = PeerDisconnected
 	s.cond.Broadcast()
 	s.log.Info("promoted", zap.Uint64("epoch", epoch), zap.Uint64("first_lsn", first))
 	return nil
+}
+
+// PeerCannotAck tells a primary what the pair knows and its replication
+// session cannot: the peer will not ack (its store has failed, and its
+// heartbeat says so). Commits waiting for a peer that is not in sync then
+// meet on-peer-loss at once instead of after PeerAckTimeout: Degrade asks
+// MayGoAlone and goes on alone, Block keeps them waiting and says so. It
+// changes nothing while the peer is in sync, or on a secondary; the peer
+// going in sync, Promote and Demote clear it. why is logged.
+func (s *Store) PeerCannotAck(why string) {
+	s.mu.Lock()
+	if s.role != Primary || s.peerState == PeerInSync || s.cannotAck != "" {
+		s.mu.Unlock()
+		return
+	}
+	s.cannotAck = why
+	s.mu.Unlock()
+	s.kickSupervisor()
 }
 
 // Redial makes a secondary that is backing off between dial attempts dial
@@ -1571,7 +1599,7 @@ func (s *Store) Demote(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.role = Secondary
+	s.role, s.cannotAck = Secondary, ""
 	s.cond.Broadcast() // a committer held by the pipeline bound fails the queue at once
 	s.Redial()         // a dial loop in a backoff from before the promotion
 	s.kickSupervisor() // groups past PeerAckTimeout are failed at once
