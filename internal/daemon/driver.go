@@ -35,6 +35,9 @@ type replicaStore interface {
 	// Redial makes a secondary dial the peer now (it has just become
 	// active) instead of at the end of its backoff.
 	Redial()
+	// PeerCannotAck tells a primary that the peer's store has failed:
+	// commits waiting for it meet on-peer-loss at once.
+	PeerCannotAck(why string)
 }
 
 // orchestrator is the orchestration runtime as the driver uses it.
@@ -356,8 +359,15 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 	r, rs := d.store.Replication()
 	d.peerSnapshotAlarm(rs)
 	d.slowAcksAlarm(rs)
-	d.corruptAlarm(rs, d.m.Status())
-	d.failedAlarm(rs, d.m.Status())
+	st := d.m.Status()
+	d.corruptAlarm(rs, st)
+	d.failedAlarm(rs, st)
+	if st.Role == pair.RoleActive && st.PeerAlive && st.Peer.NoFollow {
+		// The passive's store has failed (its heartbeat says no-follow):
+		// it will not ack, and the pair knows it before the store's
+		// peer-ack-timeout would (5 s of stalled commits by default).
+		d.store.PeerCannotAck("the passive's store has failed (its heartbeat says no-follow)")
+	}
 	if d.replSent && r == d.lastRepl && !(d.awaitAck && r.PeerAckedAll) {
 		return nil, rs
 	}

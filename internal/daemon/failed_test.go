@@ -74,3 +74,28 @@ func TestFailedStoreOnThePassive(t *testing.T) {
 		t.Fatal("not cleared when the store works")
 	}
 }
+
+// An active whose passive says no-follow (its store failed) tells its own
+// store at once that the peer cannot ack, and only then.
+func TestPassiveNoFollowTellsTheStore(t *testing.T) {
+	r := newDriverRig(t, true)
+	r.activate()
+	calls := func() []string {
+		r.store.mu.Lock()
+		defer r.store.mu.Unlock()
+		return append([]string(nil), r.store.cannotAck...)
+	}
+	for range 10 {
+		r.step()
+	}
+	if c := calls(); len(c) != 0 {
+		t.Fatalf("PeerCannotAck with a healthy peer: %q", c)
+	}
+	r.peerNoFollow = true
+	for range 10 {
+		r.step()
+	}
+	if c := calls(); len(c) == 0 || !strings.Contains(c[0], "no-follow") {
+		t.Fatalf("PeerCannotAck calls with a no-follow peer: %q", c)
+	}
+}

@@ -68,8 +68,10 @@ type driverRig struct {
 	store  *slowStore
 	period time.Duration
 	peer   bool // the passive peer is up and heard
-	done   chan error
-	stop   context.CancelFunc
+	// peerNoFollow: the peer's store has failed (its adverts say so).
+	peerNoFollow bool
+	done         chan error
+	stop         context.CancelFunc
 }
 
 type fakeHeartbeats struct{ ch chan heartbeat.Event }
@@ -85,6 +87,7 @@ type slowStore struct {
 	promoting chan struct{}
 	release   chan struct{}
 	view      func() (pair.Replication, api.ReplicationStatus) // nil: in sync, nothing else
+	cannotAck []string                                         // PeerCannotAck's calls
 }
 
 func (s *slowStore) Promote(ctx context.Context, epoch uint64, force, peerFollows bool) error {
@@ -115,6 +118,11 @@ func (s *slowStore) setView(f func() (pair.Replication, api.ReplicationStatus)) 
 	s.mu.Unlock()
 }
 func (s *slowStore) Redial() {}
+func (s *slowStore) PeerCannotAck(why string) {
+	s.mu.Lock()
+	s.cannotAck = append(s.cannotAck, why)
+	s.mu.Unlock()
+}
 
 type fakeVIP struct{}
 
@@ -191,7 +199,7 @@ func (r *driverRig) peerAlive() {
 	if !r.peer {
 		return
 	}
-	a := pair.Advert{Node: 2, Role: pair.RolePassive, LANUp: true, HearPeer: true, DataKnown: true}
+	a := pair.Advert{Node: 2, Role: pair.RolePassive, LANUp: true, HearPeer: true, DataKnown: true, NoFollow: r.peerNoFollow}
 	r.hb.ch <- heartbeat.Event{Kind: heartbeat.PeerAlive, Path: "ha0", Payload: payloadFromAdvert(a)}
 }
 

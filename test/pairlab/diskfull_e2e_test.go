@@ -27,60 +27,16 @@ import (
 // space is freed and a restarted, a catches up and, when b dies, takes
 // over with every acknowledged job.
 func TestE2EActiveDiskFullHandsOver(t *testing.T) {
-	testenv.RequireCommands(t, "mount", "umount")
-	e := newE2EPair(t, Options{})
+	e, wipDir := diskFullPair(t, "a")
 	a, b := e.pair.A, e.pair.B
-	wipDir := filepath.Join(a.Dir, "data", "wip")
-	if err := os.MkdirAll(wipDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tandem-e2e-wipfull", wipDir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v\n%s", wipDir, err, out)
-	}
-	// Lazily: a tandemd still running at cleanup (a failed test) does
-	// not keep the mount.
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", wipDir).Run() })
-	e.start()
-	deployIngest(t, e, a)
-
-	const total, workers = 1500, 16
-	load := startIngestLoad(t, e, "f", total, workers, 2*time.Minute)
-	for load.accepted.Load() < total/3 && load.ctx.Err() == nil {
-		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
-	}
-	before := load.accepted.Load()
-	filled := fillFS(t, filepath.Join(wipDir, "filler"))
-	t.Logf("%d jobs accepted; filled a's WIP file system with %d MiB", before, filled>>20)
-
+	const total = 1500
+	acked := fillUnderLoad(t, e, wipDir, total, func() { e.role(b, "active", "") })
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
-	ev, err := waitEvent(ctx, a, func(ev api.Event) bool { return ev.Kind == "alarm" && strings.HasPrefix(ev.Text, "wip-failed: ") })
-	if err != nil {
-		t.Fatalf("waiting for wip-failed on a: %v", err)
-	}
-	if !strings.Contains(ev.Text, "no space left on device") {
-		t.Errorf("alarm event %q does not name the cause", ev.Text)
-	}
-	e.role(b, "active", "")
-	acked := load.wait(t)
-	t.Logf("%d jobs acknowledged in all", len(acked))
-	st, err := a.WaitFor(ctx, "a passive, failed, not promotable", func(s api.Status) bool {
+	if _, err := a.WaitFor(ctx, "a passive, failed, not promotable", func(s api.Status) bool {
 		return s.Role == "passive" && s.SubState == "inconsistent" && s.Replication.Failed != "" && strings.Contains(s.Replication.DataState, "failed")
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
-	}
-	found := false
-	for _, al := range st.Alarms {
-		if al.ID == "wip-failed" {
-			found = true
-			if al.Severity != "critical" || !strings.Contains(al.Text, "not promotable") || !strings.Contains(al.Text, "no space left on device") {
-				t.Errorf("wip-failed on the old active: %s %q", al.Severity, al.Text)
-			}
-		}
-	}
-	if !found {
-		t.Errorf("a's alarms lack wip-failed: %+v", st.Alarms)
 	}
 	if !strings.Contains(a.Log(), "the WIP store has failed: handing the active role over to the peer") {
 		t.Error("a's log does not say it handed over for its failed store")
@@ -95,50 +51,156 @@ func TestE2EActiveDiskFullHandsOver(t *testing.T) {
 			t.Logf("b's runtime started %v after a's store failed", up.Sub(at).Round(time.Millisecond))
 		}
 	}
+	recoverFromDiskFull(t, e, ctx, a, b, wipDir, acked, total)
+}
+
+// TestE2EPassiveDiskFullActiveGoesOn: the passive's WIP file system fills
+// up under load. Its store fails; it raises wip-failed and disk-space, is
+// not promotable, and its heartbeat says no-follow, so the active goes on
+// alone at once instead of stalling every commit for peer-ack-timeout.
+// Every acknowledged job is on the active; once the space is freed and b
+// restarted, b catches up and takes over with all of them when a dies.
+func TestE2EPassiveDiskFullActiveGoesOn(t *testing.T) {
+	e, wipDir := diskFullPair(t, "b")
+	a, b := e.pair.A, e.pair.B
+	const total = 1500
+	acked := fillUnderLoad(t, e, wipDir, total, nil)
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := b.WaitFor(ctx, "b passive, failed, not promotable", func(s api.Status) bool {
+		return s.Role == "passive" && s.SubState == "inconsistent" && s.Replication.Failed != "" && hasAlarm(s, "wip-failed")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(a); st.Role != "active" {
+		t.Fatalf("a is %s/%s", st.Role, st.SubState)
+	}
+	if !strings.Contains(a.Log(), "the peer cannot ack (the pair says so)") || strings.Contains(a.Log(), "peer did not ack within peer-ack-timeout") {
+		t.Error("a did not go on alone on b's no-follow")
+	}
+	if at, ok := logTime(b.Log(), "the store has failed"); ok {
+		if alone, ok := logTime(a.Log(), "peer marked outdated; continuing alone"); ok {
+			t.Logf("a went on alone %v after b's store failed", alone.Sub(at).Round(time.Millisecond))
+		}
+	}
+	recoverFromDiskFull(t, e, ctx, b, a, wipDir, acked, total)
+}
+
+// diskFullPair brings up a pair whose node n ("a" or "b") has a tmpfs of
+// its own (96 MiB) as data-dir/wip, and returns it with that directory.
+func diskFullPair(t *testing.T, n string) (*e2e, string) {
+	testenv.RequireCommands(t, "mount", "umount")
+	e := newE2EPair(t, Options{})
+	node := e.pair.A
+	if n == "b" {
+		node = e.pair.B
+	}
+	wipDir := filepath.Join(node.Dir, "data", "wip")
+	if err := os.MkdirAll(wipDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tandem-e2e-wipfull", wipDir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v\n%s", wipDir, err, out)
+	}
+	// Lazily: a tandemd still running at cleanup (a failed test) does
+	// not keep the mount.
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", wipDir).Run() })
+	e.start()
+	return e, wipDir
+}
+
+// fillUnderLoad starts total jobs through the VIP from 16 clients, fills
+// wipDir's file system once a third are in, waits for wip-failed (naming
+// ENOSPC) on the node whose directory it is, runs after (nil: nothing),
+// and returns the acknowledged jobs once the load is done.
+func fillUnderLoad(t *testing.T, e *e2e, wipDir string, total int, after func()) map[string]string {
+	t.Helper()
+	n := e.pair.A
+	if strings.HasPrefix(wipDir, e.pair.B.Dir+"/") {
+		n = e.pair.B
+	}
+	deployIngest(t, e, e.pair.A)
+	load := startIngestLoad(t, e, "f", total, 16, 2*time.Minute)
+	for load.accepted.Load() < int64(total/3) && load.ctx.Err() == nil {
+		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
+	}
+	before := load.accepted.Load()
+	filled := fillFS(t, filepath.Join(wipDir, "filler"))
+	t.Logf("%d jobs accepted; filled %s's WIP file system with %d MiB", before, n.Name, filled>>20)
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	ev, err := waitEvent(ctx, n, func(ev api.Event) bool { return ev.Kind == "alarm" && strings.HasPrefix(ev.Text, "wip-failed: ") })
+	if err != nil {
+		t.Fatalf("waiting for wip-failed on %s: %v", n.Name, err)
+	}
+	if !strings.Contains(ev.Text, "no space left on device") {
+		t.Errorf("alarm event %q does not name the cause", ev.Text)
+	}
+	if after != nil {
+		after()
+	}
+	acked := load.wait(t)
+	t.Logf("%d jobs acknowledged in all", len(acked))
+	if len(acked) != total {
+		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
+	}
+	return acked
+}
+
+// recoverFromDiskFull checks the failed node (full: passive, its store
+// failed, disk-space critical, still running) and that active holds every
+// acknowledged job, one per trigger; then frees the space and restarts
+// full, which catches up, and kills active: full takes over with every
+// acknowledged job.
+func recoverFromDiskFull(t *testing.T, e *e2e, ctx context.Context, full, active *Node, wipDir string, acked map[string]string, total int) {
+	t.Helper()
 	// The free-space watch (every 5 s) says why, on the file system
 	// itself.
-	st, err = a.WaitFor(ctx, "a's disk-space alarm", func(s api.Status) bool { return hasAlarm(s, "disk-space") })
+	st, err := full.WaitFor(ctx, full.Name+"'s disk-space and wip-failed alarms", func(s api.Status) bool {
+		return hasAlarm(s, "disk-space") && hasAlarm(s, "wip-failed")
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, al := range st.Alarms {
 		if al.ID == "disk-space" && (al.Severity != "critical" || !strings.Contains(al.Text, "the file system of "+wipDir)) {
-			t.Errorf("disk-space on a: %s %q", al.Severity, al.Text)
+			t.Errorf("disk-space on %s: %s %q", full.Name, al.Severity, al.Text)
+		}
+		if al.ID == "wip-failed" && (al.Severity != "critical" || !strings.Contains(al.Text, "not promotable") || !strings.Contains(al.Text, "no space left on device")) {
+			t.Errorf("wip-failed on %s: %s %q", full.Name, al.Severity, al.Text)
 		}
 	}
-	if a.Proc().Exited() {
-		t.Error("a's tandemd stopped")
+	if full.Proc().Exited() {
+		t.Errorf("%s's tandemd stopped", full.Name)
 	}
-	checkJobsOn(t, e, b, acked)
-	if len(acked) != total {
-		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
-	}
-	jobs, err := b.API.Jobs(e.ctx, "", "load")
+	checkJobsOn(t, e, active, acked)
+	jobs, err := active.API.Jobs(e.ctx, "", "load")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(jobs) != total {
-		t.Errorf("the new active lists %d jobs for %d distinct triggers", len(jobs), total)
+		t.Errorf("the active lists %d jobs for %d distinct triggers", len(jobs), total)
 	}
 
-	// The operator frees the space and restarts a: its store reopens with
-	// what it had synced, catches up from b, and the alarms clear. Then
-	// b dies, and a takes over with every acknowledged job.
+	// The operator frees the space and restarts the node: its store
+	// reopens with what it had synced, catches up, and the alarms clear.
+	// Then the active dies, and the node takes over with every
+	// acknowledged job.
 	if err := os.Remove(filepath.Join(wipDir, "filler")); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Stop(10 * time.Second); err != nil {
+	if err := full.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Start(); err != nil {
+	if err := full.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.WaitFor(ctx, "a restarted, in sync, no store alarm", func(s api.Status) bool {
+	if _, err := full.WaitFor(ctx, full.Name+" restarted, in sync, no store alarm", func(s api.Status) bool {
 		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Failed == "" && !hasAlarm(s, "wip-failed") && !hasAlarm(s, "disk-space")
 	}); err != nil {
 		t.Fatal(err)
 	}
-	crashAndCheck(t, e, b, a, acked, total)
+	crashAndCheck(t, e, active, full, acked, total)
 }
 
 // fillFS writes path until its file system has no room left and returns
