@@ -52,6 +52,14 @@
 //     primary told by the pair that its peer's store failed
 //     (PeerCannotAck) does not wait PeerAckTimeout for that peer's acks:
 //     Degrade goes on alone at once (MayGoAlone permitting).
+//   - Pebble's own writes (flushes, compactions) that fail are not a
+//     failed store: a full file system whose WAL still has room fails
+//     them first, pebble retries at once, and commits stall once the
+//     memtables are full, until a flush succeeds. Status carries the run
+//     of errors (BackgroundError, since when, how many) and the stall
+//     (StalledSince, StallReason); the log holds the first error of a
+//     run and then at most a line a minute (pebble reported thousands a
+//     second), and a line when pebble writes again.
 //   - Replication: the secondary dials the peer's listener (PeerAddr) with
 //     exponential backoff (20 ms .. 2 s); the primary accepts on ListenAddr
 //     and serves one session at a time (a new one replaces the old). With

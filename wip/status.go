@@ -129,8 +129,19 @@ type Status struct {
 	// Failed is the local write or sync error that failed the store ("" when
 	// it works): nothing more is committed, applied or acknowledged, and
 	// it is not promotable, until it is reopened (EventFailed).
-	Failed       string
-	PeerOutdated bool // primary: commits were acknowledged without the peer
+	Failed string
+	// BackgroundError is pebble's last failure to write its own files (a
+	// flush or a compaction: a full file system, a failing disk) in a run
+	// that no successful flush or compaction has ended yet ("" when
+	// none), with when the run began and how many there were. Commits go
+	// on into the WAL until the memtables are full, then stall:
+	// StalledSince (zero when commits do not stall) and StallReason.
+	BackgroundError      string
+	BackgroundErrorSince time.Time
+	BackgroundErrors     uint64
+	StalledSince         time.Time
+	StallReason          string
+	PeerOutdated         bool // primary: commits were acknowledged without the peer
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
 	// The retained log window: LSNs a peer can still be caught up from
@@ -213,6 +224,7 @@ func (s *Store) Status() Status {
 	if s.failed != nil {
 		st.Failed = s.failed.Error()
 	}
+	st.BackgroundError, st.BackgroundErrorSince, st.BackgroundErrors, st.StalledSince, st.StallReason = s.ww.state()
 	st.Corruption, st.CorruptionRepair, st.Counters.Corruptions = s.corr.state()
 	if s.role == Primary {
 		if committed > s.peerAcked {

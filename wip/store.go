@@ -423,6 +423,7 @@ type Store struct {
 	tailBytes    int
 	waiting      []*group // locally durable or not, not yet released to callers
 	// Replication view.
+	ww           *writeWatch // pebble's background write errors and stalls
 	peerAcked    uint64
 	peerState    PeerState
 	cannotAck    string // why the pair says the peer cannot ack (PeerCannotAck); "" when not
@@ -584,6 +585,10 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	// pebble's default listener would end the process through Fatalf.
 	corr := newCorruptWatch()
 	el := pebble.EventListener{DataCorruption: corr.report}
+	// Background write errors and stalls: bounded in the log, kept for
+	// Status (writewatch.go).
+	ww := newWriteWatch(o.Logger, o.Clock)
+	ww.listener(&el)
 	if po.EventListener != nil {
 		el = pebble.TeeEventListener(*po.EventListener, el)
 	}
@@ -600,7 +605,7 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	if err := po.FS.RemoveAll(po.FS.PathJoin(dir, snapTmpDir)); err != nil {
 		o.Logger.Warn("leftover snapshot tables not removed", zap.String("dir", dir), zap.Error(err))
 	}
-	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po, corr: corr,
+	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po, corr: corr, ww: ww,
 		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1), redial: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
