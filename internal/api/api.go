@@ -115,6 +115,16 @@ type ReplicationStatus struct {
 	// failed store commits and acknowledges nothing more and is not
 	// promotable until tandemd is restarted.
 	Failed string `json:"failed,omitempty"`
+	// WriteError is pebble's last failure to write the store's own files
+	// (a flush or a compaction) in a run not yet ended by one that
+	// succeeded; WriteErrors counts the run's failures since
+	// WriteErrorSince. StalledSince is when commits began to wait for a
+	// flush (zero: they do not), StallReason why.
+	WriteError      string    `json:"write_error,omitempty"`
+	WriteErrorSince time.Time `json:"write_error_since,omitempty"`
+	WriteErrors     uint64    `json:"write_errors,omitempty"`
+	StalledSince    time.Time `json:"stalled_since,omitempty"`
+	StallReason     string    `json:"stall_reason,omitempty"`
 	// Latency holds the WIP store's latency histograms since it was
 	// opened; RecentLatency those of the last one to two minutes.
 	Latency       LatencyStatus `json:"latency"`

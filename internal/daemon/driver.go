@@ -362,6 +362,7 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 	st := d.m.Status()
 	d.corruptAlarm(rs, st)
 	d.failedAlarm(rs, st)
+	d.writeAlarms(rs)
 	if st.Role == pair.RoleActive && st.PeerAlive && st.Peer.NoFollow {
 		// The passive's store has failed (its heartbeat says no-follow):
 		// it will not ack, and the pair knows it before the store's

@@ -87,6 +87,8 @@ var daemonAlarms = map[string]string{
 	"wip-slow-acks":           "fewer than 1 % of the last one to two minutes' commit groups wait long for the peer (a quarter to a half of peer-ack-timeout), or this node stops being primary",
 	"wip-corrupt":             "a snapshot from the active has replaced this node's WIP data and a full read of the store finds no corruption",
 	"disk-space":              "the WIP store's file system has a point more free than the warning level (disk.warn-free-percent)",
+	"wip-write-error":         "pebble writes the WIP store's files again (a flush or a compaction succeeds)",
+	"wip-stall":               "commits no longer wait for pebble's flushes",
 	"wip-failed":              "tandemd is restarted once the cause (a full file system, a failing disk) is dealt with: a failed store commits nothing more until it is reopened",
 }
 
@@ -276,6 +278,43 @@ func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, c
 		next = "staying active without committing, as the peer cannot take over (" + st.SwitchoverBlocked + "); " + restart
 	}
 	return d.raiseAlarm(id, "critical", "the WIP store has failed: "+r.Failed+": "+next), false
+}
+
+// stallAlarmAfter is how long commits may wait for pebble's flushes
+// before wip-stall says so: a loaded disk stalls them for moments.
+const stallAlarmAfter = 10 * time.Second
+
+// writeAlarms raises wip-write-error (critical) while pebble cannot write
+// the WIP store's own files (its flushes or compactions fail: a full file
+// system whose WAL still had room, a failing disk; commits go on into the
+// WAL until the memtables are full, then stall), and wip-stall (a
+// warning) while commits have waited for a flush longer than
+// stallAlarmAfter without such an error (a disk that does not keep up).
+// Each clears when its condition ends. The active does not hand over for
+// them: its commits may be held inside pebble, which a pause would wait
+// for; it works again as soon as pebble can write (free space).
+func (d *driver) writeAlarms(r api.ReplicationStatus) {
+	now := d.clk.Now()
+	stalled := ""
+	if !r.StalledSince.IsZero() {
+		stalled = fmt.Sprintf("commits have waited since %s (%v: %s)", r.StalledSince.UTC().Format(time.RFC3339), now.Sub(r.StalledSince).Round(time.Second), r.StallReason)
+	}
+	if r.WriteError != "" {
+		text := fmt.Sprintf("pebble cannot write the WIP store's files since %s (%d failures): %s; ", r.WriteErrorSince.UTC().Format(time.RFC3339), r.WriteErrors, r.WriteError)
+		if stalled != "" {
+			text += stalled
+		} else {
+			text += "commits stall once the memtables are full"
+		}
+		d.raiseAlarm("wip-write-error", "critical", text+"; free space (disk-space) or replace the disk")
+	} else {
+		d.clearAlarm("wip-write-error")
+	}
+	if r.WriteError == "" && stalled != "" && now.Sub(r.StalledSince) >= stallAlarmAfter {
+		d.raiseAlarm("wip-stall", "warning", stalled+": the disk does not keep up with the commits")
+	} else {
+		d.clearAlarm("wip-stall")
+	}
 }
 
 // corruptAlarm raises wip-corrupt (critical) while this node's WIP store

@@ -99,3 +99,47 @@ func TestPassiveNoFollowTellsTheStore(t *testing.T) {
 		t.Fatalf("PeerCannotAck calls with a no-follow peer: %q", c)
 	}
 }
+
+// pebble's write errors raise wip-write-error (naming the stall once
+// commits wait), a long stall alone raises wip-stall, and both clear when
+// pebble writes again.
+func TestWriteAlarms(t *testing.T) {
+	clk := clock.NewManual(time.Date(2026, 12, 7, 2, 0, 0, 0, time.UTC))
+	d := &driver{ev: newEventLog(20), clk: clk, log: zap.NewNop()}
+	since := clk.Now()
+	werr := "write /var/lib/tandem/wip/000014.sst: no space left on device"
+	d.writeAlarms(api.ReplicationStatus{WriteError: werr, WriteErrorSince: since, WriteErrors: 7})
+	a, ok := d.ev.alarm("wip-write-error")
+	if !ok || a.Severity != "critical" || !strings.Contains(a.Text, werr) || !strings.Contains(a.Text, "(7 failures)") || !strings.Contains(a.Text, "commits stall once the memtables are full") {
+		t.Fatalf("write error: alarm %+v (raised %t)", a, ok)
+	}
+	clk.Advance(3 * time.Second)
+	d.writeAlarms(api.ReplicationStatus{WriteError: werr, WriteErrorSince: since, WriteErrors: 900, StalledSince: since.Add(time.Second), StallReason: "memtable count limit reached"})
+	if a, _ := d.ev.alarm("wip-write-error"); !strings.Contains(a.Text, "commits have waited since 2026-12-07T02:00:01Z (2s: memtable count limit reached)") {
+		t.Fatalf("write error and stall: %q", a.Text)
+	}
+	if _, ok := d.ev.alarm("wip-stall"); ok {
+		t.Fatal("wip-stall beside wip-write-error")
+	}
+	d.writeAlarms(api.ReplicationStatus{})
+	if _, ok := d.ev.alarm("wip-write-error"); ok {
+		t.Fatal("wip-write-error not cleared")
+	}
+
+	// A stall with no error: a warning only after stallAlarmAfter.
+	stall := api.ReplicationStatus{StalledSince: clk.Now(), StallReason: "L0 file count limit exceeded"}
+	clk.Advance(stallAlarmAfter - time.Second)
+	d.writeAlarms(stall)
+	if _, ok := d.ev.alarm("wip-stall"); ok {
+		t.Fatal("wip-stall before stallAlarmAfter")
+	}
+	clk.Advance(time.Second)
+	d.writeAlarms(stall)
+	if a, ok := d.ev.alarm("wip-stall"); !ok || a.Severity != "warning" || !strings.Contains(a.Text, "L0 file count limit exceeded") {
+		t.Fatalf("long stall: alarm %+v (raised %t)", a, ok)
+	}
+	d.writeAlarms(api.ReplicationStatus{})
+	if _, ok := d.ev.alarm("wip-stall"); ok {
+		t.Fatal("wip-stall not cleared")
+	}
+}

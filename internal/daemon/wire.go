@@ -160,6 +160,11 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		Corruption:       s.Corruption,
 		CorruptionRepair: s.CorruptionRepair,
 		Failed:           s.Failed,
+		WriteError:       s.BackgroundError,
+		WriteErrorSince:  s.BackgroundErrorSince,
+		WriteErrors:      s.BackgroundErrors,
+		StalledSince:     s.StalledSince,
+		StallReason:      s.StallReason,
 		Latency:          latencyStatus(s.Latency),
 		RecentLatency:    latencyStatus(s.RecentLatency),
 	}
