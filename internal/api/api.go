@@ -121,9 +121,9 @@ type ReplicationStatus struct {
 	// WriteErrorSince. StalledSince is when commits began to wait for a
 	// flush (zero: they do not), StallReason why.
 	WriteError      string    `json:"write_error,omitempty"`
-	WriteErrorSince time.Time `json:"write_error_since,omitempty"`
+	WriteErrorSince time.Time `json:"write_error_since,omitzero"`
 	WriteErrors     uint64    `json:"write_errors,omitempty"`
-	StalledSince    time.Time `json:"stalled_since,omitempty"`
+	StalledSince    time.Time `json:"stalled_since,omitzero"`
 	StallReason     string    `json:"stall_reason,omitempty"`
 	// Latency holds the WIP store's latency histograms since it was
 	// opened; RecentLatency those of the last one to two minutes.
