@@ -46,11 +46,7 @@ func TestE2EActiveDiskFullHandsOver(t *testing.T) {
 	if !strings.Contains(b.Log(), "promoted with the old primary gone: peer marked outdated") || strings.Contains(b.Log(), "peer marked outdated; continuing alone") {
 		t.Error("b did not go on alone at its promotion")
 	}
-	if at, ok := logTime(a.Log(), "the store has failed"); ok {
-		if up, ok := logTime(b.Log(), "runtime started on b"); ok {
-			t.Logf("b's runtime started %v after a's store failed", up.Sub(at).Round(time.Millisecond))
-		}
-	}
+	logGap(t, "b's runtime started", a.Log(), "the store has failed", b.Log(), "runtime started on b")
 	recoverFromDiskFull(t, e, ctx, a, b, wipDir, acked, total)
 }
 
@@ -78,11 +74,7 @@ func TestE2EPassiveDiskFullActiveGoesOn(t *testing.T) {
 	if !strings.Contains(a.Log(), "the peer cannot ack (the pair says so)") || strings.Contains(a.Log(), "peer did not ack within peer-ack-timeout") {
 		t.Error("a did not go on alone on b's no-follow")
 	}
-	if at, ok := logTime(b.Log(), "the store has failed"); ok {
-		if alone, ok := logTime(a.Log(), "peer marked outdated; continuing alone"); ok {
-			t.Logf("a went on alone %v after b's store failed", alone.Sub(at).Round(time.Millisecond))
-		}
-	}
+	logGap(t, "a went on alone", b.Log(), "the store has failed", a.Log(), "peer marked outdated; continuing alone")
 	recoverFromDiskFull(t, e, ctx, b, a, wipDir, acked, total)
 }
 
@@ -225,6 +217,17 @@ func fillFS(t *testing.T, path string) int64 {
 		}
 	}
 	return n
+}
+
+// logGap logs the time from the first line of fromLog holding fromText
+// (the failed store's) to the first of toLog holding toText.
+func logGap(t *testing.T, what, fromLog, fromText, toLog, toText string) {
+	t.Helper()
+	at, ok1 := logTime(fromLog, fromText)
+	then, ok2 := logTime(toLog, toText)
+	if ok1 && ok2 {
+		t.Logf("%s %v after the store failed", what, then.Sub(at).Round(time.Millisecond))
+	}
 }
 
 // logTime returns the time of the first line of a JSON log that holds
