@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -26,27 +25,6 @@ func walFull(full *atomic.Bool) errorfs.Injector {
 	})
 }
 
-// eventsOf records a store's events of one kind.
-type eventsOf struct {
-	kind EventKind
-	mu   sync.Mutex
-	got  []Event
-}
-
-func (e *eventsOf) add(ev Event) {
-	if ev.Kind == e.kind {
-		e.mu.Lock()
-		e.got = append(e.got, ev)
-		e.mu.Unlock()
-	}
-}
-
-func (e *eventsOf) list() []Event {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]Event(nil), e.got...)
-}
-
 // A primary whose file system fills up fails: the commit that met it gets
 // ErrFailed, so does every later one, EventFailed says why (once), Status
 // says so, and CommittedLSN is the last durable LSN, so that the peer's
@@ -55,7 +33,7 @@ func (e *eventsOf) list() []Event {
 // there is room, works again.
 func TestPrimaryFailsCleanlyWhenItsDiskIsFull(t *testing.T) {
 	var full atomic.Bool
-	ev := &eventsOf{kind: EventFailed}
+	var ev eventsSeen
 	p := newPair(t, Options{PeerAckTimeout: time.Minute})
 	a := p.open("a", func(o *Options) {
 		o.FS = errorfs.Wrap(vfs.Default, walFull(&full))
@@ -96,7 +74,7 @@ func TestPrimaryFailsCleanlyWhenItsDiskIsFull(t *testing.T) {
 		st := a.Status()
 		return st.PeerState == PeerInSync && st.PeerAckedLSN >= st.CommittedLSN
 	})
-	if got := ev.list(); len(got) != 1 || !strings.Contains(got[0].Detail, "no space left on device") || !errors.Is(got[0].Err, ErrFailed) {
+	if got := ev.of(EventFailed); len(got) != 1 || !strings.Contains(got[0].Detail, "no space left on device") || !errors.Is(got[0].Err, ErrFailed) {
 		t.Errorf("EventFailed: %+v, want one naming ENOSPC", got)
 	}
 	for _, k := range acked {
@@ -127,7 +105,7 @@ func TestPrimaryFailsCleanlyWhenItsDiskIsFull(t *testing.T) {
 // persist the epoch); the primary goes on alone after peer-ack-timeout.
 func TestFailedSecondaryIsNotPromotable(t *testing.T) {
 	var full atomic.Bool
-	ev := &eventsOf{kind: EventFailed}
+	var ev eventsSeen
 	p := newPair(t, Options{PeerAckTimeout: 200 * time.Millisecond})
 	a := p.open("a", nil)
 	defer a.Close()
@@ -159,7 +137,7 @@ func TestFailedSecondaryIsNotPromotable(t *testing.T) {
 	if st := b.Status(); st.Role != Secondary {
 		t.Errorf("b is %v after refused promotions", st.Role)
 	}
-	if got := ev.list(); len(got) != 1 {
+	if got := ev.of(EventFailed); len(got) != 1 {
 		t.Errorf("EventFailed %d times (%+v), want once", len(got), got)
 	}
 }
