@@ -35,7 +35,6 @@ type diskWatch struct {
 	// size of dir's file system.
 	statfs func(dir string) (free, size uint64, err error)
 
-	level   string // the raised severity, "" when none
 	lastErr string // the last statfs error logged
 }
 
@@ -86,49 +85,36 @@ func (w *diskWatch) check() {
 	}
 	w.lastErr = ""
 	pct := float64(free) * 100 / float64(size)
-	level := ""
+	// The raised severity is the event log's: no copy of it here.
+	raised := ""
+	if a, ok := w.ev.alarm(diskAlarm); ok {
+		raised = a.Severity
+	}
+	top := max(w.warnPct, w.critPct) // the highest level on; it clears a point above
+	var level, where string
 	switch {
 	case w.critPct > 0 && pct < float64(w.critPct):
-		level = "critical"
+		level, where = "critical", fmt.Sprintf("below %d %%", w.critPct)
 	case w.warnPct > 0 && pct < float64(w.warnPct):
-		level = "warning"
-	}
-	if level == "" && w.level != "" {
-		clearAt := w.warnPct
-		if clearAt == 0 {
-			clearAt = w.critPct
-		}
-		if pct < float64(clearAt+1) {
-			level = "warning" // within the hysteresis: stays raised, as a warning
-			if w.warnPct == 0 {
-				level = "critical"
-			}
+		level, where = "warning", fmt.Sprintf("below %d %%", w.warnPct)
+	case raised != "" && pct < float64(top+1):
+		// Within the hysteresis: stays raised, at the top level's severity.
+		level, where = "warning", fmt.Sprintf("clears at %d %%", top+1)
+		if w.warnPct == 0 {
+			level = "critical"
 		}
 	}
 	if level == "" {
-		if w.level != "" {
-			w.level = ""
-			if w.ev.clear(diskAlarm) {
-				w.log.Info("alarm cleared", zap.String("alarm", diskAlarm))
-				w.ev.add(now, "alarm", diskAlarm+" cleared")
-			}
+		if w.ev.clear(diskAlarm) {
+			w.log.Info("alarm cleared", zap.String("alarm", diskAlarm))
+			w.ev.add(now, "alarm", diskAlarm+" cleared")
 		}
 		return
-	}
-	var where string
-	switch {
-	case level == "critical" && pct < float64(w.critPct):
-		where = fmt.Sprintf("below %d %%", w.critPct)
-	case level == "warning" && pct < float64(w.warnPct):
-		where = fmt.Sprintf("below %d %%", w.warnPct)
-	default: // held within a point of the level
-		where = fmt.Sprintf("clears at %d %%", max(w.warnPct, w.critPct)+1)
 	}
 	text := fmt.Sprintf("the file system of %s has %s free of %s (%.1f %%, %s): the WIP store stops committing when it is full (wip-failed, and the active hands over); free space or grow it",
 		w.dir, bytesIEC(free), bytesIEC(size), pct, where)
 	w.ev.raise(now, diskAlarm, level, text)
-	if level != w.level {
-		w.level = level
+	if level != raised {
 		w.log.Warn("alarm raised", zap.String("alarm", diskAlarm), zap.String("severity", level), zap.String("text", text))
 		w.ev.add(now, "alarm", diskAlarm+" ("+level+"): "+text)
 	}
