@@ -252,6 +252,14 @@ func (d *driver) peerSnapshotAlarm(r api.ReplicationStatus) (raised, cleared boo
 	return false, d.clearAlarm(id)
 }
 
+// handsOver reports whether a primary whose store cannot go on (corrupt,
+// failed) is handing the role over or will at the next tick
+// (storeHandover): not active any more, handing over, or the peer can
+// take over now.
+func handsOver(st pair.Status) bool {
+	return st.Role != pair.RoleActive || st.Substate == "handing-over" || st.SwitchoverBlocked == ""
+}
+
 // failedAlarm raises wip-failed (critical) while this node's WIP store has
 // failed (a local write or sync error: a full file system, a failing
 // disk), and says what happens next: an active hands the role over to its
@@ -272,7 +280,7 @@ func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, c
 	switch {
 	case r.Role != wip.Primary.String():
 		next = "not promotable; " + restart
-	case st.Role != pair.RoleActive || st.Substate == "handing-over" || st.SwitchoverBlocked == "":
+	case handsOver(st):
 		next = "handing the active role over to the in-sync peer; then " + restart
 	default:
 		next = "staying active without committing, as the peer cannot take over (" + st.SwitchoverBlocked + "); " + restart
@@ -335,7 +343,7 @@ func (d *driver) corruptAlarm(r api.ReplicationStatus, st pair.Status) (raised, 
 		next = "not promotable; repair " + r.CorruptionRepair + ": stop tandemd, move data-dir/wip away and start it (docs/configuration.md)"
 	case r.Role != wip.Primary.String():
 		next = "not promotable; resyncing from the active by snapshot"
-	case st.Role != pair.RoleActive || st.Substate == "handing-over" || st.SwitchoverBlocked == "":
+	case handsOver(st):
 		next = "handing the active role over to the in-sync peer"
 	default:
 		next = "staying active, as the peer cannot take over (" + st.SwitchoverBlocked + "): reads of that file fail; bring the peer in sync, then switch over"
