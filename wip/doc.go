@@ -51,7 +51,26 @@
 //     clears the failure; what was synced before it is all there. A
 //     primary told by the pair that its peer's store failed
 //     (PeerCannotAck) does not wait PeerAckTimeout for that peer's acks:
-//     Degrade goes on alone at once (MayGoAlone permitting).
+//     Degrade goes on alone at once (MayGoAlone permitting). A failed
+//     primary never goes on alone (it cannot persist that the peer is
+//     Outdated): commits that waited PeerAckTimeout for the peer get
+//     ErrOutcomeUnknown.
+//   - A local write that does not return is a failure too: a hung disk
+//     or path blocks the writer in the kernel, and nothing but the clock
+//     tells it from a slow one. Every local write (a primary's group, a
+//     batch a secondary applies, a record of the store's own) is under a
+//     stall watch; one that has taken StallTimeout (20 s by default; a
+//     warning is logged at half) fails the store with ErrStalled (wrapped
+//     in ErrFailed), as above. The callers of the group whose write is
+//     stuck get ErrOutcomeUnknown at once (the group went to the peer
+//     before the local write, so the peer may hold it), the commits
+//     queued behind it and every later one get the failure, and Demote is
+//     not held by them. The stuck goroutine stays in its write until the
+//     kernel returns it (then nothing is acknowledged: the store stays
+//     failed), and Close waits for it: only the process's exit ends a
+//     write the kernel never completes. A pebble write stall (memtables
+//     full while flushes fail or lag) holds commits the same way, so it
+//     fails the store after StallTimeout too.
 //   - Pebble's own writes (flushes, compactions) that fail are not a
 //     failed store: a full file system whose WAL still has room fails
 //     them first, pebble retries at once, and commits stall once the

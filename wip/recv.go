@@ -43,7 +43,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	_ = pb.DeleteRange(keyHistPrefix, prefixEnd(keyHistPrefix), nil)
 	_ = pb.Delete(keyMarker, nil)
 	_ = pb.Delete(keyPruned, nil)
-	err = syncCommit(pb)
+	err = s.syncCommitMeta("snapshot start", pb)
 	_ = pb.Close()
 	if err != nil {
 		return fmt.Errorf("wip: snapshot: clearing the store: %w", err)
@@ -269,7 +269,7 @@ func (s *Store) finishSnapshot(l lineage, pairs uint64) error {
 		_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 	}
 	_ = pb.Delete(keyInconsistent, nil)
-	if err := syncCommit(pb); err != nil {
+	if err := s.syncCommitMeta("snapshot marker", pb); err != nil {
 		return fmt.Errorf("wip: snapshot: finishing: %w", err)
 	}
 	s.mu.Lock()
@@ -325,6 +325,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 		hist       []histEntry
 		n          int
 		applied    time.Time // when it went to pebble (Latencies.LocalSync)
+		write      uint64    // its entry in the stall watch, ended after the sync
 		inSync     bool
 		inSyncAt   uint64
 	}
@@ -376,6 +377,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 					// ApplyNoSyncWait until its sync: wait before Close.
 					_ = syncWait(p.pb)
 					_ = p.pb.Close()
+					s.stall.end(p.write)
 				}
 				continue
 			}
@@ -384,6 +386,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 			} else {
 				err := syncWait(p.pb)
 				_ = p.pb.Close()
+				s.stall.end(p.write)
 				if err != nil {
 					failed = true
 					s.mu.Lock()
@@ -556,10 +559,12 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				_ = pb.Set(append(append([]byte(nil), keyHistPrefix...), e8[:]...), f8[:], nil)
 			}
 			applied := s.clk.Now()
+			write := s.stall.begin(localWrite{kind: writeApply, first: es[0].lsn, last: lsn, since: applied})
 			if err == nil {
 				err = applyNoSyncWait(s.db, pb)
 			}
 			if err != nil {
+				s.stall.end(write)
 				_ = pb.Close()
 				s.mu.Lock()
 				s.failLocked(fmt.Errorf("%w: applying LSN %d..%d: %v", ErrFailed, es[0].lsn, lsn, err))
@@ -567,7 +572,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				return err
 			}
 			hist = append(hist, newHist...)
-			pch <- pending{pb: pb, applied: applied, first: es[0].lsn, lsn: lsn, csum: csum, epoch: epoch, hist: newHist, n: len(es)}
+			pch <- pending{pb: pb, applied: applied, write: write, first: es[0].lsn, lsn: lsn, csum: csum, epoch: epoch, hist: newHist, n: len(es)}
 		}
 		if haveNotice {
 			pch <- pending{inSync: true, inSyncAt: inSyncNotice}

@@ -834,7 +834,7 @@ func (s *Store) goInSyncLocked(ss *session) uint64 {
 			defer s.wg.Done()
 			pb := s.db.NewBatch()
 			_ = pb.Delete(keyPeerOutdated, nil)
-			if err := syncCommit(pb); err != nil {
+			if err := s.syncCommitMeta("peer-outdated", pb); err != nil {
 				s.log.Error("clearing peer-outdated", zap.Error(err))
 			}
 			_ = pb.Close()
@@ -1131,7 +1131,7 @@ func (s *Store) setFlag(k []byte, on bool) error {
 	} else {
 		_ = pb.Delete(k, nil)
 	}
-	return syncCommit(pb)
+	return s.syncCommitMeta(string(k), pb)
 }
 
 // quarantine exports the losing suffix to a file, marks the store

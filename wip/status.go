@@ -188,8 +188,10 @@ func (s *Store) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	committed := s.lsn
-	if s.failed != nil && s.role == Primary {
-		committed = s.durable // the failed group was never acknowledged
+	if s.failed != nil {
+		// The group that failed (or stalled) was never acknowledged; a
+		// failed primary demoted since still holds its LSN in s.lsn.
+		committed = s.durable
 	}
 	st := Status{Role: s.role, Mode: s.o.Mode, PeerLoss: s.o.PeerLoss, Epoch: s.epoch,
 		CommittedLSN: committed, DurableLSN: s.durable, PeerAckedLSN: s.peerAcked, PrimaryLSN: s.peerLSN,

@@ -103,9 +103,17 @@ type Options struct {
 	Mode             Mode          // Sync (default) | Async
 	PeerLoss         PeerLoss      // Degrade (default) | Block
 	PeerAckTimeout   time.Duration // 0: 5 s
-	RetainBytes      int64         // retained log for catch-up; 0: 256 MiB
-	RetainAge        time.Duration // 0: 1 h
-	Events           func(Event)   // optional; called from store goroutines, must not block
+	// StallTimeout is how long a local write (a commit's WAL write and
+	// fsync, a batch a secondary applies, a record of the store's own) may
+	// take before the store fails with ErrStalled: the disk has stalled,
+	// and a primary's pair hands over to a peer whose disk works. A warning
+	// is logged at half of it. 0: 20 s (CockroachDB's max_sync_duration:
+	// a disk that has not completed a write in that long is not coming
+	// back soon, and a healthy one under load is far below it).
+	StallTimeout time.Duration
+	RetainBytes  int64         // retained log for catch-up; 0: 256 MiB
+	RetainAge    time.Duration // 0: 1 h
+	Events       func(Event)   // optional; called from store goroutines, must not block
 	// MayGoAlone is the fence-peer hook (DRBD's fence-peer handler): in
 	// Degrade mode the store calls it when the peer has not acked within
 	// PeerAckTimeout, before persisting that the peer is Outdated and
@@ -206,6 +214,9 @@ func (o *Options) fill() error {
 	if o.PeerAckTimeout == 0 {
 		o.PeerAckTimeout = 5 * time.Second
 	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = 20 * time.Second
+	}
 	if o.RetainBytes == 0 {
 		o.RetainBytes = 256 << 20
 	}
@@ -236,6 +247,8 @@ func (o *Options) fill() error {
 		return fmt.Errorf("%w: PeerLoss %d", ErrOptions, o.PeerLoss)
 	case o.PeerAckTimeout < 0:
 		return fmt.Errorf("%w: PeerAckTimeout %v is negative", ErrOptions, o.PeerAckTimeout)
+	case o.StallTimeout < 0:
+		return fmt.Errorf("%w: StallTimeout %v is negative", ErrOptions, o.StallTimeout)
 	case o.GoAloneRetry < 0:
 		return fmt.Errorf("%w: GoAloneRetry %v is negative", ErrOptions, o.GoAloneRetry)
 	case o.RetainBytes < 0:
@@ -380,6 +393,9 @@ type group struct {
 	formed  time.Time // when the committer formed it (Latencies.Commit)
 	durable time.Time // when the local fsync completed (zero until then)
 	reqs    []*commitReq
+	// answered: a stall failed the store while the group's write was under
+	// way, and its callers were told (failStalled); guarded by Store.mu.
+	answered bool
 }
 
 func (g *group) first() uint64 { return g.entries[0].lsn }
@@ -424,6 +440,8 @@ type Store struct {
 	waiting      []*group // locally durable or not, not yet released to callers
 	// Replication view.
 	ww           *writeWatch // pebble's background write errors and stalls
+	stall        *stallWatch // local writes under way (stall.go)
+	writing      *group      // the committer's group whose local write is under way
 	peerAcked    uint64
 	peerState    PeerState
 	cannotAck    string // why the pair says the peer cannot ack (PeerCannotAck); "" when not
@@ -564,9 +582,10 @@ func Open(dir string, o Options) (*Store, error) {
 	// What was loaded, logged below: read now, before the replication
 	// goroutines may change it.
 	epoch, lsn, inc, outd := s.epoch, s.lsn, s.inconsistent, s.outdated
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.committer()
 	go s.supervisor()
+	go s.stallLoop()
 	if err := s.startRepl(); err != nil {
 		_ = s.Close()
 		return nil, err
@@ -606,6 +625,7 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 		o.Logger.Warn("leftover snapshot tables not removed", zap.String("dir", dir), zap.Error(err))
 	}
 	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po, corr: corr, ww: ww,
+		stall: newStallWatch(),
 		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1), redial: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
@@ -827,7 +847,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (uint64, error) {
 		}
 		return req.lsn, nil
 	case <-ctx.Done():
-		return 0, fmt.Errorf("wip: commit outcome unknown: %w", ctx.Err())
+		return 0, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
 	}
 }
 
@@ -932,9 +952,11 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 	// peer while our fsync runs, so the two fsyncs overlap (DRBD does the same).
 	s.tail = append(s.tail, g)
 	s.tailBytes += g.bytes
+	s.writing = g
 	s.cond.Broadcast()
 	s.mu.Unlock()
 
+	id := s.stall.begin(localWrite{kind: writeCommit, first: g.first(), last: g.last(), since: formed})
 	pb := s.db.NewBatchWithSize(2*g.bytes + 4096)
 	err := s.writeEntries(pb, g.entries)
 	var written time.Time
@@ -943,15 +965,30 @@ func (s *Store) commitGroup(reqs []*commitReq) {
 		err = syncCommit(pb)
 	}
 	_ = pb.Close()
+	s.stall.end(id)
 	durable := s.clk.Now()
 	s.mu.Lock()
+	s.writing = nil
 	if err != nil {
 		s.failLocked(fmt.Errorf("%w: commit of LSN %d..%d: %v", ErrFailed, g.first(), g.last(), err))
 		// Drop the unpublished group from the tail so it is never sent.
 		s.removeTail(g)
 		s.cond.Broadcast()
+		answered := g.answered
 		s.mu.Unlock()
-		s.fail(reqs, s.failed)
+		if !answered {
+			s.fail(reqs, s.failed)
+		}
+		return
+	}
+	if g.answered {
+		// The write came back after a stall had failed the store and told
+		// the callers the outcome is unknown: durable here now, but the
+		// store acknowledges nothing more (CommittedLSN stays DurableLSN).
+		s.log.Warn("a stalled write came back after the store had failed",
+			zap.Uint64("first_lsn", g.first()), zap.Uint64("last_lsn", g.last()), zap.Duration("took", durable.Sub(formed)))
+		s.cond.Broadcast()
+		s.mu.Unlock()
 		return
 	}
 	s.durable = g.last()
@@ -1219,11 +1256,17 @@ func (s *Store) supervisor() {
 				wait = 0
 			}
 		}
-		if active && wait <= 0 && s.role != Primary {
-			// Demoted while groups wait for a peer that does not ack:
-			// they are never acknowledged (not even alone), and Demote
-			// need not wait for them.
-			s.failWaitingLocked(ErrUnacknowledged)
+		if active && wait <= 0 && (s.role != Primary || s.failed != nil) {
+			// Demoted, or failed, while groups wait for a peer that does
+			// not ack: they are never acknowledged (not even alone: a
+			// failed store cannot persist that the peer is Outdated), and
+			// Demote need not wait for them. Durable here, they may be on
+			// the peer too.
+			err := ErrUnacknowledged
+			if s.role == Primary {
+				err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, s.failed)
+			}
+			s.failWaitingLocked(err)
 			s.mu.Unlock()
 			continue
 		}
@@ -1297,7 +1340,7 @@ func (s *Store) failWaitingLocked(err error) {
 	s.inflight -= n
 	s.cond.Broadcast()
 	if n > 0 {
-		s.log.Warn("commits the peer never acknowledged answered with an error (fenced or demoted)", zap.Int("commits", n), zap.Error(err))
+		s.log.Warn("commits the peer never acknowledged answered with an error (fenced, demoted or failed)", zap.Int("commits", n), zap.Error(err))
 	}
 }
 
@@ -1318,7 +1361,7 @@ func (s *Store) mayGoAlone() (err error) {
 func (s *Store) degrade() {
 	pb := s.db.NewBatch()
 	_ = pb.Set(keyPeerOutdated, nil, nil)
-	err := syncCommit(pb)
+	err := s.syncCommitMeta("peer-outdated", pb)
 	_ = pb.Close()
 	if err != nil {
 		s.mu.Lock()
@@ -1541,7 +1584,7 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 	if aloneAtOnce {
 		_ = pb.Set(keyPeerOutdated, nil, nil)
 	}
-	err := syncCommit(pb)
+	err := s.syncCommitMeta("epoch", pb)
 	_ = pb.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
