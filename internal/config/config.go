@@ -116,15 +116,25 @@ type Replication struct {
 // store (DataDir/wip): the store fails when it is full (wip-failed), so the
 // alarm disk-space comes first, a warning below WarnFreePercent of it free
 // and critical below CriticalFreePercent (0 turns a level off).
+//
+// StallTimeout is how long one write of the WIP store (a commit's log
+// write and fsync, a batch the passive applies) may take before the store
+// fails with a stalled disk (wip-failed), and the active hands over to an
+// in-sync passive (0: DefaultStallTimeout).
 type Disk struct {
-	WarnFreePercent     *int `yaml:"warn-free-percent"`
-	CriticalFreePercent *int `yaml:"critical-free-percent"`
+	WarnFreePercent     *int     `yaml:"warn-free-percent"`
+	CriticalFreePercent *int     `yaml:"critical-free-percent"`
+	StallTimeout        Duration `yaml:"stall-timeout"`
 }
 
 // Default free-space alarm levels (Disk), in percent of the file system.
 const (
 	DefaultWarnFreePercent     = 15
 	DefaultCriticalFreePercent = 5
+	// DefaultStallTimeout is CockroachDB's max_sync_duration: a disk that
+	// has not completed a write in that long is not coming back soon, and
+	// a healthy one under load stays far below it.
+	DefaultStallTimeout = Duration(20 * time.Second)
 )
 
 // VIP is the group of virtual addresses the active owns.
@@ -308,6 +318,9 @@ func (c *Config) applyDefaults() {
 	if c.Disk.CriticalFreePercent == nil {
 		n := DefaultCriticalFreePercent
 		c.Disk.CriticalFreePercent = &n
+	}
+	if c.Disk.StallTimeout == 0 {
+		c.Disk.StallTimeout = DefaultStallTimeout
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -508,6 +521,9 @@ func (c *Config) check() error {
 		p.add("disk.critical-free-percent", "%d: want 0 (off) to 90", crit)
 	} else if crit > 0 && warn > 0 && crit >= warn {
 		p.add("disk.critical-free-percent", "%d: must be below disk.warn-free-percent (%d), or 0 (off)", crit, warn)
+	}
+	if d := c.Disk.StallTimeout.D(); d < time.Second || d > 10*time.Minute {
+		p.add("disk.stall-timeout", "%s: want 1s to 10m", d)
 	}
 	if c.RealtimePriority < 0 || c.RealtimePriority > 99 {
 		p.add("realtime-priority", "%d: want 0 (off) or 1-99", c.RealtimePriority)

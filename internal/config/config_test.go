@@ -118,6 +118,7 @@ func TestBadInputsNameFieldAndLine(t *testing.T) {
 		{"backup too often", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nbackup:\n  dir: /b\n  every: 10ms\n", []string{"bad.yaml:20: backup.every: 10ms: want at least 1s"}},
 		{"negative keep", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nbackup:\n  dir: /b\n  keep: -2\n", []string{"bad.yaml:20: backup.keep: -2: want at least 1"}},
 		{"disk level too high", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  warn-free-percent: 95\n", []string{"bad.yaml:19: disk.warn-free-percent: 95: want 0 (off) to 90"}},
+		{"disk stall timeout too short", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  stall-timeout: 100ms\n", []string{"bad.yaml:19: disk.stall-timeout: 100ms: want 1s to 10m"}},
 		{"disk levels crossed", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  warn-free-percent: 10\n  critical-free-percent: 10\n", []string{"bad.yaml:20: disk.critical-free-percent: 10: must be below disk.warn-free-percent (10), or 0 (off)"}},
 		{"several at once", "node: a\npeer: b", "node: A\npeer: b b", []string{"bad.yaml:1: node:", "bad.yaml:2: peer:"}},
 	}

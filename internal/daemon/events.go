@@ -298,9 +298,10 @@ const stallAlarmAfter = 10 * time.Second
 // WAL until the memtables are full, then stall), and wip-stall (a
 // warning) while commits have waited for a flush longer than
 // stallAlarmAfter without such an error (a disk that does not keep up).
-// Each clears when its condition ends. The active does not hand over for
-// them: its commits may be held inside pebble, which a pause would wait
-// for; it works again as soon as pebble can write (free space).
+// Each clears when its condition ends: the store works again as soon as
+// pebble can write (free space). Commits held that way for
+// disk.stall-timeout fail the store as a stalled disk (wip-failed), and
+// the active hands over then.
 func (d *driver) writeAlarms(r api.ReplicationStatus) {
 	now := d.clk.Now()
 	stalled := ""

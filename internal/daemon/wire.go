@@ -39,6 +39,7 @@ func openStore(cfg *config.Config, key []byte, self uint8, pairEpoch uint64, clk
 	o := wip.Options{
 		Clock: clk, Logger: log, NodeID: self, PairKey: key,
 		PeerAckTimeout:      cfg.Replication.PeerAckTimeout.D(),
+		StallTimeout:        cfg.Disk.StallTimeout.D(),
 		RetainBytes:         cfg.Replication.RetainBytes,
 		RetainAge:           cfg.Replication.RetainAge.D(),
 		MaxUnackedGroups:    cfg.Replication.MaxUnackedGroups,
