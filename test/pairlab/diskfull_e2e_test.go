@@ -139,11 +139,9 @@ func fillUnderLoad(t *testing.T, e *e2e, wipDir string, total int, after func())
 	return acked
 }
 
-// recoverFromDiskFull checks the failed node (full: passive, its store
-// failed, disk-space critical, still running) and that active holds every
-// acknowledged job, one per trigger; then frees the space and restarts
-// full, which catches up, and kills active: full takes over with every
-// acknowledged job.
+// recoverFromDiskFull checks the full node's alarms (disk-space critical,
+// naming its file system) and goes on as recoverFailedNode, freeing the
+// space as the operator's repair.
 func recoverFromDiskFull(t *testing.T, e *e2e, ctx context.Context, full, active *Node, wipDir string, acked map[string]string, total int) {
 	t.Helper()
 	// The free-space watch (every 5 s) says why, on the file system
@@ -158,12 +156,33 @@ func recoverFromDiskFull(t *testing.T, e *e2e, ctx context.Context, full, active
 		if al.ID == "disk-space" && (al.Severity != "critical" || !strings.Contains(al.Text, "the file system of "+wipDir)) {
 			t.Errorf("disk-space on %s: %s %q", full.Name, al.Severity, al.Text)
 		}
-		if al.ID == "wip-failed" && (al.Severity != "critical" || !strings.Contains(al.Text, "not promotable") || !strings.Contains(al.Text, "no space left on device")) {
-			t.Errorf("wip-failed on %s: %s %q", full.Name, al.Severity, al.Text)
+	}
+	recoverFailedNode(t, e, ctx, full, active, "no space left on device", acked, total, func() {
+		if err := os.Remove(filepath.Join(wipDir, "filler")); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// recoverFailedNode checks the failed node (passive, its store failed,
+// wip-failed critical naming cause, still running) and that active holds
+// every acknowledged job, one per trigger; then runs repair (the
+// operator's: free the space, replace the disk), restarts failed, which
+// catches up, and kills active: failed takes over with every
+// acknowledged job.
+func recoverFailedNode(t *testing.T, e *e2e, ctx context.Context, failed, active *Node, cause string, acked map[string]string, total int, repair func()) {
+	t.Helper()
+	st, err := failed.WaitFor(ctx, failed.Name+"'s wip-failed alarm", func(s api.Status) bool { return hasAlarm(s, "wip-failed") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, al := range st.Alarms {
+		if al.ID == "wip-failed" && (al.Severity != "critical" || !strings.Contains(al.Text, "not promotable") || !strings.Contains(al.Text, cause)) {
+			t.Errorf("wip-failed on %s: %s %q, want critical, naming %q", failed.Name, al.Severity, al.Text, cause)
 		}
 	}
-	if full.Proc().Exited() {
-		t.Errorf("%s's tandemd stopped", full.Name)
+	if failed.Proc().Exited() {
+		t.Errorf("%s's tandemd stopped", failed.Name)
 	}
 	checkJobsOn(t, e, active, acked)
 	jobs, err := active.API.Jobs(e.ctx, "", "load")
@@ -174,25 +193,22 @@ func recoverFromDiskFull(t *testing.T, e *e2e, ctx context.Context, full, active
 		t.Errorf("the active lists %d jobs for %d distinct triggers", len(jobs), total)
 	}
 
-	// The operator frees the space and restarts the node: its store
-	// reopens with what it had synced, catches up, and the alarms clear.
-	// Then the active dies, and the node takes over with every
-	// acknowledged job.
-	if err := os.Remove(filepath.Join(wipDir, "filler")); err != nil {
+	// The operator repairs and restarts the node: its store reopens with
+	// what it had synced, catches up, and the alarms clear. Then the
+	// active dies, and the node takes over with every acknowledged job.
+	repair()
+	if err := failed.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := full.Stop(10 * time.Second); err != nil {
+	if err := failed.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := full.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := full.WaitFor(ctx, full.Name+" restarted, in sync, no store alarm", func(s api.Status) bool {
+	if _, err := failed.WaitFor(ctx, failed.Name+" restarted, in sync, no store alarm", func(s api.Status) bool {
 		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Failed == "" && !hasAlarm(s, "wip-failed") && !hasAlarm(s, "disk-space")
 	}); err != nil {
 		t.Fatal(err)
 	}
-	crashAndCheck(t, e, active, full, acked, total)
+	crashAndCheck(t, e, active, failed, acked, total)
 }
 
 // fillFS writes path until its file system has no room left and returns

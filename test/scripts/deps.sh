@@ -71,3 +71,12 @@ if ! { command -v go >/dev/null 2>&1 && go_ok go; } && ! { [ -x /usr/local/go/bi
   mv "$tmp/golang.org/toolchain@v0.0.1-go${GO_VERSION}.linux-amd64" /usr/local/go
   chmod +x /usr/local/go/bin/* /usr/local/go/pkg/tool/*/* 2>/dev/null || true
 fi
+
+# FUSE, for the lab's hung-disk tests (test/lab/hangfs): the kernel's fuse
+# module. Nothing to install from Debian (hangfs mounts with mount(2));
+# load the module if /dev/fuse is not there yet. If it cannot be loaded,
+# those tests say so (and fail under CI=true).
+if [ ! -e /dev/fuse ] && [ "$(id -u)" -eq 0 ] && command -v modprobe >/dev/null 2>&1; then
+  echo "deps: loading the fuse kernel module"
+  modprobe fuse || echo "deps: modprobe fuse failed; the hung-disk lab tests need /dev/fuse" >&2
+fi

@@ -1,0 +1,151 @@
+package pairlab
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/api"
+	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/testenv"
+	"github.com/tandem-ha/tandem/test/lab/hangfs"
+)
+
+// labStallTimeout is disk.stall-timeout in the stall tests: short, so the
+// lab's bounded runs see the failure, long against the lab's fsyncs.
+const labStallTimeout = "2s"
+
+// TestE2EActiveDiskStallsHandsOver: the disk under the active's WIP store
+// hangs (a FUSE pass-through over data-dir/wip whose writes and syncs are
+// frozen: they block in the kernel and never fail) while clients start
+// jobs through the VIP. Nothing fails on its own: the heartbeats, which do
+// not touch the disk, would keep the passive from taking over for as long
+// as the disk hangs. After disk.stall-timeout the active's store fails,
+// naming the write that stalled; the active raises wip-failed, hands the
+// role over to the in-sync passive and stays passive, not promotable.
+// Every job acknowledged before, during and after is on the new active,
+// and no trigger became two jobs. The disk back and a restarted, a
+// catches up and, when b dies, takes over with every acknowledged job.
+func TestE2EActiveDiskStallsHandsOver(t *testing.T) {
+	e, fsys := stallingPair(t, "a")
+	a, b := e.pair.A, e.pair.B
+	const total = 900
+	deployIngest(t, e, a)
+	load := startIngestLoad(t, e, "s", total, 16, 2*time.Minute)
+	for load.accepted.Load() < int64(total/3) && load.ctx.Err() == nil {
+		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
+	}
+	before := load.accepted.Load()
+	fsys.Freeze()
+	t.Logf("%d jobs accepted; froze a's WIP disk", before)
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	ev, err := waitEvent(ctx, a, func(ev api.Event) bool { return ev.Kind == "alarm" && strings.HasPrefix(ev.Text, "wip-failed: ") })
+	if err != nil {
+		t.Fatalf("waiting for wip-failed on a: %v", err)
+	}
+	if !strings.Contains(ev.Text, "the disk has stalled") || !strings.Contains(ev.Text, "has not completed in") {
+		t.Errorf("alarm event %q does not name the stall", ev.Text)
+	}
+	if fsys.Held() == 0 {
+		t.Error("no write is held by the frozen disk: the failure was not the stall")
+	}
+	e.role(b, "active", "")
+	acked := load.wait(t)
+	t.Logf("%d jobs acknowledged in all", len(acked))
+	if len(acked) != total {
+		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
+	}
+	if _, err := a.WaitFor(ctx, "a passive, failed, not promotable", func(s api.Status) bool {
+		return s.Role == "passive" && s.SubState == "inconsistent" && strings.Contains(s.Replication.Failed, "the disk has stalled")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(a.Log(), "the WIP store has failed: handing the active role over to the peer") {
+		t.Error("a's log does not say it handed over for its failed store")
+	}
+	if !strings.Contains(b.Log(), "promoted with the old primary gone: peer marked outdated") {
+		t.Error("b did not go on alone at its promotion")
+	}
+	logGap(t, "b's runtime started", a.Log(), "the store has failed", b.Log(), "runtime started on b")
+	// The disk comes back: the stuck writes return, acknowledging nothing.
+	recoverFailedNode(t, e, ctx, a, b, "the disk has stalled", acked, total, fsys.Thaw)
+}
+
+// TestE2EPassiveDiskStallsActiveGoesOn: the passive's WIP disk hangs under
+// load. The active stops getting acks and goes on alone after
+// peer-ack-timeout; after disk.stall-timeout the passive's store fails,
+// naming the apply that stalled, and it is not promotable (its heartbeat
+// says no-follow). Every acknowledged job is on the active; the disk back
+// and b restarted, b catches up and takes over with all of them when a
+// dies.
+func TestE2EPassiveDiskStallsActiveGoesOn(t *testing.T) {
+	e, fsys := stallingPair(t, "b")
+	a, b := e.pair.A, e.pair.B
+	const total = 900
+	deployIngest(t, e, a)
+	load := startIngestLoad(t, e, "s", total, 16, 2*time.Minute)
+	for load.accepted.Load() < int64(total/3) && load.ctx.Err() == nil {
+		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
+	}
+	fsys.Freeze()
+	t.Logf("%d jobs accepted; froze b's WIP disk", load.accepted.Load())
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := b.WaitFor(ctx, "b passive, failed on the stall, not promotable", func(s api.Status) bool {
+		return s.Role == "passive" && s.SubState == "inconsistent" && strings.Contains(s.Replication.Failed, "the disk has stalled") && hasAlarm(s, "wip-failed")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	acked := load.wait(t)
+	t.Logf("%d jobs acknowledged in all", len(acked))
+	if len(acked) != total {
+		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
+	}
+	if st := e.status(a); st.Role != "active" {
+		t.Fatalf("a is %s/%s", st.Role, st.SubState)
+	}
+	if !strings.Contains(a.Log(), "peer marked outdated; continuing alone") {
+		t.Error("a did not go on alone")
+	}
+	recoverFailedNode(t, e, ctx, b, a, "the disk has stalled", acked, total, fsys.Thaw)
+}
+
+// stallingPair brings up a pair (disk.stall-timeout labStallTimeout) whose
+// node n ("a" or "b") has its data-dir/wip on a hangfs mount over
+// data-dir/wip-disk, and returns it with the mount.
+func stallingPair(t *testing.T, n string) (*e2e, *hangfs.FS) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testenv.Missing(t, "/dev/fuse (FUSE): %v", err)
+	}
+	e := newE2EPair(t, Options{Extra: "disk:\n  stall-timeout: " + labStallTimeout + "\n"})
+	node := e.pair.A
+	if n == "b" {
+		node = e.pair.B
+	}
+	wipDir := filepath.Join(node.Dir, "data", "wip")
+	disk := filepath.Join(node.Dir, "data", "wip-disk")
+	for _, d := range []string{wipDir, disk} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fsys, err := hangfs.Mount(wipDir, disk, func(format string, args ...any) { t.Logf(node.Name+": hangfs: "+format, args...) })
+	if err != nil {
+		t.Fatalf("mount hangfs on %s: %v", wipDir, err)
+	}
+	// Registered after the pair's cleanup, so it runs first: the node's
+	// tandemd, which keeps files open in the mount (a FUSE server lives on
+	// until they close), goes first, and is not left blocked in the mount.
+	t.Cleanup(func() {
+		node.Kill()
+		if err := fsys.Unmount(); err != nil {
+			t.Errorf("unmount hangfs: %v", err)
+		}
+	})
+	e.start()
+	return e, fsys
+}
