@@ -58,6 +58,21 @@ func (h *hangingDisk) thaw() {
 	h.mu.Unlock()
 }
 
+// recv waits (waitFor's bound) for a value from ch.
+func recv[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	var v T
+	waitFor(t, what, func() bool {
+		select {
+		case v = <-ch:
+			return true
+		default:
+			return false
+		}
+	})
+	return v
+}
+
 // A primary whose disk hangs fails after StallTimeout: the callers of the
 // group whose write is stuck learn that its outcome is unknown (it went to
 // the peer first), the commits queued behind it and every later one get
@@ -110,15 +125,7 @@ func TestPrimaryFailsWhenItsDiskStalls(t *testing.T) {
 	}
 	unknown := 0
 	for i := 0; i < writers; i++ {
-		var err error
-		waitFor(t, "the late commits answered", func() bool {
-			select {
-			case err = <-errs:
-				return true
-			default:
-				return false
-			}
-		})
+		err := recv(t, "the late commits answered", errs)
 		if !errors.Is(err, ErrFailed) || !errors.Is(err, ErrStalled) {
 			t.Errorf("late commit: %v, want ErrFailed and ErrStalled", err)
 		}
@@ -246,16 +253,7 @@ func TestFailedPrimaryDoesNotGoAlone(t *testing.T) {
 	full.Store(true)
 	go commit("fails")
 	for i := 0; i < 2; i++ {
-		var err error
-		waitFor(t, "both commits answered", func() bool {
-			select {
-			case err = <-done:
-				return true
-			default:
-				return false
-			}
-		})
-		if !errors.Is(err, ErrFailed) {
+		if err := recv(t, "both commits answered", done); !errors.Is(err, ErrFailed) {
 			t.Errorf("commit: %v, want ErrFailed", err)
 		}
 	}

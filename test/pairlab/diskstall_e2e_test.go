@@ -33,14 +33,7 @@ func TestE2EActiveDiskStallsHandsOver(t *testing.T) {
 	e, fsys := stallingPair(t, "a")
 	a, b := e.pair.A, e.pair.B
 	const total = 900
-	deployIngest(t, e, a)
-	load := startIngestLoad(t, e, "s", total, 16, 2*time.Minute)
-	for load.accepted.Load() < int64(total/3) && load.ctx.Err() == nil {
-		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
-	}
-	before := load.accepted.Load()
-	fsys.Freeze()
-	t.Logf("%d jobs accepted; froze a's WIP disk", before)
+	load := freezeUnderLoad(t, e, fsys, "a", total)
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
 	ev, err := waitEvent(ctx, a, func(ev api.Event) bool { return ev.Kind == "alarm" && strings.HasPrefix(ev.Text, "wip-failed: ") })
@@ -86,13 +79,7 @@ func TestE2EPassiveDiskStallsActiveGoesOn(t *testing.T) {
 	e, fsys := stallingPair(t, "b")
 	a, b := e.pair.A, e.pair.B
 	const total = 900
-	deployIngest(t, e, a)
-	load := startIngestLoad(t, e, "s", total, 16, 2*time.Minute)
-	for load.accepted.Load() < int64(total/3) && load.ctx.Err() == nil {
-		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
-	}
-	fsys.Freeze()
-	t.Logf("%d jobs accepted; froze b's WIP disk", load.accepted.Load())
+	load := freezeUnderLoad(t, e, fsys, "b", total)
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
 	if _, err := b.WaitFor(ctx, "b passive, failed on the stall, not promotable", func(s api.Status) bool {
@@ -112,6 +99,20 @@ func TestE2EPassiveDiskStallsActiveGoesOn(t *testing.T) {
 		t.Error("a did not go on alone")
 	}
 	recoverFailedNode(t, e, ctx, b, a, "the disk has stalled", acked, total, fsys.Thaw)
+}
+
+// freezeUnderLoad starts total jobs through the VIP from 16 clients and
+// freezes fsys (node n's WIP disk) once a third are in.
+func freezeUnderLoad(t *testing.T, e *e2e, fsys *hangfs.FS, n string, total int) *jobLoad {
+	t.Helper()
+	deployIngest(t, e, e.pair.A)
+	load := startIngestLoad(t, e, "s", total, 16, 2*time.Minute)
+	for load.accepted.Load() < int64(total/3) && load.ctx.Err() == nil {
+		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
+	}
+	fsys.Freeze()
+	t.Logf("%d jobs accepted; froze %s's WIP disk", load.accepted.Load(), n)
+	return load
 }
 
 // stallingPair brings up a pair (disk.stall-timeout labStallTimeout) whose
