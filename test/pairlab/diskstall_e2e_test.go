@@ -30,7 +30,7 @@ const labStallTimeout = "2s"
 // and no trigger became two jobs. The disk back and a restarted, a
 // catches up and, when b dies, takes over with every acknowledged job.
 func TestE2EActiveDiskStallsHandsOver(t *testing.T) {
-	e, fsys := stallingPair(t, "a")
+	e, fsys := stallingPair(t, "a", "wip", 0)
 	a, b := e.pair.A, e.pair.B
 	const total = 900
 	load := freezeUnderLoad(t, e, fsys, "a", total)
@@ -76,7 +76,7 @@ func TestE2EActiveDiskStallsHandsOver(t *testing.T) {
 // and b restarted, b catches up and takes over with all of them when a
 // dies.
 func TestE2EPassiveDiskStallsActiveGoesOn(t *testing.T) {
-	e, fsys := stallingPair(t, "b")
+	e, fsys := stallingPair(t, "b", "wip", 0)
 	a, b := e.pair.A, e.pair.B
 	const total = 900
 	load := freezeUnderLoad(t, e, fsys, "b", total)
@@ -115,20 +115,24 @@ func freezeUnderLoad(t *testing.T, e *e2e, fsys *hangfs.FS, n string, total int)
 	return load
 }
 
-// stallingPair brings up a pair (disk.stall-timeout labStallTimeout) whose
-// node n ("a" or "b") has its data-dir/wip on a hangfs mount over
-// data-dir/wip-disk, and returns it with the mount.
-func stallingPair(t *testing.T, n string) (*e2e, *hangfs.FS) {
+// stallingPair brings up a pair (disk.stall-timeout labStallTimeout; the
+// service watchdog's interval, 0 for none) whose node n ("a" or "b") has
+// its data-dir/wip (under "wip") or its whole data-dir (under "data") on
+// a hangfs mount, and returns it with the mount.
+func stallingPair(t *testing.T, n, under string, watchdog time.Duration) (*e2e, *hangfs.FS) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		testenv.Missing(t, "/dev/fuse (FUSE): %v", err)
 	}
-	e := newE2EPair(t, Options{Extra: "disk:\n  stall-timeout: " + labStallTimeout + "\n"})
+	e := newE2EPair(t, Options{Extra: "disk:\n  stall-timeout: " + labStallTimeout + "\n", Watchdog: watchdog})
 	node := e.pair.A
 	if n == "b" {
 		node = e.pair.B
 	}
 	wipDir := filepath.Join(node.Dir, "data", "wip")
 	disk := filepath.Join(node.Dir, "data", "wip-disk")
+	if under == "data" {
+		wipDir, disk = filepath.Join(node.Dir, "data"), filepath.Join(node.Dir, "data-disk")
+	}
 	for _, d := range []string{wipDir, disk} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -142,11 +146,66 @@ func stallingPair(t *testing.T, n string) (*e2e, *hangfs.FS) {
 	// tandemd, which keeps files open in the mount (a FUSE server lives on
 	// until they close), goes first, and is not left blocked in the mount.
 	t.Cleanup(func() {
-		node.Kill()
+		e.pair.A.Kill()
+		e.pair.B.Kill()
 		if err := fsys.Unmount(); err != nil {
 			t.Errorf("unmount hangfs: %v", err)
 		}
 	})
 	e.start()
 	return e, fsys
+}
+
+// TestE2EActiveDataDirStallsFailsOver: the whole disk under the active
+// hangs (its data-dir on hangfs: the WIP store and the pair state file),
+// with tandemd under a service watchdog as image/tandemd.service runs it
+// (WatchdogSec=5). The store fails after disk.stall-timeout and the
+// active starts its handover; it releases the VIP, then its driver sticks
+// in persisting the pair state on the same disk, so it stops pinging the
+// watchdog, which kills it, and the passive takes over when the active
+// falls silent. Every acknowledged job is on b, one per trigger. The disk
+// back and a restarted, a catches up and takes over with every
+// acknowledged job when b dies.
+func TestE2EActiveDataDirStallsFailsOver(t *testing.T) {
+	e, fsys := stallingPair(t, "a", "data", 5*time.Second)
+	a, b := e.pair.A, e.pair.B
+	const total = 900
+	load := freezeUnderLoad(t, e, fsys, "a", total)
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := b.WaitFor(ctx, "b active", func(s api.Status) bool { return s.Role == "active" }); err != nil {
+		t.Fatal(err)
+	}
+	acked := load.wait(t)
+	t.Logf("%d jobs acknowledged in all", len(acked))
+	if len(acked) != total {
+		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
+	}
+	if p := a.Proc(); p != nil && !p.Exited() {
+		t.Error("a's tandemd still runs: the watchdog did not end it")
+	}
+	for _, want := range []string{"the disk has stalled", "the WIP store has failed: handing the active role over to the peer"} {
+		if !strings.Contains(a.Log(), want) {
+			t.Errorf("a's log does not say %q", want)
+		}
+	}
+	logGap(t, "b's runtime started", a.Log(), "the store has failed", b.Log(), "runtime started on b")
+	checkJobsOn(t, e, b, acked)
+	jobs, err := b.API.Jobs(e.ctx, "", "load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != total {
+		t.Errorf("b lists %d jobs for %d distinct triggers", len(jobs), total)
+	}
+	fsys.Thaw()
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WaitFor(ctx, "a restarted, in sync", func(s api.Status) bool {
+		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Failed == ""
+	}); err != nil {
+		t.Fatal(err)
+	}
+	crashAndCheck(t, e, b, a, acked, total)
 }

@@ -97,6 +97,9 @@ type Options struct {
 	VerifyEvery string
 	// Extra is appended to each node's configuration file (YAML).
 	Extra string
+	// Watchdog, when set, runs tandemd under a service watchdog of that
+	// interval, as systemd's WatchdogSec does (serviceWatchdog).
+	Watchdog time.Duration
 	Logf  func(format string, args ...any)
 }
 
@@ -250,12 +253,27 @@ func (n *Node) Start() error {
 	if err != nil {
 		return err
 	}
-	p, err := n.Host.Start("tandemd", []string{n.pair.opt.Bins.Tandemd, "run", "--config", n.Config}, lab.ProcOptions{Stdout: f, Stderr: f})
+	var wd *serviceWatchdog
+	var env []string
+	if every := n.pair.opt.Watchdog; every > 0 {
+		if wd, env, err = newServiceWatchdog(n, every); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	p, err := n.Host.Start("tandemd", []string{n.pair.opt.Bins.Tandemd, "run", "--config", n.Config}, lab.ProcOptions{Env: env, Stdout: f, Stderr: f})
 	if err != nil {
 		f.Close()
+		if wd != nil {
+			wd.conn.Close()
+			os.RemoveAll(wd.dir)
+		}
 		return err
 	}
 	n.proc, n.log = p, f
+	if wd != nil {
+		go wd.run(p)
+	}
 	n.pair.opt.Logf("pairlab: tandemd %s started (pid %d)", n.Name, p.PID)
 	return nil
 }

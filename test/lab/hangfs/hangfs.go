@@ -346,7 +346,17 @@ func (h *FS) unmount() error {
 			}
 		}
 	}
-	<-h.served
+	// Bounded: a test's cleanup must not hang its run. The server lives
+	// on while a process holds a file in the detached mount, or a mount
+	// namespace made while it was mounted (`ip netns exec` makes one per
+	// process) still holds a copy of it.
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case <-h.served:
+	case <-t.C:
+		return fmt.Errorf("hangfs: %s: the FUSE server still runs 30s after the unmount: a process holds a file in it, or a mount namespace a copy of the mount (fuse connection %s)", h.mountpoint, h.conn)
+	}
 	h.logf("hangfs: %s unmounted", h.mountpoint)
 	return nil
 }
