@@ -100,7 +100,7 @@ type Options struct {
 	// Watchdog, when set, runs tandemd under a service watchdog of that
 	// interval, as systemd's WatchdogSec does (serviceWatchdog).
 	Watchdog time.Duration
-	Logf  func(format string, args ...any)
+	Logf     func(format string, args ...any)
 }
 
 // Pair is two tandemd nodes in a lab.
