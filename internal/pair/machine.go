@@ -832,11 +832,20 @@ func (m *Machine) onFailed(e ActionFailed) error {
 	switch e.Kind {
 	case ActPersist:
 		m.raise("persist-failed", fmt.Sprintf("cannot persist the pair state: %v", e.Err))
-		if m.role == RoleActive {
+		switch m.role {
+		case RoleActive:
 			// The actions after the persist never ran: nothing outward happened.
 			m.role = RolePassive
 			m.retryAfter = m.now.Add(m.t.DeadAfter)
 			m.reason = "promotion failed: persist"
+		case RolePassive:
+			// A demotion's or a handover's persist (the VIP is already
+			// released): the store's demotion after it never ran. The
+			// role is not safety state (a node that boots from "active"
+			// starts passive, and epochs fence), so the demotion goes on:
+			// a disk that hangs must not keep the store primary, nor hold
+			// the handover the advert now announces.
+			m.emit(Action{Kind: ActSetReplication, Epoch: m.epoch})
 		}
 	case ActSetReplication, ActClaimVIP, ActStartRuntime:
 		m.raise("takeover-failed", fmt.Sprintf("%s failed: %v", e.Kind, e.Err))
