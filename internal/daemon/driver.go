@@ -141,6 +141,7 @@ type driver struct {
 	gwState         atomic.Pointer[api.TieBreakerStatus]
 	counters        countersAtomic
 	persisted       pair.Persisted
+	saver           *persister // the pair state file's writer (made at the first persist)
 	roleAt          atomic.Pointer[time.Time]
 	prev            pair.Status // machine status after the last Ready (noteRole)
 	gate            *goAloneGate
@@ -581,7 +582,13 @@ func (d *driver) do(a pair.Action) error {
 	defer cancel()
 	switch a.Kind {
 	case pair.ActPersist:
-		if err := saveState(d.dir, a.State); err != nil {
+		if d.saver == nil {
+			// Real time, not the driver's clock: the bound is on a
+			// disk's latency (a test's manual clock would fire it while
+			// a real write is under way).
+			d.saver = &persister{dir: d.dir, clk: clock.Real()}
+		}
+		if err := d.saver.save(ctx, a.State); err != nil {
 			return err
 		}
 		d.persisted = a.State
