@@ -111,7 +111,7 @@ func freezeUnderLoad(t *testing.T, e *e2e, fsys *hangfs.FS, n string, total int)
 		clock.Sleep(load.ctx, clock.Real(), 5*time.Millisecond)
 	}
 	fsys.Freeze()
-	t.Logf("%d jobs accepted; froze %s's WIP disk", load.accepted.Load(), n)
+	t.Logf("%d jobs accepted; froze %s's disk", load.accepted.Load(), n)
 	return load
 }
 
@@ -156,38 +156,44 @@ func stallingPair(t *testing.T, n, under string, watchdog time.Duration) (*e2e, 
 	return e, fsys
 }
 
-// TestE2EActiveDataDirStallsFailsOver: the whole disk under the active
+// TestE2EActiveDataDirStallsHandsOver: the whole disk under the active
 // hangs (its data-dir on hangfs: the WIP store and the pair state file),
 // with tandemd under a service watchdog as image/tandemd.service runs it
 // (WatchdogSec=5). The store fails after disk.stall-timeout and the
-// active starts its handover; it releases the VIP, then its driver sticks
-// in persisting the pair state on the same disk, so it stops pinging the
-// watchdog, which kills it, and the passive takes over when the active
-// falls silent. Every acknowledged job is on b, one per trigger. The disk
-// back and a restarted, a catches up and takes over with every
-// acknowledged job when b dies.
-func TestE2EActiveDataDirStallsFailsOver(t *testing.T) {
+// active hands over: it releases the VIP, its persist of the passive role
+// gives up after its bound (the write goes on in the background), the
+// store is demoted all the same, and the advert tells the passive to take
+// over. The driver keeps turning, so the watchdog does not fire. Every
+// acknowledged job is on b, one per trigger. The disk back and a
+// restarted, a catches up and takes over with every acknowledged job
+// when b dies.
+func TestE2EActiveDataDirStallsHandsOver(t *testing.T) {
 	e, fsys := stallingPair(t, "a", "data", 5*time.Second)
 	a, b := e.pair.A, e.pair.B
 	const total = 900
 	load := freezeUnderLoad(t, e, fsys, "a", total)
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
-	if _, err := b.WaitFor(ctx, "b active", func(s api.Status) bool { return s.Role == "active" }); err != nil {
-		t.Fatal(err)
-	}
+	e.role(b, "active", "")
 	acked := load.wait(t)
 	t.Logf("%d jobs acknowledged in all", len(acked))
 	if len(acked) != total {
 		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
 	}
-	if p := a.Proc(); p != nil && !p.Exited() {
-		t.Error("a's tandemd still runs: the watchdog did not end it")
+	st, err := a.WaitFor(ctx, "a passive, failed, persist-failed", func(s api.Status) bool {
+		return s.Role == "passive" && strings.Contains(s.Replication.Failed, "the disk has stalled") && hasAlarm(s, "persist-failed")
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{"the disk has stalled", "the WIP store has failed: handing the active role over to the peer"} {
-		if !strings.Contains(a.Log(), want) {
-			t.Errorf("a's log does not say %q", want)
-		}
+	if st.Replication.Role != "secondary" {
+		t.Errorf("a's store is %s after the handover, want secondary", st.Replication.Role)
+	}
+	if p := a.Proc(); p == nil || p.Exited() {
+		t.Error("a's tandemd has stopped: the watchdog ended it")
+	}
+	if !strings.Contains(a.Log(), "the WIP store has failed: handing the active role over to the peer") {
+		t.Error("a's log does not say it handed over for its failed store")
 	}
 	logGap(t, "b's runtime started", a.Log(), "the store has failed", b.Log(), "runtime started on b")
 	checkJobsOn(t, e, b, acked)
@@ -198,7 +204,12 @@ func TestE2EActiveDataDirStallsFailsOver(t *testing.T) {
 	if len(jobs) != total {
 		t.Errorf("b lists %d jobs for %d distinct triggers", len(jobs), total)
 	}
+	// The disk comes back; the operator restarts a (its store stays
+	// failed until then).
 	fsys.Thaw()
+	if err := a.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
