@@ -50,7 +50,7 @@ func (p *persister) save(ctx context.Context, st pair.Persisted) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	wait := func(done <-chan struct{}) error {
+	await := func(done <-chan struct{}) error {
 		select {
 		case <-done:
 			return nil
@@ -61,23 +61,23 @@ func (p *persister) save(ctx context.Context, st pair.Persisted) error {
 		}
 	}
 	if p.pending != nil {
-		if err := wait(p.pending); err != nil {
+		if err := await(p.pending); err != nil {
 			return err
 		}
 		p.pending = nil
 	}
 	done := make(chan struct{})
 	p.pending = done
+	write := p.write
+	if write == nil {
+		write = func(dir string, st pair.Persisted) error { return saveState(dir, st) }
+	}
 	var err error
 	go func() {
-		if p.write != nil {
-			err = p.write(p.dir, st)
-		} else {
-			err = saveState(p.dir, st)
-		}
+		err = write(p.dir, st)
 		close(done)
 	}()
-	if werr := wait(done); werr != nil {
+	if werr := await(done); werr != nil {
 		return werr
 	}
 	p.pending = nil
