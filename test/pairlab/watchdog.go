@@ -29,10 +29,17 @@ type serviceWatchdog struct {
 	conn  *net.UnixConn
 }
 
-// newServiceWatchdog listens on a notify socket of its own (a short path:
-// sun_path holds 108 bytes) and returns the environment tandemd needs.
+// newServiceWatchdog listens on a notify socket of its own, in a
+// directory of its own under the node's (removed with the test's work
+// directory, should the test end before run does), or under the system's
+// temporary directory when that path is too long for sun_path (108 bytes).
+// It returns the environment tandemd needs.
 func newServiceWatchdog(n *Node, every time.Duration) (*serviceWatchdog, []string, error) {
-	dir, err := os.MkdirTemp("", "tdwd")
+	parent := n.Dir
+	if len(parent) > 80 {
+		parent = ""
+	}
+	dir, err := os.MkdirTemp(parent, "wd")
 	if err != nil {
 		return nil, nil, err
 	}
