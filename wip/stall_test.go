@@ -97,12 +97,7 @@ func TestPrimaryFailsWhenItsDiskStalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "peer in sync", inSync(a))
-	var acked []string
-	for i := 0; i < 20; i++ {
-		k := fmt.Sprintf("k%02d", i)
-		commitKV(t, a, k, k)
-		acked = append(acked, k)
-	}
+	acked := commitKeys(t, a, 20)
 
 	hd.freeze()
 	const writers = 8

@@ -41,6 +41,18 @@ func commitKV(t *testing.T, s *Store, k, v string) uint64 {
 	return lsn
 }
 
+// commitKeys commits n keys k00, k01... (each its own value) one by one
+// and returns them, every one acknowledged.
+func commitKeys(t *testing.T, s *Store, n int) []string {
+	t.Helper()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%02d", i)
+		commitKV(t, s, keys[i], keys[i])
+	}
+	return keys
+}
+
 func mustGet(t *testing.T, s *Store, k, want string) {
 	t.Helper()
 	v, ok, err := s.Get([]byte(k))

@@ -196,27 +196,7 @@ func TestE2EActiveDataDirStallsHandsOver(t *testing.T) {
 		t.Error("a's log does not say it handed over for its failed store")
 	}
 	logGap(t, "b's runtime started", a.Log(), "the store has failed", b.Log(), "runtime started on b")
-	checkJobsOn(t, e, b, acked)
-	jobs, err := b.API.Jobs(e.ctx, "", "load")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(jobs) != total {
-		t.Errorf("b lists %d jobs for %d distinct triggers", len(jobs), total)
-	}
 	// The disk comes back; the operator restarts a (its store stays
 	// failed until then).
-	fsys.Thaw()
-	if err := a.Stop(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.WaitFor(ctx, "a restarted, in sync", func(s api.Status) bool {
-		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Failed == ""
-	}); err != nil {
-		t.Fatal(err)
-	}
-	crashAndCheck(t, e, b, a, acked, total)
+	recoverFailedNode(t, e, ctx, a, b, "the disk has stalled", acked, total, fsys.Thaw)
 }
