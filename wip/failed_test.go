@@ -14,6 +14,21 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
+// reopened opens node of p again on a working disk (a restart) and checks
+// that it holds every key of acked (committed by commitKeys) and has not
+// failed. Closing it is the caller's.
+func reopened(t *testing.T, p *pairT, node string, acked []string) *Store {
+	t.Helper()
+	s := p.open(node, nil)
+	for _, k := range acked {
+		mustGet(t, s, k, k)
+	}
+	if st := s.Status(); st.Failed != "" {
+		t.Errorf("reopened: Failed = %q", st.Failed)
+	}
+	return s
+}
+
 // walFull returns an injector that fails every WAL write with ENOSPC once
 // full is set, as a file system that has filled up does.
 func walFull(full *atomic.Bool) errorfs.Injector {
@@ -81,14 +96,8 @@ func TestPrimaryFailsCleanlyWhenItsDiskIsFull(t *testing.T) {
 	// acknowledged commit is there and the store commits again.
 	full.Store(false)
 	b.Close()
-	a = p.open("a", nil)
+	a = reopened(t, p, "a", acked)
 	defer a.Close()
-	for _, k := range acked {
-		mustGet(t, a, k, k)
-	}
-	if st := a.Status(); st.Failed != "" {
-		t.Errorf("reopened: Failed = %q", st.Failed)
-	}
 	if err := a.Promote(context.Background(), 2, PeerGone()); err != nil {
 		t.Fatal(err)
 	}
