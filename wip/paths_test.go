@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 // relay stands for one HA link in the loopback tests: it forwards every
@@ -162,7 +164,7 @@ func TestSecondaryMovesToTheNextHALink(t *testing.T) {
 func TestSecondaryDialsPastADeadAddress(t *testing.T) {
 	p := newPair(t, Options{})
 	a := p.open("a", func(o *Options) { o.ExtraListenAddrs = []string{"127.0.0.1:0"} })
-	dead := freeAddr(t) // nothing listens there
+	dead := testenv.LoopbackAddr(t) // nothing listens there
 	b := p.open("b", func(o *Options) {
 		o.PeerAddr = dead
 		o.ExtraPeerAddrs = []string{a.ListenAddrs()[1]}
@@ -213,7 +215,7 @@ func TestPathOptionsValidated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	first := freeAddr(t)
+	first := testenv.LoopbackAddr(t)
 	_, err = Open(t.TempDir(), Options{PairKey: testKey, ListenAddr: first, ExtraListenAddrs: []string{busy.Addr().String()}})
 	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) {
 		t.Fatalf("busy second listener: %v, want an error naming %s", err, busy.Addr())

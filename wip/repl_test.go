@@ -16,17 +16,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // pairT describes two stores that replicate to each other over loopback.
 type pairT struct {
@@ -41,7 +32,7 @@ func newPair(t *testing.T, base Options) *pairT {
 	if base.PairKey == nil {
 		base.PairKey = testKey
 	}
-	return &pairT{t: t, dirA: t.TempDir(), dirB: t.TempDir(), addrA: freeAddr(t), addrB: freeAddr(t), base: base}
+	return &pairT{t: t, dirA: t.TempDir(), dirB: t.TempDir(), addrA: testenv.LoopbackAddr(t), addrB: testenv.LoopbackAddr(t), base: base}
 }
 
 func (p *pairT) open(node string, mod func(*Options)) *Store {

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/diskrot"
 	"github.com/tandem-ha/tandem/internal/pair"
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 // TestOpenStoreWarnsOfUnevenHALinkAddresses: a configuration with one
@@ -59,17 +59,11 @@ func TestOpenStoreWarnsOfUnevenHALinkAddresses(t *testing.T) {
 	}
 }
 
-// closedAddr is a loopback address:port nothing listens on (a listener's,
-// closed): the store's dials there are refused at once.
+// closedAddr is a loopback address:port nothing listens on: the store's
+// dials there are refused at once.
 func closedAddr(t *testing.T) config.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().(*net.TCPAddr).AddrPort()
-	_ = ln.Close()
-	return config.AddrPort{AddrPort: a}
+	return config.AddrPort{AddrPort: netip.MustParseAddrPort(testenv.LoopbackAddr(t))}
 }
 
 // TestOpenStoreReplacesWhatItCannotUse: the node's pair state decides

@@ -1,5 +1,6 @@
 // Package testenv decides, in one place, what a test does when something it
-// needs is missing from the machine.
+// needs is missing from the machine, and hands out the loopback ports that
+// tests must know before anything listens on them (LoopbackAddr, ports.go).
 //
 // The rule (DEVELOPERS.md): under CI=true a missing prerequisite fails the
 // run; it never skips. Outside CI a developer without root may skip the lab
@@ -59,4 +60,19 @@ func RequireCommands(t testing.TB, names ...string) {
 			Missing(t, "%s not on PATH (make test installs it): %v", n, err)
 		}
 	}
+}
+
+// RequireFUSE requires root and a usable /dev/fuse, the conditions of a
+// test that mounts hangfs (test/lab/hangfs). It also skips in -short mode.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	SkipIfShort(t, "FUSE test (root, /dev/fuse)")
+	if os.Geteuid() != 0 {
+		Missing(t, "hangfs mounts FUSE file systems and needs root (euid %d)", os.Geteuid())
+	}
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		Missing(t, "no usable /dev/fuse (make test loads the fuse module): %v", err)
+	}
+	f.Close()
 }
