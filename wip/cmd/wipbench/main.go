@@ -232,13 +232,9 @@ func check(err error) {
 	}
 }
 
-// freeAddr is a free port on the primary's replication address.
-func freeAddr() string {
-	ln, err := net.Listen("tcp", net.JoinHostPort(listenIP, "0"))
-	check(err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// anyPort is the primary's replication address with a port the kernel
+// picks when the store listens (the store's ListenAddrs then names it).
+func anyPort() string { return net.JoinHostPort(listenIP, "0") }
 
 // receiver runs a secondary until its stdin closes; with remove it then
 // removes its store.
@@ -375,14 +371,14 @@ func run(dir string, writers int, d time.Duration, valueSize int, replicated boo
 	var rcv *proc
 	if replicated {
 		o.Mode = wip.Sync
-		o.ListenAddr = freeAddr()
+		o.ListenAddr = anyPort()
 		o.PeerAckTimeout = time.Minute
 	}
 	s, err := wip.Open(dir, o)
 	check(err)
 	check(s.Promote(context.Background(), 1))
 	if replicated {
-		rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode, true)
+		rcv = startReceiver(peerDir(dir), s.ListenAddrs()[0], o.Mode, true)
 		waitUntil(s, "the receiver in sync", func() bool { return s.Status().PeerState == wip.PeerInSync })
 	}
 	prefill(s, prefillMB)
@@ -499,7 +495,7 @@ func fill(s *wip.Store, prefix string, mb int) {
 
 func resync(dir string, storeMB, catchupMB int) {
 	c := clock.Real()
-	o := wip.Options{NodeID: 1, PairKey: key, Mode: wip.Async, ListenAddr: freeAddr(),
+	o := wip.Options{NodeID: 1, PairKey: key, Mode: wip.Async, ListenAddr: anyPort(),
 		RetainBytes: int64(catchupMB*5/4) << 20, RetainAge: 24 * time.Hour}
 	if storeMB <= catchupMB*5/4 {
 		check(fmt.Errorf("-resync-mb %d must exceed 1.25 x -catchup-mb %d so the peer needs a snapshot", storeMB, catchupMB))
@@ -513,7 +509,7 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "base", storeMB)
 	lsn := s.Status().DurableLSN
 	t0 := c.Now()
-	rcv := startReceiver(peerDir(dir), o.ListenAddr, o.Mode, false)
+	rcv := startReceiver(peerDir(dir), s.ListenAddrs()[0], o.Mode, false)
 	waitUntil(s, "the snapshot", func() bool { return s.Status().PeerAckedLSN >= lsn })
 	snap := c.Since(t0)
 	if s.Status().Counters.Snapshots == 0 {
@@ -523,7 +519,7 @@ func resync(dir string, storeMB, catchupMB int) {
 	fill(s, "more", catchupMB)
 	lsn = s.Status().DurableLSN
 	t0 = c.Now()
-	rcv = startReceiver(peerDir(dir), o.ListenAddr, o.Mode, true)
+	rcv = startReceiver(peerDir(dir), s.ListenAddrs()[0], o.Mode, true)
 	waitUntil(s, "the catch-up", func() bool { return s.Status().PeerAckedLSN >= lsn })
 	cu := c.Since(t0)
 	rcv.stop()
