@@ -92,6 +92,10 @@ func (s *speaker) kick() {
 // the first probe round.
 func (s *speaker) run(ctx context.Context) {
 	defer close(s.done)
+	// The stall guard's first wake (below), read before any timer is
+	// armed: a test that waits for the timers and then moves its manual
+	// clock must find it read from the time before the move.
+	lastWake := s.clk.Now()
 	next := 1
 	var (
 		annT  clock.Timer
@@ -138,7 +142,6 @@ func (s *speaker) run(ctx context.Context) {
 	// (announcements, restores) wait stallHoldoff, giving the state machine
 	// time to Release. Probes go on: they change no cache, and they find
 	// the new owner. Explicit Claim and Announce calls are never held.
-	lastWake := s.clk.Now()
 	var holdUntil time.Time
 	held := func() bool {
 		now := s.clk.Now()
