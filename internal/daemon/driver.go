@@ -182,9 +182,9 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 	}
 	stopCh := stopCtx.Done()
 	period := driverPeriod(d.timing)
+	expect := d.clk.Now().Add(period) // read before arming, as at each tick's Reset
 	t := d.clk.NewTimer(period)
 	defer t.Stop()
-	expect := d.clk.Now().Add(period)
 	lateMin := d.lateMin()
 	jumped := false // a ClockJump since the last tick
 	for {
