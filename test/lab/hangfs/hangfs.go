@@ -46,19 +46,34 @@
 // callers queued behind a kernel lock), so a test can wait until a writer is
 // stuck instead of sleeping.
 //
+// SetUninterruptible(true) makes blocked requests ignore the kernel's
+// interrupts, as I/O on a real hung disk does (D state): a caller that is
+// stopped (SIGSTOP, a paused VM) stays in its system call and sees it
+// complete after Thaw, not fail with EINTR and make it again (tandem's
+// WIP store retries EINTR; pebble's own vfs does not); a SIGKILLed caller
+// stays until Thaw or Unmount. Otherwise:
+//
 // A blocked request is abandoned with EINTR, without touching backing, when
 // the kernel interrupts it (FUSE_INTERRUPT: the calling thread got a
 // signal). That makes a process stuck in the mount killable: kill -9 ends
 // it, rather than leaving it in D state until Thaw (a FUSE request already
 // read by the server is not abandoned by the kernel on SIGKILL; the server
 // has to answer it). Go programs retry EINTR inside package os, so for them
-// a non-fatal signal does not end the hang: the request is sent again and
-// blocks again. A C program may see a system call fail with EINTR on a
+// a non-fatal signal does not end the hang of a read or write: the request
+// is sent again and blocks again. Package os's Sync retries too, but
+// golang.org/x/sys/unix's Fsync and Fdatasync (which pebble's vfs calls) do
+// not: the caller sees EINTR. A C program may see a system call fail with EINTR on a
 // caught signal. Unlike on a real hung disk, a thread blocked in hangfs is
 // in state S (wchan request_wait_answer), not D.
 //
+// FreezeSyncs freezes only FSYNC and FSYNCDIR: a disk whose writes land
+// in its cache but whose cache flushes never complete. A test uses it to
+// hold a caller in fsync(2)/fdatasync(2) itself rather than in the write
+// before it. Abandoned counts the blocked requests an interrupt ended.
+//
 // Thaw releases every blocked request; they then proceed normally and their
-// data reaches backing. Freeze and Thaw are idempotent.
+// data reaches backing. Freeze, FreezeSyncs and Thaw are idempotent (a
+// second freeze of either kind while frozen does nothing).
 //
 // Unmount thaws, unmounts, and waits until the server goroutine has ended.
 // If the mount is busy (a process still has a file or its working directory
@@ -122,9 +137,12 @@ type FS struct {
 
 	mu        sync.Mutex
 	frozen    bool
+	syncsOnly bool          // FreezeSyncs: only fsync requests block
 	thawed    chan struct{} // closed by Thaw; replaced by Freeze
 	held      int           // operations blocked right now
 	abandoned int           // blocked operations ended by a FUSE interrupt
+	hard      bool          // SetUninterruptible: interrupts are not answered
+	ignored   int           // interrupts not answered (hard)
 	lastPid   uint32        // thread ID of the caller most recently blocked
 	closed    bool          // Unmount has begun
 
@@ -240,14 +258,26 @@ func (h *FS) Backing() string { return h.backing }
 
 // Freeze makes every write-side operation block until Thaw (see the package
 // comment for the list). It does nothing if already frozen or unmounted.
-func (h *FS) Freeze() {
+func (h *FS) Freeze() { h.freeze(false) }
+
+// FreezeSyncs makes only fsync(2) and fdatasync(2), of files and of
+// directories, block until Thaw: a disk whose writes land in its cache
+// but whose cache flushes never complete. Writes, creates and the rest go
+// on. It does nothing if already frozen or unmounted.
+func (h *FS) FreezeSyncs() { h.freeze(true) }
+
+func (h *FS) freeze(syncsOnly bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.frozen || h.closed {
 		return
 	}
-	h.frozen = true
+	h.frozen, h.syncsOnly = true, syncsOnly
 	h.thawed = make(chan struct{})
+	if syncsOnly {
+		h.logf("hangfs: %s frozen (syncs only)", h.mountpoint)
+		return
+	}
 	h.logf("hangfs: %s frozen", h.mountpoint)
 }
 
@@ -262,6 +292,29 @@ func (h *FS) Thaw() {
 	h.frozen = false
 	close(h.thawed)
 	h.logf("hangfs: %s thawed, releasing %d blocked operation(s)", h.mountpoint, h.held)
+}
+
+// SetUninterruptible sets whether blocked requests ignore the kernel's
+// interrupts (see the package doc); it applies to requests that block from
+// then on.
+func (h *FS) SetUninterruptible(on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hard = on
+}
+
+// Abandoned reports how many blocked requests a FUSE interrupt ended with
+// EINTR (their callers got a signal while blocked).
+func (h *FS) Abandoned() int {
+	n, _ := h.abandonedCount()
+	return n
+}
+
+// ignoredCount reports how many interrupts blocked requests ignored.
+func (h *FS) ignoredCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ignored
 }
 
 // Held reports how many operations are blocked by the freeze right now.
@@ -283,9 +336,16 @@ func (h *FS) abandonedCount() (abandoned int, lastPid uint32) {
 // returns EINTR if the kernel interrupts the request first (the caller got a
 // signal, or the connection died); the operation must then not be carried
 // out.
-func (h *FS) hold(ctx context.Context, op string) syscall.Errno {
+func (h *FS) hold(ctx context.Context, op string) syscall.Errno { return h.holdOp(ctx, op, false) }
+
+// holdSync is hold for an fsync request, which FreezeSyncs blocks too.
+func (h *FS) holdSync(ctx context.Context, op string) syscall.Errno {
+	return h.holdOp(ctx, op, true)
+}
+
+func (h *FS) holdOp(ctx context.Context, op string, sync bool) syscall.Errno {
 	h.mu.Lock()
-	if !h.frozen {
+	if !h.frozen || (h.syncsOnly && !sync) {
 		h.mu.Unlock()
 		return 0
 	}
@@ -293,17 +353,28 @@ func (h *FS) hold(ctx context.Context, op string) syscall.Errno {
 	if fc, ok := ctx.(*fuse.Context); ok {
 		pid = fc.Caller.Pid
 	}
-	thawed := h.thawed
+	thawed, hard := h.thawed, h.hard
 	h.held++
 	h.lastPid = pid
 	h.mu.Unlock()
 	h.logf("hangfs: %s blocked (frozen), caller thread %d", op, pid)
 
 	var errno syscall.Errno
-	select {
-	case <-thawed:
-	case <-ctx.Done():
-		errno = syscall.EINTR
+	for interrupted := ctx.Done(); ; {
+		select {
+		case <-thawed:
+		case <-interrupted:
+			if hard {
+				h.mu.Lock()
+				h.ignored++
+				h.mu.Unlock()
+				h.logf("hangfs: %s interrupted while frozen (caller thread %d got a signal): not answered (uninterruptible)", op, pid)
+				interrupted = nil
+				continue
+			}
+			errno = syscall.EINTR
+		}
+		break
 	}
 
 	h.mu.Lock()
@@ -615,7 +686,7 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 }
 
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if errno := f.h.hold(ctx, "fsync"); errno != 0 {
+	if errno := f.h.holdSync(ctx, "fsync"); errno != 0 {
 		return errno
 	}
 	return f.LoopbackFile.Fsync(ctx, flags)
@@ -670,7 +741,7 @@ type dir struct {
 }
 
 func (d *dir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	if errno := d.h.hold(ctx, "fsync (directory)"); errno != 0 {
+	if errno := d.h.holdSync(ctx, "fsync (directory)"); errno != 0 {
 		return errno
 	}
 	return d.loopbackDir.Fsyncdir(ctx, flags)

@@ -53,26 +53,11 @@ func childWrite(path string) int {
 	return 0
 }
 
-// requireFUSE requires root and a usable /dev/fuse: a failure under CI=true,
-// a skip otherwise (through internal/testenv, as the lint rule asks).
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	testenv.SkipIfShort(t, "FUSE lab test (root, /dev/fuse)")
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "hangfs mounts FUSE file systems and needs root (euid %d)", os.Geteuid())
-	}
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		testenv.Missing(t, "no usable /dev/fuse: %v", err)
-	}
-	f.Close()
-}
-
 // mountT mounts a hangfs over a fresh directory, backed by another, and
 // unmounts it when the test ends, checking that no mount is left.
 func mountT(t *testing.T) (h *FS, backing, mnt string) {
 	t.Helper()
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	h, err := Mount(t.TempDir(), t.TempDir(), t.Logf)
 	if err != nil {
 		t.Fatalf("Mount: %v", err)
@@ -320,6 +305,68 @@ func TestFreezeHangsWriterUntilThaw(t *testing.T) {
 	}
 	if n := h.Held(); n != 0 {
 		t.Fatalf("Held() = %d after the writer returned", n)
+	}
+}
+
+// FreezeSyncs holds fsync(2) of a file and of a directory, and nothing
+// else: the write before the sync, a create, a rename go on and reach
+// backing while the sync waits.
+func TestFreezeSyncsHoldsOnlySyncs(t *testing.T) {
+	h, backing, mnt := mountT(t)
+	defer h.Thaw() // release the syncs if the test fails early
+	f, err := os.Create(filepath.Join(mnt, "wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := []byte("record 1\n")
+
+	h.FreezeSyncs()
+	h.Freeze() // a second freeze while frozen does nothing: still syncs only
+	if err := within(t, "write while syncs are frozen", func() error {
+		_, err := f.Write(data)
+		return err
+	}); err != nil {
+		t.Fatalf("write while syncs are frozen: %v", err)
+	}
+	if got := readBacking(t, filepath.Join(backing, "wal")); !bytes.Equal(got, data) {
+		t.Fatalf("backing holds %q after the write, want %q", got, data)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Sync() }()
+	waitFor(t, "the file's fsync to block", func() bool { return h.Held() == 1 })
+	stillBlocked(t, "fsync", done)
+	if err := within(t, "create and rename while syncs are frozen", func() error {
+		if err := os.WriteFile(filepath.Join(mnt, "tmp"), data, 0o644); err != nil {
+			return err
+		}
+		return os.Rename(filepath.Join(mnt, "tmp"), filepath.Join(mnt, "renamed"))
+	}); err != nil {
+		t.Fatalf("create and rename while syncs are frozen: %v", err)
+	}
+	if got := readBacking(t, filepath.Join(backing, "renamed")); !bytes.Equal(got, data) {
+		t.Fatalf("backing holds %q in renamed, want %q", got, data)
+	}
+	d, err := os.Open(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	dirDone := make(chan error, 1)
+	go func() { dirDone <- d.Sync() }()
+	waitFor(t, "the directory's fsync to block", func() bool { return h.Held() == 2 })
+	stillBlocked(t, "fsync", done)
+	stillBlocked(t, "directory fsync", dirDone)
+
+	h.Thaw()
+	if err := waitDone(t, "fsync", done); err != nil {
+		t.Fatalf("fsync after Thaw: %v", err)
+	}
+	if err := waitDone(t, "directory fsync", dirDone); err != nil {
+		t.Fatalf("directory fsync after Thaw: %v", err)
+	}
+	if n, a := h.Held(), h.Abandoned(); n != 0 || a != 0 {
+		t.Fatalf("Held() = %d, Abandoned() = %d after the syncs returned; want 0, 0", n, a)
 	}
 }
 
@@ -612,15 +659,7 @@ func TestKillBlockedWriter(t *testing.T) {
 	}
 	h.Freeze()
 
-	var out bytes.Buffer
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), childEnv+"="+victim)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	cmd, out, exited := startChild(t, victim)
 	reaped := false
 	defer func() {
 		if !reaped {
@@ -677,4 +716,66 @@ func TestKillBlockedWriter(t *testing.T) {
 	if got := readBacking(t, filepath.Join(backing, "victim")); len(got) != 0 {
 		t.Fatalf("backing got %q from the killed writer", got)
 	}
+}
+
+// TestUninterruptibleHoldsThroughSignals: with SetUninterruptible, a
+// signal to a thread blocked in the frozen mount is not answered: the
+// write stays blocked (no EINTR for the caller) and completes, reaching
+// backing, once thawed, as on a real hung disk.
+func TestUninterruptibleHoldsThroughSignals(t *testing.T) {
+	h, backing, mnt := mountT(t)
+	defer h.Thaw()
+	victim := filepath.Join(mnt, "victim")
+	if err := os.WriteFile(victim, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.SetUninterruptible(true)
+	h.Freeze()
+
+	cmd, out, exited := startChild(t, victim)
+	reaped := false
+	defer func() {
+		if !reaped {
+			h.Thaw()
+			_ = waitDone(t, "the child", exited)
+		}
+	}()
+	waitFor(t, "the child's write to block", func() bool {
+		_, pid := h.abandonedCount()
+		return h.Held() >= 1 && pid != 0
+	})
+	abandoned, tid := h.abandonedCount()
+	if err := unix.Tgkill(cmd.Process.Pid, int(tid), unix.SIGURG); err != nil {
+		t.Fatalf("tgkill SIGURG: %v", err)
+	}
+	waitFor(t, "the interrupt to reach hangfs", func() bool { return h.ignoredCount() > 0 })
+	if n, _ := h.abandonedCount(); n != abandoned || h.Held() != 1 {
+		t.Fatalf("after the ignored interrupt: %d abandoned (was %d), %d held; want the write still held", n, abandoned, h.Held())
+	}
+	h.Thaw()
+	err := waitDone(t, "the child", exited)
+	reaped = true
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out.String())
+	}
+	if got := readBacking(t, filepath.Join(backing, "victim")); string(got) != "from the child" {
+		t.Fatalf("backing got %q, want the child's write", got)
+	}
+}
+
+// startChild starts this test binary as the child writer (childWrite) of
+// victim, and returns it with its output and a channel that gets its
+// exit.
+func startChild(t *testing.T, victim string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), childEnv+"="+victim)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return cmd, &out, exited
 }
