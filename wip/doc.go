@@ -71,6 +71,15 @@
 //     write the kernel never completes. A pebble write stall (memtables
 //     full while flushes fail or lag) holds commits the same way, so it
 //     fails the store after StallTimeout too.
+//   - A sync interrupted by a signal is made again (eintr.go). Pebble's
+//     vfs calls fdatasync(2), sync_file_range(2), fallocate(2) and
+//     readahead(2) straight from golang.org/x/sys/unix, which, unlike
+//     package os, return EINTR; a local disk's file system does not, but
+//     an interruptible one (FUSE, NFS mounted intr, Lustre) does when the
+//     thread gets a signal while it waits, and pebble takes it for a
+//     fatal commit error. The store's file system retries these on EINTR
+//     (never on another error: a failed fsync is not retried). Close is
+//     not retried (Linux frees the descriptor anyway).
 //   - Pebble's own writes (flushes, compactions) that fail are not a
 //     failed store: a full file system whose WAL still has room fails
 //     them first, pebble retries at once, and commits stall once the

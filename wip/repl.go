@@ -1141,11 +1141,11 @@ func (s *Store) quarantine(p plan, primary lineage) error {
 	to := s.durable
 	hist := append([]histEntry(nil), s.history...)
 	s.mu.Unlock()
-	if err := s.o.FS.MkdirAll(s.o.FS.PathJoin(s.dir, "quarantine"), 0o755); err != nil {
+	if err := s.po.FS.MkdirAll(s.po.FS.PathJoin(s.dir, "quarantine"), 0o755); err != nil {
 		return err
 	}
-	name := s.o.FS.PathJoin(s.dir, "quarantine", fmt.Sprintf("q-%d-lsn%d-%d.jsonl", s.clk.Now().UnixNano(), p.from, to))
-	f, err := s.o.FS.Create(name, "")
+	name := s.po.FS.PathJoin(s.dir, "quarantine", fmt.Sprintf("q-%d-lsn%d-%d.jsonl", s.clk.Now().UnixNano(), p.from, to))
+	f, err := s.po.FS.Create(name, "")
 	if err != nil {
 		return fmt.Errorf("wip: quarantine file: %w", err)
 	}

@@ -546,7 +546,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.PebbleOptions != nil {
 		po = o.PebbleOptions.Clone()
 	}
-	po.FS = o.FS
+	po.FS = withEINTRRetry(o.FS) // eintr.go
 	if po.FormatMajorVersion < minFormat {
 		// Snapshots are ingested with IngestAndExcise (recv.go), which
 		// needs virtual sstables. Opening an older store ratchets it up.
@@ -558,7 +558,7 @@ func Open(dir string, o Options) (*Store, error) {
 	s, err := openDB(dir, o, po, o.EmptyIsInconsistent)
 	if err != nil && o.SetAsideCorrupt && isCorrupt(err) {
 		met := plainCorruption(err).Error()
-		aside, aerr := setAside(o.FS, dir, o.Clock.Now())
+		aside, aerr := setAside(po.FS, dir, o.Clock.Now())
 		if aerr != nil {
 			return nil, fmt.Errorf("%w; setting the store aside failed: %v", err, aerr)
 		}
