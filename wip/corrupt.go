@@ -127,14 +127,20 @@ func (s *Store) checkCorruption() {
 	if !resync {
 		return
 	}
-	// Under mu: a Force promotion cannot slip in between the role check
-	// and the flag, and leave a primary marked Inconsistent on disk.
+	// Under markMu: a Force promotion cannot slip in between the role
+	// check and the mark, and leave a primary marked Inconsistent on disk.
+	// Not under mu across the write: on a disk that hangs here, Status and
+	// the stall watch (which fails the store) must go on.
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
 	s.mu.Lock()
 	if s.role != Secondary || s.closed {
 		s.mu.Unlock()
 		return
 	}
+	s.mu.Unlock()
 	err := s.setFlag(keyInconsistent, true)
+	s.mu.Lock()
 	if err == nil {
 		// Both under mu (corr.mu nests inside it, as in Status): no
 		// status shows the store Inconsistent without its repair.
@@ -143,8 +149,13 @@ func (s *Store) checkCorruption() {
 		w.resync = true
 		w.mu.Unlock()
 	}
-	sess := s.sess
+	sess, failed := s.sess, s.failed
 	s.mu.Unlock()
+	if failed != nil {
+		// The mark stalled (or a write beside it failed): the store is
+		// not promotable, and resyncs once it is reopened.
+		return
+	}
 	if err != nil {
 		// The next report or the next role change tries again.
 		s.log.Error("corrupt store: marking it inconsistent failed", zap.Error(err))

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -412,6 +413,13 @@ type Store struct {
 	backupMu sync.Mutex      // one Backup at a time
 	po       *pebble.Options // as opened, defaults filled; for snapshot sstables
 	corr     *corruptWatch   // pebble's corruption reports (corrupt.go)
+	// markMu orders a promotion's role change and epoch record against the
+	// corruption resync's Inconsistent mark (checkCorruption), so that a
+	// primary is never marked Inconsistent on disk. Held across their
+	// writes, unlike mu: a disk that hangs there must not hold Status or
+	// the stall watch, which take mu.
+	markMu      sync.Mutex
+	stallChecks atomic.Uint64 // the stall loop's timer armed (at start and after each turn), for tests
 
 	queue   chan *commitReq
 	closing chan struct{}
@@ -1564,7 +1572,28 @@ func (s *Store) Promote(ctx context.Context, epoch uint64, opts ...PromoteOption
 		}
 	}
 	// Stop the secondary loop before writing as primary.
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
 	s.mu.Lock()
+	// What may have changed since the checks above, while a session
+	// closed: a failure, Close, or a corruption report and its mark.
+	var late string
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrClosed
+	case s.failed != nil:
+		late = s.failed.Error()
+	case cfg.force:
+	case s.inconsistent:
+		late = "inconsistent (marked for a resync)"
+	default:
+		late = s.corr.promoteRefusal()
+	}
+	if late != "" {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotPromotable, late)
+	}
 	s.role = Primary // the dialer stops; a session still applying was closed above
 	first := s.lsn + 1
 	s.mu.Unlock()
