@@ -105,7 +105,10 @@
 //     stream from the peer's LSN+1 if it is in the retained log; a snapshot
 //     if the peer is Inconsistent or behind the retained window; diverged if
 //     the peer committed in an epoch the primary never had at that LSN, holds
-//     LSNs the primary never committed, or its checksum differs. On
+//     LSNs the primary never committed, or its checksum differs. LSNs the
+//     primary has sent and is still writing (a group goes to the peer
+//     before the local fsync) are not a divergence: if the peer's checksum
+//     is the one in the primary's tail, the stream goes on after them. On
 //     divergence the secondary exports the losing suffix (its retained log
 //     records from the fork on) to dir/quarantine/q-<time>-lsn<a>-<b>.jsonl,
 //     reports ErrDiverged naming the epochs and LSN ranges (EventDiverged),

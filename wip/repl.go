@@ -626,6 +626,17 @@ func (s *Store) planLocked(l lineage) plan {
 			f, l.lsn, epochsIn(l.history, f, l.lsn), epochAt(s.history, f), f, epochsIn(s.history, f, s.durable))
 		return p
 	}
+	if l.lsn > s.durable && l.lsn <= s.lsn {
+		// The peer holds a group this primary sent and is still writing
+		// (a group goes to the peer before the local fsync): of this
+		// lineage if its checksum is the one in the tail, and then the
+		// stream goes on after it.
+		if c, ok := s.tailCsumLocked(l.lsn); ok && c == l.csum {
+			p.kind, p.from = planStream, l.lsn+1
+			p.detail = fmt.Sprintf("stream from LSN %d (the peer holds up to %d, which this primary is still writing; durable here %d)", l.lsn+1, l.lsn, s.durable)
+			return p
+		}
+	}
 	if l.lsn > s.durable {
 		p.kind, p.from = planDiverged, s.durable+1
 		p.detail = fmt.Sprintf("peer holds LSN %d..%d (epochs %v) that this primary never committed (its last is %d, epoch %d)",
@@ -660,6 +671,28 @@ func (s *Store) planLocked(l lineage) plan {
 // durable up to durable: it holds everything, or the log holds lsn+1 on.
 func streamable(lsn, durable, first uint64) bool {
 	return lsn == durable || (first != 0 && first <= lsn+1)
+}
+
+// tailFromLocked is the index of the first group of the tail that holds
+// lsn or later ones (len(s.tail) if none). The tail can hold tens of
+// thousands of groups: a binary search, not a scan under the lock.
+func (s *Store) tailFromLocked(lsn uint64) int {
+	return sort.Search(len(s.tail), func(i int) bool { return s.tail[i].last() >= lsn })
+}
+
+// tailCsumLocked is the rolling checksum after lsn as the tail holds it
+// (groups not yet acknowledged by the peer, durable here or not).
+func (s *Store) tailCsumLocked(lsn uint64) (uint64, bool) {
+	i := s.tailFromLocked(lsn)
+	if i == len(s.tail) {
+		return 0, false
+	}
+	for _, e := range s.tail[i].entries {
+		if e.lsn == lsn {
+			return e.csum, true
+		}
+	}
+	return 0, false
 }
 
 func (s *Store) logCsumLocked(lsn uint64) (uint64, bool) {
@@ -854,10 +887,7 @@ func (s *Store) collectLocked(next uint64) (es []entry, fromDisk bool) {
 		return nil, next <= s.durable
 	}
 	size := 0
-	// The tail can hold tens of thousands of groups: find the first one
-	// that still matters by binary search, not by a scan under the lock.
-	i := sort.Search(len(s.tail), func(i int) bool { return s.tail[i].last() >= next })
-	for _, g := range s.tail[i:] {
+	for _, g := range s.tail[s.tailFromLocked(next):] {
 		for _, e := range g.entries {
 			if e.lsn < next {
 				continue
