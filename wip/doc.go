@@ -59,9 +59,17 @@
 //     or path blocks the writer in the kernel, and nothing but the clock
 //     tells it from a slow one. Every local write (a primary's group, a
 //     batch a secondary applies, a record of the store's own) is under a
-//     stall watch; one that has taken StallTimeout (20 s by default; a
-//     warning is logged at half) fails the store with ErrStalled (wrapped
-//     in ErrFailed), as above. The callers of the group whose write is
+//     stall watch; one that has taken StallTimeout (20 s by default; from
+//     half of it on, Status.SlowWrite names it, and Counters.SlowWrites
+//     counts it, with a warning in the log) fails the store with
+//     ErrStalled (wrapped in ErrFailed), as above. Time the process did
+//     not run (the watch's loop, which does no I/O, a poll or more late:
+//     a paused VM) is not counted. A store that writes nothing of its
+//     own (an idle pair) probes its disk every half of StallTimeout
+//     (1..10 s; probe.go): 8 bytes written in place into
+//     tandem-disk-probe in its directory and synced, under the same
+//     watch, so a disk that hangs under an idle store fails it too
+//     (Counters.DiskProbes counts the probes). The callers of the group whose write is
 //     stuck get ErrOutcomeUnknown at once (the group went to the peer
 //     before the local write, so the peer may hold it), the commits
 //     queued behind it and every later one get the failure, and Demote is

@@ -2,16 +2,22 @@ package wip
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // hangingDisk blocks every write-side operation (writes, syncs, creates,
@@ -249,5 +255,272 @@ func TestFailedPrimaryDoesNotGoAlone(t *testing.T) {
 	st := a.Status()
 	if st.PeerOutdated || st.Counters.Degradations != 0 {
 		t.Errorf("a failed store went on alone: peer outdated %v, degradations %d", st.PeerOutdated, st.Counters.Degradations)
+	}
+}
+
+// A corrupt secondary whose disk hangs as it marks itself Inconsistent
+// (the resync's first write) fails after StallTimeout like any other
+// stuck write: the mark does not hold the store's state, so the stall
+// watch fails it, Status answers, and Promote refuses it, naming the
+// write.
+func TestCorruptSecondaryStallsMarkingItself(t *testing.T) {
+	var hd hangingDisk
+	p := newPair(t, Options{RetainBytes: 64 << 20})
+	a, b := p.open("a", nil), p.open("b", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	fillSync(t, a, b, 3000)
+	if err := b.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.kill()
+	var ev eventsSeen
+	b = p.open("b", func(o *Options) {
+		o.FS = hd.fs()
+		o.Events = ev.add
+		o.StallTimeout = 300 * time.Millisecond
+	})
+	defer b.Close()
+	defer hd.thaw() // before Close: Close waits for the stuck write
+	flipByte(t, p.dirB, 0.5)
+	hd.freeze()
+	if err := scanErr(b); !pebble.IsCorruptionError(err) {
+		t.Fatalf("reading the corrupt store: %v, want a corruption error", err)
+	}
+	waitFor(t, "the mark's write stuck", func() bool { return hd.held.Load() > 0 })
+	waitFor(t, "b failed", func() bool { return len(ev.of(EventFailed)) > 0 })
+	st := b.Status()
+	for _, want := range []string{string(keyInconsistent), "the disk has stalled"} {
+		if !strings.Contains(st.Failed, want) {
+			t.Errorf("b: Failed = %q, want %q in it", st.Failed, want)
+		}
+	}
+	if err := b.Promote(context.Background(), 2, Force()); !errors.Is(err, ErrNotPromotable) || !strings.Contains(err.Error(), "stalled") {
+		t.Errorf("promoting the stalled secondary: %v, want ErrNotPromotable naming the stall", err)
+	}
+}
+
+// A local write that has taken half of StallTimeout shows in Status
+// (SlowWrite, SlowWriteSince, Counters.SlowWrites) while it is under way,
+// and clears when it completes; one that goes on to StallTimeout fails the
+// store. Time the process did not run (the stall loop a poll or more
+// late: a paused VM) is not counted. The clock is manual: the thresholds
+// are exact.
+func TestSlowWriteShowsBeforeTheStall(t *testing.T) {
+	var hd hangingDisk
+	clk := clock.NewManual(time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC))
+	s := openT(t, t.TempDir(), Options{Mode: Async, Clock: clk, FS: hd.fs(), StallTimeout: 20 * time.Second}) // the loop polls every 1 s
+	defer s.Close()
+	defer hd.thaw() // before Close: Close waits for the stuck write
+	if err := s.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	commitKV(t, s, "before", "x")
+	commit := func(k string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			bt := s.NewBatch()
+			bt.Set([]byte(k), []byte("x"))
+			_, err := s.Commit(context.Background(), bt)
+			done <- err
+		}()
+		return done
+	}
+	step := func(d time.Duration) { t.Helper(); stepStallLoop(t, s, clk, d) }
+	stuck := func() {
+		t.Helper()
+		waitFor(t, "the commit's write stuck", func() bool { return hd.held.Load() > 0 })
+	}
+
+	hd.freeze()
+	began := clk.Now()
+	done := commit("slow")
+	stuck()
+	for i := 0; i < 9; i++ {
+		step(time.Second)
+	}
+	if st := s.Status(); st.SlowWrite != "" || st.Counters.SlowWrites != 0 {
+		t.Fatalf("under half of stall-timeout: SlowWrite %q, SlowWrites %d; want none", st.SlowWrite, st.Counters.SlowWrites)
+	}
+	step(time.Second)
+	st := s.Status()
+	if want := "the commit of LSN 2..2, under way 10"; !strings.HasPrefix(st.SlowWrite, want) || !strings.HasSuffix(st.SlowWrite, "of the 20s stall-timeout") {
+		t.Errorf("SlowWrite = %q, want %q.. of the 20s stall-timeout", st.SlowWrite, want)
+	}
+	if !st.SlowWriteSince.Equal(began) || st.Counters.SlowWrites != 1 {
+		t.Errorf("SlowWriteSince %v, SlowWrites %d; want %v and 1", st.SlowWriteSince, st.Counters.SlowWrites, began)
+	}
+	hd.thaw()
+	if err := recv(t, "the slow commit", done); err != nil {
+		t.Fatalf("the slow commit: %v", err)
+	}
+	waitFor(t, "the slow write cleared", func() bool { return s.Status().SlowWrite == "" })
+	if st := s.Status(); st.Failed != "" || st.Counters.SlowWrites != 1 {
+		t.Fatalf("after the slow write: Failed %q, SlowWrites %d; want none and 1", st.Failed, st.Counters.SlowWrites)
+	}
+
+	// The process stops for 25 s in the middle of a write (the loop's
+	// next turn comes 25 s after its last, 24 s late): the write has
+	// taken 1 s of the disk's time, not 25.
+	hd.freeze()
+	done = commit("frozen")
+	stuck()
+	step(25 * time.Second)
+	if st := s.Status(); st.Failed != "" || st.SlowWrite != "" {
+		t.Fatalf("after a freeze of 25 s: Failed %q, SlowWrite %q; want neither", st.Failed, st.SlowWrite)
+	}
+	for i := 0; i < 9; i++ {
+		step(time.Second)
+	}
+	if st := s.Status(); !strings.Contains(st.SlowWrite, "the commit of LSN 3..3, under way 10") || !strings.Contains(st.SlowWrite, "not counting 24") || st.Failed != "" {
+		t.Fatalf("10 s of the disk's time after the freeze: SlowWrite %q, Failed %q; want the commit of LSN 3..3 not counting 24 s", st.SlowWrite, st.Failed)
+	}
+	for i := 0; i < 9; i++ {
+		step(time.Second)
+	}
+	if st := s.Status(); st.Failed != "" {
+		t.Fatalf("19 s of the disk's time: Failed %q", st.Failed)
+	}
+	step(time.Second)
+	st = s.Status()
+	if st.Counters.SlowWrites != 2 || !strings.Contains(st.Failed, "the commit of LSN 3..3 has not completed in 20") || !strings.Contains(st.Failed, "not counting 24") {
+		t.Errorf("after the stall: SlowWrites %d, Failed %q; want 2, the commit of LSN 3..3 not completed in 20 s not counting 24 s", st.Counters.SlowWrites, st.Failed)
+	}
+	if err := recv(t, "the stalled commit", done); !errors.Is(err, ErrOutcomeUnknown) {
+		t.Errorf("the stalled commit: %v, want ErrOutcomeUnknown", err)
+	}
+}
+
+// stepStallLoop moves clk by d (at least the loop's poll) and waits for
+// s's stall loop's turn at that time. The loop counts a turn only once its
+// next timer is armed (stallChecks), so the clock never moves between a
+// turn and its re-arm: the turn comes at exactly the time the test set.
+func stepStallLoop(t *testing.T, s *Store, clk *clock.Manual, d time.Duration) {
+	t.Helper()
+	waitFor(t, "the stall loop armed", func() bool { return s.stallChecks.Load() > 0 })
+	n := s.stallChecks.Load()
+	clk.Jump(d)
+	waitFor(t, "the stall loop's turn", func() bool { return s.stallChecks.Load() > n })
+}
+
+// An idle store probes its disk (probeEvery: half of StallTimeout): a
+// write and sync in place of the probe file, counted in
+// Counters.DiskProbes; a busy one does not. A disk that hangs under an
+// idle store fails it, naming the probe, as it would the next commit;
+// once the disk answers again, a probe of the failed store completes and
+// Status.StallOver says so.
+func TestIdleStoreProbesItsDisk(t *testing.T) {
+	var hd hangingDisk
+	clk := clock.NewManual(time.Date(2026, 12, 7, 7, 0, 0, 0, time.UTC))
+	dir := t.TempDir()
+	s := openT(t, dir, Options{Mode: Async, Clock: clk, FS: hd.fs(), StallTimeout: 20 * time.Second}) // probes every 10 s
+	defer s.Close()
+	defer hd.thaw() // before Close: Close waits for the stuck write
+	if err := s.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	commitKV(t, s, "before", "x")
+	// until moves the clock a second at a time until cond holds.
+	until := func(what string, cond func(Status) bool) Status {
+		t.Helper()
+		var st Status
+		waitFor(t, what, func() bool {
+			if st = s.Status(); cond(st) {
+				return true
+			}
+			stepStallLoop(t, s, clk, time.Second)
+			return false
+		})
+		return st
+	}
+	st := until("a probe of the idle store", func(st Status) bool { return st.Counters.DiskProbes > 0 })
+	b, err := os.ReadFile(filepath.Join(dir, probeFile))
+	if err != nil || len(b) != 8 || binary.BigEndian.Uint64(b) != st.Counters.DiskProbes {
+		t.Fatalf("probe file: %x, %v; want the probe count %d in 8 bytes", b, err, st.Counters.DiskProbes)
+	}
+	probes := st.Counters.DiskProbes
+	for i := 0; i < 30; i++ {
+		commitKV(t, s, fmt.Sprint("busy", i), "x")
+		stepStallLoop(t, s, clk, time.Second)
+	}
+	if st := s.Status(); st.Counters.DiskProbes != probes {
+		t.Errorf("a store committing every second probed its disk: %d probes, want %d", st.Counters.DiskProbes, probes)
+	}
+
+	hd.freeze()
+	st = until("the idle store failed", func(st Status) bool { return st.Failed != "" })
+	for _, want := range []string{"the disk probe of " + filepath.Join(dir, probeFile), "the disk has stalled"} {
+		if !strings.Contains(st.Failed, want) {
+			t.Errorf("Failed = %q, want %q in it", st.Failed, want)
+		}
+	}
+	if hd.held.Load() == 0 {
+		t.Error("no write held by the frozen disk: the failure was not the probe's stall")
+	}
+	if st.StallOver {
+		t.Error("StallOver while the disk still hangs")
+	}
+	// The disk back: the stuck probe returns, the next one completes, and
+	// the store says that reopening it recovers it. It stays failed.
+	hd.thaw()
+	st = until("the stall over", func(st Status) bool { return st.StallOver })
+	if st.Failed == "" {
+		t.Error("the store no longer failed once the disk answered: it must stay failed until reopened")
+	}
+}
+
+// A secondary that restarts holding a group the primary sent but is
+// still writing (its group goes to the peer before its own fsync) is
+// streamed to from the next LSN: the group is in the primary's lineage,
+// in flight, not a divergence. Its checksum is checked against the
+// primary's tail. Nothing is quarantined, no snapshot is sent, and the
+// commit is acknowledged once the primary's write completes.
+func TestSecondaryAheadOfAnInFlightWriteIsStreamed(t *testing.T) {
+	var hd hangingDisk
+	p := newPair(t, Options{PeerAckTimeout: time.Minute})
+	a := p.open("a", func(o *Options) { o.FS = hd.fs() })
+	defer a.Close()
+	defer hd.thaw() // before Close: Close waits for the stuck write
+	b := p.open("b", nil)
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "peer in sync", inSync(a))
+	acked := commitKeys(t, a, 20)
+	hd.freeze()
+	done := make(chan error, 1)
+	go func() {
+		bt := a.NewBatch()
+		bt.Set([]byte("in-flight"), []byte("x"))
+		_, err := a.Commit(context.Background(), bt)
+		done <- err
+	}()
+	waitFor(t, "b holds the group a is still writing", func() bool { return b.Status().DurableLSN == 21 })
+	if st := a.Status(); st.DurableLSN != 20 {
+		t.Fatalf("a durable at %d, want 20 (its write held)", st.DurableLSN)
+	}
+	b.kill()
+	b = p.open("b", nil)
+	defer b.Close()
+	waitFor(t, "b connected again", func() bool { return a.Status().Counters.Sessions >= 2 })
+	hd.thaw()
+	if err := recv(t, "the in-flight commit", done); err != nil {
+		t.Fatalf("the in-flight commit: %v", err)
+	}
+	waitFor(t, "in sync again", inSync(a))
+	sa, sb := a.Status(), b.Status()
+	if sa.Counters.Divergences != 0 || sb.Counters.Divergences != 0 || sa.Counters.Snapshots != 0 || sb.Counters.Snapshots != 0 || sb.Inconsistent {
+		t.Errorf("divergences a %d b %d, snapshots a %d b %d, b inconsistent %v: want none (b held a group of a's lineage)",
+			sa.Counters.Divergences, sb.Counters.Divergences, sa.Counters.Snapshots, sb.Counters.Snapshots, sb.Inconsistent)
+	}
+	for _, k := range append(acked, "in-flight") {
+		want := k
+		if k == "in-flight" {
+			want = "x"
+		}
+		mustGet(t, b, k, want)
 	}
 }

@@ -94,6 +94,8 @@ type Counters struct {
 	SnapshotBytesIn  uint64
 	SnapshotBytesOut uint64
 	Corruptions      uint64 // pebble's reports of on-disk corruption
+	SlowWrites       uint64 // local writes that took half of StallTimeout
+	DiskProbes       uint64 // writes of the disk probe (an idle store's)
 }
 
 // Status is a consistent view of the store for the console and the CLI.
@@ -130,6 +132,11 @@ type Status struct {
 	// it works): nothing more is committed, applied or acknowledged, and
 	// it is not promotable, until it is reopened (EventFailed).
 	Failed string
+	// StallOver: the store failed on a stalled write (ErrStalled), and
+	// since then every write under way has returned and a disk probe has
+	// completed: the disk answers again, and reopening the store recovers
+	// it. A failed store stays failed until then.
+	StallOver bool
 	// BackgroundError is pebble's last failure to write its own files (a
 	// flush or a compaction: a full file system, a failing disk) in a run
 	// that no successful flush or compaction has ended yet ("" when
@@ -141,7 +148,14 @@ type Status struct {
 	BackgroundErrors     uint64
 	StalledSince         time.Time
 	StallReason          string
-	PeerOutdated         bool // primary: commits were acknowledged without the peer
+	// SlowWrite is the oldest of this store's own writes under way (a
+	// commit's WAL write and fsync, a secondary's apply, a record) when it
+	// has taken half of Options.StallTimeout or more ("" otherwise), with
+	// when it began: the disk is slow, and the store fails if the write
+	// reaches StallTimeout. Counters.SlowWrites counts such writes.
+	SlowWrite      string
+	SlowWriteSince time.Time
+	PeerOutdated   bool // primary: commits were acknowledged without the peer
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
 	// The retained log window: LSNs a peer can still be caught up from
@@ -185,6 +199,7 @@ const (
 // Status returns the current status.
 func (s *Store) Status() Status {
 	first, last, rb, holds := s.retainedRange()
+	slow, slowSince := s.slowWrite(s.clk.Now())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	committed := s.lsn
@@ -225,9 +240,11 @@ func (s *Store) Status() Status {
 	}
 	if s.failed != nil {
 		st.Failed = s.failed.Error()
+		st.StallOver = s.stallOver
 	}
 	st.BackgroundError, st.BackgroundErrorSince, st.BackgroundErrors, st.StalledSince, st.StallReason = s.ww.state()
 	st.Corruption, st.CorruptionRepair, st.Counters.Corruptions = s.corr.state()
+	st.SlowWrite, st.SlowWriteSince = slow, slowSince
 	if s.role == Primary {
 		if committed > s.peerAcked {
 			st.LagBatches = committed - s.peerAcked

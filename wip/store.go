@@ -441,6 +441,7 @@ type Store struct {
 	inconsistent bool
 	outdated     bool // this node knows it missed commits
 	peerOutdated bool // persisted: commits were acknowledged without the peer
+	stallOver    bool // failed on a stall, and a disk probe has completed since (Status.StallOver)
 	aloneLSN     uint64
 	inflight     int
 	tail         []*group // groups the peer has not acked (at most ~64 MiB once durable)
@@ -590,10 +591,11 @@ func Open(dir string, o Options) (*Store, error) {
 	// What was loaded, logged below: read now, before the replication
 	// goroutines may change it.
 	epoch, lsn, inc, outd := s.epoch, s.lsn, s.inconsistent, s.outdated
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.committer()
 	go s.supervisor()
 	go s.stallLoop()
+	go s.probeLoop()
 	if err := s.startRepl(); err != nil {
 		_ = s.Close()
 		return nil, err
