@@ -115,6 +115,9 @@ type ReplicationStatus struct {
 	// failed store commits and acknowledges nothing more and is not
 	// promotable until tandemd is restarted.
 	Failed string `json:"failed,omitempty"`
+	// StallOver: Failed is a stalled write, and the disk answers again
+	// since (a probe write completed): a restart recovers the store.
+	StallOver bool `json:"stall_over,omitempty"`
 	// WriteError is pebble's last failure to write the store's own files
 	// (a flush or a compaction) in a run not yet ended by one that
 	// succeeded; WriteErrors counts the run's failures since
@@ -125,6 +128,13 @@ type ReplicationStatus struct {
 	WriteErrors     uint64    `json:"write_errors,omitempty"`
 	StalledSince    time.Time `json:"stalled_since,omitzero"`
 	StallReason     string    `json:"stall_reason,omitempty"`
+	// SlowWrite is the oldest of the store's own writes under way (a
+	// commit's log write and fsync, a batch the passive applies) once it
+	// has taken half of disk.stall-timeout, with since when; empty
+	// otherwise. SlowWrites counts such writes since the store opened.
+	SlowWrite      string    `json:"slow_write,omitempty"`
+	SlowWriteSince time.Time `json:"slow_write_since,omitzero"`
+	SlowWrites     uint64    `json:"slow_writes,omitempty"`
 	// Latency holds the WIP store's latency histograms since it was
 	// opened; RecentLatency those of the last one to two minutes.
 	Latency       LatencyStatus `json:"latency"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tandem-ha/tandem/heartbeat"
@@ -106,11 +107,21 @@ func roleName(s pair.Status) string {
 	return s.Role.String()
 }
 
+// peerData is the peer's data as its heartbeat tells it: "ok", or
+// "outdated" (I5), "failed" (its store has failed: it cannot follow or
+// take over; NoFollow), or both.
 func peerData(a pair.Advert) string {
+	var d []string
 	if a.Outdated {
-		return "outdated"
+		d = append(d, "outdated")
 	}
-	return "ok"
+	if a.NoFollow {
+		d = append(d, "failed")
+	}
+	if len(d) == 0 {
+		return "ok"
+	}
+	return strings.Join(d, ", ")
 }
 
 func pathStatus(p heartbeat.PathStats) api.PathStatus {

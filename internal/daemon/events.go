@@ -89,6 +89,7 @@ var daemonAlarms = map[string]string{
 	"disk-space":              "the WIP store's file system has a point more free than the warning level (disk.warn-free-percent)",
 	"wip-write-error":         "pebble writes the WIP store's files again (a flush or a compaction succeeds)",
 	"wip-stall":               "commits no longer wait for pebble's flushes",
+	"wip-slow-write":          "the slow write completes (or the store fails: wip-failed)",
 	"wip-failed":              "tandemd is restarted once the cause (a full file system, a failing disk) is dealt with: a failed store commits nothing more until it is reopened",
 }
 
@@ -323,6 +324,15 @@ func (d *driver) writeAlarms(r api.ReplicationStatus) {
 		d.raiseAlarm("wip-stall", "warning", stalled+": the disk does not keep up with the commits")
 	} else {
 		d.clearAlarm("wip-stall")
+	}
+	// A write slow for no reason pebble gives: the disk itself. The two
+	// alarms above already explain a commit that waits for a flush, and a
+	// failed store has its own.
+	if r.SlowWrite != "" && r.WriteError == "" && stalled == "" && r.Failed == "" {
+		d.raiseAlarm("wip-slow-write", "warning", fmt.Sprintf("%s, since %s: the disk is slow or hangs (at disk.stall-timeout the store fails, and an active hands over)",
+			r.SlowWrite, r.SlowWriteSince.UTC().Format(time.RFC3339)))
+	} else {
+		d.clearAlarm("wip-slow-write")
 	}
 }
 

@@ -105,7 +105,8 @@ func TestPassiveNoFollowTellsTheStore(t *testing.T) {
 
 // pebble's write errors raise wip-write-error (naming the stall once
 // commits wait), a long stall alone raises wip-stall, and both clear when
-// pebble writes again.
+// pebble writes again. A write slow for no reason pebble gives raises
+// wip-slow-write.
 func TestWriteAlarms(t *testing.T) {
 	clk := clock.NewManual(time.Date(2026, 12, 7, 2, 0, 0, 0, time.UTC))
 	d := &driver{ev: newEventLog(20), clk: clk, log: zap.NewNop()}
@@ -144,5 +145,51 @@ func TestWriteAlarms(t *testing.T) {
 	d.writeAlarms(api.ReplicationStatus{})
 	if _, ok := d.ev.alarm("wip-stall"); ok {
 		t.Fatal("wip-stall not cleared")
+	}
+
+	// A slow write with no reason from pebble raises wip-slow-write; not
+	// beside the alarms that explain it, nor on a failed store.
+	slowSince := clk.Now().Add(-11 * time.Second)
+	slow := api.ReplicationStatus{SlowWrite: "the commit of LSN 611..614, under way 11s of the 20s stall-timeout", SlowWriteSince: slowSince}
+	d.writeAlarms(slow)
+	if a, ok := d.ev.alarm("wip-slow-write"); !ok || a.Severity != "warning" || !strings.Contains(a.Text, "the commit of LSN 611..614, under way 11s") ||
+		!strings.Contains(a.Text, slowSince.UTC().Format(time.RFC3339)) || !strings.Contains(a.Text, "disk.stall-timeout") {
+		t.Fatalf("slow write: alarm %+v (raised %t)", a, ok)
+	}
+	for _, also := range []func(*api.ReplicationStatus){
+		func(r *api.ReplicationStatus) { r.WriteError = werr },
+		func(r *api.ReplicationStatus) {
+			r.StalledSince, r.StallReason = slowSince, "memtable count limit reached"
+		},
+		func(r *api.ReplicationStatus) {
+			r.Failed = "wip: store failed: the commit of LSN 611..614 has not completed in 20s"
+		},
+		func(r *api.ReplicationStatus) { r.SlowWrite = "" },
+	} {
+		d.writeAlarms(slow)
+		r := slow
+		also(&r)
+		d.writeAlarms(r)
+		if a, ok := d.ev.alarm("wip-slow-write"); ok {
+			t.Fatalf("wip-slow-write stands with %+v: %q", r, a.Text)
+		}
+	}
+}
+
+// The peer's data in the status says when the peer's store has failed
+// (its heartbeat's no-follow), beside outdated.
+func TestPeerDataSaysFailed(t *testing.T) {
+	for _, c := range []struct {
+		a    pair.Advert
+		want string
+	}{
+		{pair.Advert{}, "ok"},
+		{pair.Advert{Outdated: true}, "outdated"},
+		{pair.Advert{NoFollow: true}, "failed"},
+		{pair.Advert{Outdated: true, NoFollow: true}, "outdated, failed"},
+	} {
+		if got := peerData(c.a); got != c.want {
+			t.Errorf("peerData(%v) = %q, want %q", c.a, got, c.want)
+		}
 	}
 }
