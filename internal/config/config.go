@@ -121,10 +121,17 @@ type Replication struct {
 // write and fsync, a batch the passive applies) may take before the store
 // fails with a stalled disk (wip-failed), and the active hands over to an
 // in-sync passive (0: DefaultStallTimeout).
+//
+// RestartAfterStall is how long the disk under a store failed on a stall
+// must have answered again (a probe write completed) before tandemd, when
+// not active, stops and exits so that systemd starts it again and the
+// store reopens; at most MaxStallRestarts times an hour (nil:
+// DefaultRestartAfterStall; 0: never, an operator restarts it).
 type Disk struct {
-	WarnFreePercent     *int     `yaml:"warn-free-percent"`
-	CriticalFreePercent *int     `yaml:"critical-free-percent"`
-	StallTimeout        Duration `yaml:"stall-timeout"`
+	WarnFreePercent     *int      `yaml:"warn-free-percent"`
+	CriticalFreePercent *int      `yaml:"critical-free-percent"`
+	StallTimeout        Duration  `yaml:"stall-timeout"`
+	RestartAfterStall   *Duration `yaml:"restart-after-stall"`
 }
 
 // Default free-space alarm levels (Disk), in percent of the file system.
@@ -135,6 +142,13 @@ const (
 	// has not completed a write in that long is not coming back soon, and
 	// a healthy one under load stays far below it.
 	DefaultStallTimeout = Duration(20 * time.Second)
+	// DefaultRestartAfterStall: a disk that has answered for a minute
+	// after a stall (a storage path that failed over) is back.
+	DefaultRestartAfterStall = Duration(time.Minute)
+	// MaxStallRestarts bounds the restarts for a stall that is over, per
+	// hour: on a disk that flaps, each costs the active a
+	// peer-ack-timeout of held commits when the node's store hangs again.
+	MaxStallRestarts = 3
 )
 
 // VIP is the group of virtual addresses the active owns.
@@ -321,6 +335,10 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Disk.StallTimeout == 0 {
 		c.Disk.StallTimeout = DefaultStallTimeout
+	}
+	if c.Disk.RestartAfterStall == nil {
+		d := DefaultRestartAfterStall
+		c.Disk.RestartAfterStall = &d
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -524,6 +542,11 @@ func (c *Config) check() error {
 	}
 	if d := c.Disk.StallTimeout.D(); d < time.Second || d > 10*time.Minute {
 		p.add("disk.stall-timeout", "%s: want 1s to 10m", d)
+	}
+	if v := c.Disk.RestartAfterStall.D(); v < 0 {
+		p.add("disk.restart-after-stall", "must not be negative (0: never)")
+	} else if v > 0 && (v < time.Second || v > time.Hour) {
+		p.add("disk.restart-after-stall", "%s: want 1s to 1h (0: never)", v)
 	}
 	if c.RealtimePriority < 0 || c.RealtimePriority > 99 {
 		p.add("realtime-priority", "%d: want 0 (off) or 1-99", c.RealtimePriority)

@@ -238,6 +238,7 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		ev: evlog, runCtx: runCtx,
 		in: make(chan pair.Event, 64), admin: make(chan adminReq), rtOps: make(chan pair.Action, 64),
 		persisted: persisted, gate: gate, ackTimeout: cfg.Replication.PeerAckTimeout.D(),
+		restartAfter: cfg.Disk.RestartAfterStall.D(),
 	}
 	d.watch = newFreezeWatch(clk, driverPeriod(timing))
 	d.dp = &dataPlane{node: cfg.Node, port: cfg.DataPlane.Port, log: log.Named("dataplane"), epoch: &d.epoch}
@@ -367,6 +368,9 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		}
 	}()
 	err = d.loop(ctx, hardCtx, first)
+	if err == nil && d.restarting {
+		err = errStallRestart // stallRestart stopped the node: systemd starts it again
+	}
 	// Whatever the machine did, nothing may outlive the run on the network.
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()

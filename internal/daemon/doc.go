@@ -27,6 +27,13 @@
 // the crashed run left configured is removed before anything else, so a
 // restarted node is always passive until the machine decides otherwise.
 //
+// The driver stops the node by itself in one case: its WIP store failed
+// on a stalled disk, the disk has answered again for
+// disk.restart-after-stall, and the node is not active (stallrestart.go).
+// It stops in order as above and Run returns errStallRestart, so that
+// systemd (Restart=always) starts tandemd again and the store reopens; at
+// most config.MaxStallRestarts times an hour (data-dir/stall-restarts.json).
+//
 // # Goroutines
 //
 //   - driver (Run's own goroutine): owns the Machine; stops when the machine

@@ -127,7 +127,8 @@ type driver struct {
 	admin  chan adminReq
 	rtOps  chan pair.Action // runtime start/stop, for runtimeWorker
 	wg     sync.WaitGroup
-	// answering counts answers not yet posted (tests wait for none).
+	// answering counts work off the loop not yet done: answers not yet
+	// posted, I/O under boundedIO (tests wait for none).
 	answering atomic.Int32
 
 	epoch           atomic.Uint64
@@ -136,8 +137,13 @@ type driver struct {
 	lastRepl        pair.Replication
 	replSent        bool
 	awaitAck        bool
-	handoverRefused string    // storeHandover's last refusal, logged once
-	handoverAt      time.Time // when storeHandover last saw its switchover under way
+	handoverRefused string        // storeHandover's last refusal, logged once
+	handoverAt      time.Time     // when storeHandover last saw its switchover under way
+	stallOverAt     time.Time     // when failedAlarm first saw the failed store's disk answer again (zero: not yet)
+	restartAfter    time.Duration // disk.restart-after-stall (stallrestart.go); 0: never
+	restarting      bool          // stallRestart has stopped the node to restart it
+	restartRefused  string        // why stallRestart will not restart the node
+	refusedUntil    time.Time     // when a refusal for the limit ends (zero: with the run)
 	gwState         atomic.Pointer[api.TieBreakerStatus]
 	counters        countersAtomic
 	persisted       pair.Persisted
@@ -266,6 +272,9 @@ func (d *driver) loop(stopCtx, hardCtx context.Context, first pair.Ready) error 
 				return nil
 			}
 			if d.storeHandover(rs) {
+				return nil
+			}
+			if rs.StallOver && d.stallRestart(rs, d.m.Status()) && d.feed(pair.Stop{}) {
 				return nil
 			}
 		case ev != nil:

@@ -274,9 +274,23 @@ func handsOver(st pair.Status) bool {
 func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, cleared bool) {
 	const id = "wip-failed"
 	if r.Failed == "" {
+		d.stallOverAt = time.Time{}
 		return false, d.clearAlarm(id)
 	}
-	const restart = "free the space or replace the disk, then restart tandemd"
+	restart := "free the space or replace the disk, then restart tandemd"
+	if r.StallOver {
+		if d.stallOverAt.IsZero() {
+			d.stallOverAt = d.clk.Now()
+			d.ev.add(d.stallOverAt, "replication", "the disk under the failed WIP store answers again")
+		}
+		then := "restart tandemd to reopen the store"
+		if at, refused := d.stallRestartPlan(st); refused == "" {
+			then = "tandemd restarts itself to reopen the store at " + at.UTC().Format(time.RFC3339) + " (disk.restart-after-stall)"
+		} else if d.restartRefused != "" {
+			then = d.restartRefused + ": " + then
+		}
+		restart = "the disk answers again (a probe write completed since): " + then
+	}
 	var next string
 	switch {
 	case r.Role != wip.Primary.String():

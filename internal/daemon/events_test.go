@@ -213,3 +213,14 @@ func TestSlowAcksAlarm(t *testing.T) {
 		t.Error("without a peer-ack-timeout the alarm stayed")
 	}
 }
+
+// countEvents counts the events whose text holds s.
+func countEvents(ev *eventLog, s string) int {
+	n := 0
+	for _, e := range ev.after(0) {
+		if strings.Contains(e.Text, s) {
+			n++
+		}
+	}
+	return n
+}

@@ -76,6 +76,20 @@ func TestFailedStoreOnThePassive(t *testing.T) {
 	if _, cleared := d.failedAlarm(api.ReplicationStatus{Role: "secondary"}, pair.Status{Role: pair.RolePassive}); !cleared {
 		t.Fatal("not cleared when the store works")
 	}
+
+	// A store failed on a stall whose disk answers again: the alarm says
+	// a restart recovers it, and one event says so.
+	stalled := "wip: store failed: the disk probe of /var/lib/tandem/wip/tandem-disk-probe has not completed in 20.1s: the disk has stalled (wip: local write stalled)"
+	d.failedAlarm(api.ReplicationStatus{Role: "secondary", Failed: stalled}, pair.Status{Role: pair.RolePassive})
+	for range 3 {
+		d.failedAlarm(api.ReplicationStatus{Role: "secondary", Failed: stalled, StallOver: true}, pair.Status{Role: pair.RolePassive})
+	}
+	if a, _ := d.ev.alarm("wip-failed"); !strings.Contains(a.Text, stalled) || !strings.Contains(a.Text, "not promotable; the disk answers again (a probe write completed since): restart tandemd to reopen the store") {
+		t.Fatalf("stall over: alarm text %q", a.Text)
+	}
+	if n := countEvents(d.ev, "the disk under the failed WIP store answers again"); n != 1 {
+		t.Fatalf("%d events say the disk answers again, want 1: %+v", n, d.ev.after(0))
+	}
 }
 
 // An active whose passive says no-follow (its store failed) tells its own

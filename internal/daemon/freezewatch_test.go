@@ -135,7 +135,7 @@ type reachableGateway struct{}
 
 func (reachableGateway) Probe(context.Context) (bool, error) { return true, nil }
 
-func newDriverRig(t *testing.T, peer bool) *driverRig {
+func newDriverRig(t *testing.T, peer bool, opts ...func(*driver)) *driverRig {
 	t.Helper()
 	timing, err := pair.Profile("fast")
 	if err != nil {
@@ -159,6 +159,9 @@ func newDriverRig(t *testing.T, peer bool) *driverRig {
 	}
 	r.d.dp = &dataPlane{node: "a", log: zap.NewNop(), epoch: &r.d.epoch}
 	r.d.watch = newFreezeWatch(clk, r.period)
+	for _, o := range opts {
+		o(r.d)
+	}
 	stopCtx, stop := context.WithCancel(context.Background())
 	r.stop = stop
 	r.d.wg.Add(1)
