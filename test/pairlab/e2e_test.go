@@ -127,6 +127,13 @@ func newE2EPair(t *testing.T, o Options) *e2e {
 	}
 	e := &e2e{t: t, ctx: ctx, lab: l, pair: p, clk: clock.Real()}
 	t.Cleanup(func() {
+		if t.Failed() {
+			// What a tandemd that still runs is doing (a hang's cause):
+			// its threads' states, and its goroutines (SIGQUIT).
+			for _, n := range []*Node{p.A, p.B} {
+				t.Logf("--- %s's process:\n%s", n.Name, n.Diagnose(3*time.Second, 400))
+			}
+		}
 		p.Close()
 		if t.Failed() {
 			for _, n := range []*Node{p.A, p.B} {
