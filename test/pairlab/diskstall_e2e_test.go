@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,8 @@ const labStallTimeout = "2s"
 // frozen: they block in the kernel and never fail) while clients start
 // jobs through the VIP. Nothing fails on its own: the heartbeats, which do
 // not touch the disk, would keep the passive from taking over for as long
-// as the disk hangs. After disk.stall-timeout the active's store fails,
+// as the disk hangs. At half of disk.stall-timeout the active warns
+// (wip-slow-write); after disk.stall-timeout its store fails,
 // naming the write that stalled; the active raises wip-failed, hands the
 // role over to the in-sync passive and stays passive, not promotable.
 // Every job acknowledged before, during and after is on the new active,
@@ -36,12 +38,23 @@ func TestE2EActiveDiskStallsHandsOver(t *testing.T) {
 	load := freezeUnderLoad(t, e, fsys, "a", total)
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
+	slow, err := waitEvent(ctx, a, func(ev api.Event) bool { return ev.Kind == "alarm" && strings.HasPrefix(ev.Text, "wip-slow-write: ") })
+	if err != nil {
+		t.Fatalf("waiting for wip-slow-write on a: %v", err)
+	}
+	if !strings.Contains(slow.Text, "the commit of LSN") || !strings.Contains(slow.Text, "disk.stall-timeout") {
+		t.Errorf("alarm event %q does not name the slow write", slow.Text)
+	}
 	ev, err := waitEvent(ctx, a, func(ev api.Event) bool { return ev.Kind == "alarm" && strings.HasPrefix(ev.Text, "wip-failed: ") })
 	if err != nil {
 		t.Fatalf("waiting for wip-failed on a: %v", err)
 	}
 	if !strings.Contains(ev.Text, "the disk has stalled") || !strings.Contains(ev.Text, "has not completed in") {
 		t.Errorf("alarm event %q does not name the stall", ev.Text)
+	}
+	t.Logf("a warned %v before it failed: %s", ev.Time.Sub(slow.Time).Round(time.Millisecond), slow.Text)
+	if slow.Seq > ev.Seq {
+		t.Errorf("wip-slow-write (event %d) came after wip-failed (event %d)", slow.Seq, ev.Seq)
 	}
 	if fsys.Held() == 0 {
 		t.Error("no write is held by the frozen disk: the failure was not the stall")
@@ -57,15 +70,11 @@ func TestE2EActiveDiskStallsHandsOver(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(a.Log(), "the WIP store has failed: handing the active role over to the peer") {
-		t.Error("a's log does not say it handed over for its failed store")
-	}
 	if !strings.Contains(b.Log(), "promoted with the old primary gone: peer marked outdated") {
 		t.Error("b did not go on alone at its promotion")
 	}
-	logGap(t, "b's runtime started", a.Log(), "the store has failed", b.Log(), "runtime started on b")
 	// The disk comes back: the stuck writes return, acknowledging nothing.
-	recoverFailedNode(t, e, ctx, a, b, "the disk has stalled", acked, total, fsys.Thaw)
+	handedOverThenRecovers(t, e, ctx, acked, total, fsys)
 }
 
 // TestE2EPassiveDiskStallsActiveGoesOn: the passive's WIP disk hangs under
@@ -118,12 +127,15 @@ func freezeUnderLoad(t *testing.T, e *e2e, fsys *hangfs.FS, n string, total int)
 // stallingPair brings up a pair (disk.stall-timeout labStallTimeout; the
 // service watchdog's interval, 0 for none) whose node n ("a" or "b") has
 // its data-dir/wip (under "wip") or its whole data-dir (under "data") on
-// a hangfs mount, and returns it with the mount.
-func stallingPair(t *testing.T, n, under string, watchdog time.Duration) (*e2e, *hangfs.FS) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		testenv.Missing(t, "/dev/fuse (FUSE): %v", err)
+// a hangfs mount, and returns it with the mount. diskKeys are more lines
+// of the disk: section ("restart-after-stall: 3s").
+func stallingPair(t *testing.T, n, under string, watchdog time.Duration, diskKeys ...string) (*e2e, *hangfs.FS) {
+	testenv.RequireFUSE(t)
+	extra := "disk:\n  stall-timeout: " + labStallTimeout + "\n"
+	for _, kv := range diskKeys {
+		extra += "  " + kv + "\n"
 	}
-	e := newE2EPair(t, Options{Extra: "disk:\n  stall-timeout: " + labStallTimeout + "\n", Watchdog: watchdog})
+	e := newE2EPair(t, Options{Extra: extra, Watchdog: watchdog})
 	node := e.pair.A
 	if n == "b" {
 		node = e.pair.B
@@ -192,11 +204,149 @@ func TestE2EActiveDataDirStallsHandsOver(t *testing.T) {
 	if p := a.Proc(); p == nil || p.Exited() {
 		t.Error("a's tandemd has stopped: the watchdog ended it")
 	}
+	// The disk comes back; the operator restarts a (its store stays
+	// failed until then).
+	handedOverThenRecovers(t, e, ctx, acked, total, fsys)
+}
+
+// TestE2EActiveFrozenMidWriteRejoins: the active's process is stopped
+// (SIGSTOP: a paused VM) in the middle of a WIP write, for more than
+// twice disk.stall-timeout, and the write completes only after the
+// process runs again. The passive takes over on the silence. The stopped
+// time is not the disk's: a's stall watch does not count it, so its store
+// does not fail; a steps down for the freeze, follows b and is in sync
+// again with no restart. Every acknowledged job is on b, one per trigger.
+func TestE2EActiveFrozenMidWriteRejoins(t *testing.T) {
+	e, fsys := stallingPair(t, "a", "wip", 0)
+	// As a real disk's I/O: the stopped thread stays in its system call
+	// (with FUSE's interrupt answered, its fdatasync would return EINTR
+	// and be made again: wip/eintr.go). A SIGKILLed tandemd would then
+	// wait for the thaw: the cleanup thaws first.
+	fsys.SetUninterruptible(true)
+	t.Cleanup(fsys.Thaw)
+	a, b := e.pair.A, e.pair.B
+	const total = 900
+	load := freezeUnderLoad(t, e, fsys, "a", total)
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	for fsys.Held() == 0 && ctx.Err() == nil {
+		clock.Sleep(ctx, clock.Real(), time.Millisecond)
+	}
+	proc := a.Proc()
+	if err := proc.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := clock.Real().Now()
+	e.role(b, "active", "")
+	stall, err := time.ParseDuration(labStallTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Sleep(ctx, clock.Real(), 2*stall)
+	if err := proc.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a stopped for %v", clock.Real().Since(stopped).Round(time.Millisecond))
+	// The disk answers a little after the process runs again, so that the
+	// stall watch looks at the write before it completes.
+	clock.Sleep(ctx, clock.Real(), 300*time.Millisecond)
+	fsys.Thaw()
+	acked := load.wait(t)
+	if len(acked) != total {
+		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
+	}
+	st := e.role(a, "passive", "in-sync")
+	if st.Replication.Failed != "" || hasAlarm(st, "wip-failed") {
+		t.Errorf("a's store failed for the time it was stopped: %q", st.Replication.Failed)
+	}
+	if !strings.Contains(a.Log(), "the store's stall watch ran late") {
+		t.Error("a's log does not say its stall watch ran late")
+	}
+	if _, err := waitEvent(ctx, a, func(ev api.Event) bool { return ev.Kind == "role" && strings.Contains(ev.Text, "frozen for") }); err != nil {
+		t.Errorf("a did not step down for the freeze: %v", err)
+	}
+	checkJobsOn(t, e, b, acked)
+}
+
+// TestE2EIdlePassiveDiskHangs: the disk under an idle passive's WIP store
+// hangs. Nothing is committed, so nothing but the store's disk probe
+// writes: within the probe's interval (half of disk.stall-timeout, at
+// least 1 s) and disk.stall-timeout, b's store fails naming the probe
+// (wip-failed, not promotable), and a sees that its peer's data has
+// failed before a failover depends on it. The disk back, b's alarm says
+// when b restarts itself, and after disk.restart-after-stall (3 s here)
+// b stops in order and exits non-zero, as for systemd to start it again;
+// started again (systemd's part), b catches up and takes over when a
+// dies.
+func TestE2EIdlePassiveDiskHangs(t *testing.T) {
+	e, fsys := stallingPair(t, "b", "wip", 0, "restart-after-stall: 3s")
+	a, b := e.pair.A, e.pair.B
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	e.role(b, "passive", "in-sync")
+	fsys.Freeze()
+	frozen := clock.Real().Now()
+	if _, err := b.WaitFor(ctx, "b's store failed on its disk probe", func(s api.Status) bool {
+		return strings.Contains(s.Replication.Failed, "the disk probe of") && strings.Contains(s.Replication.Failed, "the disk has stalled")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("b's store failed %v after its disk froze", clock.Real().Since(frozen).Round(time.Millisecond))
+	if fsys.Held() == 0 {
+		t.Error("no write is held by the frozen disk: the failure was not the probe's stall")
+	}
+	if _, err := a.WaitFor(ctx, "a sees its peer's data failed", func(s api.Status) bool {
+		return s.Role == "active" && strings.Contains(s.PeerView.DataState, "failed")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The disk back: b's store stays failed, and its alarm says when b
+	// restarts itself to reopen it.
+	fsys.Thaw()
+	if _, err := b.WaitFor(ctx, "b's alarm says the disk answers again", func(s api.Status) bool {
+		return s.Replication.StallOver && slices.ContainsFunc(s.Alarms, func(al api.Alarm) bool {
+			return al.ID == "wip-failed" && al.Severity == "critical" && strings.Contains(al.Text, "not promotable; the disk answers again") &&
+				strings.Contains(al.Text, "tandemd restarts itself to reopen the store at")
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	answered := clock.Real().Now()
+	proc := b.Proc()
+	exit := proc.Wait(ctx)
+	t.Logf("b exited %v after its alarm said the disk answers again: %v", clock.Real().Since(answered).Round(time.Millisecond), exit)
+	if exit == nil || ctx.Err() != nil {
+		t.Fatalf("b's exit: %v (context: %v); want a non-zero status", exit, ctx.Err())
+	}
+	for _, want := range []string{"stopping to restart (systemd starts tandemd again) and reopen the store; restart 1 of at most 3", "restarting to reopen the WIP store after its disk stall ended"} {
+		if !strings.Contains(b.Log(), want) {
+			t.Errorf("b's log does not say %q", want)
+		}
+	}
+	if st, err := a.Status(ctx); err != nil || st.Role != "active" {
+		t.Fatalf("a after b's restart: %+v, %v; want active", st.Role, err)
+	}
+	// systemd's part: start it again.
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitFor(ctx, "b restarted, in sync, no store alarm", func(s api.Status) bool {
+		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Failed == "" && !hasAlarm(s, "wip-failed")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	crashAndCheck(t, e, a, b, map[string]string{}, 0)
+}
+
+// handedOverThenRecovers checks that a handed the role over to b for its
+// stalled store (its log says so; the gap to b's runtime is logged), then
+// thaws a's disk and recovers a through recoverFailedNode.
+func handedOverThenRecovers(t *testing.T, e *e2e, ctx context.Context, acked map[string]string, total int, fsys *hangfs.FS) {
+	t.Helper()
+	a, b := e.pair.A, e.pair.B
 	if !strings.Contains(a.Log(), "the WIP store has failed: handing the active role over to the peer") {
 		t.Error("a's log does not say it handed over for its failed store")
 	}
 	logGap(t, "b's runtime started", a.Log(), "the store has failed", b.Log(), "runtime started on b")
-	// The disk comes back; the operator restarts a (its store stays
-	// failed until then).
 	recoverFailedNode(t, e, ctx, a, b, "the disk has stalled", acked, total, fsys.Thaw)
 }
