@@ -172,14 +172,23 @@ func recoverFromDiskFull(t *testing.T, e *e2e, ctx context.Context, full, active
 // acknowledged job.
 func recoverFailedNode(t *testing.T, e *e2e, ctx context.Context, failed, active *Node, cause string, acked map[string]string, total int, repair func()) {
 	t.Helper()
-	st, err := failed.WaitFor(ctx, failed.Name+"'s wip-failed alarm", func(s api.Status) bool { return hasAlarm(s, "wip-failed") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, al := range st.Alarms {
-		if al.ID == "wip-failed" && (al.Severity != "critical" || !strings.Contains(al.Text, "not promotable") || !strings.Contains(al.Text, cause)) {
-			t.Errorf("wip-failed on %s: %s %q, want critical, naming %q", failed.Name, al.Severity, al.Text, cause)
+	// The driver words the alarm at its next poll of the store: right
+	// after the role changed, it may still say what an active does.
+	var seen api.Alarm
+	_, err := failed.WaitFor(ctx, failed.Name+"'s wip-failed alarm, not promotable", func(s api.Status) bool {
+		for _, al := range s.Alarms {
+			if al.ID == "wip-failed" {
+				seen = al
+				return strings.Contains(al.Text, "not promotable")
+			}
 		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("%v; the alarm was %s %q", err, seen.Severity, seen.Text)
+	}
+	if seen.Severity != "critical" || !strings.Contains(seen.Text, cause) {
+		t.Errorf("wip-failed on %s: %s %q, want critical, naming %q", failed.Name, seen.Severity, seen.Text, cause)
 	}
 	if failed.Proc().Exited() {
 		t.Errorf("%s's tandemd stopped", failed.Name)
