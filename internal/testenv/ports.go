@@ -20,8 +20,9 @@ import (
 // :0 listener or outgoing connection made in between, in this process
 // or another, can be handed the same port (CI at 0c8e7fa: a relay's :0
 // listener took a store's address between the pick and the store's
-// Open). So the ports handed out here lie below the kernel's ephemeral
-// range, which the kernel never hands out by itself, and each process
+// Open). So the ports handed out here lie outside the kernel's ephemeral
+// range (below it, or above it where there is no room below), which the
+// kernel never hands out by itself, and each process
 // reserves a block of them by holding a listener on the block's first
 // port for its lifetime, so that two test processes (go test runs
 // packages in parallel) never hand out the same port. The design is
@@ -76,17 +77,17 @@ func nextPort() (int, error) {
 // reserveBlock takes a block no other process holds: the first port of
 // a block is its lock.
 func reserveBlock() error {
-	high, err := ephemeralLow()
+	low, high, err := ephemeralRange()
 	if err != nil {
 		return err
 	}
-	n := (high - portsLow) / portsBlock
-	if n < 1 {
-		return fmt.Errorf("the ephemeral range starts at %d, leaving no room above %d", high, portsLow)
+	bases := blockBases(low, high)
+	if len(bases) == 0 {
+		return fmt.Errorf("the ephemeral range %d-%d leaves no block of %d ports from %d up outside it", low, high, portsBlock, portsLow)
 	}
-	start := rand.IntN(n)
-	for i := 0; i < n; i++ {
-		base := portsLow + ((start+i)%n)*portsBlock
+	start := rand.IntN(len(bases))
+	for i := range bases {
+		base := bases[(start+i)%len(bases)]
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base)))
 		if err != nil {
 			continue // another process's block, or a service's port
@@ -95,23 +96,42 @@ func reserveBlock() error {
 		ports.next, ports.end = base+1, base+portsBlock
 		return nil
 	}
-	return fmt.Errorf("all %d blocks between %d and %d are taken", n, portsLow, high)
+	return fmt.Errorf("all %d blocks outside the ephemeral range %d-%d are taken", len(bases), low, high)
 }
 
-// ephemeralLow reads the first port of the kernel's ephemeral range.
-func ephemeralLow() (int, error) {
+// blockBases lists the first ports of the blocks that lie wholly outside
+// the ephemeral range [low, high]: between portsLow and low, then above
+// high (a machine whose range starts low, 1024 say, may have room only
+// there).
+func blockBases(low, high int) []int {
+	var bases []int
+	add := func(from, to int) { // blocks within [from, to)
+		for b := from; b+portsBlock <= to; b += portsBlock {
+			bases = append(bases, b)
+		}
+	}
+	add(portsLow, low)
+	add(max(portsLow, high+1), 65536)
+	return bases
+}
+
+// ephemeralRange reads the kernel's ephemeral port range (both ends
+// included).
+func ephemeralRange() (low, high int, err error) {
 	const f = "/proc/sys/net/ipv4/ip_local_port_range"
 	b, err := os.ReadFile(f)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	fields := strings.Fields(string(b))
 	if len(fields) != 2 {
-		return 0, fmt.Errorf("%s: %q, want two ports", f, b)
+		return 0, 0, fmt.Errorf("%s: %q, want two ports", f, b)
 	}
-	low, err := strconv.Atoi(fields[0])
+	if low, err = strconv.Atoi(fields[0]); err == nil {
+		high, err = strconv.Atoi(fields[1])
+	}
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", f, err)
+		return 0, 0, fmt.Errorf("%s: %w", f, err)
 	}
-	return low, nil
+	return low, high, nil
 }
