@@ -40,9 +40,11 @@ func probeEvery(stallTimeout time.Duration) time.Duration {
 // A busy store is probed by its own writes. Errors of the probe (not
 // stalls) are logged, not a failure: pebble's own writes judge a disk that
 // answers. A store failed on a stall goes on probing once no write is
-// under way: the first probe that completes sets Status.StallOver (the
-// disk answers again; reopening the store recovers it). Its owner is the
-// store; it ends with Close.
+// under way: Status.StallOver (the disk answers again; reopening the
+// store recovers it) holds while its probes complete in less than half of
+// StallTimeout (stallProbed), so that a disk that hangs or fails again
+// before the store is reopened clears it. Its owner is the store; it ends
+// with Close.
 func (s *Store) probeLoop() {
 	defer s.wg.Done()
 	every := probeEvery(s.o.StallTimeout)
@@ -61,19 +63,21 @@ func (s *Store) probeLoop() {
 		}
 		s.mu.Lock()
 		failed := s.failed != nil
-		stalled := errors.Is(s.failed, ErrStalled) && !s.stallOver
+		stalled := errors.Is(s.failed, ErrStalled)
 		s.mu.Unlock()
 		if failed && !stalled {
 			return every
 		}
+		// The probe stays a write under way (Status) until its outcome is
+		// recorded: no status shows StallOver from before a slow probe.
+		start := s.clk.Now()
+		id := s.stall.begin(localWrite{kind: writeProbe, name: s.po.FS.PathJoin(s.dir, probeFile), since: start})
 		err := s.probe(&f)
-		seen, _ = s.stall.activity()
-		if err == nil && stalled {
-			s.mu.Lock()
-			s.stallOver = true
-			s.mu.Unlock()
-			s.log.Warn("the disk under the failed WIP store answers again (a probe write completed): reopening the store (restarting tandemd) recovers it")
+		if stalled {
+			s.stallProbed(err, s.clk.Since(start))
 		}
+		s.stall.end(id)
+		seen, _ = s.stall.activity()
 		switch {
 		case err != nil && (lastErr == nil || err.Error() != lastErr.Error()):
 			s.log.Warn("the disk probe of the WIP store failed", zap.Error(err))
@@ -85,12 +89,29 @@ func (s *Store) probeLoop() {
 	})
 }
 
+// stallProbed records a probe of a store failed on a stall: the disk
+// answers again (StallOver) while its probes complete, each in less than
+// half of StallTimeout; one that fails or is slow says it does not (a disk
+// that flaps), and so does one still under way at that age (Status).
+func (s *Store) stallProbed(err error, took time.Duration) {
+	answers := err == nil && took < s.o.StallTimeout/2
+	s.mu.Lock()
+	was := s.stallOver
+	s.stallOver = answers
+	s.mu.Unlock()
+	switch {
+	case answers && !was:
+		s.log.Warn("the disk under the failed WIP store answers again (a probe write completed): reopening the store (restarting tandemd) recovers it")
+	case !answers && was:
+		s.log.Warn("the disk under the failed WIP store is slow or fails again (a probe write)", zap.Duration("took", took), zap.Error(err))
+	}
+}
+
 // probe writes and syncs the probe file once, opening it on first use.
+// The caller has it under the stall watch.
 func (s *Store) probe(f *vfs.File) error {
 	fs := s.po.FS
 	path := fs.PathJoin(s.dir, probeFile)
-	id := s.stall.begin(localWrite{kind: writeProbe, name: path, since: s.clk.Now()})
-	defer s.stall.end(id)
 	s.mu.Lock()
 	s.counters.DiskProbes++
 	n := s.counters.DiskProbes

@@ -411,7 +411,7 @@ func stepStallLoop(t *testing.T, s *Store, clk *clock.Manual, d time.Duration) {
 // Counters.DiskProbes; a busy one does not. A disk that hangs under an
 // idle store fails it, naming the probe, as it would the next commit;
 // once the disk answers again, a probe of the failed store completes and
-// Status.StallOver says so.
+// Status.StallOver says so, until the disk hangs again.
 func TestIdleStoreProbesItsDisk(t *testing.T) {
 	var hd hangingDisk
 	clk := clock.NewManual(time.Date(2026, 12, 7, 7, 0, 0, 0, time.UTC))
@@ -469,6 +469,23 @@ func TestIdleStoreProbesItsDisk(t *testing.T) {
 	st = until("the stall over", func(st Status) bool { return st.StallOver })
 	if st.Failed == "" {
 		t.Error("the store no longer failed once the disk answered: it must stay failed until reopened")
+	}
+	// The disk hangs again before the store is reopened: the probe under
+	// way for half of StallTimeout clears StallOver, and the probe that
+	// returns late keeps it clear; probes that complete set it again.
+	hd.freeze()
+	until("StallOver cleared by a probe that hangs", func(st Status) bool { return !st.StallOver })
+	if hd.held.Load() == 0 {
+		t.Error("no write held by the frozen disk: StallOver cleared without a hanging probe")
+	}
+	hd.thaw()
+	waitFor(t, "the hanging probe returned", func() bool { return hd.held.Load() == 0 })
+	if st := s.Status(); st.StallOver {
+		t.Error("StallOver set by a probe that took half of StallTimeout")
+	}
+	st = until("the stall over again", func(st Status) bool { return st.StallOver })
+	if !strings.Contains(st.Failed, "the disk has stalled") {
+		t.Errorf("Failed = %q after the second hang, want the first stall's", st.Failed)
 	}
 }
 

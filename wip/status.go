@@ -132,10 +132,12 @@ type Status struct {
 	// it works): nothing more is committed, applied or acknowledged, and
 	// it is not promotable, until it is reopened (EventFailed).
 	Failed string
-	// StallOver: the store failed on a stalled write (ErrStalled), and
-	// since then every write under way has returned and a disk probe has
-	// completed: the disk answers again, and reopening the store recovers
-	// it. A failed store stays failed until then.
+	// StallOver: the store failed on a stalled write (ErrStalled), every
+	// write under way has returned since, and the disk probes complete
+	// (the last one in less than half of StallTimeout, and none is under
+	// way for that long): the disk answers again, and reopening the store
+	// recovers it. A failed store stays failed until then. It turns false
+	// again if the disk hangs or fails again.
 	StallOver bool
 	// BackgroundError is pebble's last failure to write its own files (a
 	// flush or a compaction: a full file system, a failing disk) in a run
@@ -240,7 +242,7 @@ func (s *Store) Status() Status {
 	}
 	if s.failed != nil {
 		st.Failed = s.failed.Error()
-		st.StallOver = s.stallOver
+		st.StallOver = s.stallOver && slow == "" // a probe under way that long: the disk hangs again
 	}
 	st.BackgroundError, st.BackgroundErrorSince, st.BackgroundErrors, st.StalledSince, st.StallReason = s.ww.state()
 	st.Corruption, st.CorruptionRepair, st.Counters.Corruptions = s.corr.state()
