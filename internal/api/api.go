@@ -116,7 +116,8 @@ type ReplicationStatus struct {
 	// promotable until tandemd is restarted.
 	Failed string `json:"failed,omitempty"`
 	// StallOver: Failed is a stalled write, and the disk answers again
-	// since (a probe write completed): a restart recovers the store.
+	// since (its probe writes complete): a restart recovers the store.
+	// False again while the disk hangs or fails again.
 	StallOver bool `json:"stall_over,omitempty"`
 	// WriteError is pebble's last failure to write the store's own files
 	// (a flush or a compaction) in a run not yet ended by one that

@@ -278,6 +278,12 @@ func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, c
 		return false, d.clearAlarm(id)
 	}
 	restart := "free the space or replace the disk, then restart tandemd"
+	if !r.StallOver && !d.stallOverAt.IsZero() {
+		// The disk hangs or fails again before the store was reopened:
+		// the time it answered no longer counts (disk.restart-after-stall).
+		d.stallOverAt = time.Time{}
+		d.ev.add(d.clk.Now(), "replication", "the disk under the failed WIP store hangs or fails again")
+	}
 	if r.StallOver {
 		if d.stallOverAt.IsZero() {
 			d.stallOverAt = d.clk.Now()

@@ -183,3 +183,47 @@ func TestStallOverRestartStopsTheDriver(t *testing.T) {
 		t.Fatalf("want one event of the restart, then the orderly stop: %+v", r.d.ev.after(0))
 	}
 }
+
+// A disk that hangs again before disk.restart-after-stall has passed
+// (the store's StallOver turns false) restarts the count: one event says
+// so, and the restart comes restart-after-stall after the disk answers
+// once more, not after it first did.
+func TestStallOverClearedByAFlap(t *testing.T) {
+	start := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	clk := clock.NewManual(start)
+	d := &driver{ev: newEventLog(100), clk: clk, log: zap.NewNop(), dir: t.TempDir(), restartAfter: time.Minute}
+	passive := pair.Status{Role: pair.RolePassive}
+	failed := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe}
+	over := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe, StallOver: true}
+	tick := func(rs api.ReplicationStatus) bool {
+		t.Helper()
+		d.failedAlarm(rs, passive)
+		return d.stallRestart(rs, passive)
+	}
+	tick(over) // answers from 10:00:00
+	clk.Advance(50 * time.Second)
+	if tick(failed) {
+		t.Fatal("restart while the disk hangs again")
+	}
+	if n := countEvents(d.ev, "the disk under the failed WIP store hangs or fails again"); n != 1 {
+		t.Fatalf("%d events of the new hang, want 1: %+v", n, d.ev.after(0))
+	}
+	if a, _ := d.ev.alarm("wip-failed"); strings.Contains(a.Text, "answers again") {
+		t.Fatalf("alarm %q while the disk hangs again", a.Text)
+	}
+	clk.Advance(10 * time.Second) // 10:01:00, the first plan's restart time
+	if tick(over) {
+		t.Fatal("restart at the first answer's plan: the time before the new hang counted")
+	}
+	want := "restarts itself to reopen the store at 2026-12-07T10:02:00Z"
+	if a, _ := d.ev.alarm("wip-failed"); !strings.Contains(a.Text, want) {
+		t.Fatalf("alarm %q, want %q in it", a.Text, want)
+	}
+	clk.Advance(time.Minute)
+	if !tick(over) {
+		t.Fatal("no restart a restart-after-stall after the disk answered again")
+	}
+	if n := countEvents(d.ev, "the disk under the failed WIP store answers again"); n != 2 {
+		t.Fatalf("%d events of the disk answering, want 2", n)
+	}
+}

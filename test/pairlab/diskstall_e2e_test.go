@@ -274,12 +274,15 @@ func TestE2EActiveFrozenMidWriteRejoins(t *testing.T) {
 // least 1 s) and disk.stall-timeout, b's store fails naming the probe
 // (wip-failed, not promotable), and a sees that its peer's data has
 // failed before a failover depends on it. The disk back, b's alarm says
-// when b restarts itself, and after disk.restart-after-stall (3 s here)
-// b stops in order and exits non-zero, as for systemd to start it again;
-// started again (systemd's part), b catches up and takes over when a
-// dies.
+// when b restarts itself; the disk hangs once more before that (a disk
+// that flaps), which b's status and events say, and the count starts
+// over; the disk back for good, after disk.restart-after-stall (6 s
+// here) b stops in order and exits non-zero, as for systemd to start it
+// again; started again (systemd's part), b catches up and takes over
+// when a dies.
 func TestE2EIdlePassiveDiskHangs(t *testing.T) {
-	e, fsys := stallingPair(t, "b", "wip", 0, "restart-after-stall: 3s")
+	const restartAfter = 6 * time.Second
+	e, fsys := stallingPair(t, "b", "wip", 0, "restart-after-stall: 6s")
 	a, b := e.pair.A, e.pair.B
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
@@ -302,19 +305,46 @@ func TestE2EIdlePassiveDiskHangs(t *testing.T) {
 	}
 	// The disk back: b's store stays failed, and its alarm says when b
 	// restarts itself to reopen it.
-	fsys.Thaw()
-	if _, err := b.WaitFor(ctx, "b's alarm says the disk answers again", func(s api.Status) bool {
-		return s.Replication.StallOver && slices.ContainsFunc(s.Alarms, func(al api.Alarm) bool {
-			return al.ID == "wip-failed" && al.Severity == "critical" && strings.Contains(al.Text, "not promotable; the disk answers again") &&
-				strings.Contains(al.Text, "tandemd restarts itself to reopen the store at")
-		})
+	answers := func(what string) time.Time {
+		t.Helper()
+		fsys.Thaw()
+		if _, err := b.WaitFor(ctx, "b's alarm says the disk answers again"+what, func(s api.Status) bool {
+			return s.Replication.StallOver && slices.ContainsFunc(s.Alarms, func(al api.Alarm) bool {
+				return al.ID == "wip-failed" && al.Severity == "critical" && strings.Contains(al.Text, "not promotable; the disk answers again") &&
+					strings.Contains(al.Text, "tandemd restarts itself to reopen the store at")
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return clock.Real().Now()
+	}
+	first := answers("")
+	proc := b.Proc()
+	// It hangs again (a probe under way for half of disk.stall-timeout)
+	// before the restart: b says so and does not restart.
+	fsys.Freeze()
+	if _, err := b.WaitFor(ctx, "b's status says the disk no longer answers", func(s api.Status) bool {
+		return s.Replication.Failed != "" && !s.Replication.StallOver
 	}); err != nil {
 		t.Fatal(err)
 	}
-	answered := clock.Real().Now()
-	proc := b.Proc()
+	if _, err := waitEvent(ctx, b, func(ev api.Event) bool {
+		return strings.Contains(ev.Text, "the disk under the failed WIP store hangs or fails again")
+	}); err != nil {
+		t.Fatalf("no event of the disk hanging again: %v", err)
+	}
+	t.Logf("b saw its disk hang again %v after it answered", clock.Real().Since(first).Round(time.Millisecond))
+	if proc.Exited() {
+		t.Fatal("b exited while its disk hung again")
+	}
+	clock.Sleep(ctx, clock.Real(), restartAfter) // past the first answer's plan
+	if proc.Exited() {
+		t.Fatal("b restarted itself on the first answer's plan, while its disk hung again")
+	}
+	answered := answers(", once more")
 	exit := proc.Wait(ctx)
-	t.Logf("b exited %v after its alarm said the disk answers again: %v", clock.Real().Since(answered).Round(time.Millisecond), exit)
+	took := clock.Real().Since(answered)
+	t.Logf("b exited %v after its alarm said the disk answers again (once more): %v", took.Round(time.Millisecond), exit)
 	if exit == nil || ctx.Err() != nil {
 		t.Fatalf("b's exit: %v (context: %v); want a non-zero status", exit, ctx.Err())
 	}
