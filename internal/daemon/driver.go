@@ -547,9 +547,13 @@ func (d *driver) noteRole() {
 	}
 	now := d.clk.Now()
 	d.roleAt.Store(&now)
+	reason := after.Reason
+	if after.Role == before.Role && before.Substate != "" {
+		reason = after.SubReason // the role's reason is that of its last change
+	}
 	d.log.Info("role", zap.Stringer("from", before.Role), zap.String("from_sub", before.Substate),
-		zap.Stringer("to", after.Role), zap.String("to_sub", after.Substate), zap.Uint64("epoch", after.Epoch), zap.String("reason", after.Reason))
-	d.ev.add(now, "role", fmt.Sprintf("%s/%s -> %s/%s (epoch %d): %s", before.Role, before.Substate, after.Role, after.Substate, after.Epoch, after.Reason))
+		zap.Stringer("to", after.Role), zap.String("to_sub", after.Substate), zap.Uint64("epoch", after.Epoch), zap.String("reason", reason))
+	d.ev.add(now, "role", fmt.Sprintf("%s/%s -> %s/%s (epoch %d): %s", before.Role, before.Substate, after.Role, after.Substate, after.Epoch, reason))
 	if after.Role == pair.RoleActive && before.Role != pair.RoleActive {
 		d.counters.promotions.Add(1)
 	}

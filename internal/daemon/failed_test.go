@@ -61,6 +61,16 @@ func TestFailedStoreActiveHandsOver(t *testing.T) {
 	if !found {
 		t.Fatalf("no event for the handover in %+v", r.d.ev.last(50))
 	}
+	// The change of substate says its own reason, not the role's last one
+	// (the start's).
+	for _, e := range r.d.ev.last(50) {
+		if e.Kind == "role" && strings.Contains(e.Text, "-> active/handing-over") && !strings.HasSuffix(e.Text, "): handing over to the peer: the WIP store has failed") {
+			t.Errorf("role event %q, want the handover's reason", e.Text)
+		}
+	}
+	if countEvents(r.d.ev, "-> active/handing-over") != 1 {
+		t.Errorf("no role event for the handover's start in %+v", r.d.ev.last(50))
+	}
 }
 
 // The passive's wip-failed: not promotable, and what to do. The wire

@@ -1240,22 +1240,22 @@ func (m *Machine) Status() Status {
 	case RoleActive:
 		switch {
 		case m.ho != hoNone:
-			s.Substate = "handing-over"
+			s.Substate, s.SubReason = "handing-over", "handing over to the peer: "+m.hoReason
 		case m.peerAlive():
-			s.Substate = "paired"
+			s.Substate, s.SubReason = "paired", "the peer is heard"
 		default:
-			s.Substate = "alone"
+			s.Substate, s.SubReason = "alone", "the peer is not heard"
 		}
 	case RolePassive, RoleStarting:
 		switch {
 		case m.repl == ReplInconsistent:
-			s.Substate = "inconsistent"
+			s.Substate, s.SubReason = "inconsistent", "the WIP store is inconsistent until a snapshot from the active completes"
 		case m.outdated || m.repl == ReplOutdated:
-			s.Substate = "outdated"
+			s.Substate, s.SubReason = "outdated", "the WIP store misses commits the active acknowledged without it"
 		case m.repl == ReplInSync:
-			s.Substate = "in-sync"
+			s.Substate, s.SubReason = "in-sync", "the WIP store holds every commit the active acknowledged"
 		default:
-			s.Substate = "syncing"
+			s.Substate, s.SubReason = "syncing", "the WIP store is not in sync with the active (connecting or catching up)"
 		}
 	}
 	return s

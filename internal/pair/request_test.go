@@ -95,8 +95,11 @@ func TestActiveAnswersARequestOnce(t *testing.T) {
 	if got := send(true, false); !has(got, "stop-runtime graceful") {
 		t.Fatalf("a request that became possible was not answered with a switchover: %q", got)
 	}
-	if st := a.m.Status(); st.Substate != "handing-over" {
-		t.Errorf("a: %s/%s, want active/handing-over", st.Role, st.Substate)
+	if st := a.m.Status(); st.Substate != "handing-over" || !strings.Contains(st.SubReason, "handing over to the peer: ") || st.SubReason == st.Reason {
+		t.Errorf("a: %s/%s (%q, role's reason %q), want active/handing-over, saying why", st.Role, st.Substate, st.SubReason, st.Reason)
+	}
+	if st := b.m.Status(); st.Substate != "in-sync" || st.SubReason != "the WIP store holds every commit the active acknowledged" {
+		t.Errorf("b: %s/%s (%q), want passive/in-sync, saying what it means", st.Role, st.Substate, st.SubReason)
 	}
 }
 
