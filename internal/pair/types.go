@@ -404,11 +404,11 @@ type Status struct {
 	Peer        Advert // the last advert heard (zero if never)
 	PeerSeen    bool
 	LastHeard   time.Time
-	Reason      string            // why the role last changed
+	Reason      string // why the role last changed
 	// SubReason says what the Substate means now (the role's Reason is
 	// that of the last role change, not of a later change of substate).
 	SubReason string
-	Alarms      map[string]string // id -> text
+	Alarms    map[string]string // id -> text
 	// SwitchoverRequested: this passive node asks the active peer to hand
 	// over (an operator's switchover run here), since an AdminSwitchover.
 	SwitchoverRequested bool
