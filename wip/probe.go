@@ -70,11 +70,10 @@ func (s *Store) probeLoop() {
 		}
 		// The probe stays a write under way (Status) until its outcome is
 		// recorded: no status shows StallOver from before a slow probe.
-		start := s.clk.Now()
-		id := s.stall.begin(localWrite{kind: writeProbe, name: s.po.FS.PathJoin(s.dir, probeFile), since: start})
+		id := s.stall.begin(localWrite{kind: writeProbe, name: s.po.FS.PathJoin(s.dir, probeFile), since: s.clk.Now()})
 		err := s.probe(&f)
 		if stalled {
-			s.stallProbed(err, s.clk.Since(start))
+			s.stallProbed(err, s.stall.age(id, s.clk.Now())) // as the watch counts it: not while the process was frozen
 		}
 		s.stall.end(id)
 		seen, _ = s.stall.activity()

@@ -99,6 +99,18 @@ func (w *stallWatch) activity() (uint64, int) {
 	return w.next + w.ended, len(w.open)
 }
 
+// age is how long write id (begun, not yet ended) has been under way at
+// now, frozen time not counted (0 if it is not under way).
+func (w *stallWatch) age(id uint64, now time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lw, ok := w.open[id]
+	if !ok {
+		return 0
+	}
+	return lw.age(now)
+}
+
 // oldest returns the write under way that began first, frozen time not
 // counted.
 func (w *stallWatch) oldest() (id uint64, lw localWrite, ok bool) {

@@ -487,6 +487,18 @@ func TestIdleStoreProbesItsDisk(t *testing.T) {
 	if !strings.Contains(st.Failed, "the disk has stalled") {
 		t.Errorf("Failed = %q after the second hang, want the first stall's", st.Failed)
 	}
+	// The process is frozen (a paused VM) while a probe waits on the
+	// disk: that time is not the disk's, and StallOver stays.
+	hd.freeze()
+	for hd.held.Load() == 0 {
+		stepStallLoop(t, s, clk, time.Second)
+	}
+	stepStallLoop(t, s, clk, time.Minute) // the stall loop a minute late
+	hd.thaw()
+	waitFor(t, "the frozen probe ended", func() bool { _, open := s.stall.activity(); return open == 0 }) // its outcome recorded
+	if st := s.Status(); !st.StallOver {
+		t.Error("StallOver cleared by a probe that waited while the process was frozen")
+	}
 }
 
 // A secondary that restarts holding a group the primary sent but is
