@@ -90,12 +90,15 @@
 //     not retried (Linux frees the descriptor anyway).
 //   - Pebble's own writes (flushes, compactions) that fail are not a
 //     failed store: a full file system whose WAL still has room fails
-//     them first, pebble retries at once, and commits stall once the
-//     memtables are full, until a flush succeeds. Status carries the run
-//     of errors (BackgroundError, since when, how many) and the stall
-//     (StalledSince, StallReason); the log holds the first error of a
-//     run and then at most a line a minute (pebble reported thousands a
-//     second), and a line when pebble writes again.
+//     them first, pebble retries, and commits stall once the memtables
+//     are full, until a flush succeeds. Pebble retries a failed flush at
+//     once, thousands of times a second; the store's file system paces
+//     the retries (bgbackoff.go: a flush's or a compaction's next file
+//     waits 50 ms after a failure, doubling to 1 s, until one syncs).
+//     Status carries the run of errors (BackgroundError, since when, how
+//     many) and the stall (StalledSince, StallReason); the log holds the
+//     first error of a run and then at most a line a minute, and a line
+//     when pebble writes again.
 //   - Replication: the secondary dials the peer's listener (PeerAddr) with
 //     exponential backoff (20 ms .. 2 s); the primary accepts on ListenAddr
 //     and serves one session at a time (a new one replaces the old). With

@@ -62,7 +62,7 @@ func (p *pairT) synced() (a, b *Store) {
 }
 
 // waitFor polls cond on the real clock; the bound only ends a hung test.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for i := 0; i < 3000; i++ {
 		if cond() {

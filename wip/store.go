@@ -413,6 +413,7 @@ type Store struct {
 	backupMu sync.Mutex      // one Backup at a time
 	po       *pebble.Options // as opened, defaults filled; for snapshot sstables
 	corr     *corruptWatch   // pebble's corruption reports (corrupt.go)
+	bg       *bgBackoff      // paces pebble's retries of failed flushes (bgbackoff.go)
 	// markMu orders a promotion's role change and epoch record against the
 	// corruption resync's Inconsistent mark (checkCorruption), so that a
 	// primary is never marked Inconsistent on disk. Held across their
@@ -555,7 +556,8 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.PebbleOptions != nil {
 		po = o.PebbleOptions.Clone()
 	}
-	po.FS = withEINTRRetry(o.FS) // eintr.go
+	bg := newBGBackoff(o.Clock)
+	po.FS = withBGBackoff(withEINTRRetry(o.FS), bg) // bgbackoff.go, eintr.go
 	if po.FormatMajorVersion < minFormat {
 		// Snapshots are ingested with IngestAndExcise (recv.go), which
 		// needs virtual sstables. Opening an older store ratchets it up.
@@ -587,6 +589,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.bg = bg
 	s.peerState = PeerDisconnected
 	// What was loaded, logged below: read now, before the replication
 	// goroutines may change it.
@@ -793,6 +796,9 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	close(s.closing)
+	if s.bg != nil {
+		s.bg.close() // a retry waiting would hold pebble's Close
+	}
 	sess := s.sess
 	for c := range s.conns {
 		_ = c.Close()
