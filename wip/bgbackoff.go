@@ -49,8 +49,7 @@ type bgBackoff struct {
 	mu    sync.Mutex
 	fails int // consecutive failed background files
 
-	waiting atomic.Int32  // creates waiting now (tests)
-	waits   atomic.Uint64 // creates that waited
+	waiting atomic.Int32 // creates waiting now (tests)
 }
 
 func newBGBackoff(clk clock.Clock) *bgBackoff {
@@ -106,7 +105,6 @@ func (b *bgBackoff) wait() {
 	if d == 0 {
 		return
 	}
-	b.waits.Add(1)
 	t := b.clk.NewTimer(d)
 	defer t.Stop()
 	b.waiting.Add(1) // once the timer is armed: a test that sees it may move its clock
@@ -162,21 +160,16 @@ func (f *bgFile) Preallocate(offset, length int64) error {
 	return f.note(f.File.Preallocate(offset, length))
 }
 
-func (f *bgFile) Sync() error {
-	if err := f.File.Sync(); err != nil {
-		return f.note(err)
+// synced notes a sync's outcome: one that succeeded ends the run.
+func (f *bgFile) synced(err error) error {
+	if err == nil {
+		f.b.succeeded()
 	}
-	f.b.succeeded()
-	return nil
+	return f.note(err)
 }
 
-func (f *bgFile) SyncData() error {
-	if err := f.File.SyncData(); err != nil {
-		return f.note(err)
-	}
-	f.b.succeeded()
-	return nil
-}
+func (f *bgFile) Sync() error     { return f.synced(f.File.Sync()) }
+func (f *bgFile) SyncData() error { return f.synced(f.File.SyncData()) }
 
 func (f *bgFile) SyncTo(length int64) (bool, error) {
 	full, err := f.File.SyncTo(length)

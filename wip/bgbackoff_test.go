@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
@@ -22,15 +23,7 @@ import (
 // stall.
 func fullDiskStore(tb testing.TB, clk clock.Clock, full *atomic.Bool, fails func(errorfs.OpKind) bool) *Store {
 	tb.Helper()
-	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if full.Load() && fails(op.Kind) && strings.HasSuffix(op.Path, ".sst") {
-			return fmt.Errorf("write %s: %w", op.Path, syscall.ENOSPC)
-		}
-		return nil
-	})
-	po := defaultPebbleOptions()
-	po.MemTableSize, po.MemTableStopWritesThreshold = 1<<20, 2
-	s, err := Open(tb.TempDir(), Options{Mode: Async, Clock: clk, FS: errorfs.Wrap(vfs.Default, inj), PebbleOptions: po, StallTimeout: 10 * time.Minute})
+	s, err := Open(tb.TempDir(), Options{Mode: Async, Clock: clk, FS: sstFailingFS(full, fails), PebbleOptions: smallMemtables(), StallTimeout: 10 * time.Minute})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -50,6 +43,29 @@ func fullDiskStore(tb testing.TB, clk clock.Clock, full *atomic.Bool, fails func
 	}()
 	waitFor(tb, "commits stalled on the failing flush", func() bool { return !s.Status().StalledSince.IsZero() })
 	return s
+}
+
+// sstFailingFS fails with ENOSPC, while full is set, every operation on
+// an sstable for whose kind fails says true: a full file system whose WAL
+// still has room.
+func sstFailingFS(full *atomic.Bool, fails func(errorfs.OpKind) bool) vfs.FS {
+	return errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && fails(op.Kind) && strings.HasSuffix(op.Path, ".sst") {
+			return fmt.Errorf("write %s: %w", op.Path, syscall.ENOSPC)
+		}
+		return nil
+	}))
+}
+
+// anyWrite: every write-side operation (creates, writes, syncs...).
+func anyWrite(k errorfs.OpKind) bool { return k.ReadOrWrite() == errorfs.OpIsWrite }
+
+// smallMemtables are the store's pebble options with 1 MiB memtables, at
+// most two: commits stall after about 2 MiB while flushes fail.
+func smallMemtables() *pebble.Options {
+	po := defaultPebbleOptions()
+	po.MemTableSize, po.MemTableStopWritesThreshold = 1<<20, 2
+	return po
 }
 
 // Pebble retries a failed flush at once; the store's file system paces
@@ -127,7 +143,7 @@ func BenchmarkFlushRetriesOnAFullDisk(b *testing.B) {
 			pacePebbleRetries = paced
 			defer func() { pacePebbleRetries = true }()
 			var full atomic.Bool
-			s := fullDiskStore(b, clock.Real(), &full, func(k errorfs.OpKind) bool { return k.ReadOrWrite() == errorfs.OpIsWrite })
+			s := fullDiskStore(b, clock.Real(), &full, anyWrite)
 			defer func() { full.Store(false); s.Close() }()
 			const window = 3 * time.Second
 			b.ResetTimer()

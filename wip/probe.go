@@ -48,6 +48,7 @@ func probeEvery(stallTimeout time.Duration) time.Duration {
 func (s *Store) probeLoop() {
 	defer s.wg.Done()
 	every := probeEvery(s.o.StallTimeout)
+	path := s.po.FS.PathJoin(s.dir, probeFile)
 	var f vfs.File
 	defer func() {
 		if f != nil {
@@ -70,8 +71,8 @@ func (s *Store) probeLoop() {
 		}
 		// The probe stays a write under way (Status) until its outcome is
 		// recorded: no status shows StallOver from before a slow probe.
-		id := s.stall.begin(localWrite{kind: writeProbe, name: s.po.FS.PathJoin(s.dir, probeFile), since: s.clk.Now()})
-		err := s.probe(&f)
+		id := s.stall.begin(localWrite{kind: writeProbe, name: path, since: s.clk.Now()})
+		err := s.probe(&f, path)
 		if stalled {
 			s.stallProbed(err, s.stall.age(id, s.clk.Now())) // as the watch counts it: not while the process was frozen
 		}
@@ -106,17 +107,15 @@ func (s *Store) stallProbed(err error, took time.Duration) {
 	}
 }
 
-// probe writes and syncs the probe file once, opening it on first use.
-// The caller has it under the stall watch.
-func (s *Store) probe(f *vfs.File) error {
-	fs := s.po.FS
-	path := fs.PathJoin(s.dir, probeFile)
+// probe writes and syncs the probe file (path) once, opening it on first
+// use. The caller has it under the stall watch.
+func (s *Store) probe(f *vfs.File, path string) error {
 	s.mu.Lock()
 	s.counters.DiskProbes++
 	n := s.counters.DiskProbes
 	s.mu.Unlock()
 	if *f == nil {
-		nf, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+		nf, err := s.po.FS.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 		if err != nil {
 			return err
 		}

@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -21,21 +18,12 @@ import (
 // the commits: pebble retries (paced: bgbackoff.go), and the commits
 // stall once the memtables are full. Status shows the error and the
 // stall, the log holds a bounded number of lines however many errors
-// pebble reports, and when
-// there is room again the flush succeeds, the stall ends, the stalled
-// commit is acknowledged and the error is gone.
+// pebble reports, and when there is room again the flush succeeds, the
+// stall ends, the stalled commit is acknowledged and the error is gone.
 func TestFlushFailuresAreBoundedInTheLogAndShown(t *testing.T) {
 	var full atomic.Bool
-	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if full.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, ".sst") {
-			return fmt.Errorf("write %s: %w", op.Path, syscall.ENOSPC)
-		}
-		return nil
-	})
 	core, logs := observer.New(zap.InfoLevel)
-	po := defaultPebbleOptions()
-	po.MemTableSize, po.MemTableStopWritesThreshold = 1<<20, 2
-	s := openT(t, t.TempDir(), Options{Mode: Async, FS: errorfs.Wrap(vfs.Default, inj), PebbleOptions: po, Logger: zap.New(core)})
+	s := openT(t, t.TempDir(), Options{Mode: Async, FS: sstFailingFS(&full, anyWrite), PebbleOptions: smallMemtables(), Logger: zap.New(core)})
 	defer func() {
 		full.Store(false) // let a stalled close finish
 		s.Close()
