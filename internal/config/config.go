@@ -123,9 +123,10 @@ type Replication struct {
 // in-sync passive (0: DefaultStallTimeout).
 //
 // RestartAfterStall is how long the disk under a store failed on a stall
-// must have answered again (a probe write completed) before tandemd, when
-// not active, stops and exits so that systemd starts it again and the
-// store reopens; at most MaxStallRestarts times an hour (nil:
+// must have answered again (a probe write completed) before tandemd stops
+// and exits so that systemd starts it again and the store reopens (a
+// passive; an active whose peer cannot take over, not in maintenance); at
+// most MaxStallRestarts times an hour (nil:
 // DefaultRestartAfterStall; 0: never, an operator restarts it).
 type Disk struct {
 	WarnFreePercent     *int      `yaml:"warn-free-percent"`

@@ -29,7 +29,8 @@
 //
 // The driver stops the node by itself in one case: its WIP store failed
 // on a stalled disk, the disk has answered again for
-// disk.restart-after-stall, and the node is not active (stallrestart.go).
+// disk.restart-after-stall, and the node is passive, or active with no
+// peer to hand over to, not in maintenance (stallrestart.go).
 // It stops in order as above and Run returns errStallRestart, so that
 // systemd (Restart=always) starts tandemd again and the store reopens; at
 // most config.MaxStallRestarts times an hour (data-dir/stall-restarts.json).

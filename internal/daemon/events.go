@@ -294,6 +294,8 @@ func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, c
 			then = "tandemd restarts itself to reopen the store at " + at.UTC().Format(time.RFC3339) + " (disk.restart-after-stall)"
 		} else if d.restartRefused != "" {
 			then = d.restartRefused + ": " + then
+		} else if st.Role == pair.RoleActive && st.Maintenance {
+			then = "no automatic restart (" + refused + "): " + then
 		}
 		restart = "the disk answers again (a probe write completed since): " + then
 	}

@@ -18,12 +18,21 @@ import (
 
 // A store failed on a stalled disk stays failed until it is reopened,
 // even once the disk answers again (wip: Status.StallOver), since a write
-// that never returned cannot be taken back. A node that is not active
-// reopens it by restarting itself: once the disk has answered for
+// that never returned cannot be taken back. The node reopens it by
+// restarting itself: once the disk has answered for
 // disk.restart-after-stall, the driver stops the node in order and Run
 // returns errStallRestart, for systemd (Restart=always) to start tandemd
-// again. An active whose store failed stays as failedAlarm says (it hands
-// over, or cannot); its restart is the operator's.
+// again.
+//
+// An active whose store failed hands the role over when its peer can take
+// it (storeHandover), and restarts as the passive it then is. One whose
+// peer cannot (not heard, outdated, not in sync) stays active without
+// committing: nothing runs until its store is reopened, so it restarts
+// too. It boots passive and takes the role again as any node does (I5: the
+// peer that cannot take over now cannot then either; a node alone waits
+// startup-wait and the tie-breaker), and its jobs resume from their
+// checkpoints. Not in maintenance, where no promotion would follow: there
+// the restart is the operator's.
 //
 // A disk that flaps would restart the node again and again, and each time
 // its store hangs again the active holds its commits for a
@@ -78,8 +87,10 @@ func (d *driver) stallRestartPlan(st pair.Status) (at time.Time, refused string)
 	switch {
 	case d.restartAfter <= 0:
 		return time.Time{}, "disk.restart-after-stall is 0"
-	case st.Role == pair.RoleActive:
-		return time.Time{}, "this node is active"
+	case st.Role == pair.RoleActive && st.Maintenance:
+		return time.Time{}, "this node is active in maintenance, where nothing would promote it after a restart"
+	case st.Role == pair.RoleActive && handsOver(st):
+		return time.Time{}, "this node hands the active role over first"
 	case d.restartRefused != "":
 		return time.Time{}, d.restartRefused
 	}

@@ -22,7 +22,9 @@ const stalledProbe = "wip: store failed: the disk probe of /var/lib/tandem/wip/t
 // has answered for disk.restart-after-stall, recording the restart; the
 // alarm says when before. At most config.MaxStallRestarts an hour: then
 // the alarm and one event say that a restart by hand is needed. An active
-// never restarts itself, nor any node with the setting 0.
+// that hands the role over does not (it restarts as the passive it
+// becomes), nor one in maintenance (the alarm says why), nor any node
+// with the setting 0.
 func TestStallOverRestartPlan(t *testing.T) {
 	start := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	clk := clock.NewManual(start)
@@ -53,8 +55,17 @@ func TestStallOverRestartPlan(t *testing.T) {
 		t.Fatal("restart before disk.restart-after-stall")
 	}
 	clk.Advance(time.Second)
-	if tick(over, pair.Status{Role: pair.RoleActive}) {
-		t.Fatal("an active restarted itself")
+	if tick(over, pair.Status{Role: pair.RoleActive, Substate: "paired"}) {
+		t.Fatal("an active restarted itself where its peer can take over")
+	}
+	maint := pair.Status{Role: pair.RoleActive, Substate: "alone", Maintenance: true, SwitchoverBlocked: "the peer is not heard"}
+	overPrimary := api.ReplicationStatus{Role: "primary", Failed: stalledProbe, StallOver: true}
+	if tick(overPrimary, maint) {
+		t.Fatal("an active in maintenance restarted itself")
+	}
+	want = "staying active without committing, as the peer cannot take over (the peer is not heard); the disk answers again (a probe write completed since): no automatic restart (this node is active in maintenance, where nothing would promote it after a restart): restart tandemd to reopen the store"
+	if a, _ := d.ev.alarm("wip-failed"); !strings.Contains(a.Text, want) {
+		t.Fatalf("in maintenance: alarm %q, want %q in it", a.Text, want)
 	}
 	if !tick(over, passive) {
 		t.Fatal("no restart after disk.restart-after-stall")
@@ -133,54 +144,83 @@ func TestStallOverRestartPlan(t *testing.T) {
 	}
 }
 
-// The driver stops the node to restart it: an active whose store failed
-// on a stall hands over to its in-sync peer, the disk answers again, and
-// the passive it now is stops in order after disk.restart-after-stall
-// (the loop ends, as on SIGTERM, and Run then returns errStallRestart).
+// The driver stops the node to restart it (the loop ends, as on SIGTERM,
+// and Run then returns errStallRestart) after disk.restart-after-stall:
+// an active whose store failed on a stall hands over to its in-sync peer,
+// the disk answers again, and the passive it now is stops in order; an
+// active whose peer is not in sync cannot hand over, and stops in order
+// itself (it boots passive, and the pair's rules give it the role again).
 func TestStallOverRestartStopsTheDriver(t *testing.T) {
-	r := newDriverRig(t, true, func(d *driver) { d.restartAfter = time.Second })
-	r.activate()
-	var over atomic.Bool
-	r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
-		return pair.Replication{State: pair.ReplInSync, PeerInSync: true, PeerAckedAll: true, LSN: 10},
-			api.ReplicationStatus{Role: "primary", Failed: stalledProbe, StallOver: over.Load()}
-	})
-	for range 20 {
-		r.step()
-	}
-	if st := r.status(); st.Role != pair.RolePassive {
-		t.Fatalf("%s/%s, want handed over for the failed store", st.Role, st.Substate)
-	}
-	over.Store(true)
-	// Steps as r.step, but the loop may end: wait for it to settle or to
-	// end (the restart record's I/O counts in answering, so the clock does
-	// not move on while the disk writes it).
-	var stopErr error
-	stopped := false
-	for i := 0; i < 1000 && !stopped; i++ {
-		r.peerAlive()
-		r.clk.Advance(r.period)
-		for !stopped && (r.clk.Pending() < 2 || r.d.answering.Load() > 0 || len(r.d.in) > 0) {
-			select {
-			case stopErr = <-r.done:
-				stopped = true
-			default:
-				runtime.Gosched()
+	for _, tc := range []struct {
+		name   string
+		inSync bool
+		want   pair.Role // when the disk answers again
+	}{
+		{"handed over", true, pair.RolePassive},
+		{"active, no peer to take over", false, pair.RoleActive},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newDriverRig(t, true, func(d *driver) { d.restartAfter = time.Second })
+			r.activate()
+			var over atomic.Bool
+			r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
+				return pair.Replication{State: pair.ReplInSync, PeerInSync: tc.inSync, PeerAckedAll: tc.inSync, LSN: 10},
+					api.ReplicationStatus{Role: "primary", Failed: stalledProbe, StallOver: over.Load()}
+			})
+			for range 20 {
+				r.step()
 			}
-		}
-	}
-	if !stopped {
-		t.Fatalf("the driver did not stop in 1000 steps (%v): status %+v", 1000*r.period, r.status())
-	}
-	r.done <- stopErr // for the rig's cleanup
-	if stopErr != nil || !r.d.restarting {
-		t.Fatalf("the loop ended with %v, restarting %t; want nil and true", stopErr, r.d.restarting)
-	}
-	if l, err := loadStallRestarts(r.d.dir); err != nil || len(l.At) != 1 {
-		t.Fatalf("the record: %+v, %v; want one restart", l, err)
-	}
-	if countEvents(r.d.ev, "stopping to restart") != 1 || countEvents(r.d.ev, "orderly stop") != 1 {
-		t.Fatalf("want one event of the restart, then the orderly stop: %+v", r.d.ev.after(0))
+			st := r.status()
+			if st.Role != tc.want {
+				t.Fatalf("%s/%s (%s), want %s", st.Role, st.Substate, st.SwitchoverBlocked, tc.want)
+			}
+			if a, _ := r.d.ev.alarm("wip-failed"); tc.want == pair.RoleActive && !strings.Contains(a.Text, "staying active without committing, as the peer cannot take over (the peer is not in sync)") {
+				t.Fatalf("alarm %q", a.Text)
+			}
+			over.Store(true)
+			// Steps as r.step, but the loop may end: wait for it to settle or to
+			// end (the restart record's I/O counts in answering, so the clock does
+			// not move on while the disk writes it).
+			var stopErr error
+			stopped := false
+			for i := 0; i < 1000 && !stopped; i++ {
+				r.peerAlive()
+				r.clk.Advance(r.period)
+				for !stopped && (r.clk.Pending() < 2 || r.d.answering.Load() > 0 || len(r.d.in) > 0) {
+					select {
+					case stopErr = <-r.done:
+						stopped = true
+					default:
+						runtime.Gosched()
+					}
+				}
+			}
+			if !stopped {
+				t.Fatalf("the driver did not stop in 1000 steps (%v): status %+v", 1000*r.period, r.status())
+			}
+			r.done <- stopErr // for the rig's cleanup
+			if stopErr != nil || !r.d.restarting {
+				t.Fatalf("the loop ended with %v, restarting %t; want nil and true", stopErr, r.d.restarting)
+			}
+			if l, err := loadStallRestarts(r.d.dir); err != nil || len(l.At) != 1 {
+				t.Fatalf("the record: %+v, %v; want one restart", l, err)
+			}
+			restart, stop := -1, -1
+			for i, ev := range r.d.ev.after(0) {
+				if strings.Contains(ev.Text, "stopping to restart") {
+					restart = i
+				}
+				if strings.Contains(ev.Text, "): orderly stop") && stop < 0 {
+					stop = i
+				}
+			}
+			if countEvents(r.d.ev, "stopping to restart") != 1 || restart < 0 || stop < restart {
+				t.Fatalf("want one event of the restart, then the orderly stop: %+v", r.d.ev.after(0))
+			}
+			if st := r.status(); st.Role != pair.RoleStopped {
+				t.Fatalf("%s/%s after the stop, want stopped", st.Role, st.Substate)
+			}
+		})
 	}
 }
 

@@ -368,6 +368,91 @@ func TestE2EIdlePassiveDiskHangs(t *testing.T) {
 	crashAndCheck(t, e, a, b, map[string]string{}, 0)
 }
 
+// TestE2ELoneActiveDiskHangsRestarts: b is stopped, and the disk under
+// a, active alone, hangs while clients start jobs through the VIP. a's
+// store fails after disk.stall-timeout; with no peer to hand over to, a
+// stays active without committing and says so. The disk back, a says
+// when it restarts itself, stops in order after disk.restart-after-stall
+// and exits non-zero; started again (systemd's part), it reopens its
+// store, takes the active role again after startup-wait, and every
+// trigger becomes one job, none lost. b, started, catches up and takes
+// over with every acknowledged job when a dies.
+func TestE2ELoneActiveDiskHangsRestarts(t *testing.T) {
+	e, fsys := stallingPair(t, "a", "wip", 0, "restart-after-stall: 6s")
+	a, b := e.pair.A, e.pair.B
+	ctx, cancel := context.WithTimeout(e.ctx, 3*time.Minute)
+	defer cancel()
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.role(a, "active", "alone")
+	const total = 600
+	load := freezeUnderLoad(t, e, fsys, "a", total)
+	var seen api.Alarm
+	wantAlarm := func(what string, ok func(string) bool) {
+		t.Helper()
+		if _, err := a.WaitFor(ctx, what, func(s api.Status) bool {
+			for _, al := range s.Alarms {
+				if al.ID == "wip-failed" {
+					seen = al
+					return al.Severity == "critical" && ok(al.Text)
+				}
+			}
+			return false
+		}); err != nil {
+			t.Fatalf("%v; the alarm was %s %q", err, seen.Severity, seen.Text)
+		}
+	}
+	wantAlarm("a stays active, failed on the stall", func(text string) bool {
+		return strings.Contains(text, "the disk has stalled") && strings.Contains(text, "staying active without committing, as the peer cannot take over")
+	})
+	if st := e.status(a); st.Role != "active" {
+		t.Fatalf("a is %s/%s with its store failed and no peer", st.Role, st.SubState)
+	}
+	proc := a.Proc()
+	fsys.Thaw()
+	answered := clock.Real().Now()
+	wantAlarm("a's alarm says when it restarts itself", func(text string) bool {
+		return strings.Contains(text, "staying active without committing") && strings.Contains(text, "tandemd restarts itself to reopen the store at")
+	})
+	exit := proc.Wait(ctx)
+	t.Logf("a exited %v after its disk was back: %v", clock.Real().Since(answered).Round(time.Millisecond), exit)
+	if exit == nil || ctx.Err() != nil {
+		t.Fatalf("a's exit: %v (context: %v); want a non-zero status", exit, ctx.Err())
+	}
+	for _, want := range []string{"stopping to restart (systemd starts tandemd again) and reopen the store; restart 1 of at most 3", "restarting to reopen the WIP store after its disk stall ended"} {
+		if !strings.Contains(a.Log(), want) {
+			t.Errorf("a's log does not say %q", want)
+		}
+	}
+	// systemd's part: start it again. Alone, it takes the role after
+	// startup-wait, with its store reopened.
+	restarted := clock.Real().Now()
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WaitFor(ctx, "a active again, its store reopened", func(s api.Status) bool {
+		return s.Role == "active" && s.Replication.Failed == "" && !hasAlarm(s, "wip-failed")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a active again %v after its start", clock.Real().Since(restarted).Round(time.Millisecond))
+	acked := load.wait(t)
+	t.Logf("%d jobs acknowledged in all", len(acked))
+	if len(acked) != total {
+		t.Errorf("%d jobs acknowledged, want %d", len(acked), total)
+	}
+	checkJobsOn(t, e, a, acked)
+	if jobs, err := a.API.Jobs(ctx, "", "load"); err != nil || len(jobs) != total {
+		t.Errorf("a lists %d jobs (%v) for %d distinct triggers", len(jobs), err, total)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "passive", "in-sync")
+	crashAndCheck(t, e, a, b, acked, total)
+}
+
 // handedOverThenRecovers checks that a handed the role over to b for its
 // stalled store (its log says so; the gap to b's runtime is logged), then
 // thaws a's disk and recovers a through recoverFailedNode.
