@@ -12,6 +12,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/api"
 	"github.com/tandem-ha/tandem/internal/clock"
 	"github.com/tandem-ha/tandem/internal/testenv"
+	"github.com/tandem-ha/tandem/test/lab"
 	"github.com/tandem-ha/tandem/test/lab/hangfs"
 )
 
@@ -368,24 +369,65 @@ func TestE2EIdlePassiveDiskHangs(t *testing.T) {
 	crashAndCheck(t, e, a, b, map[string]string{}, 0)
 }
 
-// TestE2ELoneActiveDiskHangsRestarts: b is stopped, and the disk under
-// a, active alone, hangs while clients start jobs through the VIP. a's
-// store fails after disk.stall-timeout; with no peer to hand over to, a
-// stays active without committing and says so. The disk back, a says
-// when it restarts itself, stops in order after disk.restart-after-stall
-// and exits non-zero; started again (systemd's part), it reopens its
-// store, takes the active role again after startup-wait, and every
-// trigger becomes one job, none lost. b, started, catches up and takes
-// over with every acknowledged job when a dies.
+// TestE2ELoneActiveDiskHangsRestarts: the disk under a, active with no
+// peer that can take over, hangs while clients start jobs through the
+// VIP: b is stopped, or b runs with both HA links cut (a goes on alone
+// and b, hearing a's LSN pass its own over the LAN, knows it is
+// outdated). a's store fails after disk.stall-timeout; a stays active
+// without committing and says so. The disk back, a says when it restarts
+// itself, stops in order after disk.restart-after-stall and exits
+// non-zero; started again (systemd's part), it reopens its store and
+// takes the active role again (alone: after startup-wait; beside the
+// outdated b: by the election), and every trigger becomes one job, none
+// lost. b back, it catches up and takes over with every acknowledged job
+// when a dies.
 func TestE2ELoneActiveDiskHangsRestarts(t *testing.T) {
+	t.Run("peer stopped", func(t *testing.T) {
+		loneActiveDiskHangs(t, func(e *e2e) func() {
+			b := e.pair.B
+			if err := b.Stop(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			e.role(e.pair.A, "active", "alone")
+			return func() {
+				if err := b.Start(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	})
+	t.Run("peer outdated", func(t *testing.T) {
+		loneActiveDiskHangs(t, func(e *e2e) func() {
+			var cuts []*lab.Fault
+			for _, l := range []string{lab.HA1If, lab.HA2If} {
+				f, err := e.lab.CutLink(e.ctx, lab.NodeB, l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cuts = append(cuts, f)
+			}
+			return func() {
+				if st := e.status(e.pair.B); st.Role != "passive" || st.SubState != "outdated" {
+					t.Errorf("b while its HA links were cut: %s/%s; want passive/outdated", st.Role, st.SubState)
+				}
+				for _, f := range cuts {
+					if err := f.Clear(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	})
+}
+
+// loneActiveDiskHangs runs TestE2ELoneActiveDiskHangsRestarts with peer
+// taking b away (it returns what brings b back).
+func loneActiveDiskHangs(t *testing.T, peer func(*e2e) (back func())) {
 	e, fsys := stallingPair(t, "a", "wip", 0, "restart-after-stall: 6s")
 	a, b := e.pair.A, e.pair.B
 	ctx, cancel := context.WithTimeout(e.ctx, 3*time.Minute)
 	defer cancel()
-	if err := b.Stop(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	e.role(a, "active", "alone")
+	back := peer(e)
 	const total = 600
 	load := freezeUnderLoad(t, e, fsys, "a", total)
 	var seen api.Alarm
@@ -406,6 +448,7 @@ func TestE2ELoneActiveDiskHangsRestarts(t *testing.T) {
 	wantAlarm("a stays active, failed on the stall", func(text string) bool {
 		return strings.Contains(text, "the disk has stalled") && strings.Contains(text, "staying active without committing, as the peer cannot take over")
 	})
+	t.Logf("a's alarm: %s", seen.Text)
 	if st := e.status(a); st.Role != "active" {
 		t.Fatalf("a is %s/%s with its store failed and no peer", st.Role, st.SubState)
 	}
@@ -446,9 +489,7 @@ func TestE2ELoneActiveDiskHangsRestarts(t *testing.T) {
 	if jobs, err := a.API.Jobs(ctx, "", "load"); err != nil || len(jobs) != total {
 		t.Errorf("a lists %d jobs (%v) for %d distinct triggers", len(jobs), err, total)
 	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
+	back()
 	e.role(b, "passive", "in-sync")
 	crashAndCheck(t, e, a, b, acked, total)
 }
