@@ -77,6 +77,9 @@ func TestPrimaryFailsCleanlyWhenItsDiskIsFull(t *testing.T) {
 	if strings.Contains(st.Failed, "pebble: pebble:") {
 		t.Errorf("Status.Failed = %q: the prefix is doubled", st.Failed)
 	}
+	if st.FailedStall {
+		t.Error("Status.FailedStall for a full disk")
+	}
 	if st.CommittedLSN != 20 || st.DurableLSN != 20 {
 		t.Errorf("committed %d, durable %d; want 20, 20 (the failed group was never acknowledged)", st.CommittedLSN, st.DurableLSN)
 	}

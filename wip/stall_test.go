@@ -143,6 +143,9 @@ func TestPrimaryFailsWhenItsDiskStalls(t *testing.T) {
 			t.Errorf("Status.Failed = %q, want %q in it", st.Failed, want)
 		}
 	}
+	if !st.FailedStall {
+		t.Error("Status.FailedStall false for a store failed on a stall")
+	}
 	if st.CommittedLSN != 20 || st.DurableLSN != 20 {
 		t.Errorf("committed %d, durable %d; want 20, 20", st.CommittedLSN, st.DurableLSN)
 	}

@@ -1,6 +1,7 @@
 package wip
 
 import (
+	"errors"
 	"time"
 )
 
@@ -132,6 +133,9 @@ type Status struct {
 	// it works): nothing more is committed, applied or acknowledged, and
 	// it is not promotable, until it is reopened (EventFailed).
 	Failed string
+	// FailedStall: Failed is a stalled write (ErrStalled): the disk hung,
+	// and may answer again (StallOver).
+	FailedStall bool
 	// StallOver: the store failed on a stalled write (ErrStalled), every
 	// write under way has returned since, and the disk probes complete
 	// (the last one in less than half of StallTimeout, and none is under
@@ -242,6 +246,7 @@ func (s *Store) Status() Status {
 	}
 	if s.failed != nil {
 		st.Failed = s.failed.Error()
+		st.FailedStall = errors.Is(s.failed, ErrStalled)
 		st.StallOver = s.stallOver && slow == "" // a probe under way that long: the disk hangs again
 	}
 	st.BackgroundError, st.BackgroundErrorSince, st.BackgroundErrors, st.StalledSince, st.StallReason = s.ww.state()

@@ -115,6 +115,9 @@ type ReplicationStatus struct {
 	// failed store commits and acknowledges nothing more and is not
 	// promotable until tandemd is restarted.
 	Failed string `json:"failed,omitempty"`
+	// FailedStall: Failed is a stalled write (a disk that hung), which
+	// may answer again (StallOver).
+	FailedStall bool `json:"failed_stall,omitempty"`
 	// StallOver: Failed is a stalled write, and the disk answers again
 	// since (its probe writes complete): a restart recovers the store.
 	// False again while the disk hangs or fails again.

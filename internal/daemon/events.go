@@ -268,7 +268,9 @@ func handsOver(st pair.Status) bool {
 // acknowledged commit), and otherwise stays active without committing,
 // since its store may then hold commits the peer lacks; a passive is not
 // promotable. Either way the store works again only after a restart, once
-// the cause is dealt with. It clears when the store no longer reports it
+// the cause is dealt with; for a hung disk (FailedStall) it says whether
+// tandemd makes that restart itself once the disk answers
+// (stallRestartPlan), and when. It clears when the store no longer reports it
 // (a restarted process starts without it). It returns whether the alarm
 // was raised or cleared.
 func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, cleared bool) {
@@ -284,20 +286,34 @@ func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, c
 		d.stallOverAt = time.Time{}
 		d.ev.add(d.clk.Now(), "replication", "the disk under the failed WIP store hangs or fails again")
 	}
-	if r.StallOver {
-		if d.stallOverAt.IsZero() {
-			d.stallOverAt = d.clk.Now()
-			d.ev.add(d.stallOverAt, "replication", "the disk under the failed WIP store answers again")
+	if r.StallOver && d.stallOverAt.IsZero() {
+		d.stallOverAt = d.clk.Now()
+		d.ev.add(d.stallOverAt, "replication", "the disk under the failed WIP store answers again")
+	}
+	if r.FailedStall || r.StallOver {
+		// A hung disk: what becomes of the store once the disk answers.
+		// An active that hands over restarts as the passive it becomes.
+		plan := st
+		if st.Role == pair.RoleActive && handsOver(st) {
+			plan.Role = pair.RolePassive
 		}
 		then := "restart tandemd to reopen the store"
-		if at, refused := d.stallRestartPlan(st); refused == "" {
+		at, refused := d.stallRestartPlan(plan)
+		switch {
+		case refused == "" && r.StallOver:
 			then = "tandemd restarts itself to reopen the store at " + at.UTC().Format(time.RFC3339) + " (disk.restart-after-stall)"
-		} else if d.restartRefused != "" {
+		case refused == "":
+			then = "once it has answered for " + d.restartAfter.String() + ", tandemd restarts itself to reopen the store (disk.restart-after-stall)"
+		case d.restartRefused != "":
 			then = d.restartRefused + ": " + then
-		} else if st.Role == pair.RoleActive && st.Maintenance {
+		case st.Role == pair.RoleActive && st.Maintenance:
 			then = "no automatic restart (" + refused + "): " + then
 		}
-		restart = "the disk answers again (a probe write completed since): " + then
+		if r.StallOver {
+			restart = "the disk answers again (a probe write completed since): " + then
+		} else {
+			restart = "the disk does not answer yet; " + then
+		}
 	}
 	var next string
 	switch {

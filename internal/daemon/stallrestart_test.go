@@ -31,8 +31,8 @@ func TestStallOverRestartPlan(t *testing.T) {
 	dir := t.TempDir()
 	d := &driver{ev: newEventLog(100), clk: clk, log: zap.NewNop(), dir: dir, restartAfter: time.Minute}
 	passive := pair.Status{Role: pair.RolePassive}
-	failed := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe}
-	over := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe, StallOver: true}
+	failed := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe, FailedStall: true}
+	over := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe, FailedStall: true, StallOver: true}
 	tick := func(rs api.ReplicationStatus, st pair.Status) bool {
 		t.Helper()
 		d.failedAlarm(rs, st)
@@ -42,11 +42,22 @@ func TestStallOverRestartPlan(t *testing.T) {
 	if tick(failed, passive) {
 		t.Fatal("restart while the disk still hangs")
 	}
+	want := "not promotable; the disk does not answer yet; once it has answered for 1m0s, tandemd restarts itself to reopen the store (disk.restart-after-stall)"
+	if a, _ := d.ev.alarm("wip-failed"); !strings.Contains(a.Text, want) {
+		t.Fatalf("alarm %q, want %q in it", a.Text, want)
+	}
+	// An active that hands over restarts as the passive it becomes.
+	failedPrimary := api.ReplicationStatus{Role: "primary", Failed: stalledProbe, FailedStall: true}
+	d.failedAlarm(failedPrimary, pair.Status{Role: pair.RoleActive, Substate: "paired"})
+	want = "handing the active role over to the in-sync peer; then the disk does not answer yet; once it has answered for 1m0s, tandemd restarts itself"
+	if a, _ := d.ev.alarm("wip-failed"); !strings.Contains(a.Text, want) {
+		t.Fatalf("handing over: alarm %q, want %q in it", a.Text, want)
+	}
 	clk.Advance(10 * time.Second)
 	if tick(over, passive) {
 		t.Fatal("restart as soon as the disk answers")
 	}
-	want := "not promotable; the disk answers again (a probe write completed since): tandemd restarts itself to reopen the store at 2026-12-07T10:01:10Z (disk.restart-after-stall)"
+	want = "not promotable; the disk answers again (a probe write completed since): tandemd restarts itself to reopen the store at 2026-12-07T10:01:10Z (disk.restart-after-stall)"
 	if a, _ := d.ev.alarm("wip-failed"); !strings.Contains(a.Text, want) {
 		t.Fatalf("alarm %q, want %q in it", a.Text, want)
 	}
@@ -59,7 +70,7 @@ func TestStallOverRestartPlan(t *testing.T) {
 		t.Fatal("an active restarted itself where its peer can take over")
 	}
 	maint := pair.Status{Role: pair.RoleActive, Substate: "alone", Maintenance: true, SwitchoverBlocked: "the peer is not heard"}
-	overPrimary := api.ReplicationStatus{Role: "primary", Failed: stalledProbe, StallOver: true}
+	overPrimary := api.ReplicationStatus{Role: "primary", Failed: stalledProbe, FailedStall: true, StallOver: true}
 	if tick(overPrimary, maint) {
 		t.Fatal("an active in maintenance restarted itself")
 	}
@@ -165,7 +176,7 @@ func TestStallOverRestartStopsTheDriver(t *testing.T) {
 			var over atomic.Bool
 			r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
 				return pair.Replication{State: pair.ReplInSync, PeerInSync: tc.inSync, PeerAckedAll: tc.inSync, LSN: 10},
-					api.ReplicationStatus{Role: "primary", Failed: stalledProbe, StallOver: over.Load()}
+					api.ReplicationStatus{Role: "primary", Failed: stalledProbe, FailedStall: true, StallOver: over.Load()}
 			})
 			for range 20 {
 				r.step()
@@ -174,7 +185,7 @@ func TestStallOverRestartStopsTheDriver(t *testing.T) {
 			if st.Role != tc.want {
 				t.Fatalf("%s/%s (%s), want %s", st.Role, st.Substate, st.SwitchoverBlocked, tc.want)
 			}
-			if a, _ := r.d.ev.alarm("wip-failed"); tc.want == pair.RoleActive && !strings.Contains(a.Text, "staying active without committing, as the peer cannot take over (the peer is not in sync)") {
+			if a, _ := r.d.ev.alarm("wip-failed"); tc.want == pair.RoleActive && !strings.Contains(a.Text, "staying active without committing, as the peer cannot take over (the peer is not in sync); the disk does not answer yet; once it has answered for 1s, tandemd restarts itself to reopen the store") {
 				t.Fatalf("alarm %q", a.Text)
 			}
 			over.Store(true)
@@ -233,8 +244,8 @@ func TestStallOverClearedByAFlap(t *testing.T) {
 	clk := clock.NewManual(start)
 	d := &driver{ev: newEventLog(100), clk: clk, log: zap.NewNop(), dir: t.TempDir(), restartAfter: time.Minute}
 	passive := pair.Status{Role: pair.RolePassive}
-	failed := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe}
-	over := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe, StallOver: true}
+	failed := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe, FailedStall: true}
+	over := api.ReplicationStatus{Role: "secondary", Failed: stalledProbe, FailedStall: true, StallOver: true}
 	tick := func(rs api.ReplicationStatus) bool {
 		t.Helper()
 		d.failedAlarm(rs, passive)

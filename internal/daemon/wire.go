@@ -161,6 +161,7 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		Corruption:       s.Corruption,
 		CorruptionRepair: s.CorruptionRepair,
 		Failed:           s.Failed,
+		FailedStall:      s.FailedStall,
 		StallOver:        s.StallOver,
 		WriteError:       s.BackgroundError,
 		WriteErrorSince:  s.BackgroundErrorSince,
