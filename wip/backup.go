@@ -119,6 +119,9 @@ func openReadOnly(dir string, po *pebble.Options) (*pebble.DB, error) {
 	}
 	o := po.Clone()
 	o.ReadOnly, o.FS, o.Logger = true, vfs.Default, quietLogger{}
+	// The store's compaction scheduler serves its own DB only (one per
+	// pebble.Open): pebble makes a default one for this.
+	o.Experimental.CompactionScheduler = nil
 	// Corruption is an error of the read that meets it, not a fatal log
 	// (pebble's default): verifyAll reports it as the reason.
 	o.EventListener = &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}}

@@ -410,10 +410,11 @@ type Store struct {
 	dir string
 	db  *pebble.DB
 
-	backupMu sync.Mutex      // one Backup at a time
-	po       *pebble.Options // as opened, defaults filled; for snapshot sstables
-	corr     *corruptWatch   // pebble's corruption reports (corrupt.go)
-	bg       *bgBackoff      // paces pebble's retries of failed flushes (bgbackoff.go)
+	backupMu sync.Mutex       // one Backup at a time
+	po       *pebble.Options  // as opened, defaults filled; for snapshot sstables
+	corr     *corruptWatch    // pebble's corruption reports (corrupt.go)
+	bg       *bgBackoff       // paces pebble's retries of failed flushes (bgbackoff.go)
+	pacer    *compactionPacer // holds pebble's compactions after a failed one (compactpace.go)
 	// markMu orders a promotion's role change and epoch record against the
 	// corruption resync's Inconsistent mark (checkCorruption), so that a
 	// primary is never marked Inconsistent on disk. Held across their
@@ -621,6 +622,11 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	// Status (writewatch.go).
 	ww := newWriteWatch(o.Logger, o.Clock)
 	ww.listener(&el)
+	// Pebble's compactions, held for a while after one fails
+	// (compactpace.go); one scheduler per pebble.Open.
+	pacer := newCompactionPacer(o.Clock)
+	pacer.listener(&el)
+	po.Experimental.CompactionScheduler = pacer
 	if po.EventListener != nil {
 		el = pebble.TeeEventListener(*po.EventListener, el)
 	}
@@ -628,6 +634,7 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
+		pacer.Unregister() // pebble may have registered it before it failed
 		return nil, fmt.Errorf("wip: open %s: %w", dir, err)
 	}
 	// An interrupted snapshot's unfinished sstables: the store is still
@@ -637,7 +644,7 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	if err := po.FS.RemoveAll(po.FS.PathJoin(dir, snapTmpDir)); err != nil {
 		o.Logger.Warn("leftover snapshot tables not removed", zap.String("dir", dir), zap.Error(err))
 	}
-	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po, corr: corr, ww: ww,
+	s := &Store{o: o, log: o.Logger, clk: o.Clock, dir: dir, db: db, po: po, corr: corr, ww: ww, pacer: pacer,
 		stall: newStallWatch(),
 		queue: make(chan *commitReq, 1024), closing: make(chan struct{}), kick: make(chan struct{}, 1), redial: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
