@@ -138,26 +138,37 @@ func testFlushRetriesArePaced(t *testing.T, fails func(errorfs.OpKind) bool) {
 //
 //	go test -run '^$' -bench FlushRetriesOnAFullDisk -benchtime 1x ./wip/
 func BenchmarkFlushRetriesOnAFullDisk(b *testing.B) {
+	benchPaced(b, 3*time.Second, "errors/s", func(b *testing.B) (*Store, func()) {
+		var full atomic.Bool
+		s := fullDiskStore(b, clock.Real(), &full, anyWrite)
+		return s, func() { full.Store(false); s.Close() }
+	}, func(s *Store) uint64 { return s.Status().BackgroundErrors })
+}
+
+// benchPaced compares a failing store with pebble alone (paced=false)
+// and with the store's pacing: open makes the store and its teardown,
+// count says how many failures it has had. Each iteration measures
+// window of the process's CPU and the failures in it, reported per
+// second as unit.
+func benchPaced(b *testing.B, window time.Duration, unit string, open func(*testing.B) (*Store, func()), count func(*Store) uint64) {
 	for _, paced := range []bool{false, true} {
 		b.Run(fmt.Sprintf("paced=%v", paced), func(b *testing.B) {
 			pacePebbleRetries = paced
 			defer func() { pacePebbleRetries = true }()
-			var full atomic.Bool
-			s := fullDiskStore(b, clock.Real(), &full, anyWrite)
-			defer func() { full.Store(false); s.Close() }()
-			const window = 3 * time.Second
+			s, done := open(b)
+			defer done()
 			b.ResetTimer()
 			var cpu time.Duration
-			var errs uint64
+			var n uint64
 			for range b.N {
-				c0, e0 := processCPU(), s.Status().BackgroundErrors
+				c0, n0 := processCPU(), count(s)
 				clock.Sleep(context.Background(), clock.Real(), window)
 				cpu += processCPU() - c0
-				errs += s.Status().BackgroundErrors - e0
+				n += count(s) - n0
 			}
 			secs := float64(b.N) * window.Seconds()
 			b.ReportMetric(100*cpu.Seconds()/secs, "cpu_%")
-			b.ReportMetric(float64(errs)/secs, "errors/s")
+			b.ReportMetric(float64(n)/secs, unit)
 		})
 	}
 }

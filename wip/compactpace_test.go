@@ -256,26 +256,9 @@ func TestCompactionReadFailuresAreHeld(t *testing.T) {
 // picks them again at once) against the pacer's holds; each round
 // measures 2 s of the process's CPU and the compactions that failed.
 func BenchmarkCompactionReadFailures(b *testing.B) {
-	for _, paced := range []bool{false, true} {
-		b.Run(fmt.Sprintf("paced=%v", paced), func(b *testing.B) {
-			pacePebbleRetries = paced
-			defer func() { pacePebbleRetries = true }()
-			var fail atomic.Bool
-			s := readFailingStore(b, clock.Real(), &fail)
-			defer func() { fail.Store(false); s.Close() }()
-			const window = 2 * time.Second
-			b.ResetTimer()
-			var cpu time.Duration
-			var fails int64
-			for range b.N {
-				c0, f0 := processCPU(), s.pacer.failures.Load()
-				clock.Sleep(context.Background(), clock.Real(), window)
-				cpu += processCPU() - c0
-				fails += s.pacer.failures.Load() - f0
-			}
-			secs := float64(b.N) * window.Seconds()
-			b.ReportMetric(100*cpu.Seconds()/secs, "cpu_%")
-			b.ReportMetric(float64(fails)/secs, "failed/s")
-		})
-	}
+	benchPaced(b, 2*time.Second, "failed/s", func(b *testing.B) (*Store, func()) {
+		var fail atomic.Bool
+		s := readFailingStore(b, clock.Real(), &fail)
+		return s, func() { fail.Store(false); s.Close() }
+	}, func(s *Store) uint64 { return uint64(s.pacer.failures.Load()) })
 }
