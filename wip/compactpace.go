@@ -45,8 +45,9 @@ type compactionPacer struct {
 	stopOnce sync.Once
 
 	mu           sync.Mutex
-	registered   bool // the granter runs (until done)
-	running      int  // compactions granted and not Done
+	registered   bool           // the granter runs (until done)
+	granting     sync.WaitGroup // grants under way (Unregister waits)
+	running      int            // compactions granted and not Done
 	unregistered bool
 	fails        int       // failed compactions in a row
 	notBefore    time.Time // no grant before this (zero: none held)
@@ -115,19 +116,21 @@ func (p *compactionPacer) Register(_ int, db pebble.DBForCompaction) {
 	go p.granter()
 }
 
-// Unregister stops the granter and waits for it: no call into pebble is
-// under way or will be. Pebble calls it at Close; openDB too when
-// pebble.Open fails (pebble may have registered by then). Once is enough.
+// Unregister stops the granting and waits for it: no call into pebble is
+// under way or will be (a Done that grants is waited for too). Pebble
+// calls it at Close; openDB too when pebble.Open fails (pebble may have
+// registered by then). Once is enough.
 func (p *compactionPacer) Unregister() {
 	p.stopOnce.Do(func() {
-		close(p.stop)
 		p.mu.Lock()
+		p.unregistered = true // no grant starts after this
 		started := p.registered
-		p.unregistered = true
 		p.mu.Unlock()
+		close(p.stop)
 		if started {
 			<-p.done
 		}
+		p.granting.Wait()
 	})
 }
 
@@ -156,11 +159,8 @@ func (p *compactionPacer) CumulativeStats(pebble.CompactionGrantHandleStats) {}
 func (p *compactionPacer) Done() {
 	p.mu.Lock()
 	p.running--
-	stopped := p.unregistered
 	p.mu.Unlock()
-	if !stopped {
-		p.grant()
-	}
+	p.grant()
 }
 
 func (p *compactionPacer) wake() {
@@ -188,9 +188,18 @@ func (p *compactionPacer) granter() {
 }
 
 // grant starts waiting compactions while the limit allows and none is
-// held. A slot is taken before pebble is asked (without p.mu: pebble takes
-// its own mutex) and given back if it has none to run.
+// held, unless Unregister has begun (which waits for a grant under way).
+// A slot is taken before pebble is asked (without p.mu: pebble takes its
+// own mutex) and given back if it has none to run.
 func (p *compactionPacer) grant() {
+	p.mu.Lock()
+	if p.unregistered {
+		p.mu.Unlock()
+		return
+	}
+	p.granting.Add(1)
+	p.mu.Unlock()
+	defer p.granting.Done()
 	for {
 		p.mu.Lock()
 		if p.holdingLocked() || p.running >= p.db.GetAllowedWithoutPermission() {
