@@ -95,7 +95,11 @@
 //     once, thousands of times a second; the store's file system paces
 //     the retries (bgbackoff.go: a flush's or a compaction's next file
 //     waits 50 ms after a failure, doubling to 1 s, until one syncs).
-//     Status carries the run of errors (BackgroundError, since when, how
+//     A compaction that fails reading its inputs (EIO, a corrupt block)
+//     fails before it writes a file and is picked again at once too; the
+//     store's compaction scheduler holds compactions after any failure
+//     (compactpace.go: none starts for 50 ms, doubling to 1 s, until one
+//     succeeds). Status carries the run of errors (BackgroundError, since when, how
 //     many) and the stall (StalledSince, StallReason); the log holds the
 //     first error of a run and then at most a line a minute, and a line
 //     when pebble writes again.
