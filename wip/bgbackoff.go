@@ -92,11 +92,17 @@ func (fs bgBackoffFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, er
 func (b *bgBackoff) delay() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.fails == 0 {
+	return backoffAfter(b.fails)
+}
+
+// backoffAfter is the wait after fails failures in a row: 0 for none,
+// then bgBackoffMin doubling to bgBackoffMax (the file system's pacing
+// and compactionPacer's holds alike).
+func backoffAfter(fails int) time.Duration {
+	if fails == 0 {
 		return 0
 	}
-	d := bgBackoffMin << min(b.fails-1, 10)
-	return min(d, bgBackoffMax)
+	return min(bgBackoffMin<<min(fails-1, 10), bgBackoffMax)
 }
 
 // wait waits delay, or until the store closes.

@@ -94,7 +94,7 @@ func (p *compactionPacer) ended(err error) {
 	default:
 		p.failures.Add(1)
 		p.fails++
-		p.notBefore = p.clk.Now().Add(min(bgBackoffMin<<min(p.fails-1, 10), bgBackoffMax))
+		p.notBefore = p.clk.Now().Add(backoffAfter(p.fails))
 	}
 }
 
