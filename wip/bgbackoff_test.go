@@ -142,7 +142,7 @@ func BenchmarkFlushRetriesOnAFullDisk(b *testing.B) {
 		var full atomic.Bool
 		s := fullDiskStore(b, clock.Real(), &full, anyWrite)
 		return s, func() { full.Store(false); s.Close() }
-	}, func(s *Store) uint64 { return s.Status().BackgroundErrors })
+	}, func(s *Store) uint64 { return s.Status().Counters.BackgroundErrors })
 }
 
 // benchPaced compares a failing store with pebble alone (paced=false)

@@ -219,6 +219,22 @@ func TestCompactionReadFailuresAreHeld(t *testing.T) {
 	}
 	waitFor(t, "a compaction failing on a read", func() bool { return errs() > 0 })
 	e := stands("after the first failures")
+	// Status names the failing job and a disk that fails, not a full one.
+	if st := s.Status(); !strings.Contains(st.BackgroundErrorJobs, "compactions") || st.BackgroundErrorNoSpace || !strings.Contains(st.BackgroundError, "input/output error") {
+		t.Errorf("status: failing %q, no space %v, error %q: want compactions, false, the EIO", st.BackgroundErrorJobs, st.BackgroundErrorNoSpace, st.BackgroundError)
+	}
+	// A flush works (it only writes) and does not end the run.
+	b := s.NewBatch()
+	b.Set([]byte("during"), []byte("the read failures"))
+	if _, err := s.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(); !strings.Contains(st.BackgroundErrorJobs, "compactions") {
+		t.Errorf("after a flush that worked: failing %q, error %q: want compactions still", st.BackgroundErrorJobs, st.BackgroundError)
+	}
 	for i, hold := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond} {
 		s.pacer.mu.Lock()
 		left := s.pacer.notBefore.Sub(clk.Now())
@@ -244,7 +260,8 @@ func TestCompactionReadFailuresAreHeld(t *testing.T) {
 		defer s.pacer.mu.Unlock()
 		return s.pacer.fails == 0
 	})
-	b := s.NewBatch()
+	waitFor(t, "the run of errors over", func() bool { return s.Status().BackgroundError == "" })
+	b = s.NewBatch()
 	b.Set([]byte("after"), []byte("the disk came back"))
 	if _, err := s.Commit(context.Background(), b); err != nil {
 		t.Fatal(err)

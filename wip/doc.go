@@ -100,9 +100,12 @@
 //     store's compaction scheduler holds compactions after any failure
 //     (compactpace.go: none starts for 50 ms, doubling to 1 s, until one
 //     succeeds). Status carries the run of errors (BackgroundError, since when, how
-//     many) and the stall (StalledSince, StallReason); the log holds the
-//     first error of a run and then at most a line a minute, and a line
-//     when pebble writes again.
+//     many, which jobs fail, whether the file system is full) and the
+//     stall (StalledSince, StallReason); a run ends when every kind of
+//     job that failed in it has succeeded again (a flush does not end a
+//     run of failed compactions). Counters.BackgroundErrors counts the
+//     errors of all runs. The log holds the first error of a run and then
+//     at most a line a minute, and a line when pebble writes again.
 //   - Replication: the secondary dials the peer's listener (PeerAddr) with
 //     exponential backoff (20 ms .. 2 s); the primary accepts on ListenAddr
 //     and serves one session at a time (a new one replaces the old). With

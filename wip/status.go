@@ -97,6 +97,7 @@ type Counters struct {
 	Corruptions      uint64 // pebble's reports of on-disk corruption
 	SlowWrites       uint64 // local writes that took half of StallTimeout
 	DiskProbes       uint64 // writes of the disk probe (an idle store's)
+	BackgroundErrors uint64 // pebble's background errors (failed flushes, compactions), all runs
 }
 
 // Status is a consistent view of the store for the console and the CLI.
@@ -149,11 +150,18 @@ type Status struct {
 	// none), with when the run began and how many there were. Commits go
 	// on into the WAL until the memtables are full, then stall:
 	// StalledSince (zero when commits do not stall) and StallReason.
-	BackgroundError      string
-	BackgroundErrorSince time.Time
-	BackgroundErrors     uint64
-	StalledSince         time.Time
-	StallReason          string
+	// BackgroundErrorJobs names the jobs that failed in the run
+	// ("flushes", "compactions", "flushes and compactions"; "" for
+	// pebble's other background reads), BackgroundErrorNoSpace says the
+	// error is a full file system (else the disk fails reads or writes).
+	// Counters.BackgroundErrors counts the errors of all runs.
+	BackgroundError        string
+	BackgroundErrorSince   time.Time
+	BackgroundErrors       uint64
+	BackgroundErrorJobs    string
+	BackgroundErrorNoSpace bool
+	StalledSince           time.Time
+	StallReason            string
 	// SlowWrite is the oldest of this store's own writes under way (a
 	// commit's WAL write and fsync, a secondary's apply, a record) when it
 	// has taken half of Options.StallTimeout or more ("" otherwise), with
@@ -249,7 +257,10 @@ func (s *Store) Status() Status {
 		st.FailedStall = errors.Is(s.failed, ErrStalled)
 		st.StallOver = s.stallOver && slow == "" // a probe under way that long: the disk hangs again
 	}
-	st.BackgroundError, st.BackgroundErrorSince, st.BackgroundErrors, st.StalledSince, st.StallReason = s.ww.state()
+	ws := s.ww.state()
+	st.BackgroundError, st.BackgroundErrorSince, st.BackgroundErrors = ws.err, ws.since, ws.count
+	st.BackgroundErrorJobs, st.BackgroundErrorNoSpace, st.Counters.BackgroundErrors = ws.jobs, ws.noSpace, ws.total
+	st.StalledSince, st.StallReason = ws.stalledSince, ws.stallReason
 	st.Corruption, st.CorruptionRepair, st.Counters.Corruptions = s.corr.state()
 	st.SlowWrite, st.SlowWriteSince = slow, slowSince
 	if s.role == Primary {
