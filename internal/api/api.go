@@ -122,16 +122,24 @@ type ReplicationStatus struct {
 	// since (its probe writes complete): a restart recovers the store.
 	// False again while the disk hangs or fails again.
 	StallOver bool `json:"stall_over,omitempty"`
-	// WriteError is pebble's last failure to write the store's own files
-	// (a flush or a compaction) in a run not yet ended by one that
-	// succeeded; WriteErrors counts the run's failures since
-	// WriteErrorSince. StalledSince is when commits began to wait for a
-	// flush (zero: they do not), StallReason why.
-	WriteError      string    `json:"write_error,omitempty"`
-	WriteErrorSince time.Time `json:"write_error_since,omitzero"`
-	WriteErrors     uint64    `json:"write_errors,omitempty"`
-	StalledSince    time.Time `json:"stalled_since,omitzero"`
-	StallReason     string    `json:"stall_reason,omitempty"`
+	// WriteError is pebble's last failure of its own work on the store's
+	// files in a run not yet ended (every job that failed in it has
+	// succeeded since); WriteErrors counts the run's failures since
+	// WriteErrorSince. WriteErrorJobs names the jobs that failed in the
+	// run ("flushes", "compactions", "flushes and compactions"; empty for
+	// pebble's other background reads), WriteErrorNoSpace says the error
+	// is a full file system (otherwise the disk fails reads or writes).
+	// WriteErrorsTotal counts the failures of all runs since the store
+	// opened. StalledSince is when commits began to wait for a flush
+	// (zero: they do not), StallReason why.
+	WriteError        string    `json:"write_error,omitempty"`
+	WriteErrorSince   time.Time `json:"write_error_since,omitzero"`
+	WriteErrors       uint64    `json:"write_errors,omitempty"`
+	WriteErrorJobs    string    `json:"write_error_jobs,omitempty"`
+	WriteErrorNoSpace bool      `json:"write_error_no_space,omitempty"`
+	WriteErrorsTotal  uint64    `json:"write_errors_total,omitempty"`
+	StalledSince      time.Time `json:"stalled_since,omitzero"`
+	StallReason       string    `json:"stall_reason,omitempty"`
 	// SlowWrite is the oldest of the store's own writes under way (a
 	// commit's log write and fsync, a batch the passive applies) once it
 	// has taken half of disk.stall-timeout, with since when; empty

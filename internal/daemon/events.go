@@ -87,7 +87,7 @@ var daemonAlarms = map[string]string{
 	"wip-slow-acks":           "fewer than 1 % of the last one to two minutes' commit groups wait long for the peer (a quarter to a half of peer-ack-timeout), or this node stops being primary",
 	"wip-corrupt":             "a snapshot from the active has replaced this node's WIP data and a full read of the store finds no corruption",
 	"disk-space":              "the WIP store's file system has a point more free than the warning level (disk.warn-free-percent)",
-	"wip-write-error":         "pebble writes the WIP store's files again (a flush or a compaction succeeds)",
+	"wip-write-error":         "pebble's failed jobs on the WIP store's files succeed again",
 	"wip-stall":               "commits no longer wait for pebble's flushes",
 	"wip-slow-write":          "the slow write completes (or the store fails: wip-failed)",
 	"wip-failed":              "tandemd is restarted once the cause (a full file system, a failing disk) is dealt with: a failed store commits nothing more until it is reopened",
@@ -331,14 +331,17 @@ func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, c
 // before wip-stall says so: a loaded disk stalls them for moments.
 const stallAlarmAfter = 10 * time.Second
 
-// writeAlarms raises wip-write-error (critical) while pebble cannot write
-// the WIP store's own files (its flushes or compactions fail: a full file
-// system whose WAL still had room, a failing disk; commits go on into the
-// WAL until the memtables are full, then stall), and wip-stall (a
-// warning) while commits have waited for a flush longer than
+// writeAlarms raises wip-write-error (critical) while pebble's own work
+// on the WIP store's files fails: its flushes (a full file system whose
+// WAL still had room, a failing disk; commits go on into the WAL until
+// the memtables are full, then stall), its compactions (a disk that fails
+// reads or writes; commits go on until level 0 reaches its limit) or its
+// other background reads. The alarm names the jobs and the remedy: free
+// space for a full file system, otherwise the disk itself. wip-stall (a
+// warning) is raised while commits have waited for a flush longer than
 // stallAlarmAfter without such an error (a disk that does not keep up).
 // Each clears when its condition ends: the store works again as soon as
-// pebble can write (free space). Commits held that way for
+// the failed jobs succeed (free space). Commits held that way for
 // disk.stall-timeout fail the store as a stalled disk (wip-failed), and
 // the active hands over then.
 func (d *driver) writeAlarms(r api.ReplicationStatus) {
@@ -348,13 +351,22 @@ func (d *driver) writeAlarms(r api.ReplicationStatus) {
 		stalled = fmt.Sprintf("commits have waited since %s (%v: %s)", r.StalledSince.UTC().Format(time.RFC3339), now.Sub(r.StalledSince).Round(time.Second), r.StallReason)
 	}
 	if r.WriteError != "" {
-		text := fmt.Sprintf("pebble cannot write the WIP store's files since %s (%d failures): %s; ", r.WriteErrorSince.UTC().Format(time.RFC3339), r.WriteErrors, r.WriteError)
-		if stalled != "" {
-			text += stalled
-		} else {
-			text += "commits stall once the memtables are full"
+		what, next := "pebble's background reads of the WIP store's files fail", "commits go on"
+		switch {
+		case strings.Contains(r.WriteErrorJobs, "flushes"):
+			what, next = "pebble's "+r.WriteErrorJobs+" of the WIP store fail", "commits stall once the memtables are full"
+		case r.WriteErrorJobs != "":
+			what, next = "pebble's "+r.WriteErrorJobs+" of the WIP store fail", "commits stall if level 0 grows to its limit"
 		}
-		d.raiseAlarm("wip-write-error", "critical", text+"; free space (disk-space) or replace the disk")
+		if stalled != "" {
+			next = stalled
+		}
+		remedy := "the disk fails reads or writes: check it (the kernel log) and replace it (on the active, tandemctl switchover first hands the role to the peer); the failed jobs are retried, and the alarm clears once they succeed"
+		if r.WriteErrorNoSpace {
+			remedy = "the file system is full: free space (disk-space)"
+		}
+		d.raiseAlarm("wip-write-error", "critical", fmt.Sprintf("%s since %s (%d failures): %s; %s; %s",
+			what, r.WriteErrorSince.UTC().Format(time.RFC3339), r.WriteErrors, r.WriteError, next, remedy))
 	} else {
 		d.clearAlarm("wip-write-error")
 	}

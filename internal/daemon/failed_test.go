@@ -127,24 +127,39 @@ func TestPassiveNoFollowTellsTheStore(t *testing.T) {
 	}
 }
 
-// pebble's write errors raise wip-write-error (naming the stall once
-// commits wait), a long stall alone raises wip-stall, and both clear when
-// pebble writes again. A write slow for no reason pebble gives raises
-// wip-slow-write.
+// pebble's write errors raise wip-write-error (naming the failing jobs,
+// the consequence for the commits, the stall once commits wait, and the
+// remedy: space for a full file system, the disk otherwise), a long
+// stall alone raises wip-stall, and both clear when pebble writes again.
+// A write slow for no reason pebble gives raises wip-slow-write.
 func TestWriteAlarms(t *testing.T) {
 	clk := clock.NewManual(time.Date(2026, 12, 7, 2, 0, 0, 0, time.UTC))
 	d := &driver{ev: newEventLog(20), clk: clk, log: zap.NewNop()}
 	since := clk.Now()
 	werr := "write /var/lib/tandem/wip/000014.sst: no space left on device"
-	d.writeAlarms(api.ReplicationStatus{WriteError: werr, WriteErrorSince: since, WriteErrors: 7})
+	full := api.ReplicationStatus{WriteError: werr, WriteErrorSince: since, WriteErrors: 7, WriteErrorJobs: "flushes", WriteErrorNoSpace: true}
+	d.writeAlarms(full)
 	a, ok := d.ev.alarm("wip-write-error")
-	if !ok || a.Severity != "critical" || !strings.Contains(a.Text, werr) || !strings.Contains(a.Text, "(7 failures)") || !strings.Contains(a.Text, "commits stall once the memtables are full") {
+	if !ok || a.Severity != "critical" || !strings.Contains(a.Text, "pebble's flushes of the WIP store fail since 2026-12-07T02:00:00Z (7 failures): "+werr) ||
+		!strings.Contains(a.Text, "commits stall once the memtables are full") || !strings.HasSuffix(a.Text, "the file system is full: free space (disk-space)") {
 		t.Fatalf("write error: alarm %+v (raised %t)", a, ok)
 	}
 	clk.Advance(3 * time.Second)
-	d.writeAlarms(api.ReplicationStatus{WriteError: werr, WriteErrorSince: since, WriteErrors: 900, StalledSince: since.Add(time.Second), StallReason: "memtable count limit reached"})
+	full.WriteErrors, full.StalledSince, full.StallReason = 900, since.Add(time.Second), "memtable count limit reached"
+	d.writeAlarms(full)
 	if a, _ := d.ev.alarm("wip-write-error"); !strings.Contains(a.Text, "commits have waited since 2026-12-07T02:00:01Z (2s: memtable count limit reached)") {
 		t.Fatalf("write error and stall: %q", a.Text)
+	}
+	// Compactions failing on reads: the disk, not the space.
+	rerr := "read /var/lib/tandem/wip/000007.sst: input/output error"
+	d.writeAlarms(api.ReplicationStatus{WriteError: rerr, WriteErrorSince: since, WriteErrors: 3, WriteErrorJobs: "compactions"})
+	if a, _ := d.ev.alarm("wip-write-error"); !strings.Contains(a.Text, "pebble's compactions of the WIP store fail since 2026-12-07T02:00:00Z (3 failures): "+rerr+"; commits stall if level 0 grows to its limit; the disk fails reads or writes") ||
+		strings.Contains(a.Text, "free space") {
+		t.Fatalf("compactions failing on reads: %q", a.Text)
+	}
+	d.writeAlarms(api.ReplicationStatus{WriteError: rerr, WriteErrorSince: since, WriteErrors: 1})
+	if a, _ := d.ev.alarm("wip-write-error"); !strings.Contains(a.Text, "pebble's background reads of the WIP store's files fail") || !strings.Contains(a.Text, "commits go on; the disk fails") {
+		t.Fatalf("a background read failing: %q", a.Text)
 	}
 	if _, ok := d.ev.alarm("wip-stall"); ok {
 		t.Fatal("wip-stall beside wip-write-error")

@@ -74,6 +74,7 @@ func NewCollector(fn func(context.Context) (api.Status, error)) *Collector {
 		"lag_seconds":   d("replication_lag_seconds", "Age of the oldest unacknowledged commit."),
 		"rejected":      d("replication_rejected_frames_total", "Replication frames rejected."),
 		"slow_writes":   d("replication_slow_writes_total", "WIP store writes that took half of disk.stall-timeout or more (since the store opened)."),
+		"write_errors":  d("replication_write_errors_total", "Failures of pebble's own work on the WIP store's files: flushes, compactions, background reads (since the store opened)."),
 		"retained":      d("replication_retained_bytes", "Bytes of log retained to catch the peer up."),
 		"lat_commit":    d("replication_commit_duration_seconds", "Primary: a group of WIP commits from forming to its writers' release (local fsync and, in sync mode, the peer's ack)."),
 		"lat_local":     d("replication_local_sync_duration_seconds", "This node's durable WIP write: a group's write and fsync (primary) or a received batch's apply and fsync (secondary)."),
@@ -139,6 +140,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g("lag_seconds", r.LagTime.Seconds())
 	cnt("rejected", float64(r.Rejected))
 	cnt("slow_writes", float64(r.SlowWrites))
+	cnt("write_errors", float64(r.WriteErrorsTotal))
 	g("retained", float64(r.RetainedBytes))
 	hist := func(name string, h latency.Histogram) {
 		buckets := make(map[float64]uint64, len(latency.Bounds))

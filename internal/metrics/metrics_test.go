@@ -18,7 +18,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 		Role: "active", Epoch: 9,
 		PeerView:    api.PeerStatus{Alive: true},
 		Paths:       []api.PathStatus{{Name: "ha1", Up: true, RTT: 250 * time.Microsecond, Loss: 0.05, Dropped: 2}},
-		Replication: api.ReplicationStatus{CommittedLSN: 100, PeerAckedLSN: 98, LagBatches: 2, RetainedBytes: 4096, PeerHoldsLSN: 40, PeerCatchUp: "snapshot", SlowWrites: 3},
+		Replication: api.ReplicationStatus{CommittedLSN: 100, PeerAckedLSN: 98, LagBatches: 2, RetainedBytes: 4096, PeerHoldsLSN: 40, PeerCatchUp: "snapshot", SlowWrites: 3, WriteErrorsTotal: 11},
 		VIP:         api.VIPStatus{Owned: true},
 		Alarms:      []api.Alarm{{ID: "x", Severity: "critical"}},
 		Counters:    api.Counters{Promotions: 3, SelfFences: 1},
@@ -80,6 +80,9 @@ tandem_replication_retained_bytes 4096
 # HELP tandem_replication_slow_writes_total WIP store writes that took half of disk.stall-timeout or more (since the store opened).
 # TYPE tandem_replication_slow_writes_total counter
 tandem_replication_slow_writes_total 3
+# HELP tandem_replication_write_errors_total Failures of pebble's own work on the WIP store's files: flushes, compactions, background reads (since the store opened).
+# TYPE tandem_replication_write_errors_total counter
+tandem_replication_write_errors_total 11
 # HELP tandem_role 1 for the node's current role.
 # TYPE tandem_role gauge
 tandem_role{role="active"} 1
@@ -88,7 +91,7 @@ tandem_role{role="passive"} 0
 tandem_role{role="starting"} 0
 tandem_role{role="stopping"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_replication_commit_duration_seconds", "tandem_replication_peer_needs_snapshot", "tandem_replication_retained_bytes", "tandem_replication_slow_writes_total", "tandem_role"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_backup_last_success_timestamp_seconds", "tandem_backups_total", "tandem_epoch", "tandem_heartbeat_rtt_seconds", "tandem_promotions_total", "tandem_replication_commit_duration_seconds", "tandem_replication_peer_needs_snapshot", "tandem_replication_retained_bytes", "tandem_replication_slow_writes_total", "tandem_replication_write_errors_total", "tandem_role"); err != nil {
 		t.Error(err)
 	}
 	// The other two histograms are there, empty.
