@@ -128,11 +128,18 @@ type Replication struct {
 // passive; an active whose peer cannot take over, not in maintenance); at
 // most MaxStallRestarts times an hour (nil:
 // DefaultRestartAfterStall; 0: never, an operator restarts it).
+//
+// IOErrorHandover is how long pebble's own work on the active's store
+// (flushes, compactions, their reads) may fail with an I/O error, not a
+// full file system, before the active hands over to an in-sync passive,
+// as DRBD's on-io-error detach moves the work off a failing disk (nil:
+// DefaultIOErrorHandover; 0: never, the alarm only).
 type Disk struct {
 	WarnFreePercent     *int      `yaml:"warn-free-percent"`
 	CriticalFreePercent *int      `yaml:"critical-free-percent"`
 	StallTimeout        Duration  `yaml:"stall-timeout"`
 	RestartAfterStall   *Duration `yaml:"restart-after-stall"`
+	IOErrorHandover     *Duration `yaml:"io-error-handover"`
 }
 
 // Default free-space alarm levels (Disk), in percent of the file system.
@@ -146,6 +153,10 @@ const (
 	// DefaultRestartAfterStall: a disk that has answered for a minute
 	// after a stall (a storage path that failed over) is back.
 	DefaultRestartAfterStall = Duration(time.Minute)
+	// DefaultIOErrorHandover: longer than pebble takes to try a failed
+	// compaction again (problem spans last 30 s), so a disk that failed
+	// once and answers again ends the run of errors first.
+	DefaultIOErrorHandover = Duration(time.Minute)
 	// MaxStallRestarts bounds the restarts for a stall that is over, per
 	// hour: on a disk that flaps, each costs the active a
 	// peer-ack-timeout of held commits when the node's store hangs again.
@@ -336,6 +347,10 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Disk.StallTimeout == 0 {
 		c.Disk.StallTimeout = DefaultStallTimeout
+	}
+	if c.Disk.IOErrorHandover == nil {
+		d := DefaultIOErrorHandover
+		c.Disk.IOErrorHandover = &d
 	}
 	if c.Disk.RestartAfterStall == nil {
 		d := DefaultRestartAfterStall
@@ -548,6 +563,11 @@ func (c *Config) check() error {
 		p.add("disk.restart-after-stall", "must not be negative (0: never)")
 	} else if v > 0 && (v < time.Second || v > time.Hour) {
 		p.add("disk.restart-after-stall", "%s: want 1s to 1h (0: never)", v)
+	}
+	if v := c.Disk.IOErrorHandover.D(); v < 0 {
+		p.add("disk.io-error-handover", "must not be negative (0: never)")
+	} else if v > 0 && (v < 10*time.Second || v > time.Hour) {
+		p.add("disk.io-error-handover", "%s: want 10s to 1h (0: never)", v)
 	}
 	if c.RealtimePriority < 0 || c.RealtimePriority > 99 {
 		p.add("realtime-priority", "%d: want 0 (off) or 1-99", c.RealtimePriority)

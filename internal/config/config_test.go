@@ -58,6 +58,13 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if c0, err := Parse("never.yaml", []byte(never)); err != nil || *c0.Disk.RestartAfterStall != 0 {
 		t.Errorf("restart-after-stall: 0s parsed as %v, %v; want 0 (never)", err, c0)
 	}
+	if *c.Disk.IOErrorHandover != DefaultIOErrorHandover {
+		t.Errorf("io-error-handover default = %v", *c.Disk.IOErrorHandover)
+	}
+	off := strings.Replace(good, "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  io-error-handover: 0s\n", 1)
+	if c0, err := Parse("off.yaml", []byte(off)); err != nil || *c0.Disk.IOErrorHandover != 0 {
+		t.Errorf("io-error-handover: 0s parsed as %v, %v; want 0 (never)", err, c0)
+	}
 	if *c.Replication.VerifyEvery != DefaultVerifyEvery {
 		t.Errorf("verify-every default = %v", *c.Replication.VerifyEvery)
 	}
@@ -126,6 +133,8 @@ func TestBadInputsNameFieldAndLine(t *testing.T) {
 		{"negative keep", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\nbackup:\n  dir: /b\n  keep: -2\n", []string{"bad.yaml:20: backup.keep: -2: want at least 1"}},
 		{"disk level too high", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  warn-free-percent: 95\n", []string{"bad.yaml:19: disk.warn-free-percent: 95: want 0 (off) to 90"}},
 		{"disk stall timeout too short", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  stall-timeout: 100ms\n", []string{"bad.yaml:19: disk.stall-timeout: 100ms: want 1s to 10m"}},
+		{"io error handover too short", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  io-error-handover: 5s\n", []string{"bad.yaml:19: disk.io-error-handover: 5s: want 10s to 1h (0: never)"}},
+		{"io error handover negative", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  io-error-handover: -1m\n", []string{"bad.yaml:19: disk.io-error-handover: must not be negative (0: never)"}},
 		{"restart after stall too long", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  restart-after-stall: 2h\n", []string{"bad.yaml:19: disk.restart-after-stall: 2h0m0s: want 1s to 1h (0: never)"}},
 		{"negative restart after stall", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  restart-after-stall: -1m\n", []string{"bad.yaml:19: disk.restart-after-stall: must not be negative (0: never)"}},
 		{"disk levels crossed", "gateways: [192.0.2.1]\n", "gateways: [192.0.2.1]\ndisk:\n  warn-free-percent: 10\n  critical-free-percent: 10\n", []string{"bad.yaml:20: disk.critical-free-percent: 10: must be below disk.warn-free-percent (10), or 0 (off)"}},

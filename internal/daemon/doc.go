@@ -27,6 +27,12 @@
 // the crashed run left configured is removed before anything else, so a
 // restarted node is always passive until the machine decides otherwise.
 //
+// The driver hands the active role over by itself (a switchover, when the
+// peer is passive, alive and in sync) when the active's WIP store is
+// corrupt, has failed, or its pebble work (flushes, compactions) has
+// failed with I/O errors, not a full file system, for
+// disk.io-error-handover (storeHandover; the last once an hour).
+//
 // The driver stops the node by itself in one case: its WIP store failed
 // on a stalled disk, the disk has answered again for
 // disk.restart-after-stall, and the node is passive, or active with no

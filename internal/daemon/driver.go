@@ -141,6 +141,9 @@ type driver struct {
 	handoverAt      time.Time     // when storeHandover last saw its switchover under way
 	stallOverAt     time.Time     // when failedAlarm first saw the failed store's disk answer again (zero: not yet)
 	restartAfter    time.Duration // disk.restart-after-stall (stallrestart.go); 0: never
+	ioErrorHandover time.Duration // disk.io-error-handover (storeHandover); 0: never
+	ioHandedOverAt  time.Time     // when storeHandover last handed over for I/O errors
+	ioHandoverEpoch uint64        // the epoch it handed over from
 	restarting      bool          // stallRestart has stopped the node to restart it
 	restartRefused  string        // why stallRestart will not restart the node
 	refusedUntil    time.Time     // when a refusal for the limit ends (zero: with the run)
@@ -391,24 +394,43 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 
 // storeHandover starts a switchover when this node is active, its WIP
 // store reports corruption or has failed (a local write or sync error),
-// and the machine would accept one (the peer is passive, alive and in
-// sync): the peer's copy is whole and writable, this one is not. A failed
+// or pebble's own work on it has failed with an I/O error (not a full
+// file system) for disk.io-error-handover, and the machine would accept
+// one (the peer is passive, alive and in sync): the peer's copy is whole
+// and writable, this one is not, or sits on a disk that fails. A failed
 // store's committed LSN is its last durable one, so the switchover's wait
 // for the peer's ack of every commit ends as for a working store.
 // One that did not complete (aborted: the peer fell out of sync, the pause
 // failed) is tried again a switchover-timeout after it ended, not at the
 // next tick: each try pauses the runtime. It reports whether the machine
 // has stopped.
+//
+// The I/O-error handover is DRBD's on-io-error detach: commits still
+// work, but compactions that fail reading a table (a bad sector) let
+// level 0 grow until commits stall, and the jobs' own reads may meet the
+// same sector. A node that has handed over for I/O errors and is active
+// again in a later epoch within the hour does not do it again: if the
+// peer's disk fails too, the role settles on one node instead of moving
+// at every disk.io-error-handover (the peer does not say its own store's
+// errors). A handover that did not complete (the same epoch) is tried
+// again as any other.
 func (d *driver) storeHandover(rs api.ReplicationStatus) bool {
-	if rs.Role != wip.Primary.String() || rs.Corruption == "" && rs.Failed == "" {
+	if rs.Role != wip.Primary.String() {
 		return false
-	}
-	why := "the WIP store is corrupt"
-	if rs.Failed != "" {
-		why = "the WIP store has failed"
 	}
 	now := d.clk.Now() // not the tick's: the tick has stepped the machine since
 	st := d.m.Status()
+	why, ioErr := "", false
+	switch {
+	case rs.Failed != "":
+		why = "the WIP store has failed"
+	case rs.Corruption != "":
+		why = "the WIP store is corrupt"
+	case d.ioErrorHandoverDue(rs, now, st.Epoch):
+		why, ioErr = fmt.Sprintf("%s for %v (%s)", writeErrorWhat(rs), now.Sub(rs.WriteErrorSince).Round(time.Second), rs.WriteError), true
+	default:
+		return false
+	}
 	if st.Substate == "handing-over" {
 		d.handoverAt = now
 		return false
@@ -430,9 +452,27 @@ func (d *driver) storeHandover(rs api.ReplicationStatus) bool {
 		return false
 	}
 	d.handoverRefused, d.handoverAt = "", now
+	if ioErr {
+		d.ioHandedOverAt, d.ioHandoverEpoch = now, st.Epoch
+	}
 	d.log.Warn(why + ": handing the active role over to the peer") // the machine's notice records it
 	return d.apply(rd)
 }
+
+// ioErrorHandoverDue reports whether pebble's work on the store has failed
+// with an I/O error (not a full file system: the peer's store holds the
+// same data) for disk.io-error-handover, and this node, active in epoch,
+// has not handed over for I/O errors from an earlier epoch within the
+// last hour.
+func (d *driver) ioErrorHandoverDue(rs api.ReplicationStatus, now time.Time, epoch uint64) bool {
+	if d.ioErrorHandover <= 0 || rs.WriteError == "" || rs.WriteErrorNoSpace || now.Sub(rs.WriteErrorSince) < d.ioErrorHandover {
+		return false
+	}
+	return d.ioHandedOverAt.IsZero() || epoch == d.ioHandoverEpoch || now.Sub(d.ioHandedOverAt) >= ioHandoverEvery
+}
+
+// ioHandoverEvery bounds the I/O-error handovers from one node.
+const ioHandoverEvery = time.Hour
 
 // fromHeartbeat turns a detector verdict into a machine event (nil for
 // those the machine does not take).

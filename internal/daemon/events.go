@@ -327,6 +327,14 @@ func (d *driver) failedAlarm(r api.ReplicationStatus, st pair.Status) (raised, c
 	return d.raiseAlarm(id, "critical", "the WIP store has failed: "+r.Failed+": "+next), false
 }
 
+// writeErrorWhat names what fails in r's run of write errors.
+func writeErrorWhat(r api.ReplicationStatus) string {
+	if r.WriteErrorJobs == "" {
+		return "pebble's background reads of the WIP store's files fail"
+	}
+	return "pebble's " + r.WriteErrorJobs + " of the WIP store fail"
+}
+
 // stallAlarmAfter is how long commits may wait for pebble's flushes
 // before wip-stall says so: a loaded disk stalls them for moments.
 const stallAlarmAfter = 10 * time.Second
@@ -351,22 +359,25 @@ func (d *driver) writeAlarms(r api.ReplicationStatus) {
 		stalled = fmt.Sprintf("commits have waited since %s (%v: %s)", r.StalledSince.UTC().Format(time.RFC3339), now.Sub(r.StalledSince).Round(time.Second), r.StallReason)
 	}
 	if r.WriteError != "" {
-		what, next := "pebble's background reads of the WIP store's files fail", "commits go on"
+		next := "commits go on"
 		switch {
 		case strings.Contains(r.WriteErrorJobs, "flushes"):
-			what, next = "pebble's "+r.WriteErrorJobs+" of the WIP store fail", "commits stall once the memtables are full"
+			next = "commits stall once the memtables are full"
 		case r.WriteErrorJobs != "":
-			what, next = "pebble's "+r.WriteErrorJobs+" of the WIP store fail", "commits stall if level 0 grows to its limit"
+			next = "commits stall if level 0 grows to its limit"
 		}
 		if stalled != "" {
 			next = stalled
 		}
-		remedy := "the disk fails reads or writes: check it (the kernel log) and replace it (on the active, tandemctl switchover first hands the role to the peer); the failed jobs are retried, and the alarm clears once they succeed"
-		if r.WriteErrorNoSpace {
+		remedy := "the disk fails reads or writes: check it (the kernel log) and replace it; the failed jobs are retried, and the alarm clears once they succeed"
+		switch {
+		case r.WriteErrorNoSpace:
 			remedy = "the file system is full: free space (disk-space)"
+		case r.Role == wip.Primary.String() && d.ioErrorHandover > 0:
+			remedy += "; the active hands over to an in-sync passive once they have failed for " + d.ioErrorHandover.String() + " (disk.io-error-handover, once an hour)"
 		}
 		d.raiseAlarm("wip-write-error", "critical", fmt.Sprintf("%s since %s (%d failures): %s; %s; %s",
-			what, r.WriteErrorSince.UTC().Format(time.RFC3339), r.WriteErrors, r.WriteError, next, remedy))
+			writeErrorWhat(r), r.WriteErrorSince.UTC().Format(time.RFC3339), r.WriteErrors, r.WriteError, next, remedy))
 	} else {
 		d.clearAlarm("wip-write-error")
 	}
