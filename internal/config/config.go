@@ -132,7 +132,8 @@ type Replication struct {
 // IOErrorHandover is how long pebble's own work on the active's store
 // (flushes, compactions, their reads) may fail with an I/O error, not a
 // full file system, before the active hands over to an in-sync passive,
-// as DRBD's on-io-error detach moves the work off a failing disk (nil:
+// as DRBD's on-io-error detach moves the work off a failing disk; not in
+// maintenance (nil:
 // DefaultIOErrorHandover; 0: never, the alarm only).
 type Disk struct {
 	WarnFreePercent     *int      `yaml:"warn-free-percent"`

@@ -31,7 +31,8 @@
 // peer is passive, alive and in sync) when the active's WIP store is
 // corrupt, has failed, or its pebble work (flushes, compactions) has
 // failed with I/O errors, not a full file system, for
-// disk.io-error-handover (storeHandover; the last once an hour).
+// disk.io-error-handover (storeHandover; the last not in maintenance,
+// and once an hour).
 //
 // The driver stops the node by itself in one case: its WIP store failed
 // on a stalled disk, the disk has answered again for

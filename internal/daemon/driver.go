@@ -408,7 +408,8 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 // The I/O-error handover is DRBD's on-io-error detach: commits still
 // work, but compactions that fail reading a table (a bad sector) let
 // level 0 grow until commits stall, and the jobs' own reads may meet the
-// same sector. A node that has handed over for I/O errors and is active
+// same sector. Not in maintenance, where nothing moves the role by itself
+// while the store works. A node that has handed over for I/O errors and is active
 // again in a later epoch within the hour does not do it again: if the
 // peer's disk fails too, the role settles on one node instead of moving
 // at every disk.io-error-handover (the peer does not say its own store's
@@ -426,7 +427,7 @@ func (d *driver) storeHandover(rs api.ReplicationStatus) bool {
 		why = "the WIP store has failed"
 	case rs.Corruption != "":
 		why = "the WIP store is corrupt"
-	case d.ioErrorHandoverDue(rs, now, st.Epoch):
+	case !st.Maintenance && d.ioErrorHandoverDue(rs, now, st.Epoch): // the store still works: no automatic move
 		why, ioErr = fmt.Sprintf("%s for %v (%s)", writeErrorWhat(rs), now.Sub(rs.WriteErrorSince).Round(time.Second), rs.WriteError), true
 	default:
 		return false

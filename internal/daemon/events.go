@@ -374,7 +374,7 @@ func (d *driver) writeAlarms(r api.ReplicationStatus) {
 		case r.WriteErrorNoSpace:
 			remedy = "the file system is full: free space (disk-space)"
 		case r.Role == wip.Primary.String() && d.ioErrorHandover > 0:
-			remedy += "; the active hands over to an in-sync passive once they have failed for " + d.ioErrorHandover.String() + " (disk.io-error-handover, once an hour)"
+			remedy += "; the active hands over to an in-sync passive once they have failed for " + d.ioErrorHandover.String() + " (disk.io-error-handover; not in maintenance, once an hour)"
 		}
 		d.raiseAlarm("wip-write-error", "critical", fmt.Sprintf("%s since %s (%d failures): %s; %s; %s",
 			writeErrorWhat(r), r.WriteErrorSince.UTC().Format(time.RFC3339), r.WriteErrors, r.WriteError, next, remedy))

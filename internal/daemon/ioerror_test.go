@@ -14,24 +14,33 @@ import (
 // full file system) hands over to its in-sync peer once they have failed
 // for disk.io-error-handover, not before; with the peer not in sync it
 // stays active; a full file system (the peer holds the same data) and
-// the setting 0 never hand over.
+// the setting 0 never hand over, nor does an active in maintenance.
 func TestIOErrorsHandOver(t *testing.T) {
 	const eio = "read /var/lib/tandem/wip/000007.sst: input/output error"
 	for _, tc := range []struct {
-		name    string
-		after   time.Duration // disk.io-error-handover
-		noSpace bool
-		inSync  bool
-		want    pair.Role
+		name        string
+		after       time.Duration // disk.io-error-handover
+		noSpace     bool
+		inSync      bool
+		maintenance bool
+		want        pair.Role
 	}{
-		{"read errors, peer in sync", 10 * time.Second, false, true, pair.RolePassive},
-		{"read errors, peer not in sync", 10 * time.Second, false, false, pair.RoleActive},
-		{"full file system", 10 * time.Second, true, true, pair.RoleActive},
-		{"setting 0", 0, false, true, pair.RoleActive},
+		{"read errors, peer in sync", 10 * time.Second, false, true, false, pair.RolePassive},
+		{"read errors, peer not in sync", 10 * time.Second, false, false, false, pair.RoleActive},
+		{"full file system", 10 * time.Second, true, true, false, pair.RoleActive},
+		{"setting 0", 0, false, true, false, pair.RoleActive},
+		{"maintenance", 10 * time.Second, false, true, true, pair.RoleActive},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newDriverRig(t, true, func(d *driver) { d.ioErrorHandover = tc.after })
 			r.activate()
+			if tc.maintenance {
+				req := adminReq{ev: pair.Admin{Cmd: pair.AdminMaintenanceOn}, reply: make(chan adminReply, 1)}
+				r.d.admin <- req
+				if rep := <-req.reply; rep.err != nil {
+					t.Fatal(rep.err)
+				}
+			}
 			var since atomic.Pointer[time.Time]
 			r.store.setView(func() (pair.Replication, api.ReplicationStatus) {
 				rs := api.ReplicationStatus{Role: "primary"}
@@ -66,7 +75,7 @@ func TestIOErrorsHandOver(t *testing.T) {
 				t.Fatalf("handed over for %q", st.Reason)
 			}
 			a, _ := r.d.ev.alarm("wip-write-error")
-			hint := "the active hands over to an in-sync passive once they have failed for 10s (disk.io-error-handover, once an hour)"
+			hint := "the active hands over to an in-sync passive once they have failed for 10s (disk.io-error-handover; not in maintenance, once an hour)"
 			if want := tc.after > 0 && !tc.noSpace; strings.Contains(a.Text, hint) != want || (tc.want == pair.RoleActive && !strings.Contains(a.Text, eio)) {
 				t.Fatalf("alarm %q: the handover named %v, want %v", a.Text, !want, want)
 			}
