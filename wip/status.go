@@ -144,12 +144,14 @@ type Status struct {
 	// recovers it. A failed store stays failed until then. It turns false
 	// again if the disk hangs or fails again.
 	StallOver bool
-	// BackgroundError is pebble's last failure to write its own files (a
-	// flush or a compaction: a full file system, a failing disk) in a run
-	// that no successful flush or compaction has ended yet ("" when
-	// none), with when the run began and how many there were. Commits go
-	// on into the WAL until the memtables are full, then stall:
-	// StalledSince (zero when commits do not stall) and StallReason.
+	// BackgroundError is pebble's last failure of its own work on its
+	// files (a flush, a compaction, a background read: a full file
+	// system, a failing disk) in a run not yet ended ("" when none; a run
+	// ends when every kind of job that failed in it has succeeded again),
+	// with when the run began and how many there were. While flushes
+	// fail, commits go on into the WAL until the memtables are full, then
+	// stall: StalledSince (zero when commits do not stall) and
+	// StallReason.
 	// BackgroundErrorJobs names the jobs that failed in the run
 	// ("flushes", "compactions", "flushes and compactions"; "" for
 	// pebble's other background reads), BackgroundErrorNoSpace says the
