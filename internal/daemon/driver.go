@@ -416,8 +416,8 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 // errors). A handover that did not complete (the same epoch) is tried
 // again as any other.
 func (d *driver) storeHandover(rs api.ReplicationStatus) bool {
-	if rs.Role != wip.Primary.String() {
-		return false
+	if rs.Role != wip.Primary.String() || rs.Failed == "" && rs.Corruption == "" && rs.WriteError == "" {
+		return false // the common tick: nothing to read from the machine
 	}
 	now := d.clk.Now() // not the tick's: the tick has stepped the machine since
 	st := d.m.Status()
