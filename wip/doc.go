@@ -132,7 +132,11 @@
 //     reports ErrDiverged naming the epochs and LSN ranges (EventDiverged),
 //     marks itself Inconsistent and resyncs by snapshot (I4).
 //   - A snapshot is a pebble snapshot of the user keys at a marker LSN, sent
-//     in key order. The receiver persists Inconsistent and wipes its data
+//     in key order. A primary that cannot read a block of its store (a
+//     snapshot's or the log's) ends the session with a reject frame that
+//     says so, rather than send what it read before as the whole: the
+//     secondary stays Inconsistent (Status.LastError says why) and asks
+//     again after the dial backoff, as after any reject. The receiver persists Inconsistent and wipes its data
 //     before the first pair (range deletions, then an excise of the log and
 //     user key spans, which takes their files out of the LSM); it writes the pairs into sstables in
 //     dir/snapshot.tmp (each synced when full), ingests them after the last

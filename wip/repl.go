@@ -220,7 +220,17 @@ func (s *Store) dialLoop() {
 			ran, err = s.runSecondary(c)
 			s.untrack(c)
 		}
-		if ran {
+		rejected := errors.Is(err, ErrRejected)
+		if rejected {
+			// Refused by the primary (its store cannot be read, the pair
+			// key, a mode): Status says why, and the next attempt backs
+			// off like a failed dial rather than follow at once.
+			s.mu.Lock()
+			s.lastErr = err
+			s.mu.Unlock()
+		}
+		progressed := ran && !rejected
+		if progressed {
 			backoff, failed = backoffMin, 0
 		} else {
 			failed++
@@ -233,7 +243,7 @@ func (s *Store) dialLoop() {
 			s.log.Log(lvl, "replication session ended", zap.String("peer", addr), zap.Bool("ran", ran),
 				zap.String("next", addrs[next]), zap.Error(err))
 		}
-		if !ran && failed < len(addrs) {
+		if !progressed && failed < len(addrs) {
 			continue // another address has not been tried since the last session
 		}
 		t := s.clk.NewTimer(backoff)
@@ -249,7 +259,7 @@ func (s *Store) dialLoop() {
 			continue
 		case <-t.C():
 		}
-		if !ran {
+		if !progressed {
 			backoff = min(backoff*2, backoffMax)
 			failed = 0
 		}
@@ -704,7 +714,7 @@ func (s *Store) logCsumLocked(lsn uint64) (uint64, bool) {
 
 // runPrimarySession sends the plan, a snapshot if needed, then streams
 // entries; a second goroutine reads the cumulative acks.
-func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p plan) error {
+func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p plan) (err error) {
 	bw := bufio.NewWriterSize(ss.conn, 256<<10)
 	if err := writeFrame(bw, ver, framePlan, appendPlan(nil, p)); err != nil {
 		return err
@@ -726,7 +736,20 @@ func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p pla
 		defer wg.Done()
 		ss.close(s.readAcks(ss, br))
 	}()
-	defer wg.Wait()
+	defer func() {
+		// A read of the store failed: the secondary is told why its
+		// snapshot or catch-up ends (its Status.LastError), and backs
+		// off before it asks again.
+		var rf *storeReadError
+		if errors.As(err, &rf) && writeFrame(bw, ver, frameReject, []byte("the primary cannot read its store: "+rf.Error())) == nil {
+			_ = bw.Flush()
+		}
+		// The reader waits for acks until the connection closes: a
+		// sender that stops on an error of its own closes it, or both
+		// sides would wait for each other.
+		ss.close(err)
+		wg.Wait()
+	}()
 	next := p.from
 	if p.kind == planSnapshot {
 		lsn, err := s.sendSnapshot(ss, bw, ver)
@@ -902,6 +925,14 @@ func (s *Store) collectLocked(next uint64) (es []entry, fromDisk bool) {
 	return es, false
 }
 
+// storeReadError is a read of the primary's own store that failed while
+// it served a session (a block it cannot read): the session ends, and the
+// secondary is told why.
+type storeReadError struct{ err error }
+
+func (e *storeReadError) Error() string { return e.err.Error() }
+func (e *storeReadError) Unwrap() error { return e.err }
+
 // readLog reads consecutive entries from lsn on, up to max bytes.
 func (s *Store) readLog(lsn uint64, maxBytes int) ([]entry, error) {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(lsn), UpperBound: logPrefixEnd})
@@ -923,6 +954,10 @@ func (s *Store) readLog(lsn uint64, maxBytes int) ([]entry, error) {
 		es = append(es, e)
 		size += len(e.ops) + 24
 		lsn++
+	}
+	if err := it.Error(); err != nil {
+		// Not the end of the retained log: a block it could not read.
+		return nil, &storeReadError{fmt.Errorf("wip: reading the log at LSN %d: %w", lsn, plainCorruption(err))}
 	}
 	if len(es) == 0 {
 		return nil, fmt.Errorf("wip: LSN %d is no longer in the retained log; the peer needs a snapshot", lsn)
@@ -983,7 +1018,7 @@ func (s *Store) sendSnapshot(ss *session, bw *bufio.Writer, ver byte) (uint64, e
 		chunk = putBytes(chunk, it.Key()[len(userPrefix):])
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return 0, err
+			return 0, &storeReadError{fmt.Errorf("wip: snapshot: reading %q: %w", it.Key()[len(userPrefix):], plainCorruption(err))}
 		}
 		chunk = putBytes(chunk, v)
 		n++
@@ -994,6 +1029,13 @@ func (s *Store) sendSnapshot(ss *session, bw *bufio.Writer, ver byte) (uint64, e
 				return 0, err
 			}
 		}
+	}
+	// An iterator that meets a block it cannot read (a bad checksum, an
+	// I/O error) ends as if the keys ended: without this check the peer
+	// would take the keys before it for the whole store, and clear its
+	// Inconsistent flag without the rest.
+	if err := it.Error(); err != nil {
+		return 0, &storeReadError{fmt.Errorf("wip: snapshot: reading the store after %d pairs: %w", pairs, plainCorruption(err))}
 	}
 	if err := flush(); err != nil {
 		return 0, err
@@ -1204,7 +1246,7 @@ func (s *Store) quarantine(p plan, primary lineage) error {
 	for lsn := p.from; lsn <= to && p.from != 0; {
 		es, err := s.readLog(lsn, 4<<20)
 		if err != nil {
-			_ = enc.Encode(rec{Missing: fmt.Sprintf("LSN %d..%d not in the retained log", lsn, to)})
+			_ = enc.Encode(rec{Missing: fmt.Sprintf("LSN %d..%d: %v", lsn, to, err)})
 			break
 		}
 		for _, e := range es {
