@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,7 +163,7 @@ func TestCompactionPacer(t *testing.T) {
 func readFailingFS(fail *atomic.Bool) vfs.FS {
 	return errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if fail.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsRead && op.Kind != errorfs.OpOpen && op.Kind != errorfs.OpStat && strings.HasSuffix(op.Path, ".sst") {
-			return fmt.Errorf("read %s: %w", op.Path, syscall.EIO)
+			return &fs.PathError{Op: "read", Path: op.Path, Err: syscall.EIO} // as the kernel's
 		}
 		return nil
 	}))
@@ -223,6 +224,10 @@ func TestCompactionReadFailuresAreHeld(t *testing.T) {
 	if st := s.Status(); !strings.Contains(st.BackgroundErrorJobs, "compactions") || st.BackgroundErrorNoSpace || !strings.Contains(st.BackgroundError, "input/output error") {
 		t.Errorf("status: failing %q, no space %v, error %q: want compactions, false, the EIO", st.BackgroundErrorJobs, st.BackgroundErrorNoSpace, st.BackgroundError)
 	}
+	// A table the disk cannot read is reported as corruption too: its
+	// data is lost here whoever met it (the daemon hands over, and a
+	// secondary resyncs).
+	waitFor(t, "the unreadable table reported", func() bool { return strings.Contains(s.Status().Corruption, ".sst: unreadable: input/output error") })
 	// A flush works (it only writes) and does not end the run.
 	b := s.NewBatch()
 	b.Set([]byte("during"), []byte("the read failures"))

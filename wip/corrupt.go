@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -41,13 +43,43 @@ type corruptWatch struct {
 func newCorruptWatch() *corruptWatch { return &corruptWatch{kick: make(chan struct{}, 1)} }
 
 func (w *corruptWatch) report(info pebble.DataCorruptionInfo) {
+	w.add(describeCorruption(info), info.Path)
+}
+
+// add records a report: desc says what is wrong with the file at path.
+func (w *corruptWatch) add(desc, path string) {
 	w.mu.Lock()
 	w.reports++
 	if w.desc == "" {
-		w.desc, w.path = describeCorruption(info), info.Path
+		w.desc, w.path = desc, path
 	}
 	w.mu.Unlock()
 	w.poke()
+}
+
+// unreadable reports err to the watch if it is the disk failing to read
+// one of the store's tables: an error of a read(2) of a *.sst file that
+// the device or the file system returns for data it cannot give back
+// (EIO; EBADMSG or EILSEQ from a file system or dm-integrity that checks
+// its own checksums). Pebble reports only its own checksum failures as
+// corruption; a block the disk cannot read is as lost, and is repaired
+// the same way (a secondary resyncs by snapshot, whose excise takes the
+// file out of the store; a primary is handed over), so it is reported as
+// "<file>: unreadable: <error>". A read error with no file (a custom
+// vfs.FS) or of another file (the WAL, the MANIFEST: not read after Open)
+// is left to whoever met it.
+func (w *corruptWatch) unreadable(err error) {
+	if err == nil || pebble.ExtractDataCorruptionInfo(err) != nil {
+		return
+	}
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || pe.Op != "read" || !strings.HasSuffix(pe.Path, ".sst") {
+		return
+	}
+	if !errors.Is(pe.Err, syscall.EIO) && !errors.Is(pe.Err, syscall.EBADMSG) && !errors.Is(pe.Err, syscall.EILSEQ) {
+		return
+	}
+	w.add(fmt.Sprintf("%s: unreadable: %v", pe.Path, pe.Err), pe.Path)
 }
 
 // poke wakes the supervisor to act on the watch (checkCorruption): on a
@@ -256,7 +288,7 @@ func (s *Store) liveTable(path string) bool {
 func (s *Store) Verify() (points int64, err error) {
 	var st pebble.CheckLevelsStats
 	if err := s.db.CheckLevels(&st); err != nil {
-		return st.NumPoints, fmt.Errorf("wip: verify: %w", plainCorruption(err))
+		return st.NumPoints, fmt.Errorf("wip: verify: %w", s.readErr(err))
 	}
 	return st.NumPoints, nil
 }
@@ -276,7 +308,7 @@ func (s *Store) Scrub(ctx context.Context, rate int64) (keys int64, err error) {
 		start := s.clk.Now()
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: from})
 		if err != nil {
-			return keys, fmt.Errorf("wip: scrub: %w", plainCorruption(err))
+			return keys, fmt.Errorf("wip: scrub: %w", s.readErr(err))
 		}
 		var n int64
 		more := false
@@ -289,7 +321,7 @@ func (s *Store) Scrub(ctx context.Context, rate int64) (keys int64, err error) {
 			}
 		}
 		if err := it.Close(); err != nil {
-			return keys, fmt.Errorf("wip: scrub: %w", plainCorruption(err))
+			return keys, fmt.Errorf("wip: scrub: %w", s.readErr(err))
 		}
 		if !more {
 			return keys, nil
@@ -328,10 +360,18 @@ type corruptionError struct {
 func (e *corruptionError) Error() string { return e.desc }
 func (e *corruptionError) Unwrap() error { return e.err }
 
+// readErr is what a read the store serves (Get, Scan, Verify, Scrub, a
+// snapshot or the log sent to the peer) returns for pebble's error: a
+// table the disk cannot read is reported (corruptWatch.unreadable), and
+// pebble's corruption error is said plainly (plainCorruption).
+func (s *Store) readErr(err error) error {
+	s.corr.unreadable(err)
+	return plainCorruption(err)
+}
+
 // plainCorruption returns err as a corruptionError if it is pebble's data
-// corruption error, and err itself otherwise: every read the store serves
-// (Get, Scan, Verify) goes through it, so what reaches an operator names
-// the file plainly.
+// corruption error, and err itself otherwise, so that what reaches an
+// operator names the file plainly.
 func plainCorruption(err error) error {
 	if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
 		return &corruptionError{desc: describeCorruption(*info), err: err}

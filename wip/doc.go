@@ -164,9 +164,13 @@
 //     (epoch, LSN, checksum) is kept so the window's edge still compares.
 //     A node that was out of the pair (restored from a backup, a rebuilt
 //     disk) is usually behind the window, so it is caught up by snapshot.
-//   - On-disk corruption (a block or file whose checksum does not match)
-//     is an error of the read that meets it, not the end of the process
-//     (pebble's default): the store records the first report
+//   - On-disk corruption (a block or file whose checksum does not match,
+//     or a table's block that the disk cannot read: a read(2) of a *.sst
+//     file failing with EIO, or EBADMSG/EILSEQ from a file system or
+//     dm-integrity that checks data, reported as "<file>: unreadable:
+//     <error>" whether a read the store serves or one of pebble's
+//     compactions met it) is an error of the read that meets it, not the
+//     end of the process (pebble's default): the store records the first report
 //     (Status.Corruption: the file, its key bounds, the error; counted in
 //     Counters.Corruptions), raises EventCorrupt, and is not promotable. A
 //     secondary then persists Inconsistent, drops its session and resyncs

@@ -957,7 +957,7 @@ func (s *Store) readLog(lsn uint64, maxBytes int) ([]entry, error) {
 	}
 	if err := it.Error(); err != nil {
 		// Not the end of the retained log: a block it could not read.
-		return nil, &storeReadError{fmt.Errorf("wip: reading the log at LSN %d: %w", lsn, plainCorruption(err))}
+		return nil, &storeReadError{fmt.Errorf("wip: reading the log at LSN %d: %w", lsn, s.readErr(err))}
 	}
 	if len(es) == 0 {
 		return nil, fmt.Errorf("wip: LSN %d is no longer in the retained log; the peer needs a snapshot", lsn)
@@ -1018,7 +1018,7 @@ func (s *Store) sendSnapshot(ss *session, bw *bufio.Writer, ver byte) (uint64, e
 		chunk = putBytes(chunk, it.Key()[len(userPrefix):])
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return 0, &storeReadError{fmt.Errorf("wip: snapshot: reading %q: %w", it.Key()[len(userPrefix):], plainCorruption(err))}
+			return 0, &storeReadError{fmt.Errorf("wip: snapshot: reading %q: %w", it.Key()[len(userPrefix):], s.readErr(err))}
 		}
 		chunk = putBytes(chunk, v)
 		n++
@@ -1035,7 +1035,7 @@ func (s *Store) sendSnapshot(ss *session, bw *bufio.Writer, ver byte) (uint64, e
 	// would take the keys before it for the whole store, and clear its
 	// Inconsistent flag without the rest.
 	if err := it.Error(); err != nil {
-		return 0, &storeReadError{fmt.Errorf("wip: snapshot: reading the store after %d pairs: %w", pairs, plainCorruption(err))}
+		return 0, &storeReadError{fmt.Errorf("wip: snapshot: reading the store after %d pairs: %w", pairs, s.readErr(err))}
 	}
 	if err := flush(); err != nil {
 		return 0, err

@@ -622,6 +622,13 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	// Status (writewatch.go).
 	ww := newWriteWatch(o.Logger, o.Clock)
 	ww.listener(&el)
+	// A compaction (or pebble's read of a table's properties) that the
+	// disk fails on a table's block met what a Get would have met: the
+	// corruption watch hears of it too.
+	el.BackgroundError = func(err error) {
+		corr.unreadable(err)
+		ww.backgroundError(err)
+	}
 	// Pebble's compactions, held for a while after one fails
 	// (compactpace.go); one scheduler per pebble.Open.
 	pacer := newCompactionPacer(o.Clock)
@@ -1438,7 +1445,7 @@ func (s *Store) Get(key []byte) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, plainCorruption(err)
+		return nil, false, s.readErr(err)
 	}
 	out := append([]byte(nil), v...)
 	return out, true, c.Close()
@@ -1460,7 +1467,7 @@ func (s *Store) scan(prefix []byte, reverse bool, fn func(key, value []byte) err
 	lo := userKey(prefix)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
-		return plainCorruption(err)
+		return s.readErr(err)
 	}
 	first, next := it.First, it.Next
 	if reverse {
@@ -1472,7 +1479,7 @@ func (s *Store) scan(prefix []byte, reverse bool, fn func(key, value []byte) err
 			return err
 		}
 	}
-	return plainCorruption(it.Close())
+	return s.readErr(it.Close())
 }
 
 func prefixEnd(p []byte) []byte {
