@@ -69,17 +69,23 @@ func (w *corruptWatch) add(desc, path string) {
 // vfs.FS) or of another file (the WAL, the MANIFEST: not read after Open)
 // is left to whoever met it.
 func (w *corruptWatch) unreadable(err error) {
-	if err == nil || pebble.ExtractDataCorruptionInfo(err) != nil {
-		return
+	if pe := unreadableTable(err); pe != nil {
+		w.add(fmt.Sprintf("%s: unreadable: %v", pe.Path, pe.Err), pe.Path)
 	}
+}
+
+// unreadableTable returns the failed read if err is the disk failing to
+// read a table (see corruptWatch.unreadable), and nil otherwise.
+func unreadableTable(err error) *fs.PathError {
 	var pe *fs.PathError
-	if !errors.As(err, &pe) || pe.Op != "read" || !strings.HasSuffix(pe.Path, ".sst") {
-		return
+	if err == nil || pebble.ExtractDataCorruptionInfo(err) != nil ||
+		!errors.As(err, &pe) || pe.Op != "read" || !strings.HasSuffix(pe.Path, ".sst") {
+		return nil
 	}
 	if !errors.Is(pe.Err, syscall.EIO) && !errors.Is(pe.Err, syscall.EBADMSG) && !errors.Is(pe.Err, syscall.EILSEQ) {
-		return
+		return nil
 	}
-	w.add(fmt.Sprintf("%s: unreadable: %v", pe.Path, pe.Err), pe.Path)
+	return pe
 }
 
 // poke wakes the supervisor to act on the watch (checkCorruption): on a

@@ -187,7 +187,13 @@
 //     compaction the snapshot's excise cancelled, still reading the old
 //     file) is confirmed by a full read-back, on its own goroutine, before
 //     anything is done: a clean read drops it.
-//     Corruption met by Open itself (the meta keys, the log window) fails Open with
+//     A table the disk cannot read at all cannot be excised (the excise
+//     reads its bounds): the snapshot's ingest fails, and the secondary
+//     stays Inconsistent and asks again after the dial backoff, as after
+//     any snapshot that fails on its own store (Status.LastError says
+//     why), until it is reopened: Open meets the table, below.
+//     Corruption met by Open itself (the meta keys, the log window; a bad
+//     checksum or a table the disk cannot read) fails Open with
 //     pebble's error naming the file, unless Options.SetAsideCorrupt: then
 //     Open renames the store to dir.corrupt-<time> with every file (the
 //     quarantine files come back), opens a new store Inconsistent in its

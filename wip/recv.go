@@ -46,7 +46,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	err = s.syncCommitMeta("snapshot start", pb)
 	_ = pb.Close()
 	if err != nil {
-		return fmt.Errorf("wip: snapshot: clearing the store: %w", err)
+		return &snapshotIOError{fmt.Errorf("wip: snapshot: clearing the store: %w", err)}
 	}
 	// The range deletions hide the old log and user keys; excising their
 	// spans also takes the files that held them out of the LSM at once, so
@@ -69,7 +69,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 	s.log.Info("snapshot started", zap.Uint64("lsn", l.lsn), zap.Uint64("bytes", total))
 	si, err := s.newSnapIngest()
 	if err != nil {
-		return fmt.Errorf("wip: snapshot: %w", err)
+		return &snapshotIOError{fmt.Errorf("wip: snapshot: %w", err)}
 	}
 	defer si.abort()
 	var pairs uint64
@@ -96,7 +96,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 				s.reject("frame", fmt.Errorf("snapshot chunk: %w", err))
 				return err
 			case err != nil: // the receiver's own I/O
-				return fmt.Errorf("wip: snapshot: writing tables: %w", err)
+				return &snapshotIOError{fmt.Errorf("wip: snapshot: writing tables: %w", err)}
 			}
 			pairs += uint64(n)
 			chunks++
@@ -116,7 +116,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 				return err
 			}
 			if err := si.ingest(); err != nil {
-				return fmt.Errorf("wip: snapshot: %w", err)
+				return &snapshotIOError{fmt.Errorf("wip: snapshot: %w", err)}
 			}
 			return s.finishSnapshot(l, pairs)
 		case frameReject:
@@ -128,6 +128,15 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 		}
 	}
 }
+
+// snapshotIOError is a snapshot that failed on the receiver's own store
+// (clearing it, writing or ingesting the tables, the final mark): the
+// session ran, but nothing came of it, so the secondary backs off before
+// it asks again (Status.LastError says why).
+type snapshotIOError struct{ err error }
+
+func (e *snapshotIOError) Error() string { return e.err.Error() }
+func (e *snapshotIOError) Unwrap() error { return e.err }
 
 // snapTmpDir, inside the store's directory, holds a snapshot's sstables
 // until they are ingested.
@@ -270,7 +279,7 @@ func (s *Store) finishSnapshot(l lineage, pairs uint64) error {
 	}
 	_ = pb.Delete(keyInconsistent, nil)
 	if err := s.syncCommitMeta("snapshot marker", pb); err != nil {
-		return fmt.Errorf("wip: snapshot: finishing: %w", err)
+		return &snapshotIOError{fmt.Errorf("wip: snapshot: finishing: %w", err)}
 	}
 	s.mu.Lock()
 	s.lsn, s.durable, s.csum = l.lsn, l.lsn, l.csum

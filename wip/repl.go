@@ -220,16 +220,18 @@ func (s *Store) dialLoop() {
 			ran, err = s.runSecondary(c)
 			s.untrack(c)
 		}
-		rejected := errors.Is(err, ErrRejected)
-		if rejected {
-			// Refused by the primary (its store cannot be read, the pair
-			// key, a mode): Status says why, and the next attempt backs
-			// off like a failed dial rather than follow at once.
+		// Refused by the primary (its store cannot be read, the pair key,
+		// a mode), or a snapshot that this store could not take (a disk
+		// that fails under it): Status says why, and the next attempt
+		// backs off like a failed dial rather than follow at once.
+		var sio *snapshotIOError
+		refused := errors.Is(err, ErrRejected) || errors.As(err, &sio)
+		if refused {
 			s.mu.Lock()
 			s.lastErr = err
 			s.mu.Unlock()
 		}
-		progressed := ran && !rejected
+		progressed := ran && !refused
 		if progressed {
 			backoff, failed = backoffMin, 0
 		} else {

@@ -670,8 +670,11 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	return s, nil
 }
 
-// isCorrupt reports whether Open failed on on-disk corruption.
-func isCorrupt(err error) bool { return pebble.IsCorruptionError(err) || errors.Is(err, ErrCorrupt) }
+// isCorrupt reports whether Open failed on on-disk corruption: a bad
+// checksum, or a table the disk cannot read.
+func isCorrupt(err error) bool {
+	return pebble.IsCorruptionError(err) || errors.Is(err, ErrCorrupt) || unreadableTable(err) != nil
+}
 
 // setAside renames the store in dir to dir.corrupt-<now, UTC>, unless a
 // store set aside earlier is still there, and moves its quarantine files

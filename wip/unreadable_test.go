@@ -22,7 +22,7 @@ import (
 // are on good sectors.
 type badSectors struct {
 	mu  sync.Mutex
-	bad map[string]int64 // base name: the offset of its bad sector; -1: the whole file
+	bad map[string]int64 // path: the offset of its bad sector; -1: the whole file
 }
 
 type sectorFS struct {
@@ -46,7 +46,7 @@ type sectorFile struct {
 
 func (f sectorFile) ReadAt(p []byte, off int64) (int, error) {
 	f.d.mu.Lock()
-	at, ok := f.d.bad[filepath.Base(f.name)]
+	at, ok := f.d.bad[f.name]
 	f.d.mu.Unlock()
 	if ok && (at < 0 || off <= at && at < off+int64(len(p))) {
 		return 0, &fs.PathError{Op: "read", Path: f.name, Err: syscall.EIO}
@@ -56,9 +56,10 @@ func (f sectorFile) ReadAt(p []byte, off int64) (int, error) {
 
 func (d *badSectors) fs() vfs.FS { return sectorFS{FS: vfs.Default, d: d} }
 
-// fail puts a bad sector under each table of the store s, at frac of its
-// size (frac < 0: the whole file fails), and returns the largest table.
-func (d *badSectors) fail(t *testing.T, s *Store, frac float64) string {
+// fail puts a bad sector under each table of the store s in dir, at frac
+// of its size (frac < 0: the whole file fails), and returns the largest
+// table's name.
+func (d *badSectors) fail(t *testing.T, s *Store, dir string, frac float64) string {
 	t.Helper()
 	levels, err := s.db.SSTables()
 	if err != nil {
@@ -74,9 +75,10 @@ func (d *badSectors) fail(t *testing.T, s *Store, frac float64) string {
 	for _, level := range levels {
 		for _, tb := range level {
 			name := tb.BackingSSTNum.String() + ".sst"
-			d.bad[name] = -1
+			path := filepath.Join(dir, name)
+			d.bad[path] = -1
 			if frac >= 0 {
-				d.bad[name] = int64(float64(tb.Size) * frac)
+				d.bad[path] = int64(float64(tb.Size) * frac)
 			}
 			if tb.Size > size {
 				largest, size = name, tb.Size
@@ -142,7 +144,7 @@ func TestUnreadableSecondaryResyncsBySnapshot(t *testing.T) {
 			var ev eventsSeen
 			b := p.open("b", func(o *Options) { o.FS, o.Events = disk.fs(), ev.add })
 			defer b.Close()
-			file := disk.fail(t, b, 0.5) // under the running store: its opening read the log window
+			file := disk.fail(t, b, p.dirB, 0.5) // under the running store: its opening read the log window
 			err := c.meet(b)
 			if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), file) {
 				t.Fatalf("reading the store: %v, want EIO naming %s", err, file)
@@ -180,7 +182,7 @@ func TestUnreadablePrimaryReportsAndServesNoPartialSnapshot(t *testing.T) {
 	if err := a.db.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	file := disk.fail(t, a, 0.5)
+	file := disk.fail(t, a, p.dirA, 0.5)
 	if err := scanErr(a); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("a scan on the failing disk: %v, want EIO", err)
 	}
@@ -197,4 +199,45 @@ func TestUnreadablePrimaryReportsAndServesNoPartialSnapshot(t *testing.T) {
 	if !st.Inconsistent || st.DurableLSN != 0 || !strings.Contains(st.LastError, "the primary cannot read its store") || !strings.Contains(st.LastError, "input/output error") {
 		t.Fatalf("b: inconsistent %v, durable LSN %d, last error %q; want inconsistent at 0, told that a cannot read its store", st.Inconsistent, st.DurableLSN, st.LastError)
 	}
+}
+
+// TestUnreadableTableWholeIsSetAsideAtOpen: the disk cannot read any of
+// the secondary's table file, so the snapshot's excise cannot cut it out
+// and its ingest fails reading it: the store cannot repair itself in
+// place. It stays Inconsistent and not promotable, says why in
+// Status.LastError (and backs off between attempts). Reopened with
+// SetAsideCorrupt (the daemon's, at a restart), Open meets the table,
+// sets the store aside as for corruption, and the new store resyncs.
+func TestUnreadableTableWholeIsSetAsideAtOpen(t *testing.T) {
+	p, a := syncedThenBKilled(t)
+	defer a.Close()
+	var disk badSectors
+	var ev eventsSeen
+	b := p.open("b", func(o *Options) { o.FS, o.Events = disk.fs(), ev.add })
+	file := disk.fail(t, b, p.dirB, -1)
+	if err := scanErr(b); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("scan: %v, want EIO", err)
+	}
+	waitFor(t, "a snapshot failing on the unreadable table", func() bool {
+		e := b.Status().LastError
+		return strings.Contains(e, "wip: snapshot") && strings.Contains(e, file) && strings.Contains(e, "input/output error")
+	})
+	if st := b.Status(); !st.Inconsistent || !strings.Contains(st.Corruption, file+": unreadable") {
+		t.Fatalf("b: inconsistent %v, corruption %q; want inconsistent, %s unreadable", st.Inconsistent, st.Corruption, file)
+	}
+	if err := b.Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	b = p.open("b", func(o *Options) { o.FS, o.Events, o.SetAsideCorrupt = disk.fs(), ev.add, true })
+	defer b.Close()
+	sa := ev.of(EventSetAside)
+	if len(sa) != 1 || !strings.Contains(sa[0].Detail, file) || !strings.Contains(sa[0].Detail, "input/output error") {
+		t.Fatalf("set-aside events %+v: want one naming %s and the EIO", sa, file)
+	}
+	waitFor(t, "the new store repaired", func() bool { return len(ev.of(EventCorruptRepaired)) > 0 })
+	waitFor(t, "in sync", inSync(a))
+	if st := b.Status(); st.Corruption != "" || st.Inconsistent {
+		t.Fatalf("after the repair: corruption %q inconsistent %v", st.Corruption, st.Inconsistent)
+	}
+	checkFill(t, b, 3000, 1<<10)
 }
