@@ -104,6 +104,12 @@ type ReplicationStatus struct {
 	// Session is the replication session's "local -> peer" addresses
 	// (which HA link carries it); empty without a session.
 	Session string `json:"session,omitempty"`
+	// LastError is the replication's last error since the store opened:
+	// a frame or handshake this node rejected, a refusal by the peer (a
+	// primary that cannot read its own store says so), a snapshot this
+	// node's store could not take, a divergence. It stays after the
+	// problem is over; empty when there was none.
+	LastError string `json:"last_error,omitempty"`
 	// Corruption is the on-disk corruption found in this node's WIP store
 	// (the file, its key bounds, the error); empty when none.
 	Corruption string `json:"corruption,omitempty"`

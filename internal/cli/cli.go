@@ -372,6 +372,9 @@ func PrintStatus(w io.Writer, st api.Status) {
 		}
 		fmt.Fprintf(w, "  retained log %s; %s\n", window, peerCatchUp(r))
 	}
+	if r.LastError != "" {
+		fmt.Fprintf(w, "  last error (since tandemd started): %s\n", r.LastError)
+	}
 	owner := "not here"
 	if st.VIP.Owned {
 		owner = "owned here since " + ago(st.VIP.Since)

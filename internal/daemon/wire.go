@@ -158,6 +158,7 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		RetainedBytes:     uint64(max(s.RetainedBytes, 0)),
 		PeerHoldsLSN:      s.OtherHoldsLSN,
 		PeerCatchUp:       s.OtherCatchUp,
+		LastError:         s.LastError,
 		Corruption:        s.Corruption,
 		CorruptionRepair:  s.CorruptionRepair,
 		Failed:            s.Failed,
