@@ -71,6 +71,13 @@
 // hold a caller in fsync(2)/fdatasync(2) itself rather than in the write
 // before it. Abandoned counts the blocked requests an interrupt ended.
 //
+// FailReads(path, off) puts a bad sector under a file: its READ requests
+// that cover byte off fail with EIO (the caller's read(2) fails with EIO,
+// as on a disk's unreadable sector); the rest of the file, writes and
+// other files work, and files opened after it are opened for direct I/O
+// so that the page cache does not answer for the disk. HealReads removes
+// the bad sectors; BadReads counts the reads that failed.
+//
 // Thaw releases every blocked request; they then proceed normally and their
 // data reaches backing. Freeze, FreezeSyncs and Thaw are idempotent (a
 // second freeze of either kind while frozen does nothing).
@@ -137,17 +144,72 @@ type FS struct {
 
 	mu        sync.Mutex
 	frozen    bool
-	syncsOnly bool          // FreezeSyncs: only fsync requests block
-	thawed    chan struct{} // closed by Thaw; replaced by Freeze
-	held      int           // operations blocked right now
-	abandoned int           // blocked operations ended by a FUSE interrupt
-	hard      bool          // SetUninterruptible: interrupts are not answered
-	ignored   int           // interrupts not answered (hard)
-	lastPid   uint32        // thread ID of the caller most recently blocked
-	closed    bool          // Unmount has begun
+	syncsOnly bool             // FreezeSyncs: only fsync requests block
+	thawed    chan struct{}    // closed by Thaw; replaced by Freeze
+	held      int              // operations blocked right now
+	abandoned int              // blocked operations ended by a FUSE interrupt
+	hard      bool             // SetUninterruptible: interrupts are not answered
+	ignored   int              // interrupts not answered (hard)
+	lastPid   uint32           // thread ID of the caller most recently blocked
+	closed    bool             // Unmount has begun
+	bad       map[string]int64 // FailReads: path in the mount -> its bad byte
+	badReads  int              // reads that failed on a bad sector
 
 	unmountOnce sync.Once
 	unmountErr  error
+}
+
+// FailReads puts a bad sector under the file at path (relative to the
+// mount) at byte off: from then on a READ of it that covers off fails
+// with EIO, as a disk's unreadable sector does; the rest of the file,
+// writes, and every other file work. Files opened after the call are
+// opened for direct I/O (FOPEN_DIRECT_IO), so that every read reaches
+// hangfs; pages of handles opened before it may still be in the page
+// cache (drop them: /proc/sys/vm/drop_caches). Several calls add
+// sectors, one per file.
+func (h *FS) FailReads(path string, off int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.bad == nil {
+		h.bad = map[string]int64{}
+	}
+	h.bad[filepath.Clean(path)] = off
+	h.logf("hangfs: reads of %s covering byte %d fail with EIO from now on", path, off)
+}
+
+// HealReads removes every bad sector FailReads put.
+func (h *FS) HealReads() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.bad = nil
+}
+
+// BadReads counts the reads that failed on a bad sector.
+func (h *FS) BadReads() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.badReads
+}
+
+// badSector reports whether a read of n bytes at off of path covers a bad
+// sector, and counts it.
+func (h *FS) badSector(path string, off int64, n int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	at, ok := h.bad[path]
+	if ok && off <= at && at < off+int64(n) {
+		h.badReads++
+		return true
+	}
+	return false
+}
+
+// hasBadSector reports whether path has one.
+func (h *FS) hasBadSector(path string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.bad[path]
+	return ok
 }
 
 // Mount mounts a loopback of backing at mountpoint and starts serving it.
@@ -504,7 +566,7 @@ func (n *node) wrap(fh fs.FileHandle, flags uint32) fs.FileHandle {
 		}
 		return fh
 	}
-	return &file{LoopbackFile: lf, h: n.h, writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+	return &file{LoopbackFile: lf, h: n.h, path: n.name(), writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
 }
 
 // unwrap returns the loopback's own handle, for loopback methods that
@@ -532,6 +594,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
 	if errno != 0 {
 		return nil, 0, errno
+	}
+	if n.h.hasBadSector(n.name()) {
+		fuseFlags |= fuse.FOPEN_DIRECT_IO // FailReads: no page cache answers for the disk
 	}
 	return n.wrap(fh, flags), fuseFlags, 0
 }
@@ -666,7 +731,16 @@ func (n *node) child(name string) string {
 type file struct {
 	*fs.LoopbackFile
 	h        *FS
-	writable bool // opened with O_WRONLY or O_RDWR
+	path     string // in the mount, as FailReads names it
+	writable bool   // opened with O_WRONLY or O_RDWR
+}
+
+// Read fails with EIO where FailReads put a bad sector.
+func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if f.h.badSector(f.path, off, len(dest)) {
+		return nil, syscall.EIO
+	}
+	return f.LoopbackFile.Read(ctx, dest, off)
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

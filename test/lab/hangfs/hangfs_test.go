@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -778,4 +779,59 @@ func startChild(t *testing.T, victim string) (*exec.Cmd, *bytes.Buffer, <-chan e
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	return cmd, &out, exited
+}
+
+// TestFailReadsIsABadSector: FailReads makes the reads of one file that
+// cover one byte fail with EIO, as the kernel reports a disk's unreadable
+// sector to read(2) (*fs.PathError, op "read"); the rest of that file,
+// its writes and other files work, through a handle opened before the
+// call as well (the page cache dropped) as after it (direct I/O).
+// HealReads ends it.
+func TestFailReadsIsABadSector(t *testing.T) {
+	h, _, mnt := mountT(t)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+	for _, name := range []string{"000009.sst", "000010.sst"} {
+		if err := os.WriteFile(filepath.Join(mnt, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	early, err := os.Open(filepath.Join(mnt, "000009.sst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	buf := make([]byte, 4096)
+	if _, err := early.ReadAt(buf, 128<<10); err != nil { // in the page cache now
+		t.Fatal(err)
+	}
+	h.FailReads("000009.sst", 128<<10+100)
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0o200); err != nil {
+		t.Fatalf("dropping the page cache: %v", err)
+	}
+	late, err := os.Open(filepath.Join(mnt, "000009.sst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	for _, f := range []*os.File{early, late} {
+		_, err := f.ReadAt(buf, 128<<10)
+		var pe *iofs.PathError
+		if !errors.Is(err, syscall.EIO) || !errors.As(err, &pe) || pe.Op != "read" {
+			t.Fatalf("reading the bad sector through %s: %v, want the kernel's EIO of a read", f.Name(), err)
+		}
+		if _, err := f.ReadAt(buf, 0); err != nil {
+			t.Fatalf("reading the start of the file: %v", err)
+		}
+	}
+	other, err := os.ReadFile(filepath.Join(mnt, "000010.sst"))
+	if err != nil || !bytes.Equal(other, data) {
+		t.Fatalf("another file: %d bytes, %v", len(other), err)
+	}
+	if n := h.BadReads(); n < 2 {
+		t.Fatalf("BadReads = %d, want at least 2", n)
+	}
+	h.HealReads()
+	if _, err := late.ReadAt(buf, 128<<10); err != nil {
+		t.Fatalf("after HealReads: %v", err)
+	}
 }
