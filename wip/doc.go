@@ -136,7 +136,9 @@
 //     snapshot's or the log's) ends the session with a reject frame that
 //     says so, rather than send what it read before as the whole: the
 //     secondary stays Inconsistent (Status.LastError says why) and asks
-//     again after the dial backoff, as after any reject. The receiver persists Inconsistent and wipes its data
+//     again after the dial backoff, as after any reject. A primary whose
+//     snapshot failed that way refuses the next ones at once, without
+//     reading its store, while the corruption it reported then stands. The receiver persists Inconsistent and wipes its data
 //     before the first pair (range deletions, then an excise of the log and
 //     user key spans, which takes their files out of the LSM); it writes the pairs into sstables in
 //     dir/snapshot.tmp (each synced when full), ingests them after the last

@@ -549,9 +549,20 @@ func (s *Store) servePeer(c net.Conn) {
 		_ = c.Close()
 		return
 	}
+	p := s.planLocked(h.lin)
+	if refusal := s.snapRefusalLocked(p); refusal != "" {
+		first := s.snapRefusals == 1
+		s.mu.Unlock()
+		if first {
+			s.log.Warn("refusing the peer's snapshots: the last one failed reading this store, and its corruption report stands",
+				zap.Uint8("peer", h.nodeID), zap.String("snapshot_error", refusal))
+		}
+		sendReject(c, ver, "the primary cannot send a complete snapshot: "+refusal)
+		_ = c.Close()
+		return
+	}
 	old := s.sess
 	s.sess = ss
-	p := s.planLocked(h.lin)
 	s.peerLSN = h.lin.lsn
 	s.peerAcked = min(h.lin.lsn, s.durable)
 	if p.kind == planSnapshot {
@@ -678,6 +689,26 @@ func (s *Store) planLocked(l lineage) plan {
 	return p
 }
 
+// snapRefusalLocked is why the primary refuses plan p ("" when it does
+// not): a snapshot that failed reading the store reads to the same bad
+// block the next time, and a full read of the store every few seconds
+// on the active, for nothing, is what the peer's retries would cost. So
+// while the corruption that the failed snapshot reported stands (on a
+// primary, until the store is repaired or reopened), the peer's
+// snapshots are refused at once; the peer stays Inconsistent and says
+// why. A report of another corruption since, or none, tries again.
+func (s *Store) snapRefusalLocked(p plan) string {
+	if p.kind != planSnapshot || s.snapFailed == "" {
+		return ""
+	}
+	if desc, _, _ := s.corr.state(); desc == "" || desc != s.snapFailedAt {
+		s.snapFailed = ""
+		return ""
+	}
+	s.snapRefusals++
+	return fmt.Sprintf("its last one failed (%s), and it does not try again while its store reports that corruption", s.snapFailed)
+}
+
 // streamable reports whether a peer holding up to lsn can be caught up
 // from the retained log (which starts at first, 0 when empty) of a store
 // durable up to durable: it holds everything, or the log holds lsn+1 on.
@@ -743,8 +774,16 @@ func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p pla
 		// snapshot or catch-up ends (its Status.LastError), and backs
 		// off before it asks again.
 		var rf *storeReadError
-		if errors.As(err, &rf) && writeFrame(bw, ver, frameReject, []byte("the primary cannot read its store: "+rf.Error())) == nil {
-			_ = bw.Flush()
+		if errors.As(err, &rf) {
+			if writeFrame(bw, ver, frameReject, []byte("the primary cannot read its store: "+rf.Error())) == nil {
+				_ = bw.Flush()
+			}
+			if p.kind == planSnapshot {
+				desc, _, _ := s.corr.state()
+				s.mu.Lock()
+				s.snapFailed, s.snapFailedAt, s.snapRefusals = rf.Error(), desc, 0
+				s.mu.Unlock()
+			}
 		}
 		// The reader waits for acks until the connection closes: a
 		// sender that stops on an error of its own closes it, or both

@@ -661,3 +661,11 @@ func TestRejectionLogIsRateLimited(t *testing.T) {
 		t.Fatalf("counters %+v; want every rejection counted", c)
 	}
 }
+
+// snapRefusalCount is how many snapshots the primary refused since the
+// last one failed reading its store.
+func (s *Store) snapRefusalCount() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snapRefusals
+}

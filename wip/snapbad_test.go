@@ -11,8 +11,10 @@ import (
 // it cannot read, and the peer needs a snapshot. The snapshot's iterator
 // ends at the bad block; the snapshot must fail there rather than end as
 // if the keys did (the peer would then hold part of the store, consistent
-// and promotable). The peer stays Inconsistent and not promotable, and
-// holds none of the partial copy; every attempt fails the same way.
+// and promotable). The peer stays Inconsistent and not promotable, holds
+// none of the partial copy, and says why. Its next requests are refused
+// at once, without another read of the store, while the corruption
+// report stands.
 func TestSnapshotOfAnUnreadableStoreFails(t *testing.T) {
 	p := newPair(t, Options{Mode: Async, RetainBytes: 16 << 10})
 	a := p.open("a", nil)
@@ -29,8 +31,12 @@ func TestSnapshotOfAnUnreadableStoreFails(t *testing.T) {
 	}
 	b := p.open("b", nil)
 	defer b.Close()
-	waitFor(t, "three snapshots begun, or one taken", func() bool {
-		return a.Status().Counters.Snapshots >= 3 || b.Status().DurableLSN > 0
+	waitFor(t, "a snapshot refused, or one taken", func() bool {
+		return strings.Contains(b.Status().LastError, "does not try again") || b.Status().DurableLSN > 0
+	})
+	sessions := a.Status().Counters.Sessions
+	waitFor(t, "the peer refused again", func() bool {
+		return strings.Contains(b.Status().LastError, "does not try again") && a.snapRefusalCount() >= 2
 	})
 	st := b.Status()
 	if !st.Inconsistent || st.DurableLSN != 0 {
@@ -47,8 +53,12 @@ func TestSnapshotOfAnUnreadableStoreFails(t *testing.T) {
 	if !strings.Contains(c, ".sst") {
 		t.Fatalf("a's corruption %q names no table", c)
 	}
-	// b is told why, and backs off between the attempts.
-	if e := b.Status().LastError; !strings.Contains(e, "the primary cannot read its store") || !strings.Contains(e, c) {
-		t.Fatalf("b's last error %q does not say that the primary cannot read %q", e, c)
+	// b is told why: the failure (naming the corruption), then the
+	// refusals; a read its store for one snapshot only.
+	if e := b.Status().LastError; !strings.Contains(e, "cannot send a complete snapshot") || !strings.Contains(e, c) {
+		t.Fatalf("b's last error %q does not say that a cannot send a snapshot of a store with %q", e, c)
+	}
+	if st := a.Status(); st.Counters.Snapshots != 1 || st.Counters.Sessions != sessions {
+		t.Fatalf("a began %d snapshots and %d sessions (%d before the refusals); want 1 and no session for a refused request", st.Counters.Snapshots, st.Counters.Sessions, sessions)
 	}
 }

@@ -466,6 +466,13 @@ type Store struct {
 	counters     Counters
 	lat          latencies
 
+	// snapFailed is the primary's last snapshot that failed reading its
+	// store ("" none), and snapFailedAt the corruption it reported then:
+	// while that report stands, no snapshot is sent (snapRefusalLocked).
+	// snapRefusals counts the snapshots refused since.
+	snapFailed, snapFailedAt string
+	snapRefusals             uint64
+
 	// Retained log accounting (guarded by retMu).
 	retMu    sync.Mutex
 	retained []retainedEntry
