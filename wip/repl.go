@@ -769,6 +769,7 @@ func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p pla
 		defer wg.Done()
 		ss.close(s.readAcks(ss, br))
 	}()
+	snapshotting := false // sendSnapshot is under way
 	defer func() {
 		// A read of the store failed: the secondary is told why its
 		// snapshot or catch-up ends (its Status.LastError), and backs
@@ -778,7 +779,7 @@ func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p pla
 			if writeFrame(bw, ver, frameReject, []byte("the primary cannot read its store: "+rf.Error())) == nil {
 				_ = bw.Flush()
 			}
-			if p.kind == planSnapshot {
+			if snapshotting {
 				desc, _, _ := s.corr.state()
 				s.mu.Lock()
 				s.snapFailed, s.snapFailedAt, s.snapRefusals = rf.Error(), desc, 0
@@ -793,10 +794,12 @@ func (s *Store) runPrimarySession(ss *session, ver byte, br *bufio.Reader, p pla
 	}()
 	next := p.from
 	if p.kind == planSnapshot {
+		snapshotting = true
 		lsn, err := s.sendSnapshot(ss, bw, ver)
 		if err != nil {
 			return err
 		}
+		snapshotting = false
 		next = lsn + 1
 	}
 	return s.stream(ss, bw, ver, next)
