@@ -66,13 +66,7 @@ func TestE2ECorruptPassiveRepairsItself(t *testing.T) {
 func TestE2ECorruptActiveHandsOver(t *testing.T) {
 	e := newE2E(t)
 	a, b := e.pair.A, e.pair.B
-	acked := jobsInTables(t, e)
-	// b takes the role, its store in an sstable.
-	if out, err := a.Ctl(e.ctx, "switchover", "--wait"); err != nil {
-		t.Fatalf("tandemctl switchover --wait: %v\n%s", err, out)
-	}
-	e.role(b, "active", "paired")
-	e.role(a, "passive", "in-sync")
+	acked := jobsInTablesOnB(t, e)
 	file := flipLargestTable(t, filepath.Join(b.Dir, "data", "wip"))
 	before, err := a.API.Events(e.ctx, 0) // a's own start, alone, marked b outdated then
 	if err != nil || len(before) == 0 {
@@ -83,20 +77,7 @@ func TestE2ECorruptActiveHandsOver(t *testing.T) {
 	if err == nil || !strings.Contains(out, "store read-back failed: ") || !strings.Contains(out, filepath.Base(file)) {
 		t.Fatalf("tandemctl verify on the corrupt active: %v\n%s", err, out)
 	}
-	e.role(a, "active", "")
-	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
-	defer cancel()
-	if _, err := b.WaitFor(ctx, "b repaired and in sync", func(s api.Status) bool {
-		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Corruption == "" && !hasAlarm(s, "wip-corrupt") &&
-			strings.HasPrefix(s.Replication.DataState, "in-sync")
-	}); err != nil {
-		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
-	}
-	for _, want := range []string{"the WIP store is corrupt: handing the active role over to the peer", "corrupt store repaired"} {
-		if !strings.Contains(b.Log(), want) {
-			t.Errorf("b's log lacks %q", want)
-		}
-	}
+	handedOverAndRepaired(t, e, a, b)
 	evs, err := a.API.Events(e.ctx, before[len(before)-1].Seq)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +88,27 @@ func TestE2ECorruptActiveHandsOver(t *testing.T) {
 		}
 	}
 	crashAndCheck(t, e, a, b, acked, 1500)
+}
+
+// handedOverAndRepaired waits until the corrupt active b has handed the
+// role to a, resynced as the passive and cleared wip-corrupt, and checks
+// that b's log says so, and holds the lines in logs too.
+func handedOverAndRepaired(t *testing.T, e *e2e, a, b *Node, logs ...string) {
+	t.Helper()
+	e.role(a, "active", "")
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := b.WaitFor(ctx, "b repaired and in sync", func(s api.Status) bool {
+		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Corruption == "" && !hasAlarm(s, "wip-corrupt") &&
+			strings.HasPrefix(s.Replication.DataState, "in-sync")
+	}); err != nil {
+		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
+	}
+	for _, want := range append([]string{"the WIP store is corrupt: handing the active role over to the peer", "corrupt store repaired"}, logs...) {
+		if !strings.Contains(b.Log(), want) {
+			t.Errorf("b's log lacks %q", want)
+		}
+	}
 }
 
 // waitEvent polls n's event log until an event satisfies ok, and returns
@@ -145,6 +147,20 @@ func jobsInTables(t *testing.T, e *e2e) map[string]string {
 		t.Fatal(err)
 	}
 	e.role(b, "passive", "in-sync")
+	return acked
+}
+
+// jobsInTablesOnB is jobsInTables, then a switchover: b active with the
+// jobs in a table of its store, a passive and in sync.
+func jobsInTablesOnB(t *testing.T, e *e2e) map[string]string {
+	t.Helper()
+	a, b := e.pair.A, e.pair.B
+	acked := jobsInTables(t, e)
+	if out, err := a.Ctl(e.ctx, "switchover", "--wait"); err != nil {
+		t.Fatalf("tandemctl switchover --wait: %v\n%s", err, out)
+	}
+	e.role(b, "active", "paired")
+	e.role(a, "passive", "in-sync")
 	return acked
 }
 

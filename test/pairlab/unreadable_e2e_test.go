@@ -1,14 +1,10 @@
 package pairlab
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/tandem-ha/tandem/internal/api"
 )
 
 // TestE2EUnreadableActiveHandsOver: a sector under the active's largest
@@ -25,12 +21,7 @@ import (
 func TestE2EUnreadableActiveHandsOver(t *testing.T) {
 	e, fsys := stallingPair(t, "b", "wip", 0)
 	a, b := e.pair.A, e.pair.B
-	acked := jobsInTables(t, e)
-	if out, err := a.Ctl(e.ctx, "switchover", "--wait"); err != nil {
-		t.Fatalf("tandemctl switchover --wait: %v\n%s", err, out)
-	}
-	e.role(b, "active", "paired")
-	e.role(a, "passive", "in-sync")
+	acked := jobsInTablesOnB(t, e)
 
 	table, size := largestTable(t, fsys.Backing())
 	fsys.FailReads(table, size/2)
@@ -43,20 +34,7 @@ func TestE2EUnreadableActiveHandsOver(t *testing.T) {
 	if err == nil || !strings.Contains(out, "store read-back failed: ") || !strings.Contains(out, table) || !strings.Contains(out, "input/output error") {
 		t.Fatalf("tandemctl verify on the active over a bad sector: %v\n%s", err, out)
 	}
-	e.role(a, "active", "")
-	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
-	defer cancel()
-	if _, err := b.WaitFor(ctx, "b repaired and in sync", func(s api.Status) bool {
-		return s.Role == "passive" && s.SubState == "in-sync" && s.Replication.Corruption == "" && !hasAlarm(s, "wip-corrupt") &&
-			strings.HasPrefix(s.Replication.DataState, "in-sync")
-	}); err != nil {
-		t.Fatalf("%v\nb's log, last lines:\n%s", err, tailLines(b.Log(), 30))
-	}
-	for _, want := range []string{table + ": unreadable: input/output error", "the WIP store is corrupt: handing the active role over to the peer", "corrupt store repaired"} {
-		if !strings.Contains(b.Log(), want) {
-			t.Errorf("b's log lacks %q", want)
-		}
-	}
+	handedOverAndRepaired(t, e, a, b, table+": unreadable: input/output error")
 	if b.Proc().Exited() {
 		t.Fatal("b's tandemd stopped")
 	}
