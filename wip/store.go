@@ -632,9 +632,10 @@ func openDB(dir string, o Options, po *pebble.Options, inconsistentIfEmpty bool)
 	// A compaction (or pebble's read of a table's properties) that the
 	// disk fails on a table's block met what a Get would have met: the
 	// corruption watch hears of it too.
+	wwBackground := el.BackgroundError
 	el.BackgroundError = func(err error) {
 		corr.unreadable(err)
-		ww.backgroundError(err)
+		wwBackground(err)
 	}
 	// Pebble's compactions, held for a while after one fails
 	// (compactpace.go); one scheduler per pebble.Open.
