@@ -178,16 +178,16 @@ func (s *Store) ctx() context.Context {
 }
 
 // dialLoop is the secondary's side: while secondary, it keeps one session to
-// the peer's listener, reconnecting with exponential backoff. With several
-// peer addresses (one per HA link) it moves to the next address whenever a
+// the peer's listener, reconnecting as dialSchedule says: with several peer
+// addresses (one per HA link) it moves to the next address whenever a
 // session ends or a dial fails, and backs off only once every address has
-// failed in a row: a cut link costs one dial timeout at most.
+// failed in a row, so a cut link costs one dial timeout at most.
 func (s *Store) dialLoop() {
 	defer s.wg.Done()
 	addrs := append([]string{s.o.PeerAddr}, s.o.ExtraPeerAddrs...)
-	backoff := backoffMin
+	sched := newDialSchedule(len(addrs))
 	d := s.dialer()
-	next, failed := 0, 0
+	next := 0
 	for {
 		s.mu.Lock()
 		// A failed store stops replicating: its disk is not trustworthy.
@@ -202,7 +202,7 @@ func (s *Store) dialLoop() {
 			return
 		}
 		if waited { // demoted (a handover): the new primary is coming up now
-			backoff, failed = backoffMin, 0
+			sched.reset()
 			select {
 			case <-s.redial: // this Demote's; the loop was not backing off
 			default:
@@ -224,31 +224,24 @@ func (s *Store) dialLoop() {
 		// a mode), or a snapshot that this store could not take (a disk
 		// that fails under it): Status says why, and the next attempt
 		// backs off like a failed dial rather than follow at once.
-		var sio *snapshotIOError
-		refused := errors.Is(err, ErrRejected) || errors.As(err, &sio)
-		if refused {
+		if refusal(err) {
 			s.mu.Lock()
 			s.lastErr = err
 			s.mu.Unlock()
 		}
-		progressed := ran && !refused
-		if progressed {
-			backoff, failed = backoffMin, 0
-		} else {
-			failed++
-		}
 		if err != nil {
 			lvl := zap.DebugLevel
-			if len(addrs) > 1 && (ran || failed == 1) {
+			if len(addrs) > 1 && (ran || sched.failed == 0) {
 				lvl = zap.InfoLevel // the operator sees the move to the other link
 			}
 			s.log.Log(lvl, "replication session ended", zap.String("peer", addr), zap.Bool("ran", ran),
 				zap.String("next", addrs[next]), zap.Error(err))
 		}
-		if !progressed && failed < len(addrs) {
+		wait := sched.ended(ran && !refusal(err))
+		if wait == 0 {
 			continue // another address has not been tried since the last session
 		}
-		t := s.clk.NewTimer(backoff)
+		t := s.clk.NewTimer(wait)
 		select {
 		case <-s.ctx().Done():
 			t.Stop()
@@ -257,16 +250,60 @@ func (s *Store) dialLoop() {
 			// Demoted during the backoff (promoted and demoted again, as
 			// in a switchover back): the peer is the primary now.
 			t.Stop()
-			backoff, failed = backoffMin, 0
-			continue
+			sched.reset()
 		case <-t.C():
-		}
-		if !progressed {
-			backoff = min(backoff*2, backoffMax)
-			failed = 0
 		}
 	}
 }
+
+// refusal reports whether a session ended because it was refused: by the
+// primary (a reject frame: its store cannot be read, the pair key, a
+// mode), or by this store, whose disk failed under a snapshot. A refused
+// session is no progress, however far it ran.
+func refusal(err error) bool {
+	var sio *snapshotIOError
+	return errors.Is(err, ErrRejected) || errors.As(err, &sio)
+}
+
+// dialSchedule is the dial loop's timing, kept apart from the network and
+// the clock so that it is tested as a script (dialschedule_test.go).
+//
+// After an attempt that made progress (a session that ran and was not
+// refused) the next one follows backoffMin later. Attempts that made no
+// progress move on to the next address at once until every address has
+// failed in a row; then the loop waits, backoffMin the first time and
+// twice as long each time after, up to backoffMax. Progress, or a
+// demotion (reset), starts the schedule again from its minimum.
+type dialSchedule struct {
+	addrs  int           // the peer addresses, tried in turn
+	wait   time.Duration // the next wait once every address has failed
+	failed int           // attempts without progress since the last wait
+}
+
+func newDialSchedule(addrs int) *dialSchedule {
+	return &dialSchedule{addrs: max(addrs, 1), wait: backoffMin}
+}
+
+// ended records how an attempt ended and returns how long to wait before
+// the next one: 0 for at once.
+func (d *dialSchedule) ended(progressed bool) time.Duration {
+	if progressed {
+		d.reset()
+		return backoffMin
+	}
+	d.failed++
+	if d.failed < d.addrs {
+		return 0
+	}
+	w := d.wait
+	d.wait = min(d.wait*2, backoffMax)
+	d.failed = 0
+	return w
+}
+
+// reset starts the schedule again: the peer changed role, or a session
+// made progress.
+func (d *dialSchedule) reset() { d.wait, d.failed = backoffMin, 0 }
 
 // keepAlive is both sides' TCP keepalive: probes after DeadSessionAfter/2
 // idle, every DeadSessionAfter/2, 3 unanswered end the connection (Linux
