@@ -1,11 +1,14 @@
 package wip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/clock"
 )
 
 // TestDialScheduleScripts runs the dial loop's timing as scripts: each step
@@ -103,5 +106,46 @@ func TestRefusalIsNoProgress(t *testing.T) {
 		if got := refusal(tc.err); got != tc.want {
 			t.Errorf("refusal(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestRefusedSecondaryBacksOffOnItsClock drives a secondary's dial loop on a
+// clock that moves only when the test moves it. The primary refuses it (the
+// wrong pair key): each refusal is kept with its time, and the next attempt
+// comes 20 ms, then 40 ms, then 80 ms later, as Status.NextDialAt says
+// while the loop waits.
+func TestRefusedSecondaryBacksOffOnItsClock(t *testing.T) {
+	start := time.Date(2026, 12, 7, 22, 0, 0, 0, time.UTC)
+	clk := clock.NewManual(start)
+	p := newPair(t, Options{Clock: clk})
+	a := p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	b := p.open("b", func(o *Options) { o.PairKey = []byte("another-key-of-32-bytes-xxxxxxxx") })
+	defer b.Close()
+	elapsed := time.Duration(0)
+	for i, wait := range []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond} {
+		want := start.Add(elapsed + wait)
+		waitFor(t, fmt.Sprintf("refusal %d and the wait after it", i+1), func() bool { return b.Status().NextDialAt.Equal(want) })
+		st := b.Status()
+		if !contains(st.LastError, "pair key") || !st.LastErrorAt.Equal(start.Add(elapsed)) {
+			t.Fatalf("refusal %d: last error %q at %v; want the pair key's, at %v", i+1, st.LastError, st.LastErrorAt, start.Add(elapsed))
+		}
+		// Short of the wait the loop has not dialled: the timer is the
+		// clock's, and only the test moves it.
+		clk.Advance(wait - time.Millisecond)
+		if got := b.Status().NextDialAt; !got.Equal(want) {
+			t.Fatalf("refusal %d: next attempt %v before its time; want %v", i+1, got, want)
+		}
+		clk.Advance(time.Millisecond)
+		elapsed += wait
+	}
+	if st := b.Status(); st.DurableLSN != 0 || st.PeerState != PeerDisconnected {
+		t.Fatalf("b with the wrong key: %+v", st)
+	}
+	if st := a.Status(); !st.NextDialAt.IsZero() {
+		t.Fatalf("the primary shows a next attempt: %v", st.NextDialAt)
 	}
 }

@@ -112,7 +112,12 @@
 //     one address per HA link (ExtraListenAddrs, ExtraPeerAddrs) the
 //     secondary moves to the next address whenever a session ends or a
 //     dial fails, and backs off only when every address has failed in a
-//     row. A cut cable sends no FIN: the secondary's connections carry
+//     row. A session that ran and was not refused starts the backoff again
+//     from 20 ms; a refusal (a reject frame, or a snapshot this store could
+//     not take) counts as a failure however far the session ran (the
+//     schedule: dialSchedule in repl.go). While it waits, Status.NextDialAt
+//     says when it tries next; Status.LastError and LastErrorAt keep the
+//     last refusal or rejection. A cut cable sends no FIN: the secondary's connections carry
 //     TCP_USER_TIMEOUT and keepalive probes set from DeadSessionAfter, and
 //     an idle secondary repeats its last ack every DeadSessionAfter/4, so
 //     its TCP notices a dead link within about DeadSessionAfter (acks are

@@ -226,7 +226,7 @@ func (s *Store) dialLoop() {
 		// backs off like a failed dial rather than follow at once.
 		if refusal(err) {
 			s.mu.Lock()
-			s.lastErr = err
+			s.setLastErrLocked(err)
 			s.mu.Unlock()
 		}
 		if err != nil {
@@ -241,6 +241,9 @@ func (s *Store) dialLoop() {
 		if wait == 0 {
 			continue // another address has not been tried since the last session
 		}
+		s.mu.Lock()
+		s.nextDial = s.clk.Now().Add(wait) // Status: the operator sees when
+		s.mu.Unlock()
 		t := s.clk.NewTimer(wait)
 		select {
 		case <-s.ctx().Done():
@@ -253,7 +256,15 @@ func (s *Store) dialLoop() {
 			sched.reset()
 		case <-t.C():
 		}
+		s.mu.Lock()
+		s.nextDial = time.Time{}
+		s.mu.Unlock()
 	}
+}
+
+// setLastErrLocked keeps err as Status.LastError, with when it happened.
+func (s *Store) setLastErrLocked(err error) {
+	s.lastErr, s.lastErrAt = err, s.clk.Now()
 }
 
 // refusal reports whether a session ended because it was refused: by the
@@ -378,7 +389,7 @@ func (s *Store) reject(kind string, err error) {
 	default:
 		s.counters.RejectedFrames++
 	}
-	s.lastErr = err
+	s.setLastErrLocked(err)
 	now := s.clk.Now()
 	if s.rejectLogs == nil {
 		s.rejectLogs = map[string]*rejectLog{}
@@ -1359,7 +1370,7 @@ func (s *Store) quarantine(p plan, primary lineage) error {
 	s.mu.Lock()
 	s.inconsistent = true
 	s.counters.Divergences++
-	s.lastErr = err
+	s.setLastErrLocked(err)
 	s.mu.Unlock()
 	s.log.Error("histories diverged; losing suffix quarantined", zap.Error(err))
 	s.emit(Event{Kind: EventDiverged, Err: err, Detail: p.detail, File: name})

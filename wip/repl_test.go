@@ -388,8 +388,6 @@ func TestWrongPairKeyRejectedNothingApplied(t *testing.T) {
 	if err := a.Promote(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
-	a2 := a
-	_ = a2
 	b := p.open("b", func(o *Options) { o.PairKey = []byte("another-key-of-32-bytes-xxxxxxxx") })
 	defer b.Close()
 	waitFor(t, "rejections counted", func() bool {

@@ -198,8 +198,17 @@ type Status struct {
 	// SessionLocal and SessionPeer are the current replication session's
 	// addresses ("" without a session): which HA link carries it.
 	SessionLocal, SessionPeer string
-	LastError                 string
-	Counters                  Counters
+	// LastError is the replication's last error since Open (a frame or a
+	// handshake rejected, a refusal by the peer, a snapshot this store
+	// could not take, a divergence, the store's failure), and LastErrorAt
+	// when it happened. It stays after the problem is over.
+	LastError   string
+	LastErrorAt time.Time
+	// NextDialAt is when a secondary that is waiting to connect (its peer
+	// unreachable, or refusing it) tries next; zero while it is connected
+	// or trying.
+	NextDialAt time.Time
+	Counters   Counters
 	// Latency holds the latency histograms since Open; RecentLatency those
 	// of the last one to two minutes (see Latencies for which fill).
 	Latency, RecentLatency Latencies
@@ -252,7 +261,10 @@ func (s *Store) Status() Status {
 		}
 	}
 	if s.lastErr != nil {
-		st.LastError = s.lastErr.Error()
+		st.LastError, st.LastErrorAt = s.lastErr.Error(), s.lastErrAt
+	}
+	if s.role == Secondary {
+		st.NextDialAt = s.nextDial
 	}
 	if s.failed != nil {
 		st.Failed = s.failed.Error()

@@ -460,6 +460,8 @@ type Store struct {
 	snapDone     int64
 	snapTotal    int64
 	lastErr      error
+	lastErrAt    time.Time             // when lastErr was set (setLastErrLocked)
+	nextDial     time.Time             // a secondary's dial loop: its next attempt, while it waits
 	rejectLogs   map[string]*rejectLog // by class: the log of rejections, rate-limited
 	peerLastSeen time.Time
 	sess         *session
@@ -1438,7 +1440,8 @@ func (s *Store) failLocked(err error) {
 	if s.failed != nil {
 		return
 	}
-	s.failed, s.lastErr = err, err
+	s.failed = err
+	s.setLastErrLocked(err)
 	s.log.Error("the store has failed: it commits and acknowledges nothing more until it is reopened", zap.Error(err))
 	s.emit(Event{Kind: EventFailed, Detail: err.Error(), Err: err})
 }
