@@ -108,8 +108,14 @@ type ReplicationStatus struct {
 	// a frame or handshake this node rejected, a refusal by the peer (a
 	// primary that cannot read its own store says so), a snapshot this
 	// node's store could not take, a divergence. It stays after the
-	// problem is over; empty when there was none.
-	LastError string `json:"last_error,omitempty"`
+	// problem is over; empty when there was none. LastErrorAt is when it
+	// happened.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// NextDialAt: the passive is waiting to connect to the active's
+	// replication listener (unreachable, or refusing it) and tries again
+	// then; zero while connected or trying.
+	NextDialAt time.Time `json:"next_dial_at,omitzero"`
 	// Corruption is the on-disk corruption found in this node's WIP store
 	// (the file, its key bounds, the error); empty when none.
 	Corruption string `json:"corruption,omitempty"`

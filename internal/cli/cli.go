@@ -372,8 +372,14 @@ func PrintStatus(w io.Writer, st api.Status) {
 		}
 		fmt.Fprintf(w, "  retained log %s; %s\n", window, peerCatchUp(r))
 	}
-	if r.LastError != "" {
-		fmt.Fprintf(w, "  last error (since tandemd started): %s\n", r.LastError)
+	if !r.NextDialAt.IsZero() {
+		fmt.Fprintf(w, "  not connected: next attempt in %s\n", roundAgo(max(r.NextDialAt.Sub(st.Now), 0)))
+	}
+	switch {
+	case r.LastError != "" && r.LastErrorAt.IsZero(): // from a tandemd that does not say when
+		fmt.Fprintf(w, "  last error: %s\n", r.LastError)
+	case r.LastError != "":
+		fmt.Fprintf(w, "  last error %s: %s\n", ago(r.LastErrorAt), r.LastError)
 	}
 	owner := "not here"
 	if st.VIP.Owned {

@@ -35,7 +35,7 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 			{Name: "ha1", Up: true, RTT: 180 * time.Microsecond, LastSeen: t0.Add(-40 * time.Millisecond)},
 			{Name: "lan", Up: false, Loss: 1, LastSeen: t0.Add(-5 * time.Second), Dropped: 3},
 		},
-		Replication: api.ReplicationStatus{Role: "primary", Mode: "sync", DataState: "up-to-date", PeerState: "in-sync", CommittedLSN: 1234, PeerAckedLSN: 1234, Session: "198.51.100.5:7101 -> 198.51.100.6:41000", LastError: "wip: peer rejected: wrong pair key",
+		Replication: api.ReplicationStatus{Role: "primary", Mode: "sync", DataState: "up-to-date", PeerState: "in-sync", CommittedLSN: 1234, PeerAckedLSN: 1234, Session: "198.51.100.5:7101 -> 198.51.100.6:41000", LastError: "wip: peer rejected: wrong pair key", LastErrorAt: t0.Add(-3 * time.Minute),
 			RetainedFirst: 1100, RetainedLast: 1234, RetainedBytes: 140000, PeerHoldsLSN: 1234, PeerCatchUp: "log",
 			RecentLatency: api.LatencyStatus{Commit: latency.Histogram{Counts: [latency.Buckets]uint64{5: 10}, Count: 10}}},
 		VIP:        api.VIPStatus{Addresses: []string{"192.0.2.10/24"}, Owned: true, Since: t0.Add(-89 * time.Second)},
@@ -118,7 +118,7 @@ func TestStatusHumanAndJSON(t *testing.T) {
 		"ha1   up   rtt 180µs",
 		"lan   DOWN rtt 0s        loss 100.0%  last seen 5s ago  (3 invalid datagrams dropped)",
 		"committed LSN 1234, peer acked 1234",
-		"lag 0 batches / 0 bytes / 0s\n  latency, last 1-2 min: commit p50 <=1.6ms p99 <=1.6ms over 10 groups\n  session 198.51.100.5:7101 -> 198.51.100.6:41000\n  retained log LSN 1100..1234, 140000 bytes; peer holds LSN 1234: it would catch up from the log\n  last error (since tandemd started): wip: peer rejected: wrong pair key\n",
+		"lag 0 batches / 0 bytes / 0s\n  latency, last 1-2 min: commit p50 <=1.6ms p99 <=1.6ms over 10 groups\n  session 198.51.100.5:7101 -> 198.51.100.6:41000\n  retained log LSN 1100..1234, 140000 bytes; peer holds LSN 1234: it would catch up from the log\n  last error 3m0s ago: wip: peer rejected: wrong pair key\n",
 		"vip: 192.0.2.10/24: owned here since 1m29s ago",
 		"WARNING  heartbeat path lan is down (path-down:lan, since 5s ago)\n",
 		"(epoch 7, LSN 1200, 5.0 MiB), every 1h0m0s on the active, keep 24, in /var/backups/tandem\n",
@@ -133,6 +133,30 @@ func TestStatusHumanAndJSON(t *testing.T) {
 	var st api.Status
 	if code != ExitOK || json.Unmarshal([]byte(out), &st) != nil || st.Epoch != 7 {
 		t.Errorf("--json: exit %d, %q", code, out)
+	}
+}
+
+// TestStatusOfAPassiveWaitingToConnect: a passive whose active refuses it
+// says when it tries next, and the refusal with its time.
+func TestStatusOfAPassiveWaitingToConnect(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    api.ReplicationStatus
+		want string
+	}{
+		{"waiting", api.ReplicationStatus{Role: "secondary", PeerState: "disconnected", NextDialAt: t0.Add(640 * time.Millisecond),
+			LastError: "wip: peer rejected: the primary cannot read its store", LastErrorAt: t0.Add(-1500 * time.Millisecond)},
+			"  not connected: next attempt in 640ms\n  last error 1.5s ago: wip: peer rejected: the primary cannot read its store\n"},
+		{"due", api.ReplicationStatus{Role: "secondary", PeerState: "disconnected", NextDialAt: t0.Add(-time.Millisecond)},
+			"  not connected: next attempt in 0s\n"},
+		{"an older tandemd: no time", api.ReplicationStatus{Role: "secondary", LastError: "wip: peer rejected: mode"},
+			"  last error: wip: peer rejected: mode\n"},
+	} {
+		var out bytes.Buffer
+		PrintStatus(&out, api.Status{Node: "b", Replication: tc.r, Now: t0})
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("%s: status output lacks %q:\n%s", tc.name, tc.want, out.String())
+		}
 	}
 }
 

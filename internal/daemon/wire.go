@@ -159,6 +159,8 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		PeerHoldsLSN:      s.OtherHoldsLSN,
 		PeerCatchUp:       s.OtherCatchUp,
 		LastError:         s.LastError,
+		LastErrorAt:       s.LastErrorAt,
+		NextDialAt:        s.NextDialAt,
 		Corruption:        s.Corruption,
 		CorruptionRepair:  s.CorruptionRepair,
 		Failed:            s.Failed,
