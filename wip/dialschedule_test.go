@@ -1,7 +1,6 @@
 package wip
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -117,14 +116,7 @@ func TestRefusalIsNoProgress(t *testing.T) {
 func TestRefusedSecondaryBacksOffOnItsClock(t *testing.T) {
 	start := time.Date(2026, 12, 7, 22, 0, 0, 0, time.UTC)
 	clk := clock.NewManual(start)
-	p := newPair(t, Options{Clock: clk})
-	a := p.open("a", nil)
-	defer a.Close()
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	b := p.open("b", func(o *Options) { o.PairKey = []byte("another-key-of-32-bytes-xxxxxxxx") })
-	defer b.Close()
+	a, b := wrongKeyPair(t, Options{Clock: clk})
 	elapsed := time.Duration(0)
 	for i, wait := range []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond} {
 		want := start.Add(elapsed + wait)

@@ -381,15 +381,23 @@ func TestAsyncModeShowsLagAndCatchesUp(t *testing.T) {
 	}
 }
 
-func TestWrongPairKeyRejectedNothingApplied(t *testing.T) {
-	p := newPair(t, Options{})
-	a := p.open("a", nil)
-	defer a.Close()
+// wrongKeyPair opens a, promoted in epoch 1, and b, its secondary with
+// another pair key; they close at the test's end.
+func wrongKeyPair(t *testing.T, base Options) (a, b *Store) {
+	t.Helper()
+	p := newPair(t, base)
+	a = p.open("a", nil)
+	t.Cleanup(func() { a.Close() })
 	if err := a.Promote(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
-	b := p.open("b", func(o *Options) { o.PairKey = []byte("another-key-of-32-bytes-xxxxxxxx") })
-	defer b.Close()
+	b = p.open("b", func(o *Options) { o.PairKey = []byte("another-key-of-32-bytes-xxxxxxxx") })
+	t.Cleanup(func() { b.Close() })
+	return a, b
+}
+
+func TestWrongPairKeyRejectedNothingApplied(t *testing.T) {
+	a, b := wrongKeyPair(t, Options{})
 	waitFor(t, "rejections counted", func() bool {
 		return a.Status().Counters.RejectedAuth > 0 || b.Status().Counters.RejectedAuth > 0
 	})
