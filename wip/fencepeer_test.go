@@ -35,12 +35,18 @@ func TestDegradeAsksFencePeerHook(t *testing.T) {
 	if st.PeerOutdated || st.Counters.Degradations != 0 || st.Counters.GoAloneRefused == 0 {
 		t.Fatalf("after refusals: outdated=%v degradations=%d refused=%d", st.PeerOutdated, st.Counters.Degradations, st.Counters.GoAloneRefused)
 	}
+	if st.AckWaitSince.IsZero() || st.GoAloneRefusal != "test: not the current active" {
+		t.Fatalf("after refusals: ack wait since %v, refusal %q; want the waiting group's time and the hook's reason", st.AckWaitSince, st.GoAloneRefusal)
+	}
 
 	// Allowed: the next commit goes through alone.
 	allow.Store(true)
 	commitKV(t, a, "three", "3")
 	if st := a.Status(); !st.PeerOutdated || st.Counters.Degradations != 1 {
 		t.Fatalf("after allowing: outdated=%v degradations=%d", st.PeerOutdated, st.Counters.Degradations)
+	}
+	if st := a.Status(); !st.AckWaitSince.IsZero() || st.GoAloneRefusal != "" {
+		t.Fatalf("alone: ack wait since %v, refusal %q; want neither", st.AckWaitSince, st.GoAloneRefusal)
 	}
 }
 

@@ -343,6 +343,12 @@ func TestPeerLossBlockWaitsForPeer(t *testing.T) {
 	if st := a.Status(); st.PeerOutdated || st.LagBatches != 1 {
 		t.Fatalf("block mode status %+v", st)
 	}
+	// The group waits, durable here, though its caller gave up: Status
+	// says since when (the daemon's alarm), and no refusal (Block asks
+	// no hook).
+	if st := a.Status(); st.AckWaitSince.IsZero() || st.GoAloneRefusal != "" {
+		t.Fatalf("block mode: ack wait since %v, refusal %q; want the waiting group's time and none", st.AckWaitSince, st.GoAloneRefusal)
+	}
 	done := make(chan error, 1)
 	go func() {
 		b := a.NewBatch()
@@ -357,6 +363,9 @@ func TestPeerLossBlockWaitsForPeer(t *testing.T) {
 	}
 	mustGet(t, sb, "k", "v")
 	mustGet(t, sb, "k2", "v")
+	if st := a.Status(); !st.AckWaitSince.IsZero() {
+		t.Fatalf("the peer acked everything; ack wait since %v", st.AckWaitSince)
+	}
 }
 
 func TestAsyncModeShowsLagAndCatchesUp(t *testing.T) {

@@ -172,6 +172,13 @@ type Status struct {
 	SlowWrite      string
 	SlowWriteSince time.Time
 	PeerOutdated   bool // primary: commits were acknowledged without the peer
+	// AckWaitSince: a sync primary's oldest commit group that is durable
+	// here and waits for the peer's ack became durable then (zero when
+	// none waits). Past PeerAckTimeout, PeerLoss applies: Block keeps the
+	// commits waiting; Degrade goes on alone unless the fence-peer hook
+	// (Options.MayGoAlone) refuses, and GoAloneRefusal says why.
+	AckWaitSince   time.Time
+	GoAloneRefusal string
 	// SnapshotPercent is the progress of a running snapshot (0..100).
 	SnapshotPercent float64
 	// The retained log window: LSNs a peer can still be caught up from
@@ -265,6 +272,9 @@ func (s *Store) Status() Status {
 	}
 	if s.role == Secondary {
 		st.NextDialAt = s.nextDial
+	}
+	if s.role == Primary && len(s.waiting) > 0 && s.needPeerLocked() {
+		st.AckWaitSince, st.GoAloneRefusal = s.waiting[0].durable, s.goAloneRefusal
 	}
 	if s.failed != nil {
 		st.Failed = s.failed.Error()

@@ -475,6 +475,10 @@ type Store struct {
 	snapFailed, snapFailedAt string
 	snapRefusals             uint64
 
+	// goAloneRefusal is the fence-peer hook's refusal while commits wait
+	// past PeerAckTimeout in Degrade mode ("" otherwise): the supervisor's.
+	goAloneRefusal string
+
 	// Retained log accounting (guarded by retMu).
 	retMu    sync.Mutex
 	retained []retainedEntry
@@ -1318,6 +1322,7 @@ func (s *Store) supervisor() {
 			err := s.mayGoAlone()
 			if err == nil {
 				refused = ""
+				s.setGoAloneRefusal("")
 				s.degrade()
 				continue
 			}
@@ -1332,6 +1337,7 @@ func (s *Store) supervisor() {
 				refused = err.Error()
 				s.mu.Lock()
 				s.counters.GoAloneRefused++
+				s.goAloneRefusal = refused
 				s.mu.Unlock()
 				s.log.Warn("peer did not ack within peer-ack-timeout; not going on alone", zap.Error(err))
 				s.emit(Event{Kind: EventPeerAckTimeout, Detail: "commits wait for the peer: not going on alone: " + refused})
@@ -1341,7 +1347,10 @@ func (s *Store) supervisor() {
 		switch {
 		case !active:
 			blockedReported = false
-			refused = ""
+			if refused != "" {
+				refused = ""
+				s.setGoAloneRefusal("")
+			}
 		case wait <= 0:
 			if !blockedReported {
 				blockedReported = true
@@ -1368,6 +1377,12 @@ func (s *Store) supervisor() {
 			return
 		}
 	}
+}
+
+func (s *Store) setGoAloneRefusal(r string) {
+	s.mu.Lock()
+	s.goAloneRefusal = r
+	s.mu.Unlock()
 }
 
 // failWaitingLocked answers every group waiting for the peer with err.
