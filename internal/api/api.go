@@ -116,6 +116,12 @@ type ReplicationStatus struct {
 	// replication listener (unreachable, or refusing it) and tries again
 	// then; zero while connected or trying.
 	NextDialAt time.Time `json:"next_dial_at,omitzero"`
+	// AckWaitSince: on a sync active, the oldest commits durable here that
+	// wait for the passive's ack became durable then (zero when none
+	// wait). GoAloneRefusal: with on-peer-loss degrade, why they may not go
+	// on alone past peer-ack-timeout (this node may not be the active).
+	AckWaitSince   time.Time `json:"ack_wait_since,omitzero"`
+	GoAloneRefusal string    `json:"go_alone_refusal,omitempty"`
 	// Corruption is the on-disk corruption found in this node's WIP store
 	// (the file, its key bounds, the error); empty when none.
 	Corruption string `json:"corruption,omitempty"`

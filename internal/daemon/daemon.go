@@ -238,7 +238,8 @@ func Run(ctx context.Context, cfg *config.Config) (err error) {
 		ev: evlog, runCtx: runCtx,
 		in: make(chan pair.Event, 64), admin: make(chan adminReq), rtOps: make(chan pair.Action, 64),
 		persisted: persisted, gate: gate, ackTimeout: cfg.Replication.PeerAckTimeout.D(),
-		restartAfter: cfg.Disk.RestartAfterStall.D(), ioErrorHandover: cfg.Disk.IOErrorHandover.D(),
+		blockOnPeerLoss: cfg.Replication.OnPeerLoss == "block",
+		restartAfter:    cfg.Disk.RestartAfterStall.D(), ioErrorHandover: cfg.Disk.IOErrorHandover.D(),
 	}
 	d.watch = newFreezeWatch(clk, driverPeriod(timing))
 	d.dp = &dataPlane{node: cfg.Node, port: cfg.DataPlane.Port, log: log.Named("dataplane"), epoch: &d.epoch}

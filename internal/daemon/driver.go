@@ -101,8 +101,10 @@ type driver struct {
 	clk     clock.Clock
 	timing  pair.Timing
 	dir     string // data directory: the pair state file
-	// ackTimeout is the store's peer-ack-timeout (the slow-acks alarm).
-	ackTimeout time.Duration
+	// ackTimeout is the store's peer-ack-timeout (the slow-acks alarm),
+	// and blockOnPeerLoss its on-peer-loss (the commits-wait alarm).
+	ackTimeout      time.Duration
+	blockOnPeerLoss bool
 
 	// peerActiveEpoch is the epoch in which the peer's heartbeat last
 	// said it was active (0: not active): a new one makes the store redial.
@@ -372,6 +374,8 @@ func (d *driver) replication() (pair.Event, api.ReplicationStatus) {
 	r, rs := d.store.Replication()
 	d.peerSnapshotAlarm(rs)
 	d.slowAcksAlarm(rs)
+	d.peerOutdatedAlarm(rs)
+	d.commitsWaitAlarm(rs)
 	st := d.m.Status()
 	d.corruptAlarm(rs, st)
 	d.failedAlarm(rs, st)

@@ -84,6 +84,8 @@ var daemonAlarms = map[string]string{
 	"wip-mode-mismatch":       "replication connects (both nodes in the same replication mode)",
 	"backup-failed":           "a backup succeeds",
 	"wip-peer-needs-snapshot": "the peer holds what the retained log starts from (after its snapshot) or this node stops being primary",
+	"wip-peer-outdated":       "the peer is in sync again, or this node stops being primary",
+	"wip-commits-wait":        "the waiting commits are acknowledged (the peer acks them, or the store goes on alone), or this node stops being primary",
 	"wip-slow-acks":           "fewer than 1 % of the last one to two minutes' commit groups wait long for the peer (a quarter to a half of peer-ack-timeout), or this node stops being primary",
 	"wip-corrupt":             "a snapshot from the active has replaced this node's WIP data and a full read of the store finds no corruption",
 	"disk-space":              "the WIP store's file system has a point more free than the warning level (disk.warn-free-percent)",
@@ -233,6 +235,48 @@ func (d *driver) slowAcksAlarm(r api.ReplicationStatus) (raised, cleared bool) {
 // slowAcksMin is the fewest slow groups that raise wip-slow-acks: one
 // stall of the peer is not a trend.
 const slowAcksMin = 5
+
+// peerOutdatedAlarm raises wip-peer-outdated (a warning) while this node is
+// the primary and acknowledges commits without its peer: it went on alone
+// (on-peer-loss degrade, after peer-ack-timeout) or took over with the old
+// active gone, and the peer has not caught up since. The pair then holds
+// one copy of those commits, this node's, and the peer cannot take over
+// until it has caught up (I5): the peer's own alarm says "outdated" only
+// while it runs and hears this node. It clears when the peer is in sync
+// again or this node is no longer primary. It returns whether the alarm
+// was raised or cleared.
+func (d *driver) peerOutdatedAlarm(r api.ReplicationStatus) (raised, cleared bool) {
+	const id = "wip-peer-outdated"
+	if r.Role == wip.Primary.String() && r.PeerState == "outdated" {
+		text := "commits are acknowledged without the peer (it did not ack within peer-ack-timeout, or this node took over without it): this node's WIP store holds the only copy of them, and the peer cannot take over until it has caught up"
+		return d.raiseAlarm(id, "warning", text), false
+	}
+	return false, d.clearAlarm(id)
+}
+
+// commitsWaitAlarm raises wip-commits-wait (critical) while this node is
+// the primary and commits durable here have waited for the peer's ack past
+// peer-ack-timeout: with on-peer-loss block they wait until the peer acks;
+// with degrade the store may not go on alone yet (the pair driver does not
+// confirm that this node is the active: a freeze, a demotion under way),
+// and the store says why. The orchestrations that made those commits wait
+// with them. It clears when the commits are acknowledged, or this node is
+// no longer primary. It returns whether the alarm was raised or cleared.
+func (d *driver) commitsWaitAlarm(r api.ReplicationStatus) (raised, cleared bool) {
+	const id = "wip-commits-wait"
+	if r.Role == wip.Primary.String() && d.ackTimeout > 0 && !r.AckWaitSince.IsZero() {
+		waited := d.clk.Now().Sub(r.AckWaitSince)
+		switch {
+		case d.blockOnPeerLoss && waited > d.ackTimeout:
+			text := fmt.Sprintf("commits have waited longer than peer-ack-timeout (%v) for the peer's ack; on-peer-loss is block: they wait until the peer acks, and the orchestrations that made them wait too", d.ackTimeout)
+			return d.raiseAlarm(id, "critical", text), false
+		case !d.blockOnPeerLoss && r.GoAloneRefusal != "":
+			text := fmt.Sprintf("commits have waited longer than peer-ack-timeout (%v) for the peer's ack and may not go on alone: %s", d.ackTimeout, r.GoAloneRefusal)
+			return d.raiseAlarm(id, "critical", text), false
+		}
+	}
+	return false, d.clearAlarm(id)
+}
 
 // peerSnapshotAlarm raises wip-peer-needs-snapshot (a warning) while this
 // node is the primary and its peer, if it came back now, would be resynced

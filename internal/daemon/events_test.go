@@ -224,3 +224,99 @@ func countEvents(ev *eventLog, s string) int {
 	}
 	return n
 }
+
+// The primary warns while it acknowledges commits without its peer (the
+// peer is outdated: it went on alone, or took over without it), until
+// the peer is in sync again or it stops being primary.
+func TestPeerOutdatedAlarm(t *testing.T) {
+	now := time.Date(2026, 12, 7, 23, 0, 0, 0, time.UTC)
+	d := &driver{ev: newEventLog(10), clk: clock.NewManual(now), log: zap.NewNop(), ackTimeout: 5 * time.Second}
+	b := &backend{d: d}
+	r := func(role, peer string) api.ReplicationStatus {
+		return api.ReplicationStatus{Role: role, PeerState: peer}
+	}
+	for _, s := range []struct {
+		what                    string
+		r                       api.ReplicationStatus
+		raised, cleared, active bool
+	}{
+		{"in sync", r("primary", "in-sync"), false, false, false},
+		{"disconnected, within peer-ack-timeout", r("primary", "disconnected"), false, false, false},
+		{"gone on alone", r("primary", "outdated"), true, false, true},
+		{"still alone", r("primary", "outdated"), false, false, true},
+		{"the peer is back and catching up: still outdated", r("primary", "outdated"), false, false, true},
+		{"in sync again", r("primary", "in-sync"), false, true, false},
+		{"alone again", r("primary", "outdated"), true, false, true},
+		{"demoted", r("secondary", "disconnected"), false, true, false},
+		{"a secondary never raises it", r("secondary", "outdated"), false, false, false},
+	} {
+		raised, cleared := d.peerOutdatedAlarm(s.r)
+		a, active := d.ev.alarm("wip-peer-outdated")
+		if raised != s.raised || cleared != s.cleared || active != s.active {
+			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
+		}
+		if active && (a.Severity != "warning" || a.Latched || !strings.Contains(a.Text, "without the peer")) {
+			t.Fatalf("%s: alarm %+v", s.what, a)
+		}
+	}
+	d.peerOutdatedAlarm(r("primary", "outdated"))
+	if _, err := b.AckAlarm(context.Background(), "wip-peer-outdated"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "in sync again") {
+		t.Errorf("ack: %v, want a conflict naming what clears it", err)
+	}
+	if n := countEvents(d.ev, "wip-peer-outdated: commits are acknowledged without the peer"); n != 3 {
+		t.Errorf("%d events of the alarm raised, want one per raise (3)", n)
+	}
+}
+
+// Commits that wait for the peer's ack past peer-ack-timeout raise a
+// critical alarm: in block mode after the timeout; in degrade mode only
+// while the store says why it may not go on alone (before that it goes
+// on alone at the timeout, and the poll may see the moment between).
+func TestCommitsWaitAlarm(t *testing.T) {
+	now := time.Date(2026, 12, 7, 23, 0, 0, 0, time.UTC)
+	clk := clock.NewManual(now)
+	d := &driver{ev: newEventLog(10), clk: clk, log: zap.NewNop(), ackTimeout: 5 * time.Second}
+	wait := func(role string, ago time.Duration, refusal string) api.ReplicationStatus {
+		r := api.ReplicationStatus{Role: role, GoAloneRefusal: refusal}
+		if ago >= 0 {
+			r.AckWaitSince = clk.Now().Add(-ago)
+		}
+		return r
+	}
+	const none = -1
+	refused := "the pair driver last ran 3s ago (frozen or starved?): waiting for its verdict"
+	for _, s := range []struct {
+		what                    string
+		block                   bool
+		r                       api.ReplicationStatus
+		raised, cleared, active bool
+		text                    string
+	}{
+		{"block: nothing waits", true, wait("primary", none, ""), false, false, false, ""},
+		{"block: within the timeout", true, wait("primary", 5*time.Second, ""), false, false, false, ""},
+		{"block: past it", true, wait("primary", 5*time.Second+time.Millisecond, ""), true, false, true, "on-peer-loss is block"},
+		{"block: still waiting", true, wait("primary", time.Minute, ""), false, false, true, "on-peer-loss is block"},
+		{"block: acknowledged", true, wait("primary", none, ""), false, true, false, ""},
+		{"block: a secondary", true, wait("secondary", time.Minute, ""), false, false, false, ""},
+		{"degrade: past the timeout, about to go on alone", false, wait("primary", 6*time.Second, ""), false, false, false, ""},
+		{"degrade: refused", false, wait("primary", 7*time.Second, refused), true, false, true, "may not go on alone: " + refused},
+		{"degrade: gone on alone", false, wait("primary", none, ""), false, true, false, ""},
+		{"degrade: refused again", false, wait("primary", 7*time.Second, refused), true, false, true, refused},
+		{"degrade: demoted", false, wait("secondary", none, ""), false, true, false, ""},
+	} {
+		d.blockOnPeerLoss = s.block
+		raised, cleared := d.commitsWaitAlarm(s.r)
+		a, active := d.ev.alarm("wip-commits-wait")
+		if raised != s.raised || cleared != s.cleared || active != s.active {
+			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
+		}
+		if active && (a.Severity != "critical" || a.Latched || !strings.Contains(a.Text, s.text) || !strings.Contains(a.Text, "peer-ack-timeout (5s)")) {
+			t.Fatalf("%s: alarm %+v, want its text to hold %q", s.what, a, s.text)
+		}
+	}
+	d.ackTimeout = 0 // not configured (tests): never raised
+	d.blockOnPeerLoss = true
+	if raised, _ := d.commitsWaitAlarm(wait("primary", time.Hour, "")); raised {
+		t.Error("raised without a peer-ack-timeout")
+	}
+}

@@ -161,6 +161,8 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		LastError:         s.LastError,
 		LastErrorAt:       s.LastErrorAt,
 		NextDialAt:        s.NextDialAt,
+		AckWaitSince:      s.AckWaitSince,
+		GoAloneRefusal:    s.GoAloneRefusal,
 		Corruption:        s.Corruption,
 		CorruptionRepair:  s.CorruptionRepair,
 		Failed:            s.Failed,
