@@ -95,6 +95,8 @@ type Options struct {
 	RetainBytes string
 	// VerifyEvery sets replication.verify-every ("": the default).
 	VerifyEvery string
+	// OnPeerLoss sets replication.on-peer-loss ("": the default, degrade).
+	OnPeerLoss string
 	// Extra is appended to each node's configuration file (YAML).
 	Extra string
 	// Watchdog, when set, runs tandemd under a service watchdog of that
@@ -147,6 +149,9 @@ replication:
 {{- end}}
 {{- if .VerifyEvery}}
   verify-every: {{.VerifyEvery}}
+{{- end}}
+{{- if .OnPeerLoss}}
+  on-peer-loss: {{.OnPeerLoss}}
 {{- end}}
 vip:
   interface: {{.LANIf}}
@@ -207,7 +212,7 @@ func New(o Options) (*Pair, error) {
 			"HA1If": "ha1", "HA1": h.HA[0], "PeerHA1": peer.HA[0],
 			"LANIf": lab.LANIf, "LAN": h.LAN4, "PeerLAN": peer.LAN4,
 			"VIP4": lab.VIP4, "VIP6": lab.VIP6, "GW": gw.LAN4, "ForceStop": o.ForceStopAfter, "Extra": o.Extra,
-			"JobRetention": o.JobRetention, "PurgeEvery": o.PurgeEvery, "RetainBytes": o.RetainBytes, "VerifyEvery": o.VerifyEvery,
+			"JobRetention": o.JobRetention, "PurgeEvery": o.PurgeEvery, "RetainBytes": o.RetainBytes, "VerifyEvery": o.VerifyEvery, "OnPeerLoss": o.OnPeerLoss,
 		}
 		if len(h.HA) > 1 {
 			v["HA2If"], v["HA2"], v["PeerHA2"] = "ha2", h.HA[1], peer.HA[1]

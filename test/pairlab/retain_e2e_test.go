@@ -58,9 +58,10 @@ func hasAlarm(st api.Status, id string) bool {
 // TestE2EPeerAwayPastTheLog: with a 64 KiB retained log, the passive is
 // stopped while the active takes 300 jobs alone. The active's status and
 // tandemctl say that the passive would now need a full snapshot, and the
-// warning wip-peer-needs-snapshot stands; the passive, started again, is
-// resynced by snapshot, the warning clears, and after a kill of the active
-// it holds every acknowledged job.
+// warning wip-peer-needs-snapshot stands, beside wip-peer-outdated (the
+// active acknowledges alone); the passive, started again, is resynced by
+// snapshot, both warnings clear, and after a kill of the active it holds
+// every acknowledged job.
 func TestE2EPeerAwayPastTheLog(t *testing.T) {
 	const alarm = "wip-peer-needs-snapshot"
 	e := newE2EWith(t, Options{RetainBytes: "65536"})
@@ -94,7 +95,7 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 	for k, v := range startIngestLoad(t, e, "alone", 300, 8, time.Minute).wait(t) {
 		acked[k] = v
 	}
-	st, err := a.WaitFor(ctx, "the warning on a", func(s api.Status) bool { return hasAlarm(s, alarm) })
+	st, err := a.WaitFor(ctx, "the warnings on a", func(s api.Status) bool { return hasAlarm(s, alarm) && hasAlarm(s, "wip-peer-outdated") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +110,8 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.role(b, "passive", "in-sync")
-	if _, err := a.WaitFor(ctx, "the warning to clear", func(s api.Status) bool {
-		return !hasAlarm(s, alarm) && s.Replication.PeerCatchUp == "log"
+	if _, err := a.WaitFor(ctx, "the warnings to clear", func(s api.Status) bool {
+		return !hasAlarm(s, alarm) && !hasAlarm(s, "wip-peer-outdated") && s.Replication.PeerCatchUp == "log"
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,4 +119,51 @@ func TestE2EPeerAwayPastTheLog(t *testing.T) {
 		t.Errorf("b rejoined without a snapshot")
 	}
 	crashAndCheck(t, e, a, b, acked, 320)
+}
+
+// TestE2EBlockedCommitsRaiseTheAlarm: with on-peer-loss block the passive is
+// stopped, and the active's next commits wait for it. Past peer-ack-timeout
+// (1 s in the lab) the active raises the critical alarm wip-commits-wait,
+// and never goes on alone (no wip-peer-outdated, no trigger accepted). The
+// passive, started again, acks them: every trigger is accepted, the alarm
+// clears, and after a kill of the active the passive holds every job.
+func TestE2EBlockedCommitsRaiseTheAlarm(t *testing.T) {
+	const alarm = "wip-commits-wait"
+	e := newE2EWith(t, Options{OnPeerLoss: "block"})
+	a, b := e.pair.A, e.pair.B
+	deployIngest(t, e, a)
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	load := startIngestLoad(t, e, "blocked", 6, 3, time.Minute)
+	ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
+	defer cancel()
+	st, err := a.WaitFor(ctx, "the alarm on a", func(s api.Status) bool { return hasAlarm(s, alarm) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, al := range st.Alarms {
+		if al.ID == alarm && (al.Severity != "critical" || !strings.Contains(al.Text, "on-peer-loss is block")) {
+			t.Errorf("a's %s: %+v", alarm, al)
+		}
+	}
+	if hasAlarm(st, "wip-peer-outdated") || st.Replication.PeerState == "outdated" || st.Replication.AckWaitSince.IsZero() {
+		t.Errorf("a in block mode without its peer: alarms %+v, replication %+v", st.Alarms, st.Replication)
+	}
+	if n := load.accepted.Load(); n != 0 {
+		t.Errorf("%d triggers accepted while the commits wait for the peer", n)
+	}
+	if out, err := a.Ctl(e.ctx, "status"); err != nil || !strings.Contains(out, "CRITICAL") || !strings.Contains(out, alarm) {
+		t.Errorf("tandemctl status on a: %v; want the critical alarm\n%s", err, out)
+	}
+
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	acked := load.wait(t)
+	if _, err := a.WaitFor(ctx, "the alarm to clear", func(s api.Status) bool { return !hasAlarm(s, alarm) }); err != nil {
+		t.Fatal(err)
+	}
+	e.role(b, "passive", "in-sync")
+	crashAndCheck(t, e, a, b, acked, 6)
 }
