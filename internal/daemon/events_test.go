@@ -143,13 +143,8 @@ func TestPeerSnapshotAlarm(t *testing.T) {
 	}
 	for _, s := range steps {
 		raised, cleared := d.peerSnapshotAlarm(s.r)
-		a, active := d.ev.alarm("wip-peer-needs-snapshot")
-		if raised != s.raised || cleared != s.cleared || active != s.active {
-			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
-		}
-		if active && (a.Severity != "warning" || a.Latched || !strings.Contains(a.Text, "holds LSN 4000; the retained log starts at LSN 9100")) {
-			t.Fatalf("%s: alarm %+v", s.what, a)
-		}
+		checkAlarmStep(t, d.ev, "wip-peer-needs-snapshot", s.what, raised, cleared, s.raised, s.cleared, s.active,
+			"warning", "holds LSN 4000; the retained log starts at LSN 9100")
 	}
 	if _, err := b.AckAlarm(context.Background(), "wip-peer-needs-snapshot"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "retained log starts from") {
 		t.Errorf("ack: %v, want a conflict naming what clears it", err)
@@ -196,13 +191,7 @@ func TestSlowAcksAlarm(t *testing.T) {
 	}
 	for _, s := range steps {
 		raised, cleared := d.slowAcksAlarm(s.r)
-		a, active := d.ev.alarm("wip-slow-acks")
-		if raised != s.raised || cleared != s.cleared || active != s.active {
-			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
-		}
-		if active && (a.Severity != "warning" || a.Latched || !strings.Contains(a.Text, s.text)) {
-			t.Fatalf("%s: alarm %+v, want its text to hold %q", s.what, a, s.text)
-		}
+		checkAlarmStep(t, d.ev, "wip-slow-acks", s.what, raised, cleared, s.raised, s.cleared, s.active, "warning", s.text)
 	}
 	d.slowAcksAlarm(waits("primary", map[time.Duration]int{2 * time.Second: 5}))
 	if _, err := b.AckAlarm(context.Background(), "wip-slow-acks"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "quarter to a half of peer-ack-timeout") {
@@ -211,6 +200,21 @@ func TestSlowAcksAlarm(t *testing.T) {
 	d.ackTimeout = 0 // not configured (tests): never raised
 	if _, cleared := d.slowAcksAlarm(waits("primary", map[time.Duration]int{2 * time.Second: 5})); !cleared {
 		t.Error("without a peer-ack-timeout the alarm stayed")
+	}
+}
+
+// checkAlarmStep checks one step of a condition alarm's script: what the
+// poll returned (raised, cleared; want the same as wantRaised,
+// wantCleared), whether alarm id stands (wantActive), and, standing, that
+// it has severity, is not latched and that its text holds text.
+func checkAlarmStep(t *testing.T, ev *eventLog, id, what string, raised, cleared, wantRaised, wantCleared, wantActive bool, severity, text string) {
+	t.Helper()
+	a, active := ev.alarm(id)
+	if raised != wantRaised || cleared != wantCleared || active != wantActive {
+		t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", what, raised, cleared, active, wantRaised, wantCleared, wantActive)
+	}
+	if active && (a.Severity != severity || a.Latched || !strings.Contains(a.Text, text)) {
+		t.Fatalf("%s: alarm %+v; want a %s condition whose text holds %q", what, a, severity, text)
 	}
 }
 
@@ -251,13 +255,7 @@ func TestPeerOutdatedAlarm(t *testing.T) {
 		{"a secondary never raises it", r("secondary", "outdated"), false, false, false},
 	} {
 		raised, cleared := d.peerOutdatedAlarm(s.r)
-		a, active := d.ev.alarm("wip-peer-outdated")
-		if raised != s.raised || cleared != s.cleared || active != s.active {
-			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
-		}
-		if active && (a.Severity != "warning" || a.Latched || !strings.Contains(a.Text, "without the peer")) {
-			t.Fatalf("%s: alarm %+v", s.what, a)
-		}
+		checkAlarmStep(t, d.ev, "wip-peer-outdated", s.what, raised, cleared, s.raised, s.cleared, s.active, "warning", "without the peer")
 	}
 	d.peerOutdatedAlarm(r("primary", "outdated"))
 	if _, err := b.AckAlarm(context.Background(), "wip-peer-outdated"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "in sync again") {
@@ -306,12 +304,9 @@ func TestCommitsWaitAlarm(t *testing.T) {
 	} {
 		d.blockOnPeerLoss = s.block
 		raised, cleared := d.commitsWaitAlarm(s.r)
-		a, active := d.ev.alarm("wip-commits-wait")
-		if raised != s.raised || cleared != s.cleared || active != s.active {
-			t.Fatalf("%s: raised %t cleared %t active %t; want %t %t %t", s.what, raised, cleared, active, s.raised, s.cleared, s.active)
-		}
-		if active && (a.Severity != "critical" || a.Latched || !strings.Contains(a.Text, s.text) || !strings.Contains(a.Text, "peer-ack-timeout (5s)")) {
-			t.Fatalf("%s: alarm %+v, want its text to hold %q", s.what, a, s.text)
+		checkAlarmStep(t, d.ev, "wip-commits-wait", s.what, raised, cleared, s.raised, s.cleared, s.active, "critical", s.text)
+		if a, active := d.ev.alarm("wip-commits-wait"); active && !strings.Contains(a.Text, "peer-ack-timeout (5s)") {
+			t.Fatalf("%s: alarm %+v does not name the timeout", s.what, a)
 		}
 	}
 	d.ackTimeout = 0 // not configured (tests): never raised
