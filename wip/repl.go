@@ -1075,6 +1075,9 @@ func (s *Store) sendSnapshot(ss *session, bw *bufio.Writer, ver byte) (uint64, e
 	s.counters.Snapshots++
 	s.mu.Unlock()
 	total, _ := s.db.EstimateDiskUsage(userPrefix, userPrefixEnd)
+	s.mu.Lock()
+	s.snapOutDone, s.snapOutTotal = 0, int64(total)
+	s.mu.Unlock()
 	body := appendLineage(nil, l)
 	body = putU64(body, total)
 	if err := writeFrame(bw, ver, frameSnapBegin, body); err != nil {
@@ -1099,6 +1102,7 @@ func (s *Store) sendSnapshot(ss *session, bw *bufio.Writer, ver byte) (uint64, e
 		}
 		s.mu.Lock()
 		s.counters.SnapshotBytesOut += uint64(len(b))
+		s.snapOutDone += int64(len(b))
 		s.mu.Unlock()
 		chunk, n = chunk[:0], 0
 		return nil

@@ -239,3 +239,71 @@ func TestSnapshotKeysOutOfOrderRejected(t *testing.T) {
 		t.Fatal("a refused snapshot reached the store")
 	}
 }
+
+// TestSnapshotProgressOnBothSides: while a snapshot runs, the receiver
+// shows its progress (SnapshotPercent) and so does the primary that sends
+// it (PeerSnapshotPercent, its peer in state snapshot); once the peer is
+// in sync the primary shows none. The receiver is held at its fourth
+// chunk, and the store (32 MiB of random values, flushed so that its
+// estimated size is on disk) is larger than the loopback's socket buffers,
+// so the sender is held part way.
+func TestSnapshotProgressOnBothSides(t *testing.T) {
+	p := newPair(t, Options{Mode: Async, RetainBytes: 64 << 10})
+	a := p.open("a", nil)
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	defer func(old int) { snapChunkBytes = old }(snapChunkBytes)
+	snapChunkBytes = 64 << 10
+	rng := rand.New(rand.NewPCG(7, 8))
+	val := make([]byte, 256<<10)
+	for i := 0; i < 128; i++ {
+		for j := range val {
+			val[j] = byte(rng.Uint32())
+		}
+		b := a.NewBatch()
+		b.Set([]byte(fmt.Sprintf("k%05d", i)), val)
+		if _, err := a.Commit(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	var held atomic.Bool
+	b := p.open("b", func(o *Options) {
+		o.testSnapChunk = func(c int) error {
+			if c == 4 {
+				held.Store(true)
+				<-release
+			}
+			return nil
+		}
+	})
+	defer b.Close()
+	defer once.Do(func() { close(release) }) // before Close: a failure must not leave the receiver held
+	waitFor(t, "the receiver held at its fourth chunk", held.Load)
+	waitFor(t, "the primary's progress", func() bool { return a.Status().PeerSnapshotPercent > 0 })
+	if st := a.Status(); st.PeerState != PeerSnapshot || st.PeerSnapshotPercent >= 99.9 || st.SnapshotPercent != 0 {
+		t.Fatalf("the sending primary: peer %v, peer snapshot %.1f %%, own snapshot %.1f %%; want part of the peer's snapshot", st.PeerState, st.PeerSnapshotPercent, st.SnapshotPercent)
+	}
+	if st := b.Status(); !st.Inconsistent || st.SnapshotPercent <= 0 || st.SnapshotPercent >= 5 || st.PeerSnapshotPercent != 0 {
+		t.Fatalf("the receiver held after three chunks of 512: inconsistent %v, snapshot %.2f %%, peer snapshot %.1f %%", st.Inconsistent, st.SnapshotPercent, st.PeerSnapshotPercent)
+	}
+	once.Do(func() { close(release) })
+	waitFor(t, "the peer in sync", inSync(a))
+	waitFor(t, "b resynced", func() bool { st := b.Status(); return st.DurableLSN == 128 && !st.Inconsistent })
+	if st := a.Status(); st.PeerSnapshotPercent != 0 {
+		t.Fatalf("in sync, the primary still shows a snapshot at %.1f %%", st.PeerSnapshotPercent)
+	}
+	for i := 0; i < 128; i++ {
+		va, _, _ := a.Get([]byte(fmt.Sprintf("k%05d", i)))
+		vb, ok, err := b.Get([]byte(fmt.Sprintf("k%05d", i)))
+		if err != nil || !ok || !bytes.Equal(va, vb) {
+			t.Fatalf("k%05d on b after the snapshot: ok=%v err=%v", i, ok, err)
+		}
+	}
+}

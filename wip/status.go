@@ -180,7 +180,11 @@ type Status struct {
 	AckWaitSince   time.Time
 	GoAloneRefusal string
 	// SnapshotPercent is the progress of a running snapshot (0..100).
-	SnapshotPercent float64
+	// PeerSnapshotPercent is a primary's: of the snapshot it sends, while
+	// the peer is PeerSnapshot. Both compare the bytes received or sent
+	// with the store's estimated size on disk (see snapshotPercent).
+	SnapshotPercent     float64
+	PeerSnapshotPercent float64
 	// The retained log window: LSNs a peer can still be caught up from
 	// without a snapshot. In a pair in sync it holds about a MiB (records
 	// the other node holds go early); it grows while the peer is away, up
@@ -219,6 +223,13 @@ type Status struct {
 	// Latency holds the latency histograms since Open; RecentLatency those
 	// of the last one to two minutes (see Latencies for which fill).
 	Latency, RecentLatency Latencies
+}
+
+// snapshotPercent is a snapshot's progress: done bytes of about total.
+// The total is the store's estimated size on disk, so done may pass it; a
+// snapshot is not complete before its end, so the figure stops at 99.9.
+func snapshotPercent(done, total int64) float64 {
+	return min(100*float64(done)/float64(total), 99.9)
 }
 
 // The values of Status.OtherCatchUp.
@@ -262,10 +273,10 @@ func (s *Store) Status() Status {
 		st.SessionLocal, st.SessionPeer = s.sess.conn.LocalAddr().String(), s.sess.conn.RemoteAddr().String()
 	}
 	if s.snapTotal > 0 && s.inconsistent {
-		st.SnapshotPercent = 100 * float64(s.snapDone) / float64(s.snapTotal)
-		if st.SnapshotPercent > 100 {
-			st.SnapshotPercent = 99.9
-		}
+		st.SnapshotPercent = snapshotPercent(s.snapDone, s.snapTotal)
+	}
+	if s.role == Primary && s.peerState == PeerSnapshot && s.snapOutTotal > 0 {
+		st.PeerSnapshotPercent = snapshotPercent(s.snapOutDone, s.snapOutTotal)
 	}
 	if s.lastErr != nil {
 		st.LastError, st.LastErrorAt = s.lastErr.Error(), s.lastErrAt

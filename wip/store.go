@@ -474,6 +474,9 @@ type Store struct {
 	// snapRefusals counts the snapshots refused since.
 	snapFailed, snapFailedAt string
 	snapRefusals             uint64
+	// snapOutDone and snapOutTotal: the snapshot this primary sends, bytes
+	// sent and its estimated size (Status.PeerSnapshotPercent).
+	snapOutDone, snapOutTotal int64
 
 	// goAloneRefusal is the fence-peer hook's refusal while commits wait
 	// past PeerAckTimeout in Degrade mode ("" otherwise): the supervisor's.
