@@ -84,7 +84,7 @@ type ReplicationStatus struct {
 	Role         string        `json:"role"` // primary, secondary
 	Mode         string        `json:"mode"` // sync, async
 	DataState    string        `json:"data_state"`
-	PeerState    string        `json:"peer_state"`
+	PeerState    string        `json:"peer_state"` // in-sync, catching-up, snapshot N%, outdated, outdated (snapshot N%), disconnected
 	CommittedLSN uint64        `json:"committed_lsn"`
 	PeerAckedLSN uint64        `json:"peer_acked_lsn"`
 	LagBatches   uint64        `json:"lag_batches"`
@@ -122,6 +122,10 @@ type ReplicationStatus struct {
 	// on alone past peer-ack-timeout (this node may not be the active).
 	AckWaitSince   time.Time `json:"ack_wait_since,omitzero"`
 	GoAloneRefusal string    `json:"go_alone_refusal,omitempty"`
+	// PeerOutdated: this node is the active and acknowledges commits its
+	// peer lacks (it went on alone, or took over without the peer); false
+	// again once the peer is in sync. PeerState then says "outdated".
+	PeerOutdated bool `json:"peer_outdated,omitempty"`
 	// Corruption is the on-disk corruption found in this node's WIP store
 	// (the file, its key bounds, the error); empty when none.
 	Corruption string `json:"corruption,omitempty"`

@@ -247,7 +247,7 @@ const slowAcksMin = 5
 // was raised or cleared.
 func (d *driver) peerOutdatedAlarm(r api.ReplicationStatus) (raised, cleared bool) {
 	const id = "wip-peer-outdated"
-	if r.Role == wip.Primary.String() && r.PeerState == "outdated" {
+	if r.Role == wip.Primary.String() && r.PeerOutdated {
 		text := "commits are acknowledged without the peer (it did not ack within peer-ack-timeout, or this node took over without it): this node's WIP store holds the only copy of them, and the peer cannot take over until it has caught up"
 		return d.raiseAlarm(id, "warning", text), false
 	}

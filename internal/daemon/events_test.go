@@ -237,7 +237,7 @@ func TestPeerOutdatedAlarm(t *testing.T) {
 	d := &driver{ev: newEventLog(10), clk: clock.NewManual(now), log: zap.NewNop(), ackTimeout: 5 * time.Second}
 	b := &backend{d: d}
 	r := func(role, peer string) api.ReplicationStatus {
-		return api.ReplicationStatus{Role: role, PeerState: peer}
+		return api.ReplicationStatus{Role: role, PeerState: peer, PeerOutdated: peer == "outdated"}
 	}
 	for _, s := range []struct {
 		what                    string

@@ -102,7 +102,12 @@ func (w *wipStore) Promote(ctx context.Context, epoch uint64, force, peerFollows
 // Replication maps the store's status onto the machine's inputs (I5:
 // an Outdated or Inconsistent replica says so) and the API's view.
 func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
-	s := w.Store.Status()
+	return replicationView(w.Store.Status(), w.mode)
+}
+
+// replicationView is Replication's mapping of a store status s, of a store
+// in replication mode mode.
+func replicationView(s wip.Status, mode string) (pair.Replication, api.ReplicationStatus) {
 	r := pair.Replication{LSN: s.DurableLSN, Failed: s.Failed != ""}
 	switch {
 	case s.Inconsistent, (s.Corruption != "" || s.Failed != "") && s.Role != wip.Primary:
@@ -134,8 +139,14 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		data += ", failed"
 	}
 	peer := s.PeerState.String()
-	if s.PeerOutdated && s.Role == wip.Primary && s.PeerState != wip.PeerInSync {
+	peerOutdated := s.PeerOutdated && s.Role == wip.Primary && s.PeerState != wip.PeerInSync
+	switch {
+	case peerOutdated && s.PeerSnapshotPercent > 0:
+		peer = fmt.Sprintf("outdated (snapshot %.0f%%)", s.PeerSnapshotPercent)
+	case peerOutdated:
 		peer = "outdated"
+	case s.PeerSnapshotPercent > 0:
+		peer = fmt.Sprintf("snapshot %.0f%%", s.PeerSnapshotPercent)
 	}
 	session := ""
 	if s.SessionLocal != "" {
@@ -144,7 +155,7 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 	return r, api.ReplicationStatus{
 		Session:           session,
 		Role:              s.Role.String(),
-		Mode:              w.mode,
+		Mode:              mode,
 		DataState:         data,
 		PeerState:         peer,
 		CommittedLSN:      s.CommittedLSN,
@@ -162,6 +173,7 @@ func (w *wipStore) Replication() (pair.Replication, api.ReplicationStatus) {
 		LastErrorAt:       s.LastErrorAt,
 		NextDialAt:        s.NextDialAt,
 		AckWaitSince:      s.AckWaitSince,
+		PeerOutdated:      peerOutdated,
 		GoAloneRefusal:    s.GoAloneRefusal,
 		Corruption:        s.Corruption,
 		CorruptionRepair:  s.CorruptionRepair,

@@ -20,6 +20,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/diskrot"
 	"github.com/tandem-ha/tandem/internal/pair"
 	"github.com/tandem-ha/tandem/internal/testenv"
+	"github.com/tandem-ha/tandem/wip"
 )
 
 // TestOpenStoreWarnsOfUnevenHALinkAddresses: a configuration with one
@@ -142,4 +143,31 @@ func TestOpenStoreReplacesWhatItCannotUse(t *testing.T) {
 			t.Fatalf("no set-aside event in %+v", ev.last(10))
 		}
 	})
+}
+
+// The peer's state as the API and tandemctl show it: the snapshot's
+// progress on the side that sends it, and outdated while the active
+// acknowledges commits the peer lacks (PeerOutdated, which the
+// wip-peer-outdated alarm follows), through the peer's snapshot.
+func TestReplicationViewPeerState(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		s        wip.Status
+		peer     string
+		outdated bool
+	}{
+		{"in sync", wip.Status{Role: wip.Primary, PeerState: wip.PeerInSync}, "in-sync", false},
+		{"a snapshot under way", wip.Status{Role: wip.Primary, PeerState: wip.PeerSnapshot, PeerSnapshotPercent: 41.6}, "snapshot 42%", false},
+		{"a snapshot before its first chunk", wip.Status{Role: wip.Primary, PeerState: wip.PeerSnapshot}, "snapshot", false},
+		{"gone on alone, the peer away", wip.Status{Role: wip.Primary, PeerState: wip.PeerDisconnected, PeerOutdated: true}, "outdated", true},
+		{"gone on alone, the peer catching up", wip.Status{Role: wip.Primary, PeerState: wip.PeerCatchingUp, PeerOutdated: true}, "outdated", true},
+		{"gone on alone, the peer resynced", wip.Status{Role: wip.Primary, PeerState: wip.PeerSnapshot, PeerOutdated: true, PeerSnapshotPercent: 7}, "outdated (snapshot 7%)", true},
+		{"gone on alone, the peer in sync again", wip.Status{Role: wip.Primary, PeerState: wip.PeerInSync, PeerOutdated: true}, "in-sync", false},
+		{"a secondary", wip.Status{Role: wip.Secondary, PeerState: wip.PeerDisconnected, PeerOutdated: true}, "disconnected", false},
+	} {
+		_, rs := replicationView(tc.s, "sync")
+		if rs.PeerState != tc.peer || rs.PeerOutdated != tc.outdated || rs.Mode != "sync" {
+			t.Errorf("%s: peer %q, outdated %t, mode %q; want %q, %t, sync", tc.name, rs.PeerState, rs.PeerOutdated, rs.Mode, tc.peer, tc.outdated)
+		}
+	}
 }
