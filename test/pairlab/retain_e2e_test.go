@@ -147,7 +147,7 @@ func TestE2EBlockedCommitsRaiseTheAlarm(t *testing.T) {
 			t.Errorf("a's %s: %+v", alarm, al)
 		}
 	}
-	if hasAlarm(st, "wip-peer-outdated") || st.Replication.PeerState == "outdated" || st.Replication.AckWaitSince.IsZero() {
+	if hasAlarm(st, "wip-peer-outdated") || st.Replication.PeerOutdated || st.Replication.AckWaitSince.IsZero() {
 		t.Errorf("a in block mode without its peer: alarms %+v, replication %+v", st.Alarms, st.Replication)
 	}
 	if n := load.accepted.Load(); n != 0 {
