@@ -1,9 +1,11 @@
 package wip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -139,5 +141,58 @@ func TestRefusedSecondaryBacksOffOnItsClock(t *testing.T) {
 	}
 	if st := a.Status(); !st.NextDialAt.IsZero() {
 		t.Fatalf("the primary shows a next attempt: %v", st.NextDialAt)
+	}
+}
+
+// TestPeerGoneIsNotARejection: a connection closed before its first frame
+// (a peer that restarts or is killed, a port scan) is not a rejected frame
+// on either side: it is not counted, nor kept as the last error. The
+// waiting secondary says what ended its attempt (DialError).
+func TestPeerGoneIsNotARejection(t *testing.T) {
+	p := newPair(t, Options{})
+	a := p.open("a", func(o *Options) { o.PeerAddr = "" })
+	defer a.Close()
+	if err := a.Promote(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	// The primary's side: connect, send nothing, close; the primary
+	// closes its side once it has dealt with it.
+	c, err := net.Dial("tcp", p.addrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 64)); err != io.EOF {
+		t.Fatalf("the primary answered a silent connection: %d bytes, %v", n, err)
+	}
+	c.Close()
+	if st := a.Status(); st.Counters.RejectedFrames != 0 || st.LastError != "" {
+		t.Fatalf("a connection closed before its hello: rejected frames %d, last error %q", st.Counters.RejectedFrames, st.LastError)
+	}
+
+	// The secondary's side: a "primary" that reads the hello and hangs up.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Read(make([]byte, 512))
+			c.Close()
+		}
+	}()
+	b := p.open("b", func(o *Options) { o.PeerAddr = ln.Addr().String() })
+	defer b.Close()
+	waitFor(t, "b waiting after its first attempt", func() bool { return !b.Status().NextDialAt.IsZero() })
+	st := b.Status()
+	if st.Counters.RejectedFrames != 0 || st.LastError != "" || !contains(st.DialError, "welcome from "+ln.Addr().String()) {
+		t.Fatalf("b after the primary hung up: rejected frames %d, last error %q, dial error %q", st.Counters.RejectedFrames, st.LastError, st.DialError)
 	}
 }

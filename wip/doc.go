@@ -116,8 +116,8 @@
 //     from 20 ms; a refusal (a reject frame, or a snapshot this store could
 //     not take) counts as a failure however far the session ran (the
 //     schedule: dialSchedule in repl.go). While it waits, Status.NextDialAt
-//     says when it tries next; Status.LastError and LastErrorAt keep the
-//     last refusal or rejection. A cut cable sends no FIN: the secondary's connections carry
+//     says when it tries next and DialError what ended the last attempt;
+//     Status.LastError and LastErrorAt keep the last refusal or rejection. A cut cable sends no FIN: the secondary's connections carry
 //     TCP_USER_TIMEOUT and keepalive probes set from DeadSessionAfter, and
 //     an idle secondary repeats its last ack every DeadSessionAfter/4, so
 //     its TCP notices a dead link within about DeadSessionAfter (acks are
@@ -220,7 +220,11 @@
 //     checksum chain breaks ends the session. A frame cut by the peer's
 //     close (EOF inside it) is a truncated frame, a rejection; a connection
 //     reset or timed out inside a frame is a transport failure, like one
-//     between frames: the session ends and nothing is counted.
+//     between frames: the session ends and nothing is counted. So is a
+//     handshake whose first frame never begins (the peer closed or reset
+//     the connection first, or stayed silent past the handshake timeout):
+//     a peer that restarted or was killed, or a port scan, is not a
+//     rejection on either side.
 //   - Status carries latency histograms (Latencies), since Open and for the
 //     last one to two minutes: per group, the commit as its writers see it
 //     once grouped, the local write with its fsync (on the secondary, each

@@ -242,7 +242,11 @@ func (s *Store) dialLoop() {
 			continue // another address has not been tried since the last session
 		}
 		s.mu.Lock()
-		s.nextDial = s.clk.Now().Add(wait) // Status: the operator sees when
+		s.nextDial = s.clk.Now().Add(wait) // Status: the operator sees when, and why
+		s.dialErr = ""
+		if err != nil {
+			s.dialErr = err.Error()
+		}
 		s.mu.Unlock()
 		t := s.clk.NewTimer(wait)
 		select {
@@ -257,7 +261,7 @@ func (s *Store) dialLoop() {
 		case <-t.C():
 		}
 		s.mu.Lock()
-		s.nextDial = time.Time{}
+		s.nextDial, s.dialErr = time.Time{}, ""
 		s.mu.Unlock()
 	}
 }
@@ -498,8 +502,15 @@ func (s *Store) servePeer(c net.Conn) {
 	f, _, err := readFrame(br, nil)
 	if err != nil {
 		wd.Stop()
-		s.reject("frame", fmt.Errorf("handshake from %s: %w", c.RemoteAddr(), err))
-		sendReject(c, 1, err.Error())
+		if isFrameErr(err) {
+			s.reject("frame", fmt.Errorf("handshake from %s: %w", c.RemoteAddr(), err))
+			sendReject(c, 1, err.Error())
+		} else {
+			// Closed or reset before a frame began, or silent past the
+			// handshake timeout: a peer that went away (a restart, a
+			// kill), or a port scan. No frame to reject or count.
+			s.log.Debug("replication connection ended before its hello", zap.Stringer("from", c.RemoteAddr()), zap.Error(err))
+		}
 		_ = c.Close()
 		return
 	}
@@ -1161,7 +1172,10 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 	br := bufio.NewReaderSize(c, 256<<10)
 	f, _, err := readFrame(br, nil)
 	if err != nil {
-		s.reject("frame", fmt.Errorf("welcome from %s: %w", c.RemoteAddr(), err))
+		err = fmt.Errorf("welcome from %s: %w", c.RemoteAddr(), err)
+		if isFrameErr(err) {
+			s.reject("frame", err)
+		} // else the primary went away (closed, reset): the dial loop says so (Status.DialError)
 		return false, err
 	}
 	if f.typ == frameReject {

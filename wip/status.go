@@ -216,9 +216,11 @@ type Status struct {
 	LastError   string
 	LastErrorAt time.Time
 	// NextDialAt is when a secondary that is waiting to connect (its peer
-	// unreachable, or refusing it) tries next; zero while it is connected
-	// or trying.
+	// unreachable, or refusing it) tries next, and DialError what ended
+	// its last attempt (a refused dial, a reset, a refusal by the peer);
+	// zero and "" while it is connected or trying.
 	NextDialAt time.Time
+	DialError  string
 	Counters   Counters
 	// Latency holds the latency histograms since Open; RecentLatency those
 	// of the last one to two minutes (see Latencies for which fill).
@@ -282,7 +284,7 @@ func (s *Store) Status() Status {
 		st.LastError, st.LastErrorAt = s.lastErr.Error(), s.lastErrAt
 	}
 	if s.role == Secondary {
-		st.NextDialAt = s.nextDial
+		st.NextDialAt, st.DialError = s.nextDial, s.dialErr
 	}
 	if s.role == Primary && len(s.waiting) > 0 && s.needPeerLocked() {
 		st.AckWaitSince, st.GoAloneRefusal = s.waiting[0].durable, s.goAloneRefusal

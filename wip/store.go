@@ -462,6 +462,7 @@ type Store struct {
 	lastErr      error
 	lastErrAt    time.Time             // when lastErr was set (setLastErrLocked)
 	nextDial     time.Time             // a secondary's dial loop: its next attempt, while it waits
+	dialErr      string                // and what ended the last one
 	rejectLogs   map[string]*rejectLog // by class: the log of rejections, rate-limited
 	peerLastSeen time.Time
 	sess         *session
