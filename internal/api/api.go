@@ -114,8 +114,10 @@ type ReplicationStatus struct {
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	// NextDialAt: the passive is waiting to connect to the active's
 	// replication listener (unreachable, or refusing it) and tries again
-	// then; zero while connected or trying.
+	// then; zero while connected or trying. DialError is what ended its
+	// last attempt.
 	NextDialAt time.Time `json:"next_dial_at,omitzero"`
+	DialError  string    `json:"dial_error,omitempty"`
 	// AckWaitSince: on a sync active, the oldest commits durable here that
 	// wait for the passive's ack became durable then (zero when none
 	// wait). GoAloneRefusal: with on-peer-loss degrade, why they may not go

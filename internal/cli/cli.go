@@ -373,7 +373,11 @@ func PrintStatus(w io.Writer, st api.Status) {
 		fmt.Fprintf(w, "  retained log %s; %s\n", window, peerCatchUp(r))
 	}
 	if !r.NextDialAt.IsZero() {
-		fmt.Fprintf(w, "  not connected: next attempt in %s\n", roundAgo(max(r.NextDialAt.Sub(st.Now), 0)))
+		why := ""
+		if r.DialError != "" {
+			why = " (" + r.DialError + ")"
+		}
+		fmt.Fprintf(w, "  not connected%s: next attempt in %s\n", why, roundAgo(max(r.NextDialAt.Sub(st.Now), 0)))
 	}
 	switch {
 	case r.LastError != "" && r.LastErrorAt.IsZero(): // from a tandemd that does not say when

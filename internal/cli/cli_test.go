@@ -145,8 +145,9 @@ func TestStatusOfAPassiveWaitingToConnect(t *testing.T) {
 		want string
 	}{
 		{"waiting", api.ReplicationStatus{Role: "secondary", PeerState: "disconnected", NextDialAt: t0.Add(640 * time.Millisecond),
+			DialError: "wip: peer rejected: the primary cannot read its store",
 			LastError: "wip: peer rejected: the primary cannot read its store", LastErrorAt: t0.Add(-1500 * time.Millisecond)},
-			"  not connected: next attempt in 640ms\n  last error 1.5s ago: wip: peer rejected: the primary cannot read its store\n"},
+			"  not connected (wip: peer rejected: the primary cannot read its store): next attempt in 640ms\n  last error 1.5s ago: wip: peer rejected: the primary cannot read its store\n"},
 		{"due", api.ReplicationStatus{Role: "secondary", PeerState: "disconnected", NextDialAt: t0.Add(-time.Millisecond)},
 			"  not connected: next attempt in 0s\n"},
 		{"an older tandemd: no time", api.ReplicationStatus{Role: "secondary", LastError: "wip: peer rejected: mode"},

@@ -172,6 +172,7 @@ func replicationView(s wip.Status, mode string) (pair.Replication, api.Replicati
 		LastError:         s.LastError,
 		LastErrorAt:       s.LastErrorAt,
 		NextDialAt:        s.NextDialAt,
+		DialError:         s.DialError,
 		AckWaitSince:      s.AckWaitSince,
 		PeerOutdated:      peerOutdated,
 		GoAloneRefusal:    s.GoAloneRefusal,
