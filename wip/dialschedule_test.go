@@ -1,7 +1,6 @@
 package wip
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -150,11 +149,7 @@ func TestRefusedSecondaryBacksOffOnItsClock(t *testing.T) {
 // waiting secondary says what ended its attempt (DialError).
 func TestPeerGoneIsNotARejection(t *testing.T) {
 	p := newPair(t, Options{})
-	a := p.open("a", func(o *Options) { o.PeerAddr = "" })
-	defer a.Close()
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
+	a := p.primary(func(o *Options) { o.PeerAddr = "" })
 	// The primary's side: connect, send nothing, close; the primary
 	// closes its side once it has dealt with it.
 	c, err := net.Dial("tcp", p.addrA)

@@ -390,16 +390,24 @@ func TestAsyncModeShowsLagAndCatchesUp(t *testing.T) {
 	}
 }
 
+// primary opens a (mod changes its options, if set), promotes it in epoch
+// 1 and closes it at the test's end.
+func (p *pairT) primary(mod func(*Options)) *Store {
+	p.t.Helper()
+	a := p.open("a", mod)
+	p.t.Cleanup(func() { a.Close() })
+	if err := a.Promote(context.Background(), 1); err != nil {
+		p.t.Fatal(err)
+	}
+	return a
+}
+
 // wrongKeyPair opens a, promoted in epoch 1, and b, its secondary with
 // another pair key; they close at the test's end.
 func wrongKeyPair(t *testing.T, base Options) (a, b *Store) {
 	t.Helper()
 	p := newPair(t, base)
-	a = p.open("a", nil)
-	t.Cleanup(func() { a.Close() })
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
+	a = p.primary(nil)
 	b = p.open("b", func(o *Options) { o.PairKey = []byte("another-key-of-32-bytes-xxxxxxxx") })
 	t.Cleanup(func() { b.Close() })
 	return a, b

@@ -249,11 +249,7 @@ func TestSnapshotKeysOutOfOrderRejected(t *testing.T) {
 // so the sender is held part way.
 func TestSnapshotProgressOnBothSides(t *testing.T) {
 	p := newPair(t, Options{Mode: Async, RetainBytes: 64 << 10})
-	a := p.open("a", nil)
-	defer a.Close()
-	if err := a.Promote(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
+	a := p.primary(nil)
 	defer func(old int) { snapChunkBytes = old }(snapChunkBytes)
 	snapChunkBytes = 64 << 10
 	rng := rand.New(rand.NewPCG(7, 8))
