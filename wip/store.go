@@ -480,7 +480,8 @@ type Store struct {
 	snapOutDone, snapOutTotal int64
 
 	// goAloneRefusal is the fence-peer hook's refusal while commits wait
-	// past PeerAckTimeout in Degrade mode ("" otherwise): the supervisor's.
+	// past PeerAckTimeout in Degrade mode ("" otherwise): the supervisor
+	// reports each new one once (log, event, Counters.GoAloneRefused).
 	goAloneRefusal string
 
 	// Retained log accounting (guarded by retMu).
@@ -1289,12 +1290,14 @@ func (s *Store) supervisor() {
 	defer s.wg.Done()
 	var timer clock.Timer
 	blockedReported := false
-	refused := ""   // the last MayGoAlone refusal reported
 	cannotAck := "" // the last PeerCannotAck logged
 	for {
 		var tc <-chan time.Time
 		s.mu.Lock()
 		active := len(s.waiting) > 0 && s.needPeerLocked()
+		if !active {
+			s.goAloneRefusal = "" // nothing waits: the next refusal is news
+		}
 		var wait time.Duration
 		if active {
 			wait = s.o.PeerAckTimeout - s.clk.Since(s.waiting[0].durable)
@@ -1325,8 +1328,9 @@ func (s *Store) supervisor() {
 		if wait <= 0 && active && s.o.PeerLoss == Degrade {
 			err := s.mayGoAlone()
 			if err == nil {
-				refused = ""
-				s.setGoAloneRefusal("")
+				s.mu.Lock()
+				s.goAloneRefusal = ""
+				s.mu.Unlock()
 				s.degrade()
 				continue
 			}
@@ -1337,24 +1341,22 @@ func (s *Store) supervisor() {
 			}
 			// Not allowed to go on alone (yet): keep the commits waiting
 			// and ask again shortly.
-			if err.Error() != refused {
-				refused = err.Error()
-				s.mu.Lock()
+			s.mu.Lock()
+			isNew := s.goAloneRefusal != err.Error()
+			if isNew { // reported once per reason
+				s.goAloneRefusal = err.Error()
 				s.counters.GoAloneRefused++
-				s.goAloneRefusal = refused
-				s.mu.Unlock()
+			}
+			s.mu.Unlock()
+			if isNew {
 				s.log.Warn("peer did not ack within peer-ack-timeout; not going on alone", zap.Error(err))
-				s.emit(Event{Kind: EventPeerAckTimeout, Detail: "commits wait for the peer: not going on alone: " + refused})
+				s.emit(Event{Kind: EventPeerAckTimeout, Detail: "commits wait for the peer: not going on alone: " + err.Error()})
 			}
 			wait = s.o.GoAloneRetry
 		}
 		switch {
 		case !active:
 			blockedReported = false
-			if refused != "" {
-				refused = ""
-				s.setGoAloneRefusal("")
-			}
 		case wait <= 0:
 			if !blockedReported {
 				blockedReported = true
@@ -1381,12 +1383,6 @@ func (s *Store) supervisor() {
 			return
 		}
 	}
-}
-
-func (s *Store) setGoAloneRefusal(r string) {
-	s.mu.Lock()
-	s.goAloneRefusal = r
-	s.mu.Unlock()
 }
 
 // failWaitingLocked answers every group waiting for the peer with err.
