@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 // TestDialScheduleScripts runs the dial loop's timing as scripts: each step
@@ -168,21 +169,14 @@ func TestPeerGoneIsNotARejection(t *testing.T) {
 	}
 
 	// The secondary's side: a "primary" that reads the hello and hangs up.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", testenv.LoopbackAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Read(make([]byte, 512))
-			c.Close()
-		}
-	}()
+	testenv.Serve(t, ln, func(c net.Conn) {
+		_, _ = c.Read(make([]byte, 512))
+		c.Close()
+	})
 	b := p.open("b", func(o *Options) { o.PeerAddr = ln.Addr().String() })
 	defer b.Close()
 	waitFor(t, "b waiting after its first attempt", func() bool { return !b.Status().NextDialAt.IsZero() })

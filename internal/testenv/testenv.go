@@ -1,6 +1,7 @@
 // Package testenv decides, in one place, what a test does when something it
-// needs is missing from the machine, and hands out the loopback ports that
-// tests must know before anything listens on them (LoopbackAddr, ports.go).
+// needs is missing from the machine, hands out the loopback ports that
+// tests must know before anything listens on them (LoopbackAddr, ports.go),
+// and serves a test's listener (Serve, serve.go).
 //
 // The rule (DEVELOPERS.md): under CI=true a missing prerequisite fails the
 // run; it never skips. Outside CI a developer without root may skip the lab

@@ -127,16 +127,7 @@ func TestWitnessInTheLab(t *testing.T) {
 	if err := svc.Do(func() (err error) { ln, err = net.Listen("tcp4", "192.0.2.20:7000"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testenv.Serve(t, ln, func(c net.Conn) { c.Close() })
 	// Witness only (no gateways): TCP, then ICMP.
 	for _, w := range []string{svcWitTCP, "icmp:192.0.2.20"} {
 		g := gatewayIn(t, a, Config{Witness: w})

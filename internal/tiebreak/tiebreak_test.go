@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/clock"
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 func TestConfigErrorsNameTheField(t *testing.T) {
@@ -113,16 +114,7 @@ func TestRunProbesAtOnceThenEveryInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testenv.Serve(t, ln, func(c net.Conn) { c.Close() })
 	clk := clock.NewManual(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	g, err := NewGateway(Config{Interface: "lo", Witness: "tcp:" + ln.Addr().String(),
 		Interval: time.Second, Timeout: 500 * time.Millisecond, Clock: clk})
