@@ -38,7 +38,12 @@
 //     what stops a primary that was frozen, and replaced meanwhile, from
 //     acknowledging a commit alone that its successor never saw. A peer
 //     that catches up again is told (InSync frame) the LSN that ends the part
-//     it missed, and clears its own Outdated flag once it holds it.
+//     it missed, and clears its own Outdated flag once it holds it. The
+//     primary's commits wait for the peer again from the moment its stream
+//     has caught up; Status shows the peer in sync (EventPeerInSync), and
+//     the primary clears its persisted "peer outdated", only once the peer
+//     has acked the last LSN sent then: until that ack the peer may still be
+//     applying it, or ingesting a snapshot, and Status says catching-up.
 //   - A local write or sync that fails (a full file system, a failing
 //     disk) fails the store: pebble's commit pipeline does not come back
 //     from a failed WAL write. The waiting commits get ErrFailed, nothing

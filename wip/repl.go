@@ -895,7 +895,11 @@ func (s *Store) readAcks(ss *session, br *bufio.Reader) error {
 			s.peerLastSeen = s.clk.Now()
 			s.releaseLocked()
 			s.cond.Broadcast()
+			inSync, ok := s.confirmInSyncLocked()
 			s.mu.Unlock()
+			if ok {
+				s.emitInSync(inSync)
+			}
 		case frameReject:
 			return fmt.Errorf("%w: %s", ErrRejected, f.body)
 		default:
@@ -936,10 +940,11 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 			}
 			// Caught up: the peer is live from now on.
 			if s.peerState != PeerInSync {
-				lsn := s.goInSyncLocked(ss)
-				s.mu.Unlock()
-				s.emit(Event{Kind: EventPeerInSync, Detail: fmt.Sprintf("peer in sync at LSN %d", lsn)})
-				s.mu.Lock()
+				if lsn, ok := s.goInSyncLocked(ss, next-1); ok {
+					s.mu.Unlock()
+					s.emitInSync(lsn)
+					s.mu.Lock()
+				}
 				continue
 			}
 			s.cond.Wait()
@@ -978,12 +983,29 @@ func (s *Store) stream(ss *session, bw *bufio.Writer, ver byte, next uint64) err
 	}
 }
 
-// goInSyncLocked marks the peer in sync. If commits were acknowledged without
-// it, from now on they wait for it again, and the peer is told which LSN
-// ends the part it missed so it can clear its Outdated flag once it holds it.
-func (s *Store) goInSyncLocked(ss *session) uint64 {
+// goInSyncLocked marks the peer in sync once the stream has sent it every
+// LSN up to sent: from now on commits wait for it again, and the peer is
+// told which LSN ends the part it missed so it can clear its Outdated flag
+// once it holds it. The peer is shown in sync when it has acked sent
+// (confirmInSyncLocked); ok reports that it already has.
+func (s *Store) goInSyncLocked(ss *session, sent uint64) (lsn uint64, ok bool) {
 	s.peerState, s.cannotAck = PeerInSync, ""
 	ss.inSyncPending, ss.inSyncLSN = true, s.aloneLSN
+	s.syncAckLSN, s.syncShown = sent, false
+	s.log.Info("peer caught up; waiting for its ack", zap.Uint64("sent", sent), zap.Uint64("acked", s.peerAcked))
+	return s.confirmInSyncLocked()
+}
+
+// confirmInSyncLocked shows the peer in sync once it has acked what the
+// stream had sent when it caught up. If commits were acknowledged without
+// the peer, the persisted flag that says so is cleared: the peer holds
+// them now. ok reports the change; the caller emits EventPeerInSync
+// (emitInSync) off the lock.
+func (s *Store) confirmInSyncLocked() (lsn uint64, ok bool) {
+	if s.role != Primary || s.peerState != PeerInSync || s.syncShown || s.peerAcked < s.syncAckLSN {
+		return 0, false
+	}
+	s.syncShown = true
 	if s.peerOutdated {
 		s.peerOutdated = false
 		// Persist off the lock; a crash before it lands keeps the peer
@@ -999,8 +1021,12 @@ func (s *Store) goInSyncLocked(ss *session) uint64 {
 			_ = pb.Close()
 		}()
 	}
-	s.log.Info("peer in sync", zap.Uint64("lsn", s.lsn))
-	return s.lsn
+	s.log.Info("peer in sync", zap.Uint64("acked", s.peerAcked))
+	return s.peerAcked, true
+}
+
+func (s *Store) emitInSync(lsn uint64) {
+	s.emit(Event{Kind: EventPeerInSync, Detail: fmt.Sprintf("peer in sync at LSN %d", lsn)})
 }
 
 // collectLocked returns tail entries from next on (up to maxDataFrame bytes),

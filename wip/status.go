@@ -268,6 +268,9 @@ func (s *Store) Status() Status {
 	default:
 		st.OtherCatchUp = CatchUpSnapshot
 	}
+	if s.peerState == PeerInSync && s.role == Primary && !s.syncShown {
+		st.PeerState = PeerCatchingUp // caught up, its ack still to come
+	}
 	if s.peerState == PeerDisconnected && s.peerOutdated {
 		st.PeerState = PeerOutdated
 	}

@@ -484,6 +484,14 @@ type Store struct {
 	// reports each new one once (log, event, Counters.GoAloneRefused).
 	goAloneRefusal string
 
+	// A primary's peer is in sync, for commits, from the moment the stream
+	// has caught up (goInSyncLocked). It is shown in sync, and the persisted
+	// peer-outdated flag cleared, once the peer has acked syncAckLSN, the
+	// last LSN sent then (confirmInSyncLocked): until then it may still be
+	// applying (or ingesting a snapshot) and hold less than was sent.
+	syncAckLSN uint64
+	syncShown  bool
+
 	// Retained log accounting (guarded by retMu).
 	retMu    sync.Mutex
 	retained []retainedEntry
