@@ -300,7 +300,10 @@
 // version 2 on]), each part prefixed by its u32 length. Both sides
 // contribute a random nonce, so neither message can be replayed into
 // another session. A peer without the key is rejected with ErrAuth before
-// any lineage is acted on.
+// any lineage is acted on, and counted on both sides (Counters.RejectedAuth):
+// the secondary checks the Welcome first and sends a Reject that says so
+// before it closes. (A secondary of an earlier build closes without a word;
+// its primary counts that as a rejected frame, naming the likely cause.)
 //
 // Mode (version 2 on; 1 sync, 2 async): each side sends its replication
 // mode, and a session between nodes of different modes is refused on both

@@ -436,6 +436,10 @@ func writeFrame(w *bufio.Writer, ver, typ byte, body []byte) error {
 	return nil
 }
 
+// refusedKey is a secondary's reject of a welcome whose mac its pair key
+// does not match.
+const refusedKey = "the welcome's mac does not match this secondary's pair key"
+
 func sendReject(c net.Conn, ver byte, reason string) {
 	_, _ = c.Write(appendFrame(nil, ver, frameReject, []byte(reason)))
 }
@@ -563,12 +567,24 @@ func (s *Store) servePeer(c net.Conn) {
 		return
 	}
 	f, _, err = readFrame(br, nil)
+	if err == nil && f.typ == frameReject {
+		// The secondary checked the welcome's mac against its key.
+		wd.Stop()
+		s.reject("auth", fmt.Errorf("%w: peer %s (node %d) refused this node's welcome: %s", ErrAuth, c.RemoteAddr(), h.nodeID, f.body))
+		_ = c.Close()
+		return
+	}
 	if err == nil && f.typ != frameAuth {
 		err = fmt.Errorf("%w: expected auth, got type %d", ErrFrameType, f.typ)
 	}
 	if err != nil {
 		wd.Stop()
-		s.reject("frame", fmt.Errorf("handshake from %s: %w", c.RemoteAddr(), err))
+		if !isFrameErr(err) {
+			// A secondary of a build before refusedKey hangs up on a
+			// welcome it cannot check, without a word.
+			err = fmt.Errorf("no auth after the welcome (a secondary without the pair key, or one that stopped): %w", err)
+		}
+		s.reject("frame", fmt.Errorf("handshake from %s (node %d): %w", c.RemoteAddr(), h.nodeID, err))
 		_ = c.Close()
 		return
 	}
@@ -1231,6 +1247,9 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 	if !hmac.Equal(w.mac, s.mac("tandem-wip welcome", hb, wb)) {
 		err := fmt.Errorf("%w: primary %s (node %d) does not hold the pair key", ErrAuth, c.RemoteAddr(), w.nodeID)
 		s.reject("auth", err)
+		// Said, not only hung up on: the primary counts and logs it as
+		// what it is (see servePeer).
+		sendReject(c, ver, refusedKey)
 		return false, err
 	}
 	// Auth goes out even when the modes differ, so that the primary sees
