@@ -204,3 +204,18 @@ func TestReadFrameCutMidBody(t *testing.T) {
 		}
 	}
 }
+
+func TestRejectTextIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		body []byte
+		want string
+	}{
+		{[]byte("not primary"), "not primary"},
+		{[]byte("bad \xff byte"), "bad ? byte"},
+		{bytes.Repeat([]byte("x"), 600), strings.Repeat("x", 512) + "... (600 bytes)"},
+	} {
+		if got := rejectText(tc.body); got != tc.want {
+			t.Errorf("rejectText(%d bytes) = %q, want %q", len(tc.body), got, tc.want)
+		}
+	}
+}

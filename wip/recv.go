@@ -120,7 +120,7 @@ func (s *Store) receiveSnapshot(br *bufio.Reader) error {
 			}
 			return s.finishSnapshot(l, pairs)
 		case frameReject:
-			return fmt.Errorf("%w: %s", ErrRejected, f.body)
+			return fmt.Errorf("%w: %s", ErrRejected, rejectText(f.body))
 		default:
 			err := fmt.Errorf("%w: type %d inside a snapshot", ErrFrameType, f.typ)
 			s.reject("frame", err)
@@ -548,7 +548,7 @@ func (s *Store) apply(ss *session, br *bufio.Reader, ver byte) error {
 				}
 				inSyncNotice, haveNotice = binary.BigEndian.Uint64(it.f.body), true
 			case frameReject:
-				ferr = fmt.Errorf("%w: %s", ErrRejected, it.f.body)
+				ferr = fmt.Errorf("%w: %s", ErrRejected, rejectText(it.f.body))
 				break loop
 			default:
 				ferr = fmt.Errorf("%w: type %d in the stream", ErrFrameType, it.f.typ)

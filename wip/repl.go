@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -440,6 +441,18 @@ func writeFrame(w *bufio.Writer, ver, typ byte, body []byte) error {
 // does not match.
 const refusedKey = "the welcome's mac does not match this secondary's pair key"
 
+// rejectText is a Reject frame's reason as this node logs and shows it:
+// valid UTF-8, at most maxRejectText bytes. The body comes from a peer
+// that may not have authenticated yet, and a frame may hold 64 MiB.
+func rejectText(body []byte) string {
+	const maxRejectText = 512
+	t := strings.ToValidUTF8(string(body[:min(len(body), maxRejectText)]), "?")
+	if len(body) > maxRejectText {
+		t += fmt.Sprintf("... (%d bytes)", len(body))
+	}
+	return t
+}
+
 func sendReject(c net.Conn, ver byte, reason string) {
 	_, _ = c.Write(appendFrame(nil, ver, frameReject, []byte(reason)))
 }
@@ -570,7 +583,7 @@ func (s *Store) servePeer(c net.Conn) {
 	if err == nil && f.typ == frameReject {
 		// The secondary checked the welcome's mac against its key.
 		wd.Stop()
-		s.reject("auth", fmt.Errorf("%w: peer %s (node %d) refused this node's welcome: %s", ErrAuth, c.RemoteAddr(), h.nodeID, f.body))
+		s.reject("auth", fmt.Errorf("%w: peer %s (node %d) refused this node's welcome: %s", ErrAuth, c.RemoteAddr(), h.nodeID, rejectText(f.body)))
 		_ = c.Close()
 		return
 	}
@@ -917,7 +930,7 @@ func (s *Store) readAcks(ss *session, br *bufio.Reader) error {
 				s.emitInSync(inSync)
 			}
 		case frameReject:
-			return fmt.Errorf("%w: %s", ErrRejected, f.body)
+			return fmt.Errorf("%w: %s", ErrRejected, rejectText(f.body))
 		default:
 			err := fmt.Errorf("%w: type %d from a secondary", ErrFrameType, f.typ)
 			s.reject("frame", err)
@@ -1221,7 +1234,7 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 		return false, err
 	}
 	if f.typ == frameReject {
-		return false, fmt.Errorf("%w: %s", ErrRejected, f.body)
+		return false, fmt.Errorf("%w: %s", ErrRejected, rejectText(f.body))
 	}
 	if f.typ != frameWelcome {
 		err := fmt.Errorf("%w: expected welcome, got type %d", ErrFrameType, f.typ)
@@ -1269,7 +1282,7 @@ func (s *Store) runSecondary(c net.Conn) (ran bool, err error) {
 	}
 	f, _, err = readFrame(br, nil)
 	if err == nil && f.typ == frameReject {
-		return false, fmt.Errorf("%w: %s", ErrRejected, f.body)
+		return false, fmt.Errorf("%w: %s", ErrRejected, rejectText(f.body))
 	}
 	if err == nil && f.typ != framePlan {
 		err = fmt.Errorf("%w: expected plan, got type %d", ErrFrameType, f.typ)
